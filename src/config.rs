@@ -1,0 +1,474 @@
+//! Command-line flags, `SONDE_*` environment variables and the optional YAML config file,
+//! resolved into one [`Config`].
+//!
+//! Precedence, highest first: a flag on the command line, its environment variable, its key
+//! in `--config.file`, the built-in default. Config-file keys are the flag names without the
+//! leading dashes (`web.listen-address: 127.0.0.1:9977`, `collector.host: false`).
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::builder::PossibleValuesParser;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use crate::collector;
+
+/// Where the exporter reads the host's pseudo-filesystems, so it can run in a container
+/// that mounts the host's at another place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Paths {
+    pub procfs: PathBuf,
+    pub sysfs: PathBuf,
+    pub rootfs: PathBuf,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            procfs: "/proc".into(),
+            sysfs: "/sys".into(),
+            rootfs: "/".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+/// Everything the exporter needs to start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `host:port` as given (`:9977` means every address); resolved when binding.
+    pub listen_address: String,
+    pub telemetry_path: String,
+    /// Concurrent `/metrics` requests served; 0 means no limit.
+    pub max_requests: usize,
+    /// Hard limit on any one HTTP request, a safety net behind the scrape deadline.
+    pub request_timeout: Duration,
+    /// Scrape deadline when the scraper sends no `X-Prometheus-Scrape-Timeout-Seconds`.
+    pub scrape_timeout: Duration,
+    /// Taken off the scraper's own timeout so the answer arrives before it gives up.
+    pub scrape_timeout_offset: Duration,
+    pub log_level: tracing::Level,
+    pub log_format: LogFormat,
+    pub paths: Paths,
+    /// Collector name → enabled, for every built-in collector.
+    pub collectors: BTreeMap<String, bool>,
+}
+
+impl Config {
+    /// The configuration with every flag at its default (no environment, no config file).
+    pub fn defaults() -> Self {
+        let cmd = command().mut_args(|arg| arg.env(None));
+        let matches = cmd.get_matches_from(["sonde"]);
+        resolve(&matches).unwrap_or_else(|e| unreachable!("built-in defaults are valid: {e}"))
+    }
+
+    pub fn collector_enabled(&self, name: &str) -> bool {
+        self.collectors.get(name).copied().unwrap_or(false)
+    }
+}
+
+/// Why the configuration could not be resolved. `Help` and `Version` are not failures:
+/// their text is meant for standard output.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0}")]
+    Help(String),
+    #[error("{0}")]
+    Version(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("reading config file {path}: {source}")]
+    ReadFile {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {reason}")]
+    FileContent { path: PathBuf, reason: String },
+    #[error("invalid value {value:?} for --{flag}: {reason}")]
+    Invalid {
+        flag: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// The environment variable that sets a flag: `web.listen-address` → `SONDE_WEB_LISTEN_ADDRESS`.
+pub fn env_name(flag: &str) -> String {
+    let mut name = String::from("SONDE_");
+    name.extend(flag.chars().map(|c| {
+        if c.is_ascii_alphanumeric() {
+            c.to_ascii_uppercase()
+        } else {
+            '_'
+        }
+    }));
+    name
+}
+
+fn flag(name: &'static str, help: &'static str) -> Arg {
+    Arg::new(name)
+        .long(name)
+        .env(env_name(name))
+        .help(help)
+        .action(ArgAction::Set)
+}
+
+/// The command line: every flag, its environment variable and its default.
+pub fn command() -> Command {
+    let mut cmd = Command::new("sonde")
+        .version(crate::build_info::VERSION)
+        .long_version(crate::build_info::long_version())
+        .about("Prometheus/OpenMetrics exporter for container and connection metrics")
+        .arg(flag("config.file", "YAML file whose keys are flag names without dashes").value_name("FILE"))
+        .arg(flag("web.listen-address", "Address to listen on ([host]:port)").default_value(":9977"))
+        .arg(flag("web.telemetry-path", "Path under which to expose metrics").default_value("/metrics"))
+        .arg(
+            flag(
+                "web.max-requests",
+                "Concurrent scrapes served; more get 503 at once (0: no limit)",
+            )
+            .default_value("40")
+            .value_parser(clap::value_parser!(usize)),
+        )
+        .arg(flag("web.request-timeout", "Hard limit on any one HTTP request").default_value("60s"))
+        .arg(
+            flag(
+                "scrape.timeout",
+                "Scrape deadline when the scraper sends no X-Prometheus-Scrape-Timeout-Seconds",
+            )
+            .default_value("10s"),
+        )
+        .arg(
+            flag(
+                "scrape.timeout-offset",
+                "Taken off the scraper's X-Prometheus-Scrape-Timeout-Seconds",
+            )
+            .default_value("500ms"),
+        )
+        .arg(
+            flag("log.level", "Only log messages with this severity or above")
+                .default_value("info")
+                .value_parser(PossibleValuesParser::new(["error", "warn", "info", "debug"])),
+        )
+        .arg(
+            flag("log.format", "Log line format")
+                .default_value("logfmt")
+                .value_parser(PossibleValuesParser::new(["logfmt", "json"])),
+        )
+        .arg(flag("path.procfs", "procfs mountpoint").default_value("/proc"))
+        .arg(flag("path.sysfs", "sysfs mountpoint").default_value("/sys"))
+        .arg(flag("path.rootfs", "Root of the host filesystem").default_value("/"));
+    for spec in collector::builtin() {
+        let on = format!("collector.{}", spec.name);
+        let off = format!("no-collector.{}", spec.name);
+        cmd = cmd
+            .arg(
+                Arg::new(on.clone())
+                    .long(on.clone())
+                    .env(env_name(&on))
+                    .help(format!("Enable the {} collector: {}", spec.name, spec.help))
+                    .value_name("BOOL")
+                    .num_args(0..=1)
+                    .require_equals(true)
+                    .default_missing_value("true")
+                    .default_value(if spec.enabled_by_default { "true" } else { "false" })
+                    .value_parser(clap::builder::BoolishValueParser::new())
+                    .overrides_with(off.clone()),
+            )
+            .arg(
+                Arg::new(off.clone())
+                    .long(off)
+                    .help(format!("Disable the {} collector", spec.name))
+                    .action(ArgAction::SetTrue)
+                    .overrides_with(on),
+            );
+    }
+    cmd
+}
+
+/// Resolves the configuration from process arguments (the first one is the program name).
+pub fn from_args<I, T>(args: I) -> Result<Config, ConfigError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
+{
+    let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+    let mut cmd = command();
+    let first = parse(cmd.clone(), &args)?;
+    if let Some(path) = first.get_one::<String>("config.file") {
+        for (key, value) in read_config_file(Path::new(path), &cmd)? {
+            cmd = cmd.mut_arg(key, |arg| arg.default_value(value));
+        }
+    }
+    let matches = parse(cmd, &args)?;
+    resolve(&matches)
+}
+
+fn parse(cmd: Command, args: &[OsString]) -> Result<ArgMatches, ConfigError> {
+    cmd.try_get_matches_from(args).map_err(|err| {
+        use clap::error::ErrorKind;
+        match err.kind() {
+            ErrorKind::DisplayHelp | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                ConfigError::Help(err.render().to_string())
+            }
+            ErrorKind::DisplayVersion => ConfigError::Version(err.render().to_string()),
+            // clap's message is several lines (tip, usage); keep the one that names the problem.
+            _ => {
+                let text = err.render().to_string();
+                let first = text.lines().next().unwrap_or("invalid arguments");
+                ConfigError::Usage(format!("{} (see --help)", first.trim_start_matches("error: ")))
+            }
+        }
+    })
+}
+
+/// Reads the YAML config file into (flag name, value) pairs, rejecting keys that are not flags.
+fn read_config_file(path: &Path, cmd: &Command) -> Result<Vec<(String, String)>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_owned(),
+        source,
+    })?;
+    let bad = |reason: String| ConfigError::FileContent {
+        path: path.to_owned(),
+        reason,
+    };
+    let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let map = match doc {
+        serde_yaml_ng::Value::Null => return Ok(Vec::new()),
+        serde_yaml_ng::Value::Mapping(map) => map,
+        _ => return Err(bad("expected a mapping of flag names to values".into())),
+    };
+    let mut pairs = Vec::with_capacity(map.len());
+    for (key, value) in map {
+        let key = match key {
+            serde_yaml_ng::Value::String(key) => key,
+            other => return Err(bad(format!("key {other:?} is not a string"))),
+        };
+        if key == "config.file" || !cmd.get_arguments().any(|arg| arg.get_id() == key.as_str()) {
+            return Err(bad(format!("unknown key {key:?}")));
+        }
+        let value = match value {
+            serde_yaml_ng::Value::String(s) => s,
+            serde_yaml_ng::Value::Bool(b) => b.to_string(),
+            serde_yaml_ng::Value::Number(n) => n.to_string(),
+            other => return Err(bad(format!("value of {key:?} must be a scalar, not {other:?}"))),
+        };
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
+    let text = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
+    let listen_address = text("web.listen-address");
+    validate_listen_address(&listen_address)?;
+    let telemetry_path = text("web.telemetry-path");
+    if !telemetry_path.starts_with('/') || telemetry_path.len() < 2 {
+        return Err(ConfigError::Invalid {
+            flag: "web.telemetry-path",
+            value: telemetry_path,
+            reason: "must start with '/' and name a path other than '/'".into(),
+        });
+    }
+    let collectors = collector::builtin()
+        .iter()
+        .map(|spec| {
+            let disabled = m.get_flag(&format!("no-collector.{}", spec.name));
+            let enabled = m.get_one::<bool>(&format!("collector.{}", spec.name)).copied();
+            (
+                spec.name.to_owned(),
+                !disabled && enabled.unwrap_or(spec.enabled_by_default),
+            )
+        })
+        .collect();
+    Ok(Config {
+        listen_address,
+        telemetry_path,
+        max_requests: m.get_one::<usize>("web.max-requests").copied().unwrap_or_default(),
+        request_timeout: duration(m, "web.request-timeout")?,
+        scrape_timeout: duration(m, "scrape.timeout")?,
+        scrape_timeout_offset: duration(m, "scrape.timeout-offset")?,
+        log_level: match text("log.level").as_str() {
+            "error" => tracing::Level::ERROR,
+            "warn" => tracing::Level::WARN,
+            "debug" => tracing::Level::DEBUG,
+            _ => tracing::Level::INFO,
+        },
+        log_format: match text("log.format").as_str() {
+            "json" => LogFormat::Json,
+            _ => LogFormat::Logfmt,
+        },
+        paths: Paths {
+            procfs: text("path.procfs").into(),
+            sysfs: text("path.sysfs").into(),
+            rootfs: text("path.rootfs").into(),
+        },
+        collectors,
+    })
+}
+
+/// A Prometheus-style duration (`10s`, `500ms`, `2m`); a bare number is seconds.
+fn duration(m: &ArgMatches, flag: &'static str) -> Result<Duration, ConfigError> {
+    let value = m.get_one::<String>(flag).cloned().unwrap_or_default();
+    let parsed = match value.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs >= 0.0 => Ok(Duration::from_secs_f64(secs)),
+        Ok(_) => Err("must be a non-negative duration".to_owned()),
+        Err(_) => humantime::parse_duration(&value).map_err(|e| e.to_string()),
+    };
+    match parsed {
+        Ok(d) if d.is_zero() => Err(ConfigError::Invalid {
+            flag,
+            value,
+            reason: "must be greater than zero".into(),
+        }),
+        Ok(d) => Ok(d),
+        Err(reason) => Err(ConfigError::Invalid { flag, value, reason }),
+    }
+}
+
+/// Checks the shape of `[host]:port` now, so a typo fails at start with a clear message.
+fn validate_listen_address(address: &str) -> Result<(), ConfigError> {
+    let invalid = |reason: &str| ConfigError::Invalid {
+        flag: "web.listen-address",
+        value: address.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("expected [host]:port, e.g. :9977 or 127.0.0.1:9977"))?;
+    port.parse::<u16>()
+        .map_err(|_| invalid("the port must be a number from 0 to 65535"))?;
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if !bracketed && host.contains(':') {
+        return Err(invalid("IPv6 hosts must be in brackets, e.g. [::1]:9977"));
+    }
+    if host.chars().any(char::is_whitespace) {
+        return Err(invalid("the host contains white space"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(extra: &[&str]) -> Vec<String> {
+        std::iter::once("sonde")
+            .chain(extra.iter().copied())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn defaults_follow_the_exporter_convention() {
+        let c = Config::defaults();
+        assert_eq!(c.listen_address, ":9977");
+        assert_eq!(c.telemetry_path, "/metrics");
+        assert_eq!(c.max_requests, 40);
+        assert_eq!(c.scrape_timeout, Duration::from_secs(10));
+        assert_eq!(c.scrape_timeout_offset, Duration::from_millis(500));
+        assert_eq!(c.paths, Paths::default());
+        assert!(c.collector_enabled("host"));
+    }
+
+    #[test]
+    fn collector_flags_switch_and_the_last_one_wins() {
+        let off = from_args(args(&["--no-collector.host"])).expect("parses");
+        assert!(!off.collector_enabled("host"));
+        let off = from_args(args(&["--collector.host=false"])).expect("parses");
+        assert!(!off.collector_enabled("host"));
+        let on = from_args(args(&["--no-collector.host", "--collector.host"])).expect("parses");
+        assert!(on.collector_enabled("host"));
+        let off = from_args(args(&["--collector.host", "--no-collector.host"])).expect("parses");
+        assert!(!off.collector_enabled("host"));
+    }
+
+    #[test]
+    fn durations_accept_units_and_bare_seconds() {
+        let c = from_args(args(&["--scrape.timeout=2m", "--scrape.timeout-offset=0.25"])).expect("parses");
+        assert_eq!(c.scrape_timeout, Duration::from_secs(120));
+        assert_eq!(c.scrape_timeout_offset, Duration::from_millis(250));
+        let err = from_args(args(&["--scrape.timeout=soon"])).expect_err("rejects");
+        assert!(err.to_string().contains("--scrape.timeout"), "{err}");
+        let err = from_args(args(&["--scrape.timeout=0s"])).expect_err("rejects zero");
+        assert!(err.to_string().contains("greater than zero"), "{err}");
+    }
+
+    #[test]
+    fn listen_addresses_are_checked() {
+        for good in [":9977", "127.0.0.1:0", "[::1]:9977", "localhost:80"] {
+            from_args(args(&["--web.listen-address", good])).expect(good);
+        }
+        for bad in ["9977", "127.0.0.1", "::1:9977", "127.0.0.1:99999", "host:port"] {
+            let err = from_args(args(&["--web.listen-address", bad])).expect_err(bad);
+            assert!(err.to_string().contains("--web.listen-address"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        for bad in [
+            &["--no-such-flag"][..],
+            &["--log.level=verbose"],
+            &["--web.max-requests=-1"],
+        ] {
+            let err = from_args(args(bad)).expect_err("rejects");
+            assert!(matches!(err, ConfigError::Usage(_)), "{err:?}");
+            assert_eq!(err.to_string().lines().count(), 1, "{err}");
+        }
+    }
+
+    #[test]
+    fn config_file_sits_between_environment_and_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sonde.yml");
+        std::fs::write(
+            &file,
+            "web.listen-address: 127.0.0.1:1234\nweb.max-requests: 7\ncollector.host: false\nlog.level: debug\n",
+        )
+        .expect("write");
+        let f = file.to_str().expect("utf-8 path");
+        let c = from_args(args(&["--config.file", f])).expect("parses");
+        assert_eq!(c.listen_address, "127.0.0.1:1234");
+        assert_eq!(c.max_requests, 7);
+        assert!(!c.collector_enabled("host"));
+        assert_eq!(c.log_level, tracing::Level::DEBUG);
+        // A flag beats the file.
+        let c = from_args(args(&["--config.file", f, "--web.max-requests=9", "--collector.host"])).expect("parses");
+        assert_eq!(c.max_requests, 9);
+        assert!(c.collector_enabled("host"));
+    }
+
+    #[test]
+    fn config_file_errors_name_the_file_and_the_problem() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let missing = dir.path().join("missing.yml");
+        let err = from_args(args(&["--config.file", missing.to_str().expect("utf-8")])).expect_err("missing");
+        assert!(err.to_string().starts_with("reading config file"), "{err}");
+        for (body, expect) in [
+            ("no.such.flag: 1\n", "unknown key"),
+            ("- a\n- b\n", "expected a mapping"),
+            ("web.listen-address: [1, 2]\n", "must be a scalar"),
+            ("log.level: loud\n", "invalid value"),
+        ] {
+            let file = dir.path().join("bad.yml");
+            std::fs::write(&file, body).expect("write");
+            let err = from_args(args(&["--config.file", file.to_str().expect("utf-8")])).expect_err(body);
+            assert!(err.to_string().contains(expect), "{body:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn environment_names_follow_the_flags() {
+        assert_eq!(env_name("web.listen-address"), "SONDE_WEB_LISTEN_ADDRESS");
+        assert_eq!(env_name("collector.host"), "SONDE_COLLECTOR_HOST");
+    }
+}

@@ -1,0 +1,154 @@
+//! Exposition formats and their negotiation from the scraper's `Accept` header.
+
+pub mod openmetrics;
+
+use mediatype::MediaTypeList;
+use prometheus::Encoder;
+use prometheus::proto::MetricFamily;
+
+/// The formats sonde can answer in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Prometheus text format 0.0.4: the default, and the answer to anything unrecognised.
+    Text,
+    /// OpenMetrics 1.0.0 text.
+    OpenMetrics,
+    /// Length-delimited `io.prometheus.client.MetricFamily` protobuf messages.
+    Protobuf,
+}
+
+impl Format {
+    /// The `Content-Type` of an answer in this format.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Format::Text => "text/plain; version=0.0.4; charset=utf-8",
+            Format::OpenMetrics => openmetrics::CONTENT_TYPE,
+            Format::Protobuf => prometheus::PROTOBUF_FORMAT,
+        }
+    }
+
+    /// Picks the format the client prefers: highest `q` first, the earlier entry on a tie.
+    /// Entries that do not parse are skipped; nothing usable means text 0.0.4.
+    pub fn negotiate(accept: Option<&str>) -> Format {
+        let Some(accept) = accept else {
+            return Format::Text;
+        };
+        let mut best: Option<(f32, Format)> = None;
+        for media in MediaTypeList::new(accept).flatten() {
+            let param = |name: &str| {
+                media
+                    .params
+                    .iter()
+                    .find(|(k, _)| k.as_str().eq_ignore_ascii_case(name))
+                    .map(|(_, v)| v.unquoted_str().into_owned())
+            };
+            let q = match param("q").map(|q| q.parse::<f32>()) {
+                None => 1.0,
+                Some(Ok(q)) if (0.0..=1.0).contains(&q) => q,
+                Some(_) => continue,
+            };
+            if q <= 0.0 {
+                continue;
+            }
+            let (ty, subty) = (media.ty.as_str(), media.subty.as_str());
+            let is = |a: &str, b: &str| ty.eq_ignore_ascii_case(a) && subty.eq_ignore_ascii_case(b);
+            let format = if is("application", "openmetrics-text") {
+                // 0.0.1 is the pre-release name of 1.0.0 that Prometheus still offers.
+                match param("version").as_deref() {
+                    None | Some("1.0.0") | Some("0.0.1") => Format::OpenMetrics,
+                    Some(_) => continue,
+                }
+            } else if is("application", "vnd.google.protobuf") {
+                let proto_ok = param("proto").is_none_or(|p| p == "io.prometheus.client.MetricFamily");
+                let encoding_ok = param("encoding").as_deref() == Some("delimited");
+                if !(proto_ok && encoding_ok) {
+                    continue;
+                }
+                Format::Protobuf
+            } else if is("text", "plain") || is("text", "*") || is("*", "*") {
+                match param("version").as_deref() {
+                    None | Some("0.0.4") => Format::Text,
+                    Some(_) => continue,
+                }
+            } else {
+                continue;
+            };
+            if best.is_none_or(|(best_q, _)| q > best_q) {
+                best = Some((q, format));
+            }
+        }
+        best.map_or(Format::Text, |(_, format)| format)
+    }
+
+    /// Encodes the families in this format.
+    pub fn encode(self, families: &[MetricFamily], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            Format::Text => prometheus::TextEncoder::new().encode(families, out)?,
+            Format::Protobuf => prometheus::ProtobufEncoder::new().encode(families, out)?,
+            Format::OpenMetrics => openmetrics::encode(families, out),
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("encoding metrics: {0}")]
+pub struct EncodeError(#[from] prometheus::Error);
+
+#[cfg(test)]
+mod tests {
+    use super::Format::{self, *};
+
+    #[test]
+    fn prometheus_scrape_protocol_headers() {
+        // What Prometheus 2.x/3.x send for their scrape_protocols settings.
+        let cases = [
+            (
+                "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                OpenMetrics,
+            ),
+            (
+                "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited,application/openmetrics-text;version=1.0.0;q=0.8,text/plain;version=0.0.4;q=0.5,*/*;q=0.1",
+                Protobuf,
+            ),
+            ("text/plain;version=0.0.4;q=0.5,*/*;q=0.1", Text),
+            (
+                "text/plain;q=0.2, application/openmetrics-text; version=1.0.0; q=0.9",
+                OpenMetrics,
+            ),
+        ];
+        for (accept, want) in cases {
+            assert_eq!(Format::negotiate(Some(accept)), want, "{accept}");
+        }
+    }
+
+    #[test]
+    fn unusable_headers_fall_back_to_text() {
+        for accept in [
+            "",
+            "garbage",
+            ";;;,,,\u{7f}",
+            "application/json",
+            "application/openmetrics-text;version=9.9.9",
+            "application/openmetrics-text;q=0",
+            "application/openmetrics-text;q=banana",
+            "application/vnd.google.protobuf",
+            "application/vnd.google.protobuf;proto=other.Message;encoding=delimited",
+        ] {
+            assert_eq!(Format::negotiate(Some(accept)), Text, "{accept:?}");
+        }
+        assert_eq!(Format::negotiate(None), Text);
+    }
+
+    #[test]
+    fn ties_go_to_the_first_entry() {
+        assert_eq!(
+            Format::negotiate(Some("application/openmetrics-text, text/plain")),
+            OpenMetrics
+        );
+        assert_eq!(
+            Format::negotiate(Some("text/plain, application/openmetrics-text")),
+            Text
+        );
+    }
+}

@@ -1,0 +1,12 @@
+//! sonde: a Prometheus/OpenMetrics exporter for cAdvisor-compatible container metrics and
+//! per-container connection metrics. See README.md and DESIGN.md for the architecture.
+
+pub mod build_info;
+pub mod collector;
+pub mod config;
+pub mod exposition;
+pub mod family;
+pub mod logging;
+pub mod scrape;
+pub mod self_metrics;
+pub mod server;

@@ -1,0 +1,75 @@
+//! The `sonde` binary: configuration, logging, the server, and signals.
+
+use std::process::ExitCode;
+
+use anyhow::Context;
+use sonde::config::{self, ConfigError};
+use sonde::server::Server;
+
+fn main() -> ExitCode {
+    let config = match config::from_args(std::env::args_os()) {
+        Ok(config) => config,
+        Err(ConfigError::Help(text) | ConfigError::Version(text)) => {
+            print!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(error) => {
+            eprintln!("sonde: error: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(error) = sonde::logging::init(config.log_level, config.log_format) {
+        eprintln!("sonde: error: setting up logging: {error}");
+        return ExitCode::FAILURE;
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("sonde: error: starting the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("sonde: error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: config::Config) -> anyhow::Result<()> {
+    let collectors = sonde::collector::enabled(&config);
+    let names: Vec<&str> = collectors.iter().map(|c| c.name()).collect();
+    let server = Server::bind(&config, collectors).await?;
+    let address = server.local_addr().context("reading the bound address")?;
+    tracing::info!(
+        version = sonde::build_info::VERSION,
+        revision = sonde::build_info::REVISION,
+        %address,
+        telemetry_path = %config.telemetry_path,
+        collectors = %names.join(","),
+        "listening"
+    );
+    server.run(shutdown_signal()).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT; the server then finishes in-flight scrapes and exits.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = match signal(SignalKind::terminate()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops sonde");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
+    }
+}

@@ -1,0 +1,172 @@
+//! One scrape: every enabled collector runs concurrently under the scrape deadline; each
+//! outcome is recorded as `sonde_collector_duration_seconds` and `sonde_collector_success`.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use futures::future::join_all;
+use prometheus::proto::MetricFamily;
+use tokio::time::Instant;
+
+use crate::collector::{Collector, ScrapeContext};
+use crate::family::FamilyBuilder;
+use crate::self_metrics::ExporterMetrics;
+
+/// What the last collection of one collector came to; shown on the landing page.
+#[derive(Debug, Clone, Default)]
+pub struct CollectorStatus {
+    /// Collections finished (successful or not) since start.
+    pub collections: u64,
+    pub success: bool,
+    pub duration: Duration,
+    pub error: Option<String>,
+    pub finished_at: Option<SystemTime>,
+}
+
+struct Entry {
+    collector: Arc<dyn Collector>,
+    status: Mutex<CollectorStatus>,
+}
+
+/// Runs the enabled collectors and assembles the families of a scrape.
+pub struct Scraper {
+    entries: Vec<Entry>,
+    exporter: ExporterMetrics,
+}
+
+impl Scraper {
+    pub fn new(collectors: Vec<Arc<dyn Collector>>) -> Self {
+        Self {
+            entries: collectors
+                .into_iter()
+                .map(|collector| Entry {
+                    collector,
+                    status: Mutex::default(),
+                })
+                .collect(),
+            exporter: ExporterMetrics::new(),
+        }
+    }
+
+    /// Collects everything within `timeout`. Never fails: a collector that errors, panics or
+    /// misses the deadline contributes only `sonde_collector_success{collector} 0`.
+    pub async fn scrape(&self, timeout: Duration) -> Vec<MetricFamily> {
+        let ctx = ScrapeContext::with_timeout(timeout);
+        let outcomes = join_all(self.entries.iter().map(|e| run(Arc::clone(&e.collector), ctx))).await;
+
+        let mut duration = FamilyBuilder::gauge(
+            "sonde_collector_duration_seconds",
+            "Duration of a collector's collection in this scrape.",
+        );
+        let mut success = FamilyBuilder::gauge(
+            "sonde_collector_success",
+            "Whether a collector succeeded in this scrape (1) or failed, panicked or missed the deadline (0).",
+        );
+        let mut merged = Families::default();
+        for (entry, (elapsed, outcome)) in self.entries.iter().zip(outcomes) {
+            let name = entry.collector.name();
+            duration.sample(&[("collector", name)], elapsed.as_secs_f64());
+            success.sample(&[("collector", name)], if outcome.is_ok() { 1.0 } else { 0.0 });
+            record(name, &entry.status, elapsed, outcome.as_ref().err());
+            if let Ok(families) = outcome {
+                merged.extend(families);
+            }
+        }
+        merged.extend(duration.build());
+        merged.extend(success.build());
+        merged.extend(self.exporter.collect());
+        merged.into_sorted()
+    }
+
+    /// The last status of every enabled collector, in configuration order.
+    pub fn statuses(&self) -> Vec<(&'static str, CollectorStatus)> {
+        self.entries
+            .iter()
+            .map(|e| (e.collector.name(), lock(&e.status).clone()))
+            .collect()
+    }
+
+    /// The enabled collectors that have not finished a first collection yet.
+    pub fn pending(&self) -> Vec<&'static str> {
+        self.entries
+            .iter()
+            .filter(|e| lock(&e.status).collections == 0)
+            .map(|e| e.collector.name())
+            .collect()
+    }
+}
+
+/// Runs one collector on its own task, so that a panic is caught and a missed deadline
+/// cancels it; returns how long it took and its families or why it failed.
+async fn run(collector: Arc<dyn Collector>, ctx: ScrapeContext) -> (Duration, Result<Vec<MetricFamily>, String>) {
+    let start = Instant::now();
+    let mut task = tokio::spawn(async move { collector.collect(ctx).await });
+    let outcome = match tokio::time::timeout_at(ctx.deadline, &mut task).await {
+        Ok(Ok(Ok(families))) => Ok(families),
+        Ok(Ok(Err(error))) => Err(error.to_string()),
+        Ok(Err(join)) if join.is_panic() => Err(format!("panicked: {}", panic_message(join.into_panic()))),
+        Ok(Err(_)) => Err("cancelled".to_owned()),
+        Err(_) => {
+            task.abort();
+            Err(format!(
+                "missed the scrape deadline of {:.3}s",
+                ctx.deadline.saturating_duration_since(start).as_secs_f64()
+            ))
+        }
+    };
+    (start.elapsed(), outcome)
+}
+
+/// Updates a collector's status and logs only when its success changes (or it fails first).
+fn record(name: &str, status: &Mutex<CollectorStatus>, elapsed: Duration, error: Option<&String>) {
+    let mut status = lock(status);
+    let was_ok = status.collections == 0 || status.success;
+    match (was_ok, error) {
+        (true, Some(error)) => tracing::warn!(collector = name, %error, "collector failed"),
+        (false, None) => tracing::info!(collector = name, "collector recovered"),
+        _ => {}
+    }
+    status.collections += 1;
+    status.success = error.is_none();
+    status.duration = elapsed;
+    status.error = error.cloned();
+    status.finished_at = Some(SystemTime::now());
+}
+
+fn lock(status: &Mutex<CollectorStatus>) -> MutexGuard<'_, CollectorStatus> {
+    // A status is plain data: one left behind by a panicking writer is still usable.
+    status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".to_owned())
+}
+
+/// Families keyed by name, so two sources of one family become one family in the output.
+#[derive(Default)]
+struct Families(BTreeMap<String, MetricFamily>);
+
+impl Families {
+    fn extend(&mut self, families: impl IntoIterator<Item = MetricFamily>) {
+        for mut family in families {
+            match self.0.get_mut(family.name()) {
+                Some(existing) if existing.get_field_type() == family.get_field_type() => {
+                    existing.mut_metric().append(family.mut_metric());
+                }
+                Some(_) => tracing::debug!(family = family.name(), "dropping a family redefined with another type"),
+                None => {
+                    self.0.insert(family.name().to_owned(), family);
+                }
+            }
+        }
+    }
+
+    fn into_sorted(self) -> Vec<MetricFamily> {
+        self.0.into_values().collect()
+    }
+}

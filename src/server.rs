@@ -1,0 +1,253 @@
+//! The HTTP side: `/metrics` (or `--web.telemetry-path`), `/healthz`, `/readyz` and a landing
+//! page, behind gzip, a per-request timeout and a shed-not-queue limit on concurrent scrapes.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tower::ServiceBuilder;
+use tower::limit::GlobalConcurrencyLimitLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::timeout::TimeoutLayer;
+
+use crate::build_info;
+use crate::collector::Collector;
+use crate::config::Config;
+use crate::exposition::Format;
+use crate::scrape::Scraper;
+
+/// The header Prometheus sends with its scrape timeout in seconds.
+pub const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("listening on {address}: {source}")]
+    Bind {
+        address: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving HTTP: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// A bound, not yet serving, exporter.
+pub struct Server {
+    listener: TcpListener,
+    router: Router,
+    scraper: Arc<Scraper>,
+    warm_up_timeout: Duration,
+}
+
+struct AppState {
+    scraper: Arc<Scraper>,
+    telemetry_path: String,
+    scrape_timeout: Duration,
+    scrape_timeout_offset: Duration,
+}
+
+impl Server {
+    /// Binds the listen address and builds the router over the given collectors.
+    pub async fn bind(config: &Config, collectors: Vec<Arc<dyn Collector>>) -> Result<Self, ServerError> {
+        let listener = bind(&config.listen_address).await?;
+        let scraper = Arc::new(Scraper::new(collectors));
+        Ok(Self {
+            listener,
+            router: router(config, Arc::clone(&scraper)),
+            scraper,
+            warm_up_timeout: config.scrape_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish. A first
+    /// collection runs at once in the background so `/readyz` turns ready without a scrape.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        let scraper = Arc::clone(&self.scraper);
+        let timeout = self.warm_up_timeout;
+        tokio::spawn(async move { scraper.scrape(timeout).await });
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(ServerError::Serve)
+    }
+}
+
+/// Binds `[host]:port`; an empty host means every address, IPv6 and IPv4 where the kernel
+/// has IPv6, IPv4 only where it does not.
+async fn bind(address: &str) -> Result<TcpListener, ServerError> {
+    let error = |source| ServerError::Bind {
+        address: address.to_owned(),
+        source,
+    };
+    match address.strip_prefix(':') {
+        Some(port) => match TcpListener::bind(format!("[::]:{port}")).await {
+            Ok(listener) => Ok(listener),
+            Err(_) => TcpListener::bind(format!("0.0.0.0:{port}")).await.map_err(error),
+        },
+        None => TcpListener::bind(address).await.map_err(error),
+    }
+}
+
+fn router(config: &Config, scraper: Arc<Scraper>) -> Router {
+    let state = Arc::new(AppState {
+        scraper,
+        telemetry_path: config.telemetry_path.clone(),
+        scrape_timeout: config.scrape_timeout,
+        scrape_timeout_offset: config.scrape_timeout_offset,
+    });
+    // Excess scrapes are refused at once: a queue would only make every scraper time out.
+    let scrape_limit = (config.max_requests > 0).then(|| {
+        ServiceBuilder::new()
+            .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "too many concurrent scrapes, try again later\n",
+                )
+            }))
+            .load_shed()
+            .layer(GlobalConcurrencyLimitLayer::new(config.max_requests))
+    });
+    let metrics_route = match scrape_limit {
+        Some(limit) => get(metrics).layer(limit),
+        None => get(metrics),
+    };
+    Router::new()
+        .route(&config.telemetry_path, metrics_route)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .route("/", get(landing_page))
+        .with_state(state)
+        .layer(
+            ServiceBuilder::new()
+                .layer(TimeoutLayer::with_status_code(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    config.request_timeout,
+                ))
+                .layer(CompressionLayer::new()),
+        )
+}
+
+/// The scrape deadline: the scraper's own timeout less the offset, or the configured default.
+pub fn scrape_deadline(headers: &HeaderMap, default: Duration, offset: Duration) -> Duration {
+    headers
+        .get(SCRAPE_TIMEOUT_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .map_or(default, |timeout| {
+            // Subtract the margin only when something is left.
+            if timeout > offset { timeout - offset } else { timeout }
+        })
+}
+
+async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let deadline = scrape_deadline(&headers, state.scrape_timeout, state.scrape_timeout_offset);
+    let families = state.scraper.scrape(deadline).await;
+    let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let mut body = Vec::with_capacity(64 * 1024);
+    match format.encode(&families, &mut body) {
+        Ok(()) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Err(error) => {
+            tracing::error!(%error, "cannot encode the scrape");
+            (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()
+        }
+    }
+}
+
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    let pending = state.scraper.pending();
+    if pending.is_empty() {
+        "ready\n".into_response()
+    } else {
+        let text = format!("not ready: first collection pending for {}\n", pending.join(", "));
+        (StatusCode::SERVICE_UNAVAILABLE, text).into_response()
+    }
+}
+
+async fn landing_page(State(state): State<Arc<AppState>>) -> Html<String> {
+    let mut rows = String::new();
+    for (name, status) in state.scraper.statuses() {
+        let outcome = match (status.collections, status.success) {
+            (0, _) => "pending".to_owned(),
+            (_, true) => "ok".to_owned(),
+            (_, false) => format!("failed: {}", status.error.as_deref().unwrap_or("unknown error")),
+        };
+        rows.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{:.3}s</td><td>{}</td></tr>\n",
+            escape_html(name),
+            escape_html(&outcome),
+            status.duration.as_secs_f64(),
+            status.collections
+        ));
+    }
+    let path = escape_html(&state.telemetry_path);
+    Html(format!(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>sonde</title></head><body>\n\
+         <h1>sonde {version}</h1>\n<p>revision {revision}, rustc {rustc}</p>\n\
+         <ul><li><a href=\"{path}\">{path}</a> metrics</li><li><a href=\"/healthz\">/healthz</a> liveness</li>\
+         <li><a href=\"/readyz\">/readyz</a> readiness</li></ul>\n\
+         <h2>Collectors</h2>\n<table><tr><th>collector</th><th>last collection</th><th>duration</th><th>collections</th></tr>\n\
+         {rows}</table>\n</body></html>\n",
+        version = build_info::VERSION,
+        revision = escape_html(build_info::REVISION),
+        rustc = escape_html(build_info::RUSTC),
+    ))
+}
+
+fn escape_html(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrape_deadline_follows_the_scraper() {
+        let default = Duration::from_secs(10);
+        let offset = Duration::from_millis(500);
+        let with = |v: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(SCRAPE_TIMEOUT_HEADER, v.parse().expect("header value"));
+            scrape_deadline(&h, default, offset)
+        };
+        assert_eq!(scrape_deadline(&HeaderMap::new(), default, offset), default);
+        assert_eq!(with("5"), Duration::from_millis(4500));
+        assert_eq!(with("0.25"), Duration::from_millis(250));
+        for bad in ["", "-1", "0", "NaN", "inf", "soon", "1e400"] {
+            assert_eq!(with(bad), default, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn html_is_escaped() {
+        assert_eq!(
+            escape_html("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+    }
+}
