@@ -32,7 +32,6 @@ fn main() -> ExitCode {
     match runtime.block_on(run(config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
-            tracing::error!("{error:#}");
             eprintln!("sonde: error: {error:#}");
             ExitCode::FAILURE
         }

@@ -1,0 +1,202 @@
+//! Helpers shared by the integration tests: the real binary on an ephemeral port, the
+//! external checkers (promtool, Python's OpenMetrics parser), and small parsers.
+#![allow(dead_code)] // each test crate uses its own subset
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+pub const OPENMETRICS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+pub const PROTOBUF_ACCEPT: &str =
+    "application/vnd.google.protobuf;proto=io.prometheus.client.MetricFamily;encoding=delimited;q=0.9,*/*;q=0.1";
+
+/// A running `sonde` process, killed when dropped.
+pub struct Sonde {
+    pub child: Child,
+    pub addr: SocketAddr,
+    /// Log lines after the "listening" one.
+    pub log: mpsc::Receiver<String>,
+}
+
+impl Sonde {
+    /// Starts the binary on 127.0.0.1 with an ephemeral port and waits until it listens.
+    pub fn start(args: &[&str]) -> Sonde {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Sonde {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sonde"));
+        cmd.arg("--web.listen-address=127.0.0.1:0")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start sonde");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (addr, log) = wait_for_listening(stderr);
+        let addr = addr.unwrap_or_else(|lines| {
+            let _ = child.kill();
+            panic!("sonde did not report a listening address; its log:\n{lines}")
+        });
+        Sonde { child, addr, log }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+        wait_timeout(&mut self.child, Duration::from_secs(20)).expect("sonde exits after SIGTERM")
+    }
+}
+
+impl Drop for Sonde {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Reads stderr until the `listening` line; the rest keeps flowing into a channel.
+fn wait_for_listening(stderr: ChildStderr) -> (Result<SocketAddr, String>, mpsc::Receiver<String>) {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut seen = String::new();
+    loop {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => {
+                seen.push_str(&line);
+                seen.push('\n');
+                if line.contains("message=listening") {
+                    let addr = line
+                        .split_whitespace()
+                        .find_map(|field| field.strip_prefix("address="))
+                        .and_then(|a| a.parse().ok());
+                    return (addr.ok_or(seen), rx);
+                }
+            }
+            Err(_) => return (Err(seen), rx),
+        }
+    }
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+/// An external tool the README's test command installs; missing means a broken setup, so
+/// the test fails rather than skips.
+pub fn require_tool(name: &str) -> PathBuf {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+        .unwrap_or_else(|| panic!("{name} is not installed: run ./scripts/test, which installs what the tests need"))
+}
+
+fn run_with_stdin(program: &str, args: &[&str], input: &[u8]) -> std::process::Output {
+    let mut child = Command::new(require_tool(program))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {program}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(input)
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+/// `promtool check metrics` on a text exposition: returns what it complained about.
+pub fn promtool_check_metrics(text: &[u8]) -> (bool, String) {
+    let out = run_with_stdin("promtool", &["check", "metrics"], text);
+    let complaints = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), complaints)
+}
+
+/// Parses an OpenMetrics exposition with Python's `prometheus_client` (strict parser) and
+/// returns one line per family, `name type samples`, or the parser's error.
+pub fn python_openmetrics_families(text: &[u8]) -> Result<Vec<String>, String> {
+    const SCRIPT: &str = "import sys\n\
+from prometheus_client.openmetrics.parser import text_string_to_metric_families\n\
+for f in text_string_to_metric_families(sys.stdin.read()):\n    print(f.name, f.type, len(f.samples))\n";
+    let out = run_with_stdin("python3", &["-c", SCRIPT], text);
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// The value of the first text-format sample whose series (name and labels) equals `series`.
+pub fn sample_value(text: &str, series: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find_map(|line| {
+        let (name, value) = line.rsplit_once(' ')?;
+        (name == series).then(|| value.parse().ok())?
+    })
+}
+
+/// The names of the families (`# TYPE` lines) of a text exposition.
+pub fn family_names(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// `MemTotal` of this machine in bytes, and its online logical CPUs as `getconf` says.
+pub fn host_truth() -> (f64, f64) {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("read /proc/meminfo");
+    let kb: f64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("MemTotal in /proc/meminfo");
+    let getconf = Command::new("getconf")
+        .arg("_NPROCESSORS_ONLN")
+        .output()
+        .expect("run getconf");
+    let cpus: f64 = String::from_utf8_lossy(&getconf.stdout)
+        .trim()
+        .parse()
+        .expect("getconf prints a number");
+    (kb * 1024.0, cpus)
+}
