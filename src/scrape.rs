@@ -53,7 +53,13 @@ impl Scraper {
     /// misses the deadline contributes only `sonde_collector_success{collector} 0`.
     pub async fn scrape(&self, timeout: Duration) -> Vec<MetricFamily> {
         let ctx = ScrapeContext::with_timeout(timeout);
-        let outcomes = join_all(self.entries.iter().map(|e| run(Arc::clone(&e.collector), ctx))).await;
+        // Each status is recorded as soon as its collector finishes, not after the slowest.
+        let outcomes = join_all(self.entries.iter().map(|entry| async move {
+            let (elapsed, outcome) = run(Arc::clone(&entry.collector), ctx).await;
+            record(entry.collector.name(), &entry.status, elapsed, outcome.as_ref().err());
+            (elapsed, outcome)
+        }))
+        .await;
 
         let mut duration = FamilyBuilder::gauge(
             "sonde_collector_duration_seconds",
@@ -68,7 +74,6 @@ impl Scraper {
             let name = entry.collector.name();
             duration.sample(&[("collector", name)], elapsed.as_secs_f64());
             success.sample(&[("collector", name)], if outcome.is_ok() { 1.0 } else { 0.0 });
-            record(name, &entry.status, elapsed, outcome.as_ref().err());
             if let Ok(families) = outcome {
                 merged.extend(families);
             }
