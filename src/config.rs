@@ -113,9 +113,10 @@ pub fn env_name(flag: &str) -> String {
     name
 }
 
-fn flag(name: &'static str, help: &'static str) -> Arg {
+fn flag(name: &'static str, value_name: &'static str, help: &'static str) -> Arg {
     Arg::new(name)
         .long(name)
+        .value_name(value_name)
         .env(env_name(name))
         .help(help)
         .action(ArgAction::Set)
@@ -127,21 +128,27 @@ pub fn command() -> Command {
         .version(crate::build_info::VERSION)
         .long_version(crate::build_info::long_version())
         .about("Prometheus/OpenMetrics exporter for container and connection metrics")
-        .arg(flag("config.file", "YAML file whose keys are flag names without dashes").value_name("FILE"))
-        .arg(flag("web.listen-address", "Address to listen on ([host]:port)").default_value(":9977"))
-        .arg(flag("web.telemetry-path", "Path under which to expose metrics").default_value("/metrics"))
+        .arg(flag(
+            "config.file",
+            "FILE",
+            "YAML file whose keys are flag names without dashes",
+        ))
+        .arg(flag("web.listen-address", "ADDRESS", "Address to listen on ([host]:port)").default_value(":9977"))
+        .arg(flag("web.telemetry-path", "PATH", "Path under which to expose metrics").default_value("/metrics"))
         .arg(
             flag(
                 "web.max-requests",
+                "N",
                 "Concurrent scrapes served; more get 503 at once (0: no limit)",
             )
             .default_value("40")
             .value_parser(clap::value_parser!(usize)),
         )
-        .arg(flag("web.request-timeout", "Hard limit on any one HTTP request").default_value("60s"))
+        .arg(flag("web.request-timeout", "DURATION", "Hard limit on any one HTTP request").default_value("60s"))
         .arg(
             flag(
                 "scrape.timeout",
+                "DURATION",
                 "Scrape deadline when the scraper sends no X-Prometheus-Scrape-Timeout-Seconds",
             )
             .default_value("10s"),
@@ -149,23 +156,24 @@ pub fn command() -> Command {
         .arg(
             flag(
                 "scrape.timeout-offset",
+                "DURATION",
                 "Taken off the scraper's X-Prometheus-Scrape-Timeout-Seconds",
             )
             .default_value("500ms"),
         )
         .arg(
-            flag("log.level", "Only log messages with this severity or above")
+            flag("log.level", "LEVEL", "Only log messages with this severity or above")
                 .default_value("info")
                 .value_parser(PossibleValuesParser::new(["error", "warn", "info", "debug"])),
         )
         .arg(
-            flag("log.format", "Log line format")
+            flag("log.format", "FORMAT", "Log line format")
                 .default_value("logfmt")
                 .value_parser(PossibleValuesParser::new(["logfmt", "json"])),
         )
-        .arg(flag("path.procfs", "procfs mountpoint").default_value("/proc"))
-        .arg(flag("path.sysfs", "sysfs mountpoint").default_value("/sys"))
-        .arg(flag("path.rootfs", "Root of the host filesystem").default_value("/"));
+        .arg(flag("path.procfs", "DIR", "procfs mountpoint").default_value("/proc"))
+        .arg(flag("path.sysfs", "DIR", "sysfs mountpoint").default_value("/sys"))
+        .arg(flag("path.rootfs", "DIR", "Root of the host filesystem").default_value("/"));
     for spec in collector::builtin() {
         let on = format!("collector.{}", spec.name);
         let off = format!("no-collector.{}", spec.name);

@@ -175,3 +175,119 @@ impl Families {
         self.0.into_values().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use futures::future::BoxFuture;
+
+    use super::*;
+    use crate::collector::CollectError;
+
+    /// Fails while `failing` is set.
+    struct Flaky {
+        failing: Arc<AtomicBool>,
+    }
+
+    impl Collector for Flaky {
+        fn name(&self) -> &'static str {
+            "flaky"
+        }
+        fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+            let failing = self.failing.load(Ordering::SeqCst);
+            Box::pin(async move {
+                if failing {
+                    Err(CollectError::Failed("source unavailable".into()))
+                } else {
+                    Ok(Vec::new())
+                }
+            })
+        }
+    }
+
+    /// Collects log output in memory.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn failures_are_logged_when_the_state_changes_not_on_every_scrape() {
+        let captured = Captured::default();
+        let sink = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || sink.clone())
+            .with_ansi(false)
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let failing = Arc::new(AtomicBool::new(true));
+        let scraper = Scraper::new(vec![Arc::new(Flaky {
+            failing: Arc::clone(&failing),
+        })]);
+        for phase in [true, true, true, false, false, true, true] {
+            failing.store(phase, Ordering::SeqCst);
+            scraper.scrape(Duration::from_secs(5)).await;
+        }
+        let log = String::from_utf8(captured.0.lock().unwrap_or_else(|p| p.into_inner()).clone()).expect("utf-8");
+        let lines: Vec<&str> = log.lines().collect();
+        assert_eq!(lines.len(), 3, "{log}");
+        assert!(
+            lines[0].contains("WARN") && lines[0].contains("collector failed"),
+            "{log}"
+        );
+        assert!(lines[0].contains("source unavailable"), "{log}");
+        assert!(
+            lines[1].contains("INFO") && lines[1].contains("collector recovered"),
+            "{log}"
+        );
+        assert!(
+            lines[2].contains("WARN") && lines[2].contains("collector failed"),
+            "{log}"
+        );
+        let (name, status) = &scraper.statuses()[0];
+        assert_eq!((*name, status.collections, status.success), ("flaky", 7, false));
+    }
+
+    #[tokio::test]
+    async fn families_of_one_name_are_merged_and_sorted() {
+        struct Two;
+        impl Collector for Two {
+            fn name(&self) -> &'static str {
+                "two"
+            }
+            fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+                let a = FamilyBuilder::gauge("zz_shared", "h")
+                    .with_sample(&[("part", "a")], 1.0)
+                    .build();
+                let b = FamilyBuilder::gauge("zz_shared", "h")
+                    .with_sample(&[("part", "b")], 2.0)
+                    .build();
+                let c = FamilyBuilder::counter("aa_first_total", "h")
+                    .with_sample(&[], 3.0)
+                    .build();
+                Box::pin(async move { Ok(a.into_iter().chain(b).chain(c).collect()) })
+            }
+        }
+        let families = Scraper::new(vec![Arc::new(Two)]).scrape(Duration::from_secs(5)).await;
+        let names: Vec<&str> = families.iter().map(|f| f.name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted);
+        let shared = families
+            .iter()
+            .find(|f| f.name() == "zz_shared")
+            .expect("merged family");
+        assert_eq!(shared.get_metric().len(), 2);
+        assert_eq!(names.iter().filter(|n| **n == "zz_shared").count(), 1);
+    }
+}
