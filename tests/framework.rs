@@ -318,3 +318,21 @@ async fn shutdown_lets_in_flight_scrapes_finish() {
         .expect("server stops")
         .expect("server task");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_past_the_request_timeout_gets_503() {
+    let config = config(&["--web.request-timeout=1s", "--scrape.timeout=60s"]);
+    let gate = Arc::new(Gate::default());
+    let (base, _stop, _server) = serve(&config, vec![Arc::new(Gated(Arc::clone(&gate)))]).await;
+    let response = reqwest::Client::new()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .expect("scrape");
+    assert_eq!(response.status(), 503);
+    assert!(
+        gate.entered.load(Ordering::SeqCst) >= 2,
+        "the scrape reached the collector"
+    );
+    gate.open();
+}
