@@ -2,6 +2,7 @@
 //! per-container connection metrics. See README.md and DESIGN.md for the architecture.
 
 pub mod build_info;
+pub mod cgroup;
 pub mod collector;
 pub mod config;
 pub mod exposition;

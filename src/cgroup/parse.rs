@@ -1,0 +1,478 @@
+//! Pure parsers for the cgroup (v1 and v2) and procfs file formats sonde reads. They take the
+//! file's text and never touch the filesystem; every malformed line is an error, never a
+//! silent zero.
+
+/// Why a file's text could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ParseError(pub String);
+
+fn bad(what: impl Into<String>) -> ParseError {
+    ParseError(what.into())
+}
+
+fn number(text: &str, context: &str) -> Result<u64, ParseError> {
+    text.parse::<u64>()
+        .map_err(|_| bad(format!("{context}: {text:?} is not a non-negative integer")))
+}
+
+/// Above this a v1 memory limit means "no limit" (the kernel writes PAGE_COUNTER_MAX pages).
+pub const UNLIMITED_THRESHOLD: u64 = 1 << 62;
+
+/// A file holding one non-negative integer (`memory.usage_in_bytes`, `pids.current`, …).
+pub fn single_u64(text: &str) -> Result<u64, ParseError> {
+    number(text.trim(), "value")
+}
+
+/// A v1 limit: a huge value means unlimited (`None`).
+pub fn v1_limit(text: &str) -> Result<Option<u64>, ParseError> {
+    single_u64(text).map(|v| (v < UNLIMITED_THRESHOLD).then_some(v))
+}
+
+/// `cpu.cfs_quota_us`: `-1` means no quota.
+pub fn v1_cfs_quota(text: &str) -> Result<Option<u64>, ParseError> {
+    match text.trim() {
+        "-1" => Ok(None),
+        other => number(other, "quota").map(Some),
+    }
+}
+
+/// A v2 limit: `max` means unlimited (`None`).
+pub fn v2_max(text: &str) -> Result<Option<u64>, ParseError> {
+    match text.trim() {
+        "max" => Ok(None),
+        other => number(other, "limit").map(|v| (v < UNLIMITED_THRESHOLD).then_some(v)),
+    }
+}
+
+/// `pids.max`, the same in both versions: `max` or a number.
+pub fn pids_max(text: &str) -> Result<Option<u64>, ParseError> {
+    match text.trim() {
+        "max" => Ok(None),
+        other => number(other, "pids.max").map(Some),
+    }
+}
+
+/// v2 `cpu.max`: `$QUOTA $PERIOD`, the quota being `max` when unset.
+pub fn v2_cpu_max(text: &str) -> Result<(Option<u64>, u64), ParseError> {
+    let mut fields = text.split_whitespace();
+    let (Some(quota), Some(period), None) = (fields.next(), fields.next(), fields.next()) else {
+        return Err(bad(format!("expected \"$QUOTA $PERIOD\", got {:?}", text.trim())));
+    };
+    let quota = match quota {
+        "max" => None,
+        q => Some(number(q, "quota")?),
+    };
+    Ok((quota, number(period, "period")?))
+}
+
+/// v2 `cpu.weight` (1..=10000) converted to v1 shares as the kernel and runc do.
+pub fn v2_weight_to_shares(text: &str) -> Result<u64, ParseError> {
+    let weight = single_u64(text)?;
+    if !(1..=10_000).contains(&weight) {
+        return Err(bad(format!("cpu.weight {weight} is outside 1..=10000")));
+    }
+    Ok(2 + ((weight - 1) * 262_142) / 9_999)
+}
+
+/// A flat-keyed file (`cpu.stat`, `memory.stat`, `memory.events`, `cpuacct.stat`,
+/// `memory.oom_control`): one `key value` pair per line; calls `f` for each.
+pub fn flat_keyed(text: &str, mut f: impl FnMut(&str, u64)) -> Result<(), ParseError> {
+    for line in text.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        let mut fields = line.split_ascii_whitespace();
+        let (Some(key), Some(value), None) = (fields.next(), fields.next(), fields.next()) else {
+            return Err(bad(format!("expected \"key value\", got {line:?}")));
+        };
+        f(key, number(value, key)?);
+    }
+    Ok(())
+}
+
+/// Per-device I/O counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceIo {
+    pub major: u64,
+    pub minor: u64,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
+    pub reads: u64,
+    pub writes: u64,
+}
+
+fn device_number(text: &str) -> Result<(u64, u64), ParseError> {
+    let (major, minor) = text
+        .split_once(':')
+        .ok_or_else(|| bad(format!("expected major:minor, got {text:?}")))?;
+    Ok((number(major, "major")?, number(minor, "minor")?))
+}
+
+/// Reads and writes of one device in a v1 blkio file (bytes or operations, by file).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadWrite {
+    pub major: u64,
+    pub minor: u64,
+    pub read: u64,
+    pub write: u64,
+}
+
+/// v1 `blkio.throttle.io_service_bytes_recursive` or `…io_serviced_recursive`: lines
+/// `MAJ:MIN Op value` and a final `Total value`.
+pub fn v1_blkio(text: &str) -> Result<Vec<ReadWrite>, ParseError> {
+    let mut devices: Vec<ReadWrite> = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        match fields.as_slice() {
+            ["Total", value] => {
+                number(value, "Total")?;
+            }
+            [device, op, value] => {
+                let value = number(value, op)?;
+                let (major, minor) = device_number(device)?;
+                let index = match devices.iter().position(|d| d.major == major && d.minor == minor) {
+                    Some(i) => i,
+                    None => {
+                        devices.push(ReadWrite {
+                            major,
+                            minor,
+                            ..ReadWrite::default()
+                        });
+                        devices.len() - 1
+                    }
+                };
+                match *op {
+                    "Read" => devices[index].read = value,
+                    "Write" => devices[index].write = value,
+                    "Sync" | "Async" | "Discard" | "Total" => {}
+                    _ => return Err(bad(format!("unknown blkio operation {op:?}"))),
+                }
+            }
+            _ => return Err(bad(format!("expected \"MAJ:MIN Op value\", got {line:?}"))),
+        }
+    }
+    Ok(devices)
+}
+
+/// v2 `io.stat`: `MAJ:MIN rbytes=… wbytes=… rios=… wios=… dbytes=… dios=…` per line; keys
+/// sonde does not use are checked for shape and skipped.
+pub fn v2_io_stat(text: &str) -> Result<Vec<DeviceIo>, ParseError> {
+    let mut devices = Vec::new();
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut fields = line.split_ascii_whitespace();
+        let device = device_number(fields.next().unwrap_or_default())?;
+        let mut io = DeviceIo {
+            major: device.0,
+            minor: device.1,
+            ..DeviceIo::default()
+        };
+        for field in fields {
+            let (key, value) = field
+                .split_once('=')
+                .ok_or_else(|| bad(format!("expected key=value, got {field:?}")))?;
+            let value = number(value, key)?;
+            match key {
+                "rbytes" => io.read_bytes = value,
+                "wbytes" => io.write_bytes = value,
+                "rios" => io.reads = value,
+                "wios" => io.writes = value,
+                _ => {}
+            }
+        }
+        devices.push(io);
+    }
+    Ok(devices)
+}
+
+/// Totals of a PSI file (`cpu.pressure`, …), in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Pressure {
+    /// Time some tasks were stalled ("waiting").
+    pub some_us: u64,
+    /// Time all tasks were stalled ("stalled"); kernels before 5.13 have no `full` for cpu.
+    pub full_us: u64,
+}
+
+/// A PSI file: `some avg10=… avg60=… avg300=… total=…` and optionally a `full …` line.
+pub fn pressure(text: &str) -> Result<Pressure, ParseError> {
+    let mut result = Pressure::default();
+    let mut saw_some = false;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let mut fields = line.split_ascii_whitespace();
+        let kind = fields.next().unwrap_or_default();
+        let mut total = None;
+        for field in fields {
+            let (key, value) = field
+                .split_once('=')
+                .ok_or_else(|| bad(format!("expected key=value, got {field:?}")))?;
+            match key {
+                "total" => total = Some(number(value, "total")?),
+                "avg10" | "avg60" | "avg300" => {
+                    value
+                        .parse::<f64>()
+                        .map_err(|_| bad(format!("{key}: {value:?} is not a number")))?;
+                }
+                _ => return Err(bad(format!("unknown PSI field {key:?}"))),
+            }
+        }
+        let total = total.ok_or_else(|| bad(format!("no total in {line:?}")))?;
+        match kind {
+            "some" => {
+                result.some_us = total;
+                saw_some = true;
+            }
+            "full" => result.full_us = total,
+            _ => return Err(bad(format!("unknown PSI line {line:?}"))),
+        }
+    }
+    if !saw_some {
+        return Err(bad("no \"some\" line"));
+    }
+    Ok(result)
+}
+
+/// One interface of `/proc/<pid>/net/dev`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Interface {
+    pub name: String,
+    pub rx_bytes: u64,
+    pub rx_packets: u64,
+    pub rx_errors: u64,
+    pub rx_dropped: u64,
+    pub tx_bytes: u64,
+    pub tx_packets: u64,
+    pub tx_errors: u64,
+    pub tx_dropped: u64,
+}
+
+/// `/proc/<pid>/net/dev`: two header lines, then `name: 8 receive and 8 transmit counters`.
+pub fn net_dev(text: &str) -> Result<Vec<Interface>, ParseError> {
+    let mut interfaces = Vec::new();
+    for line in text.lines().skip(2).filter(|l| !l.trim().is_empty()) {
+        let (name, counters) = line
+            .split_once(':')
+            .ok_or_else(|| bad(format!("expected \"name: counters\", got {line:?}")))?;
+        let values = counters
+            .split_ascii_whitespace()
+            .map(|v| number(v, "counter"))
+            .collect::<Result<Vec<u64>, _>>()?;
+        if values.len() != 16 {
+            return Err(bad(format!("expected 16 counters, got {} in {line:?}", values.len())));
+        }
+        interfaces.push(Interface {
+            name: name.trim().to_owned(),
+            rx_bytes: values[0],
+            rx_packets: values[1],
+            rx_errors: values[2],
+            rx_dropped: values[3],
+            tx_bytes: values[8],
+            tx_packets: values[9],
+            tx_errors: values[10],
+            tx_dropped: values[11],
+        });
+    }
+    Ok(interfaces)
+}
+
+/// `cgroup.procs`: one PID per line. Returns the count and the first PID.
+pub fn procs(text: &str) -> Result<(u64, Option<u32>), ParseError> {
+    let mut count = 0;
+    let mut first = None;
+    for line in text.lines().filter(|l| !l.is_empty()) {
+        let pid = line
+            .trim()
+            .parse::<u32>()
+            .map_err(|_| bad(format!("{line:?} is not a PID")))?;
+        first.get_or_insert(pid);
+        count += 1;
+    }
+    Ok((count, first))
+}
+
+/// `DEVNAME=` of a `/sys/dev/block/MAJ:MIN/uevent` file.
+pub fn uevent_devname(text: &str) -> Option<&str> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("DEVNAME="))
+        .filter(|n| !n.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_values_and_limits() {
+        assert_eq!(single_u64("123456\n"), Ok(123456));
+        assert!(single_u64("").is_err());
+        assert!(single_u64("-1\n").is_err());
+        assert!(single_u64("12 34\n").is_err());
+        assert_eq!(v1_limit("9223372036854771712\n"), Ok(None));
+        assert_eq!(v1_limit("268435456\n"), Ok(Some(268_435_456)));
+        assert_eq!(v1_cfs_quota("-1\n"), Ok(None));
+        assert_eq!(v1_cfs_quota("20000\n"), Ok(Some(20_000)));
+        assert!(v1_cfs_quota("-2\n").is_err());
+        assert_eq!(v2_max("max\n"), Ok(None));
+        assert_eq!(v2_max("1073741824\n"), Ok(Some(1 << 30)));
+        assert_eq!(v2_max("0\n"), Ok(Some(0)));
+        assert!(v2_max("unlimited\n").is_err());
+        assert_eq!(pids_max("max\n"), Ok(None));
+        assert_eq!(pids_max("4096\n"), Ok(Some(4096)));
+    }
+
+    #[test]
+    fn cpu_max_and_weight() {
+        assert_eq!(v2_cpu_max("max 100000\n"), Ok((None, 100_000)));
+        assert_eq!(v2_cpu_max("50000 100000\n"), Ok((Some(50_000), 100_000)));
+        // A zero quota is a (degenerate) quota, not "unset".
+        assert_eq!(v2_cpu_max("0 100000\n"), Ok((Some(0), 100_000)));
+        for bad in ["", "max", "max 100000 1", "x 100000"] {
+            assert!(v2_cpu_max(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(v2_weight_to_shares("100\n"), Ok(2 + (99 * 262_142) / 9_999));
+        assert_eq!(v2_weight_to_shares("1\n"), Ok(2));
+        assert_eq!(v2_weight_to_shares("10000\n"), Ok(262_144));
+        assert!(v2_weight_to_shares("0\n").is_err());
+        assert!(v2_weight_to_shares("10001\n").is_err());
+    }
+
+    #[test]
+    fn flat_keyed_files() {
+        let v2_cpu_stat = "usage_usec 2000000\nuser_usec 1500000\nsystem_usec 500000\nnr_periods 10\nnr_throttled 3\nthrottled_usec 12345\nnr_bursts 0\nburst_usec 0\n";
+        let mut seen = Vec::new();
+        flat_keyed(v2_cpu_stat, |k, v| seen.push((k.to_owned(), v))).expect("parses");
+        assert_eq!(seen.len(), 8);
+        assert_eq!(seen[5], ("throttled_usec".to_owned(), 12345));
+        for bad in [
+            "usage_usec\n",
+            "usage_usec 1 2\n",
+            "usage_usec -5\n",
+            "usage_usec 1.5\n",
+        ] {
+            assert!(flat_keyed(bad, |_, _| {}).is_err(), "{bad:?}");
+        }
+        assert!(flat_keyed("", |_, _| panic!("no keys")).is_ok());
+    }
+
+    #[test]
+    fn v1_blkio_files() {
+        let bytes = "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 12288\n8:0 Async 0\n8:0 Discard 0\n8:0 Total 12288\n253:1 Read 512\n253:1 Write 0\nTotal 12800\n";
+        assert_eq!(
+            v1_blkio(bytes),
+            Ok(vec![
+                ReadWrite {
+                    major: 8,
+                    minor: 0,
+                    read: 4096,
+                    write: 8192
+                },
+                ReadWrite {
+                    major: 253,
+                    minor: 1,
+                    read: 512,
+                    write: 0
+                },
+            ])
+        );
+        assert_eq!(v1_blkio("Total 0\n"), Ok(vec![]));
+        for bad in [
+            "8:0 Read\n",
+            "8-0 Read 1\n",
+            "8:0 Peek 1\n",
+            "Total x\n",
+            "8:0 Read 1 2\n",
+        ] {
+            assert!(v1_blkio(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn v2_io_stat_file() {
+        let text = "259:0 rbytes=1048576 wbytes=2097152 rios=16 wios=32 dbytes=0 dios=0\n8:16 rbytes=1 wbytes=2 rios=3 wios=4\n";
+        let devices = v2_io_stat(text).expect("parses");
+        assert_eq!(
+            devices[0],
+            DeviceIo {
+                major: 259,
+                minor: 0,
+                read_bytes: 1_048_576,
+                write_bytes: 2_097_152,
+                reads: 16,
+                writes: 32
+            }
+        );
+        assert_eq!(devices[1].writes, 4);
+        assert_eq!(v2_io_stat(""), Ok(vec![]));
+        for bad in ["259:0 rbytes\n", "259 rbytes=1\n", "259:0 rbytes=x\n"] {
+            assert!(v2_io_stat(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn pressure_files() {
+        let cpu = "some avg10=8.95 avg60=18.57 avg300=10.43 total=65520151\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=42\n";
+        assert_eq!(
+            pressure(cpu),
+            Ok(Pressure {
+                some_us: 65_520_151,
+                full_us: 42
+            })
+        );
+        // Kernels before 5.13 write no "full" line for cpu.
+        assert_eq!(
+            pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=7\n"),
+            Ok(Pressure { some_us: 7, full_us: 0 })
+        );
+        for bad in [
+            "",
+            "full avg10=0.00 avg60=0.00 avg300=0.00 total=1\n",
+            "some avg10=0.00 total=x\n",
+            "some avg10=zero total=1\n",
+            "some avg10=0.00\n",
+            "most total=1\n",
+        ] {
+            assert!(pressure(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn net_dev_file() {
+        let text = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo: 2300660    9397    0    0    0     0          0         0  2300660    9397    0    0    0     0       0          0\n  eth0: 128945791    5635    1    2    0     0          0         0   406485    3985    3    4    0     0       0          0\n";
+        let interfaces = net_dev(text).expect("parses");
+        assert_eq!(interfaces.len(), 2);
+        assert_eq!(
+            interfaces[1],
+            Interface {
+                name: "eth0".into(),
+                rx_bytes: 128_945_791,
+                rx_packets: 5635,
+                rx_errors: 1,
+                rx_dropped: 2,
+                tx_bytes: 406_485,
+                tx_packets: 3985,
+                tx_errors: 3,
+                tx_dropped: 4
+            }
+        );
+        let header = "h1\nh2\n";
+        assert!(net_dev(&format!("{header}eth0 1 2 3\n")).is_err());
+        assert!(net_dev(&format!("{header}eth0: 1 2 3\n")).is_err());
+        assert!(net_dev(&format!("{header}eth0: {}\n", ["x"; 16].join(" "))).is_err());
+    }
+
+    #[test]
+    fn procs_file() {
+        assert_eq!(procs("12\n345\n"), Ok((2, Some(12))));
+        assert_eq!(procs(""), Ok((0, None)));
+        assert!(procs("12\nabc\n").is_err());
+    }
+
+    #[test]
+    fn uevent() {
+        assert_eq!(
+            uevent_devname("MAJOR=253\nMINOR=0\nDEVNAME=zram0\nDEVTYPE=disk\n"),
+            Some("zram0")
+        );
+        assert_eq!(uevent_devname("MAJOR=253\n"), None);
+    }
+}

@@ -1,0 +1,104 @@
+//! cgroup v2: one directory per cgroup with every enabled controller's files.
+
+use std::path::Path;
+
+use super::parse::{self, ParseError};
+use super::read::{File, Reader};
+use super::stats::{Cfs, Cpu, Memory, Spec, Stats};
+
+pub(super) fn stats(reader: &Reader, dir: &Path, spec: &Spec) -> Stats {
+    let mut stats = Stats::default();
+    if let Some((cpu, cfs)) = reader.parse(dir, File::CpuStat, cpu_stat) {
+        stats.cpu = Some(cpu);
+        stats.cfs = spec.cpu_quota.map(|_| cfs);
+    }
+    stats.memory = memory_stats(reader, dir);
+    if stats.memory.is_some() {
+        stats.oom_events = reader
+            .parse(dir, File::MemoryEvents, |text| {
+                let mut oom_kill = None;
+                parse::flat_keyed(text, |key, value| {
+                    if key == "oom_kill" {
+                        oom_kill = Some(value);
+                    }
+                })?;
+                Ok(oom_kill)
+            })
+            .flatten();
+    }
+    stats.io = reader.parse(dir, File::IoStat, parse::v2_io_stat);
+    stats.threads = reader.parse(dir, File::PidsCurrent, parse::single_u64);
+    stats.processes = reader
+        .parse(dir, File::CgroupProcs, parse::procs)
+        .map(|(count, _)| count);
+    pressure(reader, dir, &mut stats);
+    stats
+}
+
+/// PSI totals, where the kernel has them (v2, and the unified tree of hybrid hosts).
+pub(super) fn pressure(reader: &Reader, dir: &Path, stats: &mut Stats) {
+    stats.cpu_pressure = reader.parse(dir, File::CpuPressure, parse::pressure);
+    stats.memory_pressure = reader.parse(dir, File::MemoryPressure, parse::pressure);
+    stats.io_pressure = reader.parse(dir, File::IoPressure, parse::pressure);
+}
+
+fn cpu_stat(text: &str) -> Result<(Cpu, Cfs), ParseError> {
+    let mut usage = None;
+    let mut cpu = Cpu::default();
+    let mut cfs = Cfs::default();
+    parse::flat_keyed(text, |key, value| match key {
+        "usage_usec" => usage = Some(value.saturating_mul(1000)),
+        "user_usec" => cpu.user_ns = Some(value.saturating_mul(1000)),
+        "system_usec" => cpu.system_ns = Some(value.saturating_mul(1000)),
+        "nr_periods" => cfs.periods = value,
+        "nr_throttled" => cfs.throttled_periods = value,
+        "throttled_usec" => cfs.throttled_ns = value.saturating_mul(1000),
+        _ => {}
+    })?;
+    cpu.usage_ns = usage.ok_or_else(|| ParseError("cpu.stat lacks usage_usec".into()))?;
+    Ok((cpu, cfs))
+}
+
+fn memory_stats(reader: &Reader, dir: &Path) -> Option<Memory> {
+    let usage = reader.parse(dir, File::MemoryCurrent, parse::single_u64)?;
+    let mut memory = reader.parse(dir, File::MemoryStat, |text| {
+        let mut m = Memory::default();
+        let mut inactive_file = None;
+        parse::flat_keyed(text, |key, value| match key {
+            "anon" => m.rss = value,
+            "file" => m.cache = value,
+            "file_mapped" => m.mapped_file = value,
+            "inactive_file" => inactive_file = Some(value),
+            "pgfault" => m.pgfault = value,
+            "pgmajfault" => m.pgmajfault = value,
+            _ => {}
+        })?;
+        let inactive_file = inactive_file.ok_or_else(|| ParseError("memory.stat lacks inactive_file".into()))?;
+        m.working_set = usage.saturating_sub(inactive_file);
+        // v2 has no separate hierarchical counters: both scopes show the same values.
+        m.hierarchy_pgfault = m.pgfault;
+        m.hierarchy_pgmajfault = m.pgmajfault;
+        Ok(m)
+    })?;
+    memory.usage = usage;
+    memory.max_usage = reader.parse(dir, File::MemoryPeak, parse::single_u64).unwrap_or(0);
+    memory.swap = reader.parse(dir, File::MemorySwapCurrent, parse::single_u64);
+    Some(memory)
+}
+
+pub(super) fn spec(reader: &Reader, dir: &Path) -> Spec {
+    let mut spec = Spec::default();
+    if let Some((quota, period)) = reader.parse(dir, File::CpuMax, parse::v2_cpu_max) {
+        spec.cpu_quota = quota;
+        spec.cpu_period = Some(period);
+    }
+    spec.cpu_shares = reader.parse(dir, File::CpuWeight, parse::v2_weight_to_shares);
+    let limit = |file| reader.parse(dir, file, parse::v2_max).map(|l| l.unwrap_or(0));
+    spec.memory_limit = limit(File::MemoryMax);
+    spec.memory_swap_limit = limit(File::MemorySwapMax);
+    spec.memory_reservation = limit(File::MemoryMin);
+    spec.threads_max = reader
+        .parse(dir, File::PidsMax, parse::pids_max)
+        .map(|m| m.unwrap_or(0));
+    spec
+}
