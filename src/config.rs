@@ -14,6 +14,7 @@ use clap::builder::PossibleValuesParser;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::collector;
+use crate::container::filter::Filters;
 
 /// Where the exporter reads the host's pseudo-filesystems, so it can run in a container
 /// that mounts the host's at another place.
@@ -59,6 +60,19 @@ pub struct Config {
     pub paths: Paths,
     /// Collector name → enabled, for every built-in collector.
     pub collectors: BTreeMap<String, bool>,
+    pub container: ContainerConfig,
+}
+
+/// Settings of the `container` collector.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// Stats are read at most once per window; scrapes inside it share one read.
+    pub cache_validity: Duration,
+    /// The list of containers, their limits and names are rebuilt at most once per window.
+    pub inventory_validity: Duration,
+    /// cgroups at or below these paths are reported even without a runtime layout.
+    pub raw_cgroup_prefixes: Vec<String>,
+    pub filters: Filters,
 }
 
 impl Config {
@@ -173,7 +187,60 @@ pub fn command() -> Command {
         )
         .arg(flag("path.procfs", "DIR", "procfs mountpoint").default_value("/proc"))
         .arg(flag("path.sysfs", "DIR", "sysfs mountpoint").default_value("/sys"))
-        .arg(flag("path.rootfs", "DIR", "Root of the host filesystem").default_value("/"));
+        .arg(flag("path.rootfs", "DIR", "Root of the host filesystem").default_value("/"))
+        .arg(
+            flag(
+                "container.cache-validity",
+                "DURATION",
+                "Container stats are read at most once per this window; scrapes inside it share one read",
+            )
+            .default_value("2s"),
+        )
+        .arg(
+            flag(
+                "container.inventory-validity",
+                "DURATION",
+                "The container list, limits and names are rebuilt at most once per this window",
+            )
+            .default_value("10s"),
+        )
+        .arg(
+            flag(
+                "container.raw-cgroup-prefix",
+                "PATH",
+                "Report cgroups at or below this path too (repeatable; comma-separated in the environment)",
+            )
+            .action(ArgAction::Append)
+            .value_delimiter(','),
+        );
+    for (flag_name, help) in [
+        (
+            "container.include-name",
+            "Report only containers whose name matches this regex",
+        ),
+        (
+            "container.exclude-name",
+            "Do not report containers whose name matches this regex",
+        ),
+        (
+            "container.include-image",
+            "Report only containers whose image matches this regex",
+        ),
+        (
+            "container.exclude-image",
+            "Do not report containers whose image matches this regex",
+        ),
+        (
+            "container.include-namespace",
+            "Report only containers whose namespace matches this regex",
+        ),
+        (
+            "container.exclude-namespace",
+            "Do not report containers whose namespace matches this regex",
+        ),
+    ] {
+        cmd = cmd.arg(flag(flag_name, "REGEX", help));
+    }
     for spec in collector::builtin() {
         let on = format!("collector.{}", spec.name);
         let off = format!("no-collector.{}", spec.name);
@@ -212,8 +279,8 @@ where
     let mut cmd = command();
     let first = parse(cmd.clone(), &args)?;
     if let Some(path) = first.get_one::<String>("config.file") {
-        for (key, value) in read_config_file(Path::new(path), &cmd)? {
-            cmd = cmd.mut_arg(key, |arg| arg.default_value(value));
+        for (key, values) in read_config_file(Path::new(path), &cmd)? {
+            cmd = cmd.mut_arg(key, |arg| arg.default_values(values));
         }
     }
     let matches = parse(cmd, &args)?;
@@ -238,8 +305,9 @@ fn parse(cmd: Command, args: &[OsString]) -> Result<ArgMatches, ConfigError> {
     })
 }
 
-/// Reads the YAML config file into (flag name, value) pairs, rejecting keys that are not flags.
-fn read_config_file(path: &Path, cmd: &Command) -> Result<Vec<(String, String)>, ConfigError> {
+/// Reads the YAML config file into (flag name, values) pairs, rejecting keys that are not
+/// flags. A list gives a repeatable flag several values.
+fn read_config_file(path: &Path, cmd: &Command) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_owned(),
         source,
@@ -263,13 +331,19 @@ fn read_config_file(path: &Path, cmd: &Command) -> Result<Vec<(String, String)>,
         if key == "config.file" || !cmd.get_arguments().any(|arg| arg.get_id() == key.as_str()) {
             return Err(bad(format!("unknown key {key:?}")));
         }
-        let value = match value {
-            serde_yaml_ng::Value::String(s) => s,
-            serde_yaml_ng::Value::Bool(b) => b.to_string(),
-            serde_yaml_ng::Value::Number(n) => n.to_string(),
-            other => return Err(bad(format!("value of {key:?} must be a scalar, not {other:?}"))),
+        let scalar = |value: serde_yaml_ng::Value| match value {
+            serde_yaml_ng::Value::String(s) => Ok(s),
+            serde_yaml_ng::Value::Bool(b) => Ok(b.to_string()),
+            serde_yaml_ng::Value::Number(n) => Ok(n.to_string()),
+            other => Err(bad(format!(
+                "value of {key:?} must be a scalar or a list of scalars, not {other:?}"
+            ))),
         };
-        pairs.push((key, value));
+        let values = match value {
+            serde_yaml_ng::Value::Sequence(items) => items.into_iter().map(scalar).collect::<Result<_, _>>()?,
+            value => vec![scalar(value)?],
+        };
+        pairs.push((key, values));
     }
     Ok(pairs)
 }
@@ -320,7 +394,41 @@ fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
             rootfs: text("path.rootfs").into(),
         },
         collectors,
+        container: ContainerConfig {
+            cache_validity: duration(m, "container.cache-validity")?,
+            inventory_validity: duration(m, "container.inventory-validity")?,
+            raw_cgroup_prefixes: m
+                .get_many::<String>("container.raw-cgroup-prefix")
+                .map(|values| values.filter(|v| !v.is_empty()).cloned().collect())
+                .unwrap_or_default(),
+            filters: Filters {
+                include_name: regex(m, "container.include-name")?,
+                exclude_name: regex(m, "container.exclude-name")?,
+                include_image: regex(m, "container.include-image")?,
+                exclude_image: regex(m, "container.exclude-image")?,
+                include_namespace: regex(m, "container.include-namespace")?,
+                exclude_namespace: regex(m, "container.exclude-namespace")?,
+            },
+        },
     })
+}
+
+fn regex(m: &ArgMatches, flag: &'static str) -> Result<Option<regex::Regex>, ConfigError> {
+    m.get_one::<String>(flag)
+        .map(|pattern| {
+            regex::Regex::new(pattern).map_err(|e| ConfigError::Invalid {
+                flag,
+                value: pattern.clone(),
+                reason: e
+                    .to_string()
+                    .lines()
+                    .last()
+                    .unwrap_or("invalid regex")
+                    .trim()
+                    .to_owned(),
+            })
+        })
+        .transpose()
 }
 
 /// A Prometheus-style duration (`10s`, `500ms`, `2m`); a bare number is seconds.
@@ -464,7 +572,7 @@ mod tests {
         for (body, expect) in [
             ("no.such.flag: 1\n", "unknown key"),
             ("- a\n- b\n", "expected a mapping"),
-            ("web.listen-address: [1, 2]\n", "must be a scalar"),
+            ("web.listen-address: {a: 1}\n", "must be a scalar"),
             ("log.level: loud\n", "invalid value"),
         ] {
             let file = dir.path().join("bad.yml");
@@ -472,6 +580,41 @@ mod tests {
             let err = from_args(args(&["--config.file", file.to_str().expect("utf-8")])).expect_err(body);
             assert!(err.to_string().contains(expect), "{body:?}: {err}");
         }
+    }
+
+    #[test]
+    fn container_settings() {
+        let c = Config::defaults();
+        assert_eq!(c.container.cache_validity, Duration::from_secs(2));
+        assert_eq!(c.container.inventory_validity, Duration::from_secs(10));
+        assert!(c.container.raw_cgroup_prefixes.is_empty());
+        let c = from_args(args(&[
+            "--container.raw-cgroup-prefix=/a,/b",
+            "--container.raw-cgroup-prefix",
+            "/c",
+            "--container.exclude-image=pause",
+        ]))
+        .expect("parses");
+        assert_eq!(c.container.raw_cgroup_prefixes, ["/a", "/b", "/c"]);
+        assert!(
+            c.container
+                .filters
+                .exclude_image
+                .is_some_and(|re| re.is_match("k8s/pause:3"))
+        );
+        let err = from_args(args(&["--container.include-name=("])).expect_err("bad regex");
+        assert!(
+            err.to_string()
+                .starts_with("invalid value \"(\" for --container.include-name"),
+            "{err}"
+        );
+        assert_eq!(err.to_string().lines().count(), 1, "{err}");
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sonde.yml");
+        std::fs::write(&file, "container.raw-cgroup-prefix: [/x, /y]\n").expect("write");
+        let c = from_args(args(&["--config.file", file.to_str().expect("utf-8")])).expect("parses");
+        assert_eq!(c.container.raw_cgroup_prefixes, ["/x", "/y"]);
     }
 
     #[test]

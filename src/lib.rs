@@ -2,9 +2,11 @@
 //! per-container connection metrics. See README.md and DESIGN.md for the architecture.
 
 pub mod build_info;
+pub mod cache;
 pub mod cgroup;
 pub mod collector;
 pub mod config;
+pub mod container;
 pub mod exposition;
 pub mod family;
 pub mod logging;

@@ -1,6 +1,7 @@
 //! The collector framework: one trait every source implements, and the list of built-in
 //! collectors that flags can switch on and off.
 
+pub mod container;
 pub mod host;
 
 use std::path::PathBuf;
@@ -64,12 +65,20 @@ pub struct CollectorSpec {
 
 /// Every built-in collector, in the order they are listed in `--help` and the README.
 pub fn builtin() -> &'static [CollectorSpec] {
-    &[CollectorSpec {
-        name: "host",
-        help: "machine_cpu_cores and machine_memory_bytes of the host",
-        enabled_by_default: true,
-        build: |config| Arc::new(host::HostCollector::new(&config.paths)),
-    }]
+    &[
+        CollectorSpec {
+            name: "host",
+            help: "machine_cpu_cores and machine_memory_bytes of the host",
+            enabled_by_default: true,
+            build: |config| Arc::new(host::HostCollector::new(&config.paths)),
+        },
+        CollectorSpec {
+            name: "container",
+            help: "cAdvisor-compatible container_* metrics from cgroups",
+            enabled_by_default: true,
+            build: |config| Arc::new(container::ContainerCollector::new(config, Vec::new())),
+        },
+    ]
 }
 
 /// The collectors the configuration enables.

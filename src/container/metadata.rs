@@ -1,0 +1,23 @@
+//! Names and identity of containers, from the sources that know them (Docker, the Kubelet).
+
+use super::discovery::Discovered;
+
+/// What a runtime or orchestrator says about a container; empty strings where unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// The runtime's name for it (Docker's, without the leading `/`).
+    pub name: String,
+    pub image: String,
+    /// The Kubernetes container name.
+    pub container: String,
+    pub pod: String,
+    pub namespace: String,
+    /// Set by the `sonde.io/exclude=true` label or annotation.
+    pub exclude: bool,
+}
+
+/// A source of container metadata, consulted when the inventory is rebuilt.
+pub trait MetadataSource: Send + Sync {
+    /// Fills in what this source knows of the cgroup; leaves the rest alone.
+    fn describe(&self, cgroup: &Discovered, metadata: &mut Metadata);
+}
