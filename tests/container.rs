@@ -1,0 +1,350 @@
+//! The container collector over cgroup trees written in the real formats under a fake
+//! `--path.sysfs` and `--path.procfs`: exact values, cAdvisor label sets, strict exposition,
+//! and one read per file per validity window however many scrapes come in.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use sonde::cgroup::File;
+use sonde::cgroup::fixture::{FakeCgroup, write_v1, write_v2};
+use sonde::collector::container::ContainerCollector;
+use sonde::collector::{Collector, ScrapeContext};
+
+const DOCKER: &str = "/docker/1111111111111111111111111111111111111111111111111111111111111111";
+const SCOPE: &str = "/system.slice/docker-2222222222222222222222222222222222222222222222222222222222222222.scope";
+const POD: &str = "/kubepods/burstable/pod8e1a3d5c-1b2f-4c6d-9e0a-112233445566";
+const RAW: &str = "/sonde-raw/job";
+
+fn k8s_container() -> String {
+    format!("{POD}/3333333333333333333333333333333333333333333333333333333333333333")
+}
+
+/// A host with a Docker container (CFS quota, own network namespace), a systemd-scoped one
+/// (host network), a pod with one container, a raw cgroup and a system service.
+fn fake_host(root: &Path, version: &str) {
+    let sysfs = root.join("sys");
+    let write = |cgroup: &FakeCgroup| match version {
+        "v2" => write_v2(&sysfs, cgroup),
+        _ => write_v1(&sysfs, cgroup),
+    };
+    let mut docker = FakeCgroup::seeded(DOCKER, 1);
+    docker.pids = vec![4242];
+    write(&docker).expect("write");
+    let mut scope = FakeCgroup::seeded(SCOPE, 2);
+    scope.pids = vec![4343];
+    write(&scope).expect("write");
+    write(&FakeCgroup::seeded(POD, 4)).expect("write");
+    write(&FakeCgroup::seeded(k8s_container(), 5)).expect("write");
+    write(&FakeCgroup::seeded(RAW, 6)).expect("write");
+    write(&FakeCgroup::seeded("/system.slice/sshd.service", 7)).expect("write");
+    let block = sysfs.join("dev/block/8:0");
+    std::fs::create_dir_all(&block).expect("mkdir");
+    std::fs::write(block.join("uevent"), "MAJOR=8\nMINOR=0\nDEVNAME=sda\nDEVTYPE=disk\n").expect("write");
+
+    // PID 4242 has a network namespace of its own, PID 4343 shares the host's.
+    let proc = root.join("proc");
+    for (pid, ns) in [
+        (1, "net:[4026531840]"),
+        (4242, "net:[4026532999]"),
+        (4343, "net:[4026531840]"),
+    ] {
+        let dir = proc.join(pid.to_string());
+        std::fs::create_dir_all(dir.join("ns")).expect("mkdir");
+        std::os::unix::fs::symlink(ns, dir.join("ns/net")).expect("symlink");
+        std::fs::create_dir_all(dir.join("net")).expect("mkdir");
+        std::fs::write(
+            dir.join("net/dev"),
+            "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:  123456     789    1    2    0     0          0         0    65432     321    3    4    0     0       0          0\n",
+        )
+        .expect("write");
+    }
+}
+
+fn series(id: &str, extra: &[(&str, &str)]) -> String {
+    let mut labels: Vec<(&str, &str)> = vec![
+        ("container", ""),
+        ("id", id),
+        ("image", ""),
+        ("name", ""),
+        ("namespace", ""),
+        ("pod", ""),
+    ];
+    labels.extend_from_slice(extra);
+    labels.sort_unstable();
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// For every `container_*` family: the label key sets of its series.
+fn label_keys(text: &str) -> BTreeMap<String, BTreeSet<Vec<String>>> {
+    let mut families: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
+    for line in text.lines().filter(|l| l.starts_with("container_")) {
+        let (name, rest) = line.split_once('{').expect("labels");
+        let labels = rest.rsplit_once('}').expect("closing brace").0;
+        let keys = labels
+            .split("\",")
+            .map(|kv| kv.split('=').next().unwrap_or_default().to_owned())
+            .collect();
+        families.entry(name.to_owned()).or_default().insert(keys);
+    }
+    families
+}
+
+async fn scrape(sonde: &Sonde, accept: Option<&str>) -> String {
+    let mut request = reqwest::Client::new().get(sonde.url("/metrics"));
+    if let Some(accept) = accept {
+        request = request.header("Accept", accept);
+    }
+    request.send().await.expect("scrape").text().await.expect("body")
+}
+
+async fn check_fake_host(version: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fake_host(dir.path(), version);
+    let sysfs = format!("--path.sysfs={}", dir.path().join("sys").display());
+    let procfs = format!("--path.procfs={}", dir.path().join("proc").display());
+    let sonde = Sonde::start(&[
+        &sysfs,
+        &procfs,
+        "--container.raw-cgroup-prefix=/sonde-raw",
+        "--no-collector.host",
+    ]);
+    let text = scrape(&sonde, None).await;
+
+    let (ok, complaints) = promtool_check_metrics(text.as_bytes());
+    assert!(ok && complaints.trim().is_empty(), "promtool: {complaints}");
+    let openmetrics = scrape(&sonde, Some(OPENMETRICS_ACCEPT)).await;
+    python_openmetrics_families(openmetrics.as_bytes()).expect("strict OpenMetrics");
+
+    // Exactly the container, pod and raw cgroups, not the system service.
+    let ids: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("container_last_seen{"))
+        .filter_map(|l| l.split("id=\"").nth(1)?.split('"').next())
+        .collect();
+    let k8s = k8s_container();
+    let expected: BTreeSet<&str> = [DOCKER, SCOPE, POD, k8s.as_str(), "/sonde-raw", RAW].into();
+    assert_eq!(ids, expected);
+
+    // Every series of a family has the same label keys.
+    for (family, key_sets) in label_keys(&text) {
+        assert_eq!(key_sets.len(), 1, "{family} mixes label sets: {key_sets:?}");
+    }
+
+    let value =
+        |name: &str, id: &str, extra: &[(&str, &str)]| sample_value(&text, &format!("{name}{}", series(id, extra)));
+    // Seed 1: usage 2 s + 7 ns (v2 counts in µs), user 120 ticks, system 80 ticks, quota 50000/100000.
+    let (usage_1, usage_2) = if version == "v2" {
+        (2.0, 3.0)
+    } else {
+        (2.000000007, 3.000000007)
+    };
+    assert_eq!(
+        value("container_cpu_usage_seconds_total", DOCKER, &[("cpu", "total")]),
+        Some(usage_1)
+    );
+    assert_eq!(value("container_cpu_user_seconds_total", DOCKER, &[]), Some(1.2));
+    assert_eq!(value("container_cpu_system_seconds_total", DOCKER, &[]), Some(0.8));
+    assert_eq!(value("container_cpu_cfs_periods_total", DOCKER, &[]), Some(101.0));
+    assert_eq!(
+        value("container_cpu_cfs_throttled_periods_total", DOCKER, &[]),
+        Some(11.0)
+    );
+    assert_eq!(value("container_spec_cpu_quota", DOCKER, &[]), Some(50_000.0));
+    assert_eq!(value("container_spec_cpu_period", DOCKER, &[]), Some(100_000.0));
+    // usage 64 MiB + 4096, inactive_file 8 MiB.
+    assert_eq!(
+        value("container_memory_usage_bytes", DOCKER, &[]),
+        Some(((64 << 20) + 4096) as f64)
+    );
+    assert_eq!(
+        value("container_memory_working_set_bytes", DOCKER, &[]),
+        Some(((56 << 20) + 4096) as f64)
+    );
+    assert_eq!(value("container_memory_rss", DOCKER, &[]), Some((40 << 20) as f64));
+    assert_eq!(value("container_memory_cache", DOCKER, &[]), Some((20 << 20) as f64));
+    assert_eq!(
+        value("container_memory_mapped_file", DOCKER, &[]),
+        Some((4 << 20) as f64)
+    );
+    assert_eq!(value("container_oom_events_total", DOCKER, &[]), Some(1.0));
+    assert_eq!(
+        value("container_spec_memory_limit_bytes", DOCKER, &[]),
+        Some(0.0),
+        "unlimited is 0"
+    );
+    assert_eq!(
+        value("container_fs_reads_bytes_total", DOCKER, &[("device", "/dev/sda")]),
+        Some(4096.0)
+    );
+    assert_eq!(
+        value("container_fs_writes_total", DOCKER, &[("device", "/dev/sda")]),
+        Some(2.0)
+    );
+    assert_eq!(value("container_processes", DOCKER, &[]), Some(1.0));
+    assert_eq!(value("container_threads", DOCKER, &[]), Some(1.0));
+    assert_eq!(
+        value(
+            "container_network_receive_bytes_total",
+            DOCKER,
+            &[("interface", "eth0")]
+        ),
+        Some(123_456.0)
+    );
+    assert_eq!(
+        value(
+            "container_network_transmit_packets_dropped_total",
+            DOCKER,
+            &[("interface", "eth0")]
+        ),
+        Some(4.0)
+    );
+    assert_eq!(
+        value("container_network_receive_bytes_total", DOCKER, &[("interface", "lo")]),
+        None
+    );
+    // Seed 2: no quota, so no CFS families; host network, so no network families.
+    assert_eq!(value("container_cpu_cfs_periods_total", SCOPE, &[]), None);
+    assert_eq!(value("container_spec_cpu_quota", SCOPE, &[]), None);
+    assert_eq!(
+        value("container_network_receive_bytes_total", SCOPE, &[("interface", "eth0")]),
+        None
+    );
+    assert_eq!(
+        value("container_cpu_usage_seconds_total", SCOPE, &[("cpu", "total")]),
+        Some(usage_2)
+    );
+    // Seed 6 (the raw cgroup): a 512 MiB limit.
+    assert_eq!(
+        value("container_spec_memory_limit_bytes", RAW, &[]),
+        Some((512 << 20) as f64)
+    );
+
+    if version == "v2" {
+        assert_eq!(
+            value("container_pressure_cpu_waiting_seconds_total", DOCKER, &[]),
+            Some(1.500001)
+        );
+        assert_eq!(
+            value("container_pressure_io_stalled_seconds_total", DOCKER, &[]),
+            Some(0.500001)
+        );
+        assert_eq!(
+            value(
+                "container_memory_failures_total",
+                DOCKER,
+                &[("failure_type", "pgfault"), ("scope", "hierarchy")]
+            ),
+            Some(300.0)
+        );
+    } else {
+        assert_eq!(value("container_pressure_cpu_waiting_seconds_total", DOCKER, &[]), None);
+        assert_eq!(
+            value(
+                "container_memory_failures_total",
+                DOCKER,
+                &[("failure_type", "pgfault"), ("scope", "hierarchy")]
+            ),
+            Some(600.0)
+        );
+    }
+    assert_eq!(
+        sample_value(&text, "sonde_collector_success{collector=\"container\"}"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample_value(&text, "sonde_cgroup_read_errors_total{file=\"memory.stat\"}"),
+        Some(0.0)
+    );
+}
+
+#[tokio::test]
+async fn cgroup_v1_host() {
+    check_fake_host("v1").await;
+}
+
+#[tokio::test]
+async fn cgroup_v2_host() {
+    check_fake_host("v2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_scrapes_in_one_window_read_each_file_once() {
+    const CONTAINERS: u64 = 20;
+    let dir = tempfile::tempdir().expect("tempdir");
+    for seed in 0..CONTAINERS {
+        write_v1(
+            &dir.path().join("sys"),
+            &FakeCgroup::seeded(format!("/docker/{seed:064x}"), seed),
+        )
+        .expect("write");
+    }
+    std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
+    let config = sonde::config::from_args([
+        "sonde".to_owned(),
+        format!("--path.sysfs={}", dir.path().join("sys").display()),
+        format!("--path.procfs={}", dir.path().join("proc").display()),
+        "--container.cache-validity=1s".to_owned(),
+        "--container.inventory-validity=1h".to_owned(),
+    ])
+    .expect("config");
+    let collector = Arc::new(ContainerCollector::new(&config, Vec::new()));
+    let collect_50 = || {
+        let scrapes = (0..50).map(|_| {
+            let collector = Arc::clone(&collector);
+            tokio::spawn(async move {
+                collector
+                    .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
+                    .await
+            })
+        });
+        futures::future::join_all(scrapes)
+    };
+    let counters = collector.reader().expect("cgroups found").counters().clone();
+
+    let first = collect_50().await;
+    let reference = format!(
+        "{:?}",
+        first[0]
+            .as_ref()
+            .expect("task")
+            .as_ref()
+            .expect("collects")
+            .iter()
+            .find(|f| f.name() == "container_cpu_usage_seconds_total")
+    );
+    for result in &first {
+        let families = result.as_ref().expect("task").as_ref().expect("collects");
+        let cpu = families
+            .iter()
+            .find(|f| f.name() == "container_cpu_usage_seconds_total");
+        assert_eq!(format!("{cpu:?}"), reference, "every scrape saw the same read");
+    }
+    // Stats files: one read each per container. Limits: read once, with the inventory.
+    for file in [
+        File::CpuacctUsage,
+        File::CpuacctStat,
+        File::MemoryUsage,
+        File::MemoryStat,
+        File::BlkioServiceBytes,
+        File::PidsCurrent,
+        File::CpuCfsQuota,
+        File::MemoryLimit,
+    ] {
+        assert_eq!(counters.reads(file), CONTAINERS, "{}", file.name());
+    }
+    // cpu.stat only where a quota is set (odd seeds).
+    assert_eq!(counters.reads(File::CpuStat), CONTAINERS / 2);
+
+    // The next window reads the stats again, once; the inventory window has not ended.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    collect_50().await;
+    assert_eq!(counters.reads(File::MemoryStat), 2 * CONTAINERS);
+    assert_eq!(counters.reads(File::MemoryLimit), CONTAINERS);
+    assert!(File::ALL.iter().all(|f| counters.errors(*f) == 0));
+}
