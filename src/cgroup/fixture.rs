@@ -46,7 +46,7 @@ impl FakeCgroup {
             swap: 0,
             quota: (seed % 2 == 1).then_some((50_000, 100_000)),
             throttled: (100 + seed, 10 + seed, 5_000_000 + seed),
-            memory_limit: (seed % 3 == 0).then_some(512 << 20),
+            memory_limit: seed.is_multiple_of(3).then_some(512 << 20),
             pids: vec![1000 + seed as u32, 2000 + seed as u32],
             io: vec![(8, 0, 4096 * seed, 8192 * seed, seed, 2 * seed)],
             oom_kills: seed % 4,

@@ -200,3 +200,30 @@ pub fn host_truth() -> (f64, f64) {
         .expect("getconf prints a number");
     (kb * 1024.0, cpus)
 }
+
+/// Whether this test can run as root. Without root it is skipped locally, but fails under
+/// `CI=true`, where every test must run.
+pub fn root_or_skip(test: &str) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let euid = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u32>().ok());
+    if euid == Some(0) {
+        return true;
+    }
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{test} needs root, and under CI=true it must run: run the tests as root");
+    }
+    eprintln!("skipping {test}: it needs root");
+    false
+}
+
+/// A name no other test run on this machine uses.
+pub fn unique_name(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}

@@ -1,0 +1,257 @@
+//! The container collector against real cgroups of this machine's kernel (v1 controllers on
+//! hybrid hosts, the unified tree on v2 hosts): CPU, memory and throttling of real processes.
+//! Needs root; cgroups get unique names and are removed even when the test fails.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use sonde::cgroup::Layout;
+
+/// A process that reports `ready`, waits for a line, does its work, reports, and waits for
+/// another line before exiting.
+const WORKER: &str = r#"
+import resource, sys, time
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+print("ready", flush=True)
+sys.stdin.readline()
+start = cpu()
+if sys.argv[1] == "burn":
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < float(sys.argv[2]):
+        pass
+    print(f"{cpu() - start:.6f}", flush=True)
+else:
+    size = int(sys.argv[2])
+    buf = bytearray(size)
+    for i in range(0, size, 4096):
+        buf[i] = 1
+    print("touched", flush=True)
+sys.stdin.readline()
+"#;
+
+struct Worker {
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+}
+
+impl Worker {
+    fn start(args: &[&str]) -> Worker {
+        let mut child = Command::new(require_tool("python3"))
+            .args(["-c", WORKER])
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("start python3");
+        let stdin = child.stdin.take().expect("stdin");
+        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
+        let mut worker = Worker { child, stdin, stdout };
+        assert_eq!(worker.line(), "ready");
+        worker
+    }
+
+    fn line(&mut self) -> String {
+        let mut line = String::new();
+        self.stdout.read_line(&mut line).expect("worker output");
+        line.trim().to_owned()
+    }
+
+    fn go(&mut self) {
+        writeln!(self.stdin, "go").expect("worker stdin");
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Test cgroups under one unique parent in every hierarchy; removed on drop, workers first.
+struct Cgroups {
+    layout: Layout,
+    parent: String,
+    created: Vec<PathBuf>,
+    workers: Vec<Worker>,
+}
+
+impl Cgroups {
+    fn new(layout: Layout, parent: String) -> Cgroups {
+        let mut cgroups = Cgroups {
+            layout,
+            parent,
+            created: Vec::new(),
+            workers: Vec::new(),
+        };
+        let parent = cgroups.parent.clone();
+        cgroups.make(&parent);
+        if let Layout::V2 { root } = &cgroups.layout {
+            // Children of the test parent need the controllers delegated to them.
+            write(&root.join("cgroup.subtree_control"), "+cpu +memory +pids");
+            write(
+                &root.join(parent.trim_start_matches('/')).join("cgroup.subtree_control"),
+                "+cpu +memory +pids",
+            );
+        }
+        cgroups
+    }
+
+    fn dirs(&self, id: &str) -> Vec<PathBuf> {
+        let rel = id.trim_start_matches('/');
+        match &self.layout {
+            Layout::V2 { root } => vec![root.join(rel)],
+            Layout::V1 { roots, .. } => [&roots.cpu, &roots.cpuacct, &roots.memory, &roots.pids, &roots.blkio]
+                .into_iter()
+                .flatten()
+                .map(|r| r.join(rel))
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    fn make(&mut self, id: &str) {
+        for dir in self.dirs(id) {
+            std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+            self.created.push(dir);
+        }
+    }
+
+    fn set_quota(&self, id: &str, quota_us: u64, period_us: u64) {
+        match &self.layout {
+            Layout::V2 { root } => write(
+                &root.join(id.trim_start_matches('/')).join("cpu.max"),
+                &format!("{quota_us} {period_us}"),
+            ),
+            Layout::V1 { roots, .. } => {
+                let dir = roots
+                    .cpu
+                    .as_ref()
+                    .expect("cpu controller")
+                    .join(id.trim_start_matches('/'));
+                write(&dir.join("cpu.cfs_period_us"), &period_us.to_string());
+                write(&dir.join("cpu.cfs_quota_us"), &quota_us.to_string());
+            }
+        }
+    }
+
+    fn adopt(&mut self, id: &str, worker: Worker) {
+        for dir in self.dirs(id) {
+            write(&dir.join("cgroup.procs"), &worker.child.id().to_string());
+        }
+        self.workers.push(worker);
+    }
+}
+
+impl Drop for Cgroups {
+    fn drop(&mut self) {
+        self.workers.clear(); // kill and reap before the cgroups can be removed
+        for dir in self.created.iter().rev() {
+            for _ in 0..100 {
+                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::write(path, text).unwrap_or_else(|e| panic!("write {text:?} to {}: {e}", path.display()));
+}
+
+fn value(text: &str, family: &str, id: &str, extra: &str) -> Option<f64> {
+    let series = format!("{family}{{container=\"\",{extra}id=\"{id}\",image=\"\",name=\"\",namespace=\"\",pod=\"\"}}");
+    sample_value(text, &series)
+}
+
+async fn scrape(sonde: &Sonde) -> String {
+    let response = reqwest::get(sonde.url("/metrics")).await.expect("scrape");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("body")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn real_cgroups_report_cpu_memory_and_throttling() {
+    if !root_or_skip("real_cgroups_report_cpu_memory_and_throttling") {
+        return;
+    }
+    const HELD: u64 = 64 << 20;
+    let layout = Layout::detect(Path::new("/sys")).expect("this machine has cgroups");
+    let parent = format!("/{}", unique_name("sonde-test"));
+    let mut cgroups = Cgroups::new(layout, parent.clone());
+    let (burner, holder, throttled) = (
+        format!("{parent}/burner"),
+        format!("{parent}/holder"),
+        format!("{parent}/throttled"),
+    );
+    for id in [&burner, &holder, &throttled] {
+        cgroups.make(id);
+    }
+    cgroups.set_quota(&throttled, 10_000, 100_000);
+    cgroups.adopt(&burner, Worker::start(&["burn", "1.5"]));
+    cgroups.adopt(&holder, Worker::start(&["touch", &HELD.to_string()]));
+    cgroups.adopt(&throttled, Worker::start(&["burn", "1.0"]));
+
+    let prefix = format!("--container.raw-cgroup-prefix={parent}");
+    let sonde = Sonde::start(&[
+        &prefix,
+        "--container.cache-validity=100ms",
+        "--container.inventory-validity=100ms",
+        "--no-collector.host",
+    ]);
+    let before = scrape(&sonde).await;
+    let usage_before = value(&before, "container_cpu_usage_seconds_total", &burner, "cpu=\"total\",")
+        .unwrap_or_else(|| panic!("no CPU usage for {burner}:\n{before}"));
+
+    for worker in &mut cgroups.workers {
+        worker.go();
+    }
+    let reported_cpu: f64 = cgroups.workers[0].line().parse().expect("burner reports its CPU time");
+    assert_eq!(cgroups.workers[1].line(), "touched");
+    cgroups.workers[2].line();
+    tokio::time::sleep(Duration::from_millis(300)).await; // past both validity windows
+
+    let after = scrape(&sonde).await;
+    let usage_after = value(&after, "container_cpu_usage_seconds_total", &burner, "cpu=\"total\",").expect("usage");
+    let grew = usage_after - usage_before;
+    println!("burner: cgroup CPU grew {grew:.4}s, the process reports {reported_cpu:.4}s");
+    assert!(
+        (grew - reported_cpu).abs() <= 0.05 * reported_cpu,
+        "cgroup CPU grew {grew}s, the process reports {reported_cpu}s"
+    );
+
+    let working_set = value(&after, "container_memory_working_set_bytes", &holder, "").expect("working set");
+    println!("holder: working set {working_set} bytes for {HELD} bytes touched");
+    assert!(
+        (working_set - HELD as f64).abs() <= 0.10 * HELD as f64,
+        "working set {working_set} vs {HELD} touched"
+    );
+
+    let throttled_periods =
+        value(&after, "container_cpu_cfs_throttled_periods_total", &throttled, "").expect("CFS families");
+    assert!(throttled_periods > 0.0, "a 10% quota burner was never throttled");
+    assert_eq!(
+        value(&after, "container_spec_cpu_quota", &throttled, ""),
+        Some(10_000.0)
+    );
+    assert_eq!(
+        value(&after, "container_cpu_cfs_periods_total", &burner, ""),
+        None,
+        "no quota, no CFS families"
+    );
+    assert_eq!(
+        sample_value(&after, "sonde_collector_success{collector=\"container\"}"),
+        Some(1.0)
+    );
+}
