@@ -4,7 +4,11 @@
 //! node_exporter do) rather than keeping registered metric objects that would have to be
 //! updated and pruned; these builders keep that terse.
 
+use std::sync::{Arc, OnceLock};
+
 use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+
+use crate::exposition::{EncodeError, Format};
 
 /// One family under construction: a name, a help text, a type and its samples.
 #[derive(Debug, Clone)]
@@ -69,4 +73,49 @@ pub fn label(name: &str, value: &str) -> LabelPair {
     pair.set_name(name.to_owned());
     pair.set_value(value.to_owned());
     pair
+}
+
+/// A finished family as collectors hand it over: the model plus its encoding in each
+/// format, made on first use. A collector that serves the same families for a whole
+/// validity window shares them across scrapes, so each is encoded once per window.
+#[derive(Debug)]
+pub struct Family {
+    model: MetricFamily,
+    encoded: [OnceLock<Result<Vec<u8>, String>>; 3],
+}
+
+impl Family {
+    pub fn new(model: MetricFamily) -> Arc<Family> {
+        Arc::new(Family {
+            model,
+            encoded: Default::default(),
+        })
+    }
+
+    pub fn model(&self) -> &MetricFamily {
+        &self.model
+    }
+
+    pub fn name(&self) -> &str {
+        self.model.name()
+    }
+
+    /// This family alone in `format` (for OpenMetrics, without the final `# EOF`).
+    pub fn encoded(&self, format: Format) -> Result<&[u8], EncodeError> {
+        self.encoded[format as usize]
+            .get_or_init(|| {
+                let mut out = Vec::new();
+                format
+                    .encode_family(&self.model, &mut out)
+                    .map(|()| out)
+                    .map_err(|e| e.to_string())
+            })
+            .as_deref()
+            .map_err(|e| EncodeError::Family(e.clone()))
+    }
+}
+
+/// Wraps families built for one scrape.
+pub fn shared(families: impl IntoIterator<Item = MetricFamily>) -> Vec<Arc<Family>> {
+    families.into_iter().map(Family::new).collect()
 }

@@ -6,11 +6,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
-use prometheus::proto::MetricFamily;
 use tokio::time::Instant;
 
 use crate::collector::{Collector, ScrapeContext};
-use crate::family::FamilyBuilder;
+use crate::family::{self, Family, FamilyBuilder};
 use crate::self_metrics::ExporterMetrics;
 
 /// What the last collection of one collector came to; shown on the landing page.
@@ -51,7 +50,7 @@ impl Scraper {
 
     /// Collects everything within `timeout`. Never fails: a collector that errors, panics or
     /// misses the deadline contributes only `sonde_collector_success{collector} 0`.
-    pub async fn scrape(&self, timeout: Duration) -> Vec<MetricFamily> {
+    pub async fn scrape(&self, timeout: Duration) -> Vec<Arc<Family>> {
         let ctx = ScrapeContext::with_timeout(timeout);
         // Each status is recorded as soon as its collector finishes, not after the slowest.
         let outcomes = join_all(self.entries.iter().map(|entry| async move {
@@ -78,9 +77,8 @@ impl Scraper {
                 merged.extend(families);
             }
         }
-        merged.extend(duration.build());
-        merged.extend(success.build());
-        merged.extend(self.exporter.collect());
+        merged.extend(family::shared(duration.build().into_iter().chain(success.build())));
+        merged.extend(family::shared(self.exporter.collect()));
         merged.into_sorted()
     }
 
@@ -104,7 +102,7 @@ impl Scraper {
 
 /// Runs one collector on its own task, so that a panic is caught and a missed deadline
 /// cancels it; returns how long it took and its families or why it failed.
-async fn run(collector: Arc<dyn Collector>, ctx: ScrapeContext) -> (Duration, Result<Vec<MetricFamily>, String>) {
+async fn run(collector: Arc<dyn Collector>, ctx: ScrapeContext) -> (Duration, Result<Vec<Arc<Family>>, String>) {
     let start = Instant::now();
     let mut task = tokio::spawn(async move { collector.collect(ctx).await });
     let outcome = match tokio::time::timeout_at(ctx.deadline, &mut task).await {
@@ -154,25 +152,34 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 /// Families keyed by name, so two sources of one family become one family in the output.
 #[derive(Default)]
-struct Families(BTreeMap<String, MetricFamily>);
+struct Families(BTreeMap<String, Vec<Arc<Family>>>);
 
 impl Families {
-    fn extend(&mut self, families: impl IntoIterator<Item = MetricFamily>) {
-        for mut family in families {
-            match self.0.get_mut(family.name()) {
-                Some(existing) if existing.get_field_type() == family.get_field_type() => {
-                    existing.mut_metric().append(family.mut_metric());
-                }
-                Some(_) => tracing::debug!(family = family.name(), "dropping a family redefined with another type"),
-                None => {
-                    self.0.insert(family.name().to_owned(), family);
-                }
-            }
+    fn extend(&mut self, families: impl IntoIterator<Item = Arc<Family>>) {
+        for family in families {
+            self.0.entry(family.name().to_owned()).or_default().push(family);
         }
     }
 
-    fn into_sorted(self) -> Vec<MetricFamily> {
-        self.0.into_values().collect()
+    fn into_sorted(self) -> Vec<Arc<Family>> {
+        self.0
+            .into_values()
+            .filter_map(|mut parts| {
+                if parts.len() == 1 {
+                    return parts.pop();
+                }
+                // Several sources of one name: a new family with all their samples.
+                let mut merged = parts[0].model().clone();
+                for part in &parts[1..] {
+                    if part.model().get_field_type() == merged.get_field_type() {
+                        merged.mut_metric().extend_from_slice(part.model().get_metric());
+                    } else {
+                        tracing::debug!(family = part.name(), "dropping a family redefined with another type");
+                    }
+                }
+                Some(Family::new(merged))
+            })
+            .collect()
     }
 }
 
@@ -194,7 +201,7 @@ mod tests {
         fn name(&self) -> &'static str {
             "flaky"
         }
-        fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+        fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
             let failing = self.failing.load(Ordering::SeqCst);
             Box::pin(async move {
                 if failing {
@@ -265,7 +272,7 @@ mod tests {
             fn name(&self) -> &'static str {
                 "two"
             }
-            fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+            fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
                 let a = FamilyBuilder::gauge("zz_shared", "h")
                     .with_sample(&[("part", "a")], 1.0)
                     .build();
@@ -275,7 +282,7 @@ mod tests {
                 let c = FamilyBuilder::counter("aa_first_total", "h")
                     .with_sample(&[], 3.0)
                     .build();
-                Box::pin(async move { Ok(a.into_iter().chain(b).chain(c).collect()) })
+                Box::pin(async move { Ok(family::shared(a.into_iter().chain(b).chain(c))) })
             }
         }
         let families = Scraper::new(vec![Arc::new(Two)]).scrape(Duration::from_secs(5)).await;
@@ -287,7 +294,7 @@ mod tests {
             .iter()
             .find(|f| f.name() == "zz_shared")
             .expect("merged family");
-        assert_eq!(shared.get_metric().len(), 2);
+        assert_eq!(shared.model().get_metric().len(), 2);
         assert_eq!(names.iter().filter(|n| **n == "zz_shared").count(), 1);
     }
 }

@@ -158,7 +158,7 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let families = state.scraper.scrape(deadline).await;
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
     let mut body = Vec::with_capacity(64 * 1024);
-    match format.encode(&families, &mut body) {
+    match format.encode_shared(&families, &mut body) {
         Ok(()) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
         Err(error) => {
             tracing::error!(%error, "cannot encode the scrape");

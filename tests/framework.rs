@@ -10,10 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{family_names, promtool_check_metrics, python_openmetrics_families, sample_value};
 use futures::future::BoxFuture;
-use prometheus::proto::MetricFamily;
 use sonde::collector::{CollectError, Collector, ScrapeContext};
 use sonde::config::{self, Config};
-use sonde::family::FamilyBuilder;
+use sonde::family::{self, Family, FamilyBuilder};
 use sonde::server::Server;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
@@ -28,14 +27,14 @@ impl Collector for Sleeper {
     fn name(&self) -> &'static str {
         "sleeper"
     }
-    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
         Box::pin(async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(FamilyBuilder::gauge("sleeper_value", "never seen")
-                .with_sample(&[], 1.0)
-                .build()
-                .into_iter()
-                .collect())
+            Ok(family::shared(
+                FamilyBuilder::gauge("sleeper_value", "never seen")
+                    .with_sample(&[], 1.0)
+                    .build(),
+            ))
         })
     }
 }
@@ -44,7 +43,7 @@ impl Collector for Failer {
     fn name(&self) -> &'static str {
         "failer"
     }
-    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
         Box::pin(async { Err(CollectError::Failed("failing on purpose".into())) })
     }
 }
@@ -53,7 +52,7 @@ impl Collector for Panicker {
     fn name(&self) -> &'static str {
         "panicker"
     }
-    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
         Box::pin(async { panic!("panicking on purpose") })
     }
 }
@@ -97,7 +96,7 @@ impl Collector for Gated {
     fn name(&self) -> &'static str {
         "gated"
     }
-    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
         Box::pin(async move {
             self.0.entered.fetch_add(1, Ordering::SeqCst);
             self.0.arrivals.notify_waiters();
@@ -107,11 +106,11 @@ impl Collector for Gated {
                 .acquire()
                 .await
                 .map_err(|e| CollectError::Failed(e.to_string()))?;
-            Ok(FamilyBuilder::gauge("gated_value", "Released.")
-                .with_sample(&[], 1.0)
-                .build()
-                .into_iter()
-                .collect())
+            Ok(family::shared(
+                FamilyBuilder::gauge("gated_value", "Released.")
+                    .with_sample(&[], 1.0)
+                    .build(),
+            ))
         })
     }
 }

@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::container::discovery::Kind;
 use crate::container::inventory::{Entry, Inventory, Settings};
 use crate::container::metadata::MetadataSource;
-use crate::family::FamilyBuilder;
+use crate::family::{self, Family, FamilyBuilder};
 
 /// Interfaces cAdvisor leaves out of container network stats.
 const IGNORED_INTERFACE_PREFIXES: [&str; 4] = ["lo", "veth", "docker", "nerdctl"];
@@ -38,12 +38,16 @@ struct State {
     devices: Mutex<HashMap<(u64, u64), String>>,
 }
 
-/// One read of every container's changing stats, with the inventory it was read for.
+/// One container's stats and network interfaces; `None` stats: it went away.
+type ContainerRead = (Option<Stats>, Option<Vec<Interface>>);
+
+/// One read of every container's changing stats, rendered: every scrape inside the window
+/// serves these same families (and their encodings).
 struct Snapshot {
     inventory: Arc<Inventory>,
-    stats: Vec<Option<Stats>>,
-    network: Vec<Option<Vec<Interface>>>,
-    read_at: f64,
+    families: Vec<Arc<Family>>,
+    /// Containers that were read (the others went away since the inventory was built).
+    containers: usize,
 }
 
 impl ContainerCollector {
@@ -81,12 +85,12 @@ impl Collector for ContainerCollector {
         "container"
     }
 
-    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
         Box::pin(async move {
             let state = self.state.as_ref().map_err(|e| CollectError::Failed(e.clone()))?;
             let snapshot = state.snapshot().await?;
-            let mut families = state.render(&snapshot);
-            families.extend(cache::telemetry(&[
+            let mut families = snapshot.families.clone();
+            families.extend(family::shared(cache::telemetry(&[
                 CacheFigures {
                     name: state.inventory.name(),
                     hits: state.inventory.requests().0,
@@ -97,10 +101,10 @@ impl Collector for ContainerCollector {
                     name: state.stats.name(),
                     hits: state.stats.requests().0,
                     misses: state.stats.requests().1,
-                    entries: snapshot.stats.iter().flatten().count(),
+                    entries: snapshot.containers,
                 },
-            ]));
-            families.extend(state.reader.counters().families());
+            ])));
+            families.extend(family::shared(state.reader.counters().families()));
             Ok(families)
         })
     }
@@ -130,7 +134,7 @@ impl State {
     }
 
     fn read_stats(&self, inventory: Arc<Inventory>) -> Snapshot {
-        let (stats, network) = inventory
+        let read: Vec<ContainerRead> = inventory
             .entries
             .par_iter()
             .map(|entry| {
@@ -138,14 +142,15 @@ impl State {
                 let network = stats.as_ref().and(entry.net_pid).and_then(|pid| self.network(pid));
                 (stats, network)
             })
-            .unzip();
+            .collect();
+        let read_at = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let families = family::shared(self.render(&inventory, &read, read_at));
         Snapshot {
+            containers: read.iter().filter(|(stats, _)| stats.is_some()).count(),
             inventory,
-            stats,
-            network,
-            read_at: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0.0, |d| d.as_secs_f64()),
+            families,
         }
     }
 
@@ -171,15 +176,10 @@ impl State {
             .clone()
     }
 
-    fn render(&self, snapshot: &Snapshot) -> Vec<MetricFamily> {
+    /// Renders a read: cAdvisor's families for every container that was still there.
+    fn render(&self, inventory: &Inventory, read: &[ContainerRead], read_at: f64) -> Vec<MetricFamily> {
         let mut f = Families::new();
-        for ((entry, stats), network) in snapshot
-            .inventory
-            .entries
-            .iter()
-            .zip(&snapshot.stats)
-            .zip(&snapshot.network)
-        {
+        for (entry, (stats, network)) in inventory.entries.iter().zip(read) {
             let Some(stats) = stats else {
                 continue; // went away since the inventory was built
             };
@@ -193,7 +193,7 @@ impl State {
             if let Some(start) = entry.start_time {
                 out.gauge(G::StartTime, None, start);
             }
-            out.gauge(G::LastSeen, None, snapshot.read_at);
+            out.gauge(G::LastSeen, None, read_at);
         }
         f.build()
     }

@@ -1,14 +1,13 @@
 //! The `host` collector: the machine facts cAdvisor reports as `machine_*`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
-use prometheus::proto::MetricFamily;
 
 use super::{CollectError, Collector, ScrapeContext};
 use crate::config::Paths;
-use crate::family::FamilyBuilder;
+use crate::family::{self, Family, FamilyBuilder};
 
 /// Failed reads of the CPU list after which the runtime's count is used for good.
 const CPU_READ_ATTEMPTS: u32 = 3;
@@ -77,21 +76,22 @@ impl Collector for HostCollector {
         "host"
     }
 
-    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
         // Two small pseudo-files that the kernel answers from memory: read them inline
         // rather than paying for a blocking-pool hop.
         Box::pin(async move {
             let cores = self.cpu_cores()?;
             let memory = self.memory_bytes()?;
-            Ok([
-                FamilyBuilder::gauge("machine_cpu_cores", "Number of logical CPU cores.")
-                    .with_sample(&[], cores as f64),
-                FamilyBuilder::gauge("machine_memory_bytes", "Amount of memory installed on the machine.")
-                    .with_sample(&[], memory as f64),
-            ]
-            .into_iter()
-            .filter_map(FamilyBuilder::build)
-            .collect())
+            Ok(family::shared(
+                [
+                    FamilyBuilder::gauge("machine_cpu_cores", "Number of logical CPU cores.")
+                        .with_sample(&[], cores as f64),
+                    FamilyBuilder::gauge("machine_memory_bytes", "Amount of memory installed on the machine.")
+                        .with_sample(&[], memory as f64),
+                ]
+                .into_iter()
+                .filter_map(FamilyBuilder::build),
+            ))
         })
     }
 }
@@ -191,9 +191,9 @@ mod tests {
         (dir, collector)
     }
 
-    fn gauge(families: &[MetricFamily], name: &str) -> f64 {
+    fn gauge(families: &[Arc<Family>], name: &str) -> f64 {
         let family = families.iter().find(|f| f.name() == name).expect(name);
-        family.get_metric()[0].get_gauge().value()
+        family.model().get_metric()[0].get_gauge().value()
     }
 
     #[tokio::test]

@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use prometheus::proto::MetricFamily;
 use tokio::time::Instant;
 
 use crate::config::Config;
+use crate::family::Family;
 
 /// What a collector learns about the scrape it is part of.
 #[derive(Debug, Clone, Copy)]
@@ -52,7 +52,7 @@ pub trait Collector: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Reads the source and returns its families. Called concurrently by overlapping scrapes.
-    fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>>;
+    fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>>;
 }
 
 /// A built-in collector: its flag name, whether it runs by default, and how to build it.

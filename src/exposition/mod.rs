@@ -2,9 +2,13 @@
 
 pub mod openmetrics;
 
+use std::sync::Arc;
+
 use mediatype::MediaTypeList;
 use prometheus::Encoder;
 use prometheus::proto::MetricFamily;
+
+use crate::family::Family;
 
 /// The formats sonde can answer in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,11 +93,38 @@ impl Format {
         }
         Ok(())
     }
+
+    /// Encodes one family; for OpenMetrics without the final `# EOF`. Concatenating the
+    /// encodings of several families gives the encoding of all of them, minus that `# EOF`.
+    pub fn encode_family(self, family: &MetricFamily, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        match self {
+            Format::OpenMetrics => {
+                openmetrics::encode_family(family, out);
+                Ok(())
+            }
+            _ => self.encode(std::slice::from_ref(family), out),
+        }
+    }
+
+    /// Encodes shared families, reusing each one's encoding where it was made before.
+    pub fn encode_shared(self, families: &[Arc<Family>], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        for family in families {
+            out.extend_from_slice(family.encoded(self)?);
+        }
+        if self == Format::OpenMetrics {
+            out.extend_from_slice(openmetrics::EOF);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("encoding metrics: {0}")]
-pub struct EncodeError(#[from] prometheus::Error);
+pub enum EncodeError {
+    #[error("encoding metrics: {0}")]
+    Prometheus(#[from] prometheus::Error),
+    #[error("encoding metrics: {0}")]
+    Family(String),
+}
 
 #[cfg(test)]
 mod tests {
@@ -150,5 +181,35 @@ mod tests {
             Format::negotiate(Some("text/plain, application/openmetrics-text")),
             Text
         );
+    }
+}
+
+#[cfg(test)]
+mod shared_tests {
+    use super::Format;
+    use crate::family::{self, FamilyBuilder};
+
+    #[test]
+    fn shared_encodings_concatenate_to_the_whole_encoding() {
+        let models: Vec<_> = [
+            FamilyBuilder::counter("a_total", "A.")
+                .with_sample(&[("x", "1")], 1.0)
+                .build(),
+            FamilyBuilder::gauge("b", "B \"quoted\".").with_sample(&[], 2.5).build(),
+            FamilyBuilder::gauge("c", "").with_sample(&[("y", "\n")], -1.0).build(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let shared = family::shared(models.clone());
+        for format in [Format::Text, Format::OpenMetrics, Format::Protobuf] {
+            let (mut whole, mut parts) = (Vec::new(), Vec::new());
+            format.encode(&models, &mut whole).expect("encodes");
+            format.encode_shared(&shared, &mut parts).expect("encodes");
+            assert_eq!(parts, whole, "{format:?}");
+            // A second encoding reuses the first.
+            let again = shared[0].encoded(format).expect("encoded").as_ptr();
+            assert_eq!(shared[0].encoded(format).expect("encoded").as_ptr(), again);
+        }
     }
 }

@@ -12,16 +12,22 @@ use prometheus::proto::{LabelPair, Metric, MetricFamily, MetricType};
 /// The `Content-Type` of an OpenMetrics answer.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Appends the families to `out`, then `# EOF`. Families with no samples are left out, as
-/// the text encoder refuses them.
+/// The last line of every OpenMetrics exposition.
+pub const EOF: &[u8] = b"# EOF\n";
+
+/// Appends the families to `out`, then `# EOF`.
 pub fn encode(families: &[MetricFamily], out: &mut Vec<u8>) {
-    for family in families.iter().filter(|f| !f.get_metric().is_empty()) {
+    for family in families {
         encode_family(family, out);
     }
-    out.extend_from_slice(b"# EOF\n");
+    out.extend_from_slice(EOF);
 }
 
-fn encode_family(family: &MetricFamily, out: &mut Vec<u8>) {
+/// Appends one family. A family with no samples is left out, as the text encoder refuses it.
+pub fn encode_family(family: &MetricFamily, out: &mut Vec<u8>) {
+    if family.get_metric().is_empty() {
+        return;
+    }
     let name = family.name();
     let kind = family.get_field_type();
     let (family_name, type_name) = match kind {

@@ -1,0 +1,180 @@
+//! Scrape cost of the container collector over a forest of 1,000 container cgroups written in
+//! the real v1 formats on tmpfs, measured on the real `sonde` binary over HTTP: latency
+//! p50/p99, sonde's CPU time per scrape and its peak RSS, for cold caches (every scrape
+//! rebuilds the inventory and rereads every file) and warm ones (inside the validity window).
+//!
+//! Run: `cargo bench --bench container`. `SONDE_BENCH_CONTAINERS` (default 1000) and
+//! `SONDE_BENCH_SCRAPES` (default 200) change the size.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sonde::cgroup::fixture::{FakeCgroup, write_v1};
+
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+/// A fake host: containers with a process each that owns a network namespace.
+fn forest(root: &Path, containers: u64) -> std::io::Result<()> {
+    let sysfs = root.join("sys");
+    let proc = root.join("proc");
+    let net_dev = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n    lo:     100       1    0    0    0     0          0         0      100       1    0    0    0     0       0          0\n  eth0:  123456     789    1    2    0     0          0         0    65432     321    3    4    0     0       0          0\n";
+    for (pid, ns) in [(1u64, "net:[1]".to_owned())]
+        .into_iter()
+        .chain((0..containers).map(|seed| (100_000 + seed, format!("net:[{}]", 2 + seed))))
+    {
+        let dir = proc.join(pid.to_string());
+        std::fs::create_dir_all(dir.join("ns"))?;
+        std::fs::create_dir_all(dir.join("net"))?;
+        std::os::unix::fs::symlink(ns, dir.join("ns/net"))?;
+        std::fs::write(dir.join("net/dev"), net_dev)?;
+    }
+    for seed in 0..containers {
+        let mut cgroup = FakeCgroup::seeded(format!("/docker/{seed:064x}"), seed);
+        cgroup.pids = vec![100_000 + seed as u32];
+        write_v1(&sysfs, &cgroup)?;
+    }
+    let block = sysfs.join("dev/block/8:0");
+    std::fs::create_dir_all(&block)?;
+    std::fs::write(block.join("uevent"), "MAJOR=8\nMINOR=0\nDEVNAME=sda\n")
+}
+
+struct Sonde {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Sonde {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(root: &Path, window: &str) -> Sonde {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port");
+    let child = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg(format!("--path.sysfs={}", root.join("sys").display()))
+        .arg(format!("--path.procfs={}", root.join("proc").display()))
+        .arg(format!("--container.cache-validity={window}"))
+        .arg(format!("--container.inventory-validity={window}"))
+        .arg("--log.level=error")
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start sonde");
+    Sonde { child, port }
+}
+
+/// utime + stime of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map_or(0.0, |f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum());
+    ticks / 100.0
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> f64 {
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[index].as_secs_f64() * 1e3
+}
+
+async fn measure(label: &str, sonde: &Sonde, scrapes: u64, containers: u64) {
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{}/metrics", sonde.port);
+    let mut ready = false;
+    for _ in 0..500 {
+        if client.get(&url).send().await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(ready, "sonde did not start");
+    let probe = client
+        .get(&url)
+        .send()
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    let reported = probe.lines().filter(|l| l.starts_with("container_last_seen{")).count() as u64;
+    assert_eq!(reported, containers, "sonde reports every container");
+    let cpu_before = cpu_seconds(sonde.child.id());
+    let mut times = Vec::with_capacity(scrapes as usize);
+    let mut bytes = 0;
+    for _ in 0..scrapes {
+        let start = Instant::now();
+        let body = client
+            .get(&url)
+            .send()
+            .await
+            .expect("scrape")
+            .bytes()
+            .await
+            .expect("body");
+        times.push(start.elapsed());
+        bytes = body.len();
+    }
+    let cpu = (cpu_seconds(sonde.child.id()) - cpu_before) / scrapes as f64;
+    times.sort_unstable();
+    println!(
+        "{label:<6} {containers:>10} {scrapes:>8} {:>9.2} {:>9.2} {:>9.2} {:>11.2} {:>10.1} {bytes:>11}",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99),
+        percentile(&times, 1.0),
+        cpu * 1e3,
+        peak_rss_mib(sonde.child.id()),
+    );
+}
+
+#[tokio::main]
+async fn main() {
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    let containers = env_number("SONDE_BENCH_CONTAINERS", if benchmarking { 1000 } else { 20 });
+    let scrapes = env_number("SONDE_BENCH_SCRAPES", if benchmarking { 200 } else { 5 });
+    let base = Path::new("/dev/shm");
+    let dir = if base.is_dir() {
+        tempfile::tempdir_in(base)
+    } else {
+        tempfile::tempdir()
+    }
+    .expect("tempdir");
+    forest(dir.path(), containers).expect("write the forest");
+    println!(
+        "container scrapes over {containers} v1 cgroups on tmpfs ({}), {scrapes} scrapes each",
+        dir.path().display()
+    );
+    println!(
+        "{:<6} {:>10} {:>8} {:>9} {:>9} {:>9} {:>11} {:>10} {:>11}",
+        "cache", "containers", "scrapes", "p50 ms", "p99 ms", "max ms", "CPU ms/scr", "peak MiB", "bytes"
+    );
+    // A 1 ms window expires between scrapes: every scrape rebuilds and rereads everything.
+    let cold = start(dir.path(), "1ms");
+    measure("cold", &cold, scrapes, containers).await;
+    drop(cold);
+    let warm = start(dir.path(), "1h");
+    measure("warm", &warm, scrapes, containers).await;
+}
