@@ -100,8 +100,8 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[index].as_secs_f64() * 1e3
 }
 
-async fn measure(label: &str, sonde: &Sonde, scrapes: u64, containers: u64) {
-    let client = reqwest::Client::new();
+async fn measure(label: &str, sonde: &Sonde, scrapes: u64, containers: u64, gzip: bool) {
+    let client = reqwest::Client::builder().gzip(gzip).build().expect("client");
     let url = format!("http://127.0.0.1:{}/metrics", sonde.port);
     let mut ready = false;
     for _ in 0..500 {
@@ -141,7 +141,7 @@ async fn measure(label: &str, sonde: &Sonde, scrapes: u64, containers: u64) {
     let cpu = (cpu_seconds(sonde.child.id()) - cpu_before) / scrapes as f64;
     times.sort_unstable();
     println!(
-        "{label:<6} {containers:>10} {scrapes:>8} {:>9.2} {:>9.2} {:>9.2} {:>11.2} {:>10.1} {bytes:>11}",
+        "{label:<8} {containers:>10} {scrapes:>8} {:>9.2} {:>9.2} {:>9.2} {:>11.2} {:>10.1} {bytes:>11}",
         percentile(&times, 0.5),
         percentile(&times, 0.99),
         percentile(&times, 1.0),
@@ -168,13 +168,15 @@ async fn main() {
         dir.path().display()
     );
     println!(
-        "{:<6} {:>10} {:>8} {:>9} {:>9} {:>9} {:>11} {:>10} {:>11}",
+        "{:<8} {:>10} {:>8} {:>9} {:>9} {:>9} {:>11} {:>10} {:>11}",
         "cache", "containers", "scrapes", "p50 ms", "p99 ms", "max ms", "CPU ms/scr", "peak MiB", "bytes"
     );
     // A 1 ms window expires between scrapes: every scrape rebuilds and rereads everything.
     let cold = start(dir.path(), "1ms");
-    measure("cold", &cold, scrapes, containers).await;
+    measure("cold", &cold, scrapes, containers, false).await;
+    measure("cold+gz", &cold, scrapes, containers, true).await;
     drop(cold);
     let warm = start(dir.path(), "1h");
-    measure("warm", &warm, scrapes, containers).await;
+    measure("warm", &warm, scrapes, containers, false).await;
+    measure("warm+gz", &warm, scrapes, containers, true).await;
 }
