@@ -49,6 +49,8 @@ pub struct Server {
 
 struct AppState {
     scraper: Arc<Scraper>,
+    /// The size of the last answer, to allocate the next one once instead of growing it.
+    last_size: std::sync::atomic::AtomicUsize,
     telemetry_path: String,
     scrape_timeout: Duration,
     scrape_timeout_offset: Duration,
@@ -103,6 +105,7 @@ async fn bind(address: &str) -> Result<TcpListener, ServerError> {
 fn router(config: &Config, scraper: Arc<Scraper>) -> Router {
     let state = Arc::new(AppState {
         scraper,
+        last_size: std::sync::atomic::AtomicUsize::new(64 * 1024),
         telemetry_path: config.telemetry_path.clone(),
         scrape_timeout: config.scrape_timeout,
         scrape_timeout_offset: config.scrape_timeout_offset,
@@ -157,9 +160,13 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let deadline = scrape_deadline(&headers, state.scrape_timeout, state.scrape_timeout_offset);
     let families = state.scraper.scrape(deadline).await;
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let mut body = Vec::with_capacity(64 * 1024);
+    let last_size = state.last_size.load(std::sync::atomic::Ordering::Relaxed);
+    let mut body = Vec::with_capacity(last_size + last_size / 8);
     match format.encode_shared(&families, &mut body) {
-        Ok(()) => ([(header::CONTENT_TYPE, format.content_type())], body).into_response(),
+        Ok(()) => {
+            state.last_size.store(body.len(), std::sync::atomic::Ordering::Relaxed);
+            ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+        }
         Err(error) => {
             tracing::error!(%error, "cannot encode the scrape");
             (StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")).into_response()

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
-use prometheus::proto::MetricFamily;
+use prometheus::proto::MetricType;
 use rayon::prelude::*;
 
 use super::{CollectError, Collector, ScrapeContext};
@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::container::discovery::Kind;
 use crate::container::inventory::{Entry, Inventory, Settings};
 use crate::container::metadata::MetadataSource;
-use crate::family::{self, Family, FamilyBuilder};
+use crate::family::{self, Family, RenderedFamily};
 
 /// Interfaces cAdvisor leaves out of container network stats.
 const IGNORED_INTERFACE_PREFIXES: [&str; 4] = ["lo", "veth", "docker", "nerdctl"];
@@ -146,7 +146,7 @@ impl State {
         let read_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let families = family::shared(self.render(&inventory, &read, read_at));
+        let families = self.render(&inventory, &read, read_at);
         Snapshot {
             containers: read.iter().filter(|(stats, _)| stats.is_some()).count(),
             inventory,
@@ -177,7 +177,7 @@ impl State {
     }
 
     /// Renders a read: cAdvisor's families for every container that was still there.
-    fn render(&self, inventory: &Inventory, read: &[ContainerRead], read_at: f64) -> Vec<MetricFamily> {
+    fn render(&self, inventory: &Inventory, read: &[ContainerRead], read_at: f64) -> Vec<Arc<Family>> {
         let mut f = Families::new();
         for (entry, (stats, network)) in inventory.entries.iter().zip(read) {
             let Some(stats) = stats else {
@@ -224,19 +224,19 @@ fn base_labels(entry: &Entry) -> [(&'static str, String); 6] {
 }
 
 macro_rules! family_kinds {
-    ($kind:ident, $ctor:ident, $($variant:ident => ($name:literal, $help:literal)),* $(,)?) => {
+    ($kind:ident, $type:expr, $($variant:ident => ($name:literal, $help:literal)),* $(,)?) => {
         #[derive(Clone, Copy)]
         enum $kind { $($variant),* }
         impl $kind {
             const ALL: &'static [$kind] = &[$($kind::$variant),*];
-            fn builder(self) -> FamilyBuilder {
-                match self { $($kind::$variant => FamilyBuilder::$ctor($name, $help)),* }
+            fn family(self) -> RenderedFamily {
+                match self { $($kind::$variant => RenderedFamily::new($name, $help, $type)),* }
             }
         }
     };
 }
 
-family_kinds!(G, gauge,
+family_kinds!(G, MetricType::GAUGE,
     MemoryUsage => ("container_memory_usage_bytes", "Current memory usage in bytes, including all memory regardless of when it was accessed"),
     MemoryWorkingSet => ("container_memory_working_set_bytes", "Current working set in bytes."),
     MemoryRss => ("container_memory_rss", "Size of RSS in bytes."),
@@ -260,7 +260,7 @@ family_kinds!(G, gauge,
     LastSeen => ("container_last_seen", "Last time a container was seen by the exporter"),
 );
 
-family_kinds!(C, counter,
+family_kinds!(C, MetricType::COUNTER,
     CpuUsage => ("container_cpu_usage_seconds_total", "Cumulative cpu time consumed in seconds."),
     CpuUser => ("container_cpu_user_seconds_total", "Cumulative user cpu time consumed in seconds."),
     CpuSystem => ("container_cpu_system_seconds_total", "Cumulative system cpu time consumed in seconds."),
@@ -290,23 +290,23 @@ family_kinds!(C, counter,
 );
 
 struct Families {
-    gauges: Vec<FamilyBuilder>,
-    counters: Vec<FamilyBuilder>,
+    gauges: Vec<RenderedFamily>,
+    counters: Vec<RenderedFamily>,
 }
 
 impl Families {
     fn new() -> Self {
         Self {
-            gauges: G::ALL.iter().map(|g| g.builder()).collect(),
-            counters: C::ALL.iter().map(|c| c.builder()).collect(),
+            gauges: G::ALL.iter().map(|g| g.family()).collect(),
+            counters: C::ALL.iter().map(|c| c.family()).collect(),
         }
     }
 
-    fn build(self) -> Vec<MetricFamily> {
+    fn build(self) -> Vec<Arc<Family>> {
         self.gauges
             .into_iter()
             .chain(self.counters)
-            .filter_map(FamilyBuilder::build)
+            .filter_map(Family::rendered)
             .collect()
     }
 }

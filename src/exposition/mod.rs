@@ -109,7 +109,7 @@ impl Format {
     /// Encodes shared families, reusing each one's encoding where it was made before.
     pub fn encode_shared(self, families: &[Arc<Family>], out: &mut Vec<u8>) -> Result<(), EncodeError> {
         for family in families {
-            out.extend_from_slice(family.encoded(self)?);
+            family.write_to(self, out)?;
         }
         if self == Format::OpenMetrics {
             out.extend_from_slice(openmetrics::EOF);

@@ -136,7 +136,7 @@ fn sample(
 }
 
 /// Escapes a label value or help text: backslash, double quote and newline.
-fn escape_into(text: &str, out: &mut Vec<u8>) {
+pub(crate) fn escape_into(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
     let mut start = 0;
     for (i, &b) in bytes.iter().enumerate() {
@@ -155,7 +155,7 @@ fn escape_into(text: &str, out: &mut Vec<u8>) {
 
 /// A sample value. Whole numbers (counts, bytes) print as integers, the common case;
 /// everything else as the shortest string that reads back to the same float.
-fn number_into(value: f64, out: &mut Vec<u8>) {
+pub(crate) fn number_into(value: f64, out: &mut Vec<u8>) {
     const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0; // 2^53
     if value.fract() == 0.0 && value.abs() < EXACT_INTEGERS {
         let _ = write!(out, "{}", value as i64);
