@@ -348,3 +348,68 @@ async fn fifty_concurrent_scrapes_in_one_window_read_each_file_once() {
     assert_eq!(counters.reads(File::MemoryLimit), CONTAINERS);
     assert!(File::ALL.iter().all(|f| counters.errors(*f) == 0));
 }
+
+/// Names containers as a runtime would: `web-<seed>`, image `nginx` or `pause`, and marks
+/// one with the `sonde.io/exclude` label.
+struct FakeRuntime;
+
+impl sonde::container::metadata::MetadataSource for FakeRuntime {
+    fn describe(
+        &self,
+        cgroup: &sonde::container::discovery::Discovered,
+        metadata: &mut sonde::container::metadata::Metadata,
+    ) {
+        let Some(id) = &cgroup.container_id else { return };
+        let seed = u64::from_str_radix(&id[56..], 16).unwrap_or_default();
+        metadata.name = format!("web-{seed}");
+        metadata.image = if seed == 2 {
+            "registry.k8s.io/pause:3.9".into()
+        } else {
+            "nginx:1.27".into()
+        };
+        metadata.exclude = seed == 3;
+    }
+}
+
+#[tokio::test]
+async fn metadata_names_containers_and_filters_drop_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for seed in 0..5u64 {
+        write_v2(
+            &dir.path().join("sys"),
+            &FakeCgroup::seeded(format!("/docker/{seed:064x}"), seed),
+        )
+        .expect("write");
+    }
+    std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
+    let config = sonde::config::from_args([
+        "sonde".to_owned(),
+        format!("--path.sysfs={}", dir.path().join("sys").display()),
+        format!("--path.procfs={}", dir.path().join("proc").display()),
+        "--container.exclude-image=pause".to_owned(),
+        "--container.exclude-name=^web-4$".to_owned(),
+    ])
+    .expect("config");
+    let collector = ContainerCollector::new(&config, vec![Arc::new(FakeRuntime)]);
+    let families = collector
+        .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
+        .await
+        .expect("collects");
+    let mut text = Vec::new();
+    sonde::exposition::Format::Text
+        .encode_shared(&families, &mut text)
+        .expect("encodes");
+    let text = String::from_utf8(text).expect("utf-8");
+    let names: BTreeSet<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("container_last_seen{"))
+        .filter_map(|l| l.split("name=\"").nth(1)?.split('"').next())
+        .collect();
+    // web-2 runs the pause image, web-3 carries sonde.io/exclude, web-4 is excluded by name.
+    assert_eq!(names, BTreeSet::from(["web-0", "web-1"]));
+    let series = format!(
+        "container_memory_rss{{container=\"\",id=\"/docker/{:064x}\",image=\"nginx:1.27\",name=\"web-1\",namespace=\"\",pod=\"\"}}",
+        1
+    );
+    assert_eq!(sample_value(&text, &series), Some((40u64 << 20) as f64));
+}

@@ -475,4 +475,55 @@ mod tests {
         );
         assert_eq!(uevent_devname("MAJOR=253\n"), None);
     }
+
+    /// Every parser on mangled versions of real files: errors are fine, panics are not.
+    #[test]
+    fn no_parser_panics_on_mangled_input() {
+        let samples = [
+            "usage_usec 2000000\nuser_usec 1500000\nnr_periods 10\n",
+            "8:0 Read 4096\n8:0 Write 8192\nTotal 12288\n",
+            "259:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0\n",
+            "some avg10=8.95 avg60=18.57 avg300=10.43 total=65520151\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=0\n",
+            "h1\nh2\n  eth0: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n",
+            "max 100000\n",
+            "9223372036854771712\n",
+            "12\n345\n",
+        ];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let alphabet = b" \n\t:=-_.,0123456789maxTotalReadsome\xff\x00";
+        for round in 0..20_000 {
+            let mut bytes = samples[round % samples.len()].as_bytes().to_vec();
+            for _ in 0..(next() % 6) {
+                let at = (next() as usize) % (bytes.len() + 1);
+                match next() % 3 {
+                    0 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    1 => bytes.insert(at, alphabet[(next() as usize) % alphabet.len()]),
+                    _ => bytes.truncate(at),
+                }
+            }
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = single_u64(&text);
+            let _ = v1_limit(&text);
+            let _ = v1_cfs_quota(&text);
+            let _ = v2_max(&text);
+            let _ = pids_max(&text);
+            let _ = v2_cpu_max(&text);
+            let _ = v2_weight_to_shares(&text);
+            let _ = flat_keyed(&text, |_, _| {});
+            let _ = v1_blkio(&text);
+            let _ = v2_io_stat(&text);
+            let _ = pressure(&text);
+            let _ = net_dev(&text);
+            let _ = procs(&text);
+            let _ = uevent_devname(&text);
+        }
+    }
 }
