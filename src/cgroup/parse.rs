@@ -91,6 +91,18 @@ pub fn flat_keyed(text: &str, mut f: impl FnMut(&str, u64)) -> Result<(), ParseE
     Ok(())
 }
 
+/// One key of a flat-keyed file (`oom_kill` of `memory.events`), `None` when the kernel does
+/// not write it; every line is still checked.
+pub fn flat_keyed_value(text: &str, wanted: &str) -> Result<Option<u64>, ParseError> {
+    let mut found = None;
+    flat_keyed(text, |key, value| {
+        if key == wanted {
+            found = Some(value);
+        }
+    })?;
+    Ok(found)
+}
+
 /// Per-device I/O counters.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeviceIo {
@@ -352,6 +364,13 @@ mod tests {
             assert!(flat_keyed(bad, |_, _| {}).is_err(), "{bad:?}");
         }
         assert!(flat_keyed("", |_, _| panic!("no keys")).is_ok());
+        let events = "low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n";
+        assert_eq!(flat_keyed_value(events, "oom_kill"), Ok(Some(1)));
+        assert_eq!(
+            flat_keyed_value("oom_kill_disable 0\nunder_oom 0\n", "oom_kill"),
+            Ok(None)
+        );
+        assert!(flat_keyed_value("oom_kill x\n", "oom_kill").is_err());
     }
 
     #[test]

@@ -51,13 +51,7 @@ pub(super) fn stats(reader: &Reader, paths: &CgroupPaths, spec: &Spec) -> Stats 
         stats.memory = memory_stats(reader, dir);
         stats.oom_events = reader
             .parse(dir, File::MemoryOomControl, |text| {
-                let mut oom_kill = None;
-                parse::flat_keyed(text, |key, value| {
-                    if key == "oom_kill" {
-                        oom_kill = Some(value);
-                    }
-                })?;
-                Ok(oom_kill)
+                parse::flat_keyed_value(text, "oom_kill")
             })
             .flatten();
     }

@@ -16,13 +16,7 @@ pub(super) fn stats(reader: &Reader, dir: &Path, spec: &Spec) -> Stats {
     if stats.memory.is_some() {
         stats.oom_events = reader
             .parse(dir, File::MemoryEvents, |text| {
-                let mut oom_kill = None;
-                parse::flat_keyed(text, |key, value| {
-                    if key == "oom_kill" {
-                        oom_kill = Some(value);
-                    }
-                })?;
-                Ok(oom_kill)
+                parse::flat_keyed_value(text, "oom_kill")
             })
             .flatten();
     }
