@@ -382,6 +382,24 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_files_are_counted_on_every_read() {
+        let root = sysfs();
+        write_v2(root.path(), &FakeCgroup::seeded(ID, 0)).expect("write");
+        let dir = root.path().join("fs/cgroup").join(ID.trim_start_matches('/'));
+        // An I/O error other than "not found" (EISDIR here; EACCES for an unprivileged sonde).
+        std::fs::remove_file(dir.join("memory.stat")).expect("rm");
+        std::fs::create_dir(dir.join("memory.stat")).expect("mkdir");
+        let paths = Layout::detect(root.path()).expect("layout").paths(ID);
+        let reader = Reader::default();
+        for _ in 0..3 {
+            let stats = paths.read_stats(&reader, &Spec::default()).expect("present");
+            assert_eq!(stats.memory, None);
+            assert!(stats.cpu.is_some());
+        }
+        assert_eq!(reader.counters().errors(File::MemoryStat), 3);
+    }
+
+    #[test]
     fn a_removed_cgroup_is_gone_not_failed() {
         let root = sysfs();
         write_v1(root.path(), &FakeCgroup::seeded(ID, 0)).expect("write");
