@@ -307,6 +307,7 @@ int inet_sock_set_state(struct bpf_raw_tracepoint_args *ctx)
 			fresh.flags = FLAG_CONNECTED;
 		} else if (oldstate == TCP_SYN_RECV) {
 			fresh.direction = DIR_INBOUND;
+			fresh.flags = FLAG_CONNECTED;
 		}
 		/* Often in softirq context: the socket knows its cgroup, the current task may not
 		 * be its owner, so the tgid waits for the first send or receive. */

@@ -14,7 +14,7 @@
 enum direction { DIR_UNKNOWN = 0, DIR_OUTBOUND = 1, DIR_INBOUND = 2 };
 
 enum conn_flags {
-	/* The connection completed a connect() (SYN_SENT -> ESTABLISHED). */
+	/* The connection was established while the probes ran (connect or accept). */
 	FLAG_CONNECTED = 1,
 	/* A connect() that failed (SYN_SENT -> CLOSE). */
 	FLAG_CONNECT_FAILED = 2,

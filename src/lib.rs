@@ -4,6 +4,7 @@
 pub mod build_info;
 pub mod collector;
 pub mod config;
+pub mod ebpf;
 pub mod exposition;
 pub mod family;
 pub mod logging;

@@ -1,0 +1,4 @@
+//! The kernel side's user half: loading the probes, the per-CPU batch drain, the records.
+
+pub mod batch;
+pub mod conn;
