@@ -1,6 +1,7 @@
 //! The collector framework: one trait every source implements, and the list of built-in
 //! collectors that flags can switch on and off.
 
+pub mod connection;
 pub mod host;
 
 use std::path::PathBuf;
@@ -64,12 +65,20 @@ pub struct CollectorSpec {
 
 /// Every built-in collector, in the order they are listed in `--help` and the README.
 pub fn builtin() -> &'static [CollectorSpec] {
-    &[CollectorSpec {
-        name: "host",
-        help: "machine_cpu_cores and machine_memory_bytes of the host",
-        enabled_by_default: true,
-        build: |config| Arc::new(host::HostCollector::new(&config.paths)),
-    }]
+    &[
+        CollectorSpec {
+            name: "host",
+            help: "machine_cpu_cores and machine_memory_bytes of the host",
+            enabled_by_default: true,
+            build: |config| Arc::new(host::HostCollector::new(&config.paths)),
+        },
+        CollectorSpec {
+            name: "connection",
+            help: "per-container TCP/UDP connection metrics from eBPF (needs CAP_BPF, CAP_PERFMON)",
+            enabled_by_default: true,
+            build: |config| Arc::new(connection::ConnectionCollector::new(config)),
+        },
+    ]
 }
 
 /// The collectors the configuration enables.

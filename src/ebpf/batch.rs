@@ -137,7 +137,10 @@ impl<S: BatchSource> BatchReader<S> {
             // Every job is enqueued; `stop()` may now proceed to wait for them.
             drop(stopped);
         });
-        first_error.into_inner().unwrap_or_else(|p| p.into_inner()).map_or(Ok(()), Err)
+        first_error
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .map_or(Ok(()), Err)
     }
 
     /// Reads one CPU's unconsumed records from the map: the current batch from the recorded
@@ -198,7 +201,9 @@ impl<S: BatchSource> BatchReader<S> {
         // Batches before this one that the ring buffer did not bring: from the map if they
         // are still there, else lost.
         while c.next_id < batch.id {
-            let slot = self.source.slot(batch.cpu, (c.next_id % u64::from(BATCH_SLOTS)) as u32)?;
+            let slot = self
+                .source
+                .slot(batch.cpu, (c.next_id % u64::from(BATCH_SLOTS)) as u32)?;
             if slot.id == c.next_id && slot.is_full() {
                 f(batch.cpu, slot.records_from(c.offset));
                 self.counters.partial.fetch_add(1, Ordering::Relaxed);
@@ -261,7 +266,9 @@ mod tests {
             if usize::from(b.len) == BATCH_RECORDS {
                 let full = *b;
                 idx.insert(cpu, id + 1);
-                let next = slots.entry((cpu, ((id + 1) % u64::from(BATCH_SLOTS)) as u32)).or_default();
+                let next = slots
+                    .entry((cpu, ((id + 1) % u64::from(BATCH_SLOTS)) as u32))
+                    .or_default();
                 *next = Batch {
                     id: id + 1,
                     cpu,

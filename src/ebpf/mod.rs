@@ -2,3 +2,4 @@
 
 pub mod batch;
 pub mod conn;
+pub mod loader;
