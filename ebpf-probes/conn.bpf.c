@@ -99,7 +99,9 @@ static __always_inline int read_key(struct sock *sk, struct conn_key *key)
 	}
 	key->family = family;
 	key->protocol = protocol;
-	key->sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	/* Not skc_num: the kernel zeroes it when it releases the port, before the CLOSE
+	 * state change is traced; inet_sport stays (the tracepoint itself reads it). */
+	key->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	key->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	key->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	return 0;
@@ -160,6 +162,9 @@ static __always_inline void append_closed(struct closed_conn *rec)
 	barrier();
 	b->len = i + 1;
 	if (i + 1 == BATCH_RECORDS) {
+		/* Named here too: a slot never reset (batch 0) still has zeroes there. */
+		b->cpu = cpu;
+		b->cap = BATCH_RECORDS;
 		if (bpf_ringbuf_output(&full_batches, b, sizeof(*b), 0))
 			count(TM_RINGBUF_FULL);
 		idx += 1;
@@ -221,6 +226,10 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 	fresh.tgid = bpf_get_current_pid_tgid() >> 32;
 	fresh.start_ns = now;
 	fresh.last_ns = now;
+	/* UDP has no handshake: a socket that sends first is the client, one that receives
+	 * first serves. A TCP connection first seen here was open before the probes. */
+	if (key.protocol == IPPROTO_UDP)
+		fresh.direction = sent ? DIR_OUTBOUND : DIR_INBOUND;
 	if (sent) {
 		fresh.bytes_sent = ret;
 		fresh.sends = 1;

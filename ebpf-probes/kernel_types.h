@@ -56,6 +56,10 @@ struct sock {
 	struct sock_cgroup_data sk_cgrp_data;
 };
 
+struct inet_sock {
+	__be16 inet_sport;
+};
+
 struct tcp_sock {
 	__u32 srtt_us;
 };
