@@ -12,7 +12,7 @@ pub mod series;
 pub mod tracker;
 
 use std::ops::RangeInclusive;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
@@ -55,7 +55,28 @@ impl Default for ConnectionConfig {
 }
 
 pub struct ConnectionCollector {
-    engine: Result<Arc<Engine>, String>,
+    inner: Arc<Lazy>,
+}
+
+/// The probes load at the first collection (which sonde runs right after it starts
+/// listening), so a start that fails earlier, on a bad flag or a taken port, loads nothing.
+struct Lazy {
+    config: ConnectionConfig,
+    names: Arc<dyn CgroupNames>,
+    engine: OnceLock<Result<Arc<Engine>, String>>,
+}
+
+impl Lazy {
+    fn engine(&self) -> Result<Arc<Engine>, String> {
+        self.engine
+            .get_or_init(|| {
+                Engine::load(&self.config, self.names.clone()).map(Arc::new).map_err(|e| {
+                    tracing::warn!(collector = "connection", reason = %e, "eBPF probes not loaded; the connection collector will report failure");
+                    e.to_string()
+                })
+            })
+            .clone()
+    }
 }
 
 /// The loaded probes and everything user space keeps about them.
@@ -77,21 +98,13 @@ struct State {
 }
 
 impl ConnectionCollector {
-    /// Loads and attaches the probes; on failure the reason is logged once and every
-    /// collection reports it.
     pub fn new(config: &Config) -> Self {
-        let names: Arc<dyn CgroupNames> = Arc::new(CgroupPaths::new(&config.paths.sysfs));
-        let engine = Engine::load(&config.connection, names).map(Arc::new).map_err(|e| {
-            tracing::warn!(collector = "connection", reason = %e, "eBPF probes not loaded; the connection collector will report failure");
-            e.to_string()
-        });
-        Self { engine }
-    }
-
-    /// Detaches nothing by itself, but makes every later drain a no-op (tests, shutdown).
-    pub fn stop(&self) {
-        if let Ok(engine) = &self.engine {
-            engine.reader.stop();
+        Self {
+            inner: Arc::new(Lazy {
+                config: config.connection.clone(),
+                names: Arc::new(CgroupPaths::new(&config.paths.sysfs)),
+                engine: OnceLock::new(),
+            }),
         }
     }
 }
@@ -332,9 +345,9 @@ impl Collector for ConnectionCollector {
     }
 
     fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<MetricFamily>, CollectError>> {
+        let inner = self.inner.clone();
         Box::pin(async move {
-            let engine = self.engine.clone().map_err(CollectError::Failed)?;
-            tokio::task::spawn_blocking(move || engine.collect())
+            tokio::task::spawn_blocking(move || inner.engine().map_err(CollectError::Failed)?.collect())
                 .await
                 .map_err(|e| CollectError::Failed(format!("the drain stopped: {e}")))?
         })
