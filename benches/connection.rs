@@ -30,6 +30,9 @@ struct Sizes {
 }
 
 fn main() {
+    if let Some(pairs) = std::env::var("SONDE_BENCH_HOLD").ok().and_then(|v| v.parse().ok()) {
+        return hold(pairs);
+    }
     let benchmarking = std::env::args().any(|a| a == "--bench");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -184,6 +187,7 @@ fn program_stats(ebpf: &aya::Ebpf) -> Vec<(String, u64, u64)> {
 fn read_all_latency(sizes: &Sizes) {
     let probes = loader::load(65_536).expect("load the probes");
     let cpus = probes.cpus.clone();
+    let mut ring = probes.ring;
     let reader = BatchReader::new(MapBatches(probes.batches), &cpus, STALE_AFTER);
     exchange(sizes.connections);
     let mut records = 0usize;
@@ -192,6 +196,11 @@ fn read_all_latency(sizes: &Sizes) {
             if i % 10 == 0 {
                 // Some closes between drains, so partial batches are there to read.
                 exchange(3);
+            }
+            // As a scrape does: full batches from the ring buffer first (not timed).
+            while let Some(item) = ring.next() {
+                let batch = sonde::ebpf::conn::Batch::from_bytes(&item).expect("a batch");
+                reader.consume_full(&batch, |_, r| records += r.len()).expect("consume");
             }
             let start = Instant::now();
             let seen = std::sync::atomic::AtomicUsize::new(0);
@@ -212,36 +221,102 @@ fn read_all_latency(sizes: &Sizes) {
     println!("{:>10.1} {:>10.1} {:>10.1} {:>10.1}", us(median), us(p99), us(min), us(max));
 }
 
-fn raise_fd_limit(needed: u64) {
-    let limit = libc::rlimit {
-        rlim_cur: needed,
-        rlim_max: needed,
+/// Raises the soft open-file limit to the hard one (raising the hard one needs
+/// CAP_SYS_RESOURCE, which containers often drop).
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    // SAFETY: a valid rlimit; raising it needs CAP_SYS_RESOURCE, which root has.
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
-    assert_eq!(rc, 0, "raise the open-file limit: {}", std::io::Error::last_os_error());
+    // SAFETY: valid rlimit pointers; lowering nothing.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
 }
 
-fn scrape(addr: SocketAddr) -> usize {
-    let mut s = TcpStream::connect(addr).expect("connect to sonde");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sonde\r\n\r\n").expect("request");
-    let mut response = Vec::new();
-    s.read_to_end(&mut response).expect("response");
-    assert!(response.starts_with(b"HTTP/1.0 200") || response.starts_with(b"HTTP/1.1 200"));
-    response.len()
-}
-
-fn scrape_latency(sizes: &Sizes) {
-    raise_fd_limit(u64::from(sizes.live) + 10_000);
-    let sonde = common::Sonde::start(&["--no-collector.host", "--connection.max-live=131072"]);
-    // Both ends of each connection are live entries.
-    let pairs = sizes.live / 2;
+/// Child-process mode: holds `pairs` loopback connections (both ends) open until its
+/// standard input closes. One process cannot hold 50,000 sockets under a 20,000 fd limit.
+fn hold(pairs: u32) {
+    raise_fd_limit();
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let addr = listener.local_addr().expect("address");
     let acceptor = std::thread::spawn(move || (0..pairs).map(|_| listener.accept().expect("accept").0).collect::<Vec<_>>());
     let clients: Vec<TcpStream> = (0..pairs).map(|_| TcpStream::connect(addr).expect("connect")).collect();
     let servers = acceptor.join().expect("acceptor");
+    println!("ready {}", clients.len() + servers.len());
+    std::io::stdout().flush().expect("flush");
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+}
+
+/// Child processes holding `sockets` live sockets in all; killed when dropped.
+struct Holders(Vec<std::process::Child>);
+
+impl Holders {
+    fn start(sockets: u32) -> Self {
+        use std::io::BufRead;
+        const PER_CHILD: u32 = 12_500;
+        let exe = std::env::current_exe().expect("own path");
+        let mut children = Vec::new();
+        let mut left = sockets;
+        while left > 0 {
+            let here = left.min(PER_CHILD);
+            left -= here;
+            let mut child = std::process::Command::new(&exe)
+                .env("SONDE_BENCH_HOLD", (here / 2).to_string())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a holder");
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("holder says ready");
+            assert!(line.starts_with("ready"), "holder: {line:?}");
+            children.push(child);
+        }
+        Self(children)
+    }
+}
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn scrape_text(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to sonde");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sonde\r\n\r\n").expect("request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"));
+    response
+}
+
+fn scrape(addr: SocketAddr) -> usize {
+    scrape_text(addr).len()
+}
+
+/// `sonde_connection_live_entries` of one scrape.
+fn scrape_live_entries(addr: SocketAddr) -> u64 {
+    let text = scrape_text(addr);
+    common::sample_value(&text, "sonde_connection_live_entries").expect("live entries") as u64
+}
+
+fn scrape_latency(sizes: &Sizes) {
+    let sonde = common::Sonde::start(&["--no-collector.host", "--connection.max-live=131072"]);
+    // The probes load at the first collection: make sure it is done before connecting.
     scrape(sonde.addr);
+    // Both ends of each connection are live entries.
+    let holders = Holders::start(sizes.live);
+    let live = scrape_live_entries(sonde.addr);
     let mut bytes = 0;
     let mut times: Vec<Duration> = (0..sizes.scrapes)
         .map(|_| {
@@ -252,11 +327,10 @@ fn scrape_latency(sizes: &Sizes) {
         .collect();
     times.sort_unstable();
     let (median, p99, min, max) = spread(&times);
+    drop(holders);
     println!(
-        "\n(d) scrape of the real binary with {} live connections ({} scrapes, {} bytes each)",
-        clients.len() + servers.len(),
+        "\n(d) scrape of the real binary with {live} live-table entries ({} scrapes, {bytes} bytes each)",
         times.len(),
-        bytes
     );
     println!("{:>10} {:>10} {:>10} {:>10}", "median ms", "p99 ms", "min ms", "max ms");
     println!("{:>10.1} {:>10.1} {:>10.1} {:>10.1}", ms(median), ms(p99), ms(min), ms(max));
