@@ -36,7 +36,10 @@ fn main() {
     let benchmarking = std::env::args().any(|a| a == "--bench");
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "the connection benchmark needs root");
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the connection benchmark needs root"
+        );
         println!("skipped: the connection benchmark needs root (CAP_BPF, CAP_PERFMON)");
         return;
     }
@@ -106,7 +109,10 @@ fn stream(bytes: usize, chunk: usize) -> f64 {
 }
 
 fn throughput(sizes: &Sizes) {
-    println!("\n(a) loopback TCP throughput, {} MiB per run, rounds interleaved", sizes.stream_bytes >> 20);
+    println!(
+        "\n(a) loopback TCP throughput, {} MiB per run, rounds interleaved",
+        sizes.stream_bytes >> 20
+    );
     println!(
         "{:<10} {:>7} {:>16} {:>16} {:>12}",
         "write", "rounds", "without MiB/s", "with MiB/s", "with/without"
@@ -159,7 +165,10 @@ fn exchange(connections: u32) {
 }
 
 fn per_event_cost(sizes: &Sizes) {
-    println!("\n(b) cost per event of each program (kernel BPF run-time stats), {} connections", sizes.connections);
+    println!(
+        "\n(b) cost per event of each program (kernel BPF run-time stats), {} connections",
+        sizes.connections
+    );
     let probes = loader::load(65_536).expect("load the probes");
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF run-time stats");
     let before = program_stats(&probes.ebpf);
@@ -169,7 +178,11 @@ fn per_event_cost(sizes: &Sizes) {
     println!("{:<22} {:>10} {:>12}", "program", "events", "ns/event");
     for ((name, t0, n0), (_, t1, n1)) in before.iter().zip(&after) {
         let events = n1 - n0;
-        let per = if events == 0 { 0.0 } else { (t1 - t0) as f64 / events as f64 };
+        let per = if events == 0 {
+            0.0
+        } else {
+            (t1 - t0) as f64 / events as f64
+        };
         println!("{name:<22} {events:>10} {per:>12.0}");
     }
 }
@@ -215,10 +228,20 @@ fn read_all_latency(sizes: &Sizes) {
         .collect();
     times.sort_unstable();
     let (median, p99, min, max) = spread(&times);
-    println!("\n(c) read_all across {} possible CPUs, {} runs ({records} records read)", cpus.len(), times.len());
+    println!(
+        "\n(c) read_all across {} possible CPUs, {} runs ({records} records read)",
+        cpus.len(),
+        times.len()
+    );
     println!("{:>10} {:>10} {:>10} {:>10}", "median µs", "p99 µs", "min µs", "max µs");
     let us = |d: Duration| d.as_secs_f64() * 1e6;
-    println!("{:>10.1} {:>10.1} {:>10.1} {:>10.1}", us(median), us(p99), us(min), us(max));
+    println!(
+        "{:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+        us(median),
+        us(p99),
+        us(min),
+        us(max)
+    );
 }
 
 /// Raises the soft open-file limit to the hard one (raising the hard one needs
@@ -243,7 +266,11 @@ fn hold(pairs: u32) {
     raise_fd_limit();
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let addr = listener.local_addr().expect("address");
-    let acceptor = std::thread::spawn(move || (0..pairs).map(|_| listener.accept().expect("accept").0).collect::<Vec<_>>());
+    let acceptor = std::thread::spawn(move || {
+        (0..pairs)
+            .map(|_| listener.accept().expect("accept").0)
+            .collect::<Vec<_>>()
+    });
     let clients: Vec<TcpStream> = (0..pairs).map(|_| TcpStream::connect(addr).expect("connect")).collect();
     let servers = acceptor.join().expect("acceptor");
     println!("ready {}", clients.len() + servers.len());
@@ -293,7 +320,8 @@ impl Drop for Holders {
 
 fn scrape_text(addr: SocketAddr) -> String {
     let mut s = TcpStream::connect(addr).expect("connect to sonde");
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sonde\r\n\r\n").expect("request");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sonde\r\n\r\n")
+        .expect("request");
     let mut response = String::new();
     s.read_to_string(&mut response).expect("response");
     assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"));
@@ -333,5 +361,11 @@ fn scrape_latency(sizes: &Sizes) {
         times.len(),
     );
     println!("{:>10} {:>10} {:>10} {:>10}", "median ms", "p99 ms", "min ms", "max ms");
-    println!("{:>10.1} {:>10.1} {:>10.1} {:>10.1}", ms(median), ms(p99), ms(min), ms(max));
+    println!(
+        "{:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+        ms(median),
+        ms(p99),
+        ms(min),
+        ms(max)
+    );
 }

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: GPL-2.0
 /* sonde's kernel side: per-connection bytes, calls, retransmits and state, from stable
- * tracepoints (attached raw: cheaper, and no tracefs needed to attach). Live connections
+ * tracepoints, attached as BTF-typed raw tracepoints (tp_btf): the cheapest way in, since
+ * the socket's fields are read with plain loads instead of probe-read helper calls, and no
+ * tracefs is needed to attach. Live connections
  * sit in `conns`; a closed connection's final record moves into its CPU's current batch,
  * and a full batch is announced through the `full_batches` ring buffer. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
 
 #include "kernel_types.h"
 #include "conn.h"
@@ -82,35 +85,36 @@ static __always_inline void count(__u32 reason)
 /* Fills `key` from the socket; returns 0 for TCP/UDP over IPv4/IPv6, -1 otherwise. */
 static __always_inline int read_key(struct sock *sk, struct conn_key *key)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	__u16 protocol = BPF_CORE_READ(sk, sk_protocol);
+	__u16 family = sk->__sk_common.skc_family;
+	__u16 protocol = sk->sk_protocol;
 	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
 		return -1;
 	if (family == AF_INET) {
-		__be32 s = BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr);
-		__be32 d = BPF_CORE_READ(sk, __sk_common.skc_daddr);
+		__be32 s = sk->__sk_common.skc_rcv_saddr;
+		__be32 d = sk->__sk_common.skc_daddr;
 		__builtin_memcpy(key->saddr, &s, 4);
 		__builtin_memcpy(key->daddr, &d, 4);
 	} else if (family == AF_INET6) {
-		BPF_CORE_READ_INTO(&key->saddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(&key->daddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		__builtin_memcpy(key->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(key->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
 	} else {
 		return -1;
 	}
 	key->family = family;
 	key->protocol = protocol;
 	/* Not skc_num: the kernel zeroes it when it releases the port, before the CLOSE
-	 * state change is traced; inet_sport stays (the tracepoint itself reads it). */
+	 * state change is traced; inet_sport stays (the tracepoint itself reads it). It lies
+	 * past struct sock, where the verifier allows no direct load: a probe read. */
 	key->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	key->dport = __builtin_bswap16(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	key->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	key->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
+	key->netns = sk->__sk_common.skc_net.net->ns.inum;
 	return 0;
 }
 
 /* The cgroup (v2) the socket was created in; the current task's when the socket has none. */
 static __always_inline __u64 socket_cgroup(struct sock *sk, int process_context)
 {
-	__u64 id = BPF_CORE_READ(sk, sk_cgrp_data.cgroup, kn, id);
+	__u64 id = sk->sk_cgrp_data.cgroup->kn->id;
 	if (id == 0 && process_context)
 		id = bpf_get_current_cgroup_id();
 	return id;
@@ -237,7 +241,7 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 		fresh.bytes_received = ret;
 		fresh.recvs = 1;
 	}
-	if (key.protocol == IPPROTO_TCP && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE) {
+	if (key.protocol == IPPROTO_TCP && sk->__sk_common.skc_state == TCP_CLOSE) {
 		/* The socket closed already (data read after the peer's FIN, say): the bytes
 		 * still count, as a record of their own that is not a connection. */
 		struct closed_conn *rec = scratch_record();
@@ -266,37 +270,28 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 	}
 }
 
-SEC("raw_tracepoint/sock_send_length")
-int sock_send_length(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
 {
-	/* TP_PROTO(struct sock *sk, __s32 ret, int flags) */
-	int ret = (int)ctx->args[1];
 	if (ret <= 0)
 		return 0;
-	account((struct sock *)ctx->args[0], ret, 1);
+	account(sk, ret, 1);
 	return 0;
 }
 
-SEC("raw_tracepoint/sock_recv_length")
-int sock_recv_length(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 {
-	/* TP_PROTO(struct sock *sk, __s32 ret, int flags) */
-	int ret = (int)ctx->args[1];
-	int flags = (int)ctx->args[2];
 	/* A peek leaves the data for the read that counts it. */
 	if (ret <= 0 || (flags & MSG_PEEK))
 		return 0;
-	account((struct sock *)ctx->args[0], ret, 0);
+	account(sk, ret, 0);
 	return 0;
 }
 
-SEC("raw_tracepoint/inet_sock_set_state")
-int inet_sock_set_state(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	/* TP_PROTO(const struct sock *sk, const int oldstate, const int newstate) */
-	struct sock *sk = (struct sock *)ctx->args[0];
-	int oldstate = (int)ctx->args[1];
-	int newstate = (int)ctx->args[2];
 	struct conn_key key = {};
 
 	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
@@ -361,11 +356,9 @@ int inet_sock_set_state(struct bpf_raw_tracepoint_args *ctx)
 	return 0;
 }
 
-SEC("raw_tracepoint/tcp_retransmit_skb")
-int tcp_retransmit_skb(struct bpf_raw_tracepoint_args *ctx)
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_skb, struct sock *sk)
 {
-	/* TP_PROTO(const struct sock *sk, const struct sk_buff *skb, ...) */
-	struct sock *sk = (struct sock *)ctx->args[0];
 	struct conn_key key = {};
 	if (!sk) {
 		count(TM_NO_SOCKET);

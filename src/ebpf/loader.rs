@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
-use aya::programs::RawTracePoint;
-use aya::{Ebpf, EbpfLoader};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::batch::{BatchError, BatchSource};
 use super::conn::{BATCH_SLOTS, Batch, ConnKey, ConnStats};
@@ -67,7 +67,7 @@ impl BatchSource for MapBatches {
 }
 
 /// Mounts tracefs at /sys/kernel/tracing when it is not there, so tracepoints can be listed;
-/// says why when it cannot. The raw tracepoints themselves attach by name without it.
+/// says why when it cannot. The BTF-typed raw tracepoints themselves attach without it.
 pub fn ensure_tracefs() -> Result<(), String> {
     if Path::new(TRACEFS).join("events").is_dir() {
         return Ok(());
@@ -105,6 +105,8 @@ pub fn load(max_live: u32) -> Result<Probes, LoadError> {
     if !Path::new("/sys/kernel/btf/vmlinux").exists() {
         return Err(LoadError::NoBtf);
     }
+    let btf =
+        Btf::from_sys_fs().map_err(|e| LoadError::Load(format!("reading the kernel's BTF: {}", error_chain(&e))))?;
     let tracefs = ensure_tracefs();
     let nr_cpus = aya::util::nr_cpus().map_err(|(path, e)| LoadError::Cpus(format!("{path}: {e}")))?;
     let nr_cpus = u32::try_from(nr_cpus).map_err(|e| LoadError::Cpus(e.to_string()))?;
@@ -120,13 +122,13 @@ pub fn load(max_live: u32) -> Result<Probes, LoadError> {
     for (program, tracepoint, required) in PROGRAMS {
         let name = tracepoint.rsplit('/').next().unwrap_or(tracepoint);
         let outcome = (|| {
-            let prog: &mut RawTracePoint = ebpf
+            let prog: &mut BtfTracePoint = ebpf
                 .program_mut(program)
                 .ok_or_else(|| "not in the object".to_owned())?
                 .try_into()
                 .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-            prog.load().map_err(|e| error_chain(&e))?;
-            prog.attach(name).map_err(|e| error_chain(&e))?;
+            prog.load(name, &btf).map_err(|e| error_chain(&e))?;
+            prog.attach().map_err(|e| error_chain(&e))?;
             Ok::<(), String>(())
         })();
         match outcome {
@@ -148,7 +150,7 @@ pub fn load(max_live: u32) -> Result<Probes, LoadError> {
         return Err(LoadError::MissingTracepoints(required_missing.join(", ")));
     }
     if let Err(reason) = tracefs {
-        missing.push(format!("tracefs ({reason}; tracepoints attached raw, by name)"));
+        missing.push(format!("tracefs ({reason}; tracepoints attached through BTF)"));
     }
 
     let conns = HashMap::try_from(take(&mut ebpf, "conns")?).map_err(|e| map_error("conns", e))?;
