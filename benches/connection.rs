@@ -201,7 +201,7 @@ fn read_all_latency(sizes: &Sizes) {
     let probes = loader::load(65_536).expect("load the probes");
     let cpus = probes.cpus.clone();
     let mut ring = probes.ring;
-    let reader = BatchReader::new(MapBatches(probes.batches), &cpus, STALE_AFTER);
+    let reader = BatchReader::new(MapBatches(probes.batches), &cpus, STALE_AFTER).expect("reader");
     exchange(sizes.connections);
     let mut records = 0usize;
     let mut times: Vec<Duration> = (0..sizes.read_all_runs)

@@ -8,7 +8,7 @@
 //! full later ([`BatchReader::consume_full`]), only the records past that offset are new, so
 //! every record is counted exactly once.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,8 @@ pub enum BatchError {
     Slot { cpu: u32, slot: u32, reason: String },
     #[error("a batch names CPU {0}, which is not a possible CPU")]
     UnknownCpu(u32),
+    #[error("starting the drain's worker threads: {0}")]
+    Pool(String),
 }
 
 /// Where batch slots are read from: the kernel's array map, or a fake in tests.
@@ -68,7 +70,9 @@ pub struct BatchReader<S> {
     /// Cursor per CPU id; `None` for ids that are not possible CPUs.
     cursors: Vec<Option<Mutex<Cursor>>>,
     cpus: Vec<u32>,
-    workers: usize,
+    /// The bounded pool the per-CPU jobs run on; its threads live as long as the reader,
+    /// so a drain starts no thread.
+    pool: rayon::ThreadPool,
     stale_after: Duration,
     /// `true` after `stop()`. Held only while a drain enqueues its jobs.
     stopped: Mutex<bool>,
@@ -83,7 +87,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl<S: BatchSource> BatchReader<S> {
     /// A reader of the given possible CPUs' rings.
-    pub fn new(source: S, cpus: &[u32], stale_after: Duration) -> Self {
+    pub fn new(source: S, cpus: &[u32], stale_after: Duration) -> Result<Self, BatchError> {
         let now = Instant::now();
         let max = cpus.iter().copied().max().map_or(0, |m| m as usize + 1);
         let mut cursors: Vec<Option<Mutex<Cursor>>> = (0..max).map(|_| None).collect();
@@ -94,16 +98,21 @@ impl<S: BatchSource> BatchReader<S> {
                 touched: now,
             }));
         }
-        Self {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(cpus.len().clamp(1, MAX_WORKERS))
+            .thread_name(|i| format!("sonde-drain-{i}"))
+            .build()
+            .map_err(|e| BatchError::Pool(e.to_string()))?;
+        Ok(Self {
             source,
             cursors,
             cpus: cpus.to_vec(),
-            workers: cpus.len().clamp(1, MAX_WORKERS),
+            pool,
             stale_after,
             stopped: Mutex::new(false),
             in_flight: RwLock::new(()),
             counters: ReaderCounters::default(),
-        }
+        })
     }
 
     fn cursor(&self, cpu: u32) -> Option<&Mutex<Cursor>> {
@@ -116,21 +125,20 @@ impl<S: BatchSource> BatchReader<S> {
     pub fn read_all<F>(&self, f: F) -> Result<(), BatchError>
     where
         F: Fn(u32, &[ClosedConn]) + Sync,
+        S: Sync,
     {
         let stopped = lock(&self.stopped);
         if *stopped {
             return Ok(());
         }
         let _drain = self.in_flight.read().unwrap_or_else(|p| p.into_inner());
-        let next = AtomicUsize::new(0);
         let first_error: Mutex<Option<BatchError>> = Mutex::new(None);
-        std::thread::scope(|scope| {
-            for _ in 0..self.workers.min(self.cpus.len()) {
-                scope.spawn(|| {
-                    while let Some(&cpu) = self.cpus.get(next.fetch_add(1, Ordering::Relaxed)) {
-                        if let Err(e) = self.drain_cpu(cpu, &f) {
-                            lock(&first_error).get_or_insert(e);
-                        }
+        let (f, first) = (&f, &first_error);
+        self.pool.in_place_scope(|scope| {
+            for &cpu in &self.cpus {
+                scope.spawn(move |_| {
+                    if let Err(e) = self.drain_cpu(cpu, f) {
+                        lock(first).get_or_insert(e);
                     }
                 });
             }
@@ -323,7 +331,7 @@ mod tests {
     #[test]
     fn a_partial_batch_then_the_same_batch_full_counts_each_record_once() {
         let kernel = Arc::new(FakeKernel::default());
-        let reader = BatchReader::new(kernel.clone(), &[0, 1], STALE_AFTER);
+        let reader = BatchReader::new(kernel.clone(), &[0, 1], STALE_AFTER).expect("reader");
         assert!(kernel.append(0, 1).is_none());
         assert!(kernel.append(0, 2).is_none());
         assert_eq!(drain(&reader), vec![1, 2]);
@@ -344,7 +352,7 @@ mod tests {
     fn a_full_batch_already_read_whole_from_the_map_is_skipped_when_it_arrives() {
         let kernel = Arc::new(FakeKernel::default());
         // Stale at once: full batches are taken from the map without waiting.
-        let reader = BatchReader::new(kernel.clone(), &[0], Duration::ZERO);
+        let reader = BatchReader::new(kernel.clone(), &[0], Duration::ZERO).expect("reader");
         let full = fill(&kernel, 0, 1..=4).expect("full");
         kernel.append(0, 5);
         assert_eq!(drain(&reader), vec![1, 2, 3, 4, 5]);
@@ -356,7 +364,7 @@ mod tests {
     #[test]
     fn a_full_batch_the_ring_buffer_lost_is_read_from_the_map_before_the_next_one() {
         let kernel = Arc::new(FakeKernel::default());
-        let reader = BatchReader::new(kernel.clone(), &[0], STALE_AFTER);
+        let reader = BatchReader::new(kernel.clone(), &[0], STALE_AFTER).expect("reader");
         let _lost_by_the_ring_buffer = fill(&kernel, 0, 1..=4);
         let second = fill(&kernel, 0, 5..=8).expect("full");
         assert_eq!(consume(&reader, &second), vec![1, 2, 3, 4, 5, 6, 7, 8]);
@@ -366,7 +374,7 @@ mod tests {
     #[test]
     fn batches_overwritten_before_anyone_read_them_are_counted_lost() {
         let kernel = Arc::new(FakeKernel::default());
-        let reader = BatchReader::new(kernel.clone(), &[0], STALE_AFTER);
+        let reader = BatchReader::new(kernel.clone(), &[0], STALE_AFTER).expect("reader");
         let batches = u64::from(BATCH_SLOTS) + 1;
         let last = fill(&kernel, 0, 1..=BATCH_RECORDS as u64 * batches).expect("full batches");
         // Batch 0's slot holds batch 4, and batch 1's slot was emptied for batch 5 when 4
@@ -380,7 +388,7 @@ mod tests {
     fn many_cpus_are_drained_once_each_and_exactly() {
         let cpus: Vec<u32> = (0..96).collect();
         let kernel = Arc::new(FakeKernel::default());
-        let reader = BatchReader::new(kernel.clone(), &cpus, STALE_AFTER);
+        let reader = BatchReader::new(kernel.clone(), &cpus, STALE_AFTER).expect("reader");
         let mut arrived = Vec::new();
         let mut seen = Vec::new();
         let mut next = 0u64;
@@ -406,7 +414,7 @@ mod tests {
     #[test]
     fn stop_waits_for_the_drain_in_flight_and_later_drains_do_nothing() {
         let kernel = Arc::new(FakeKernel::default());
-        let reader = Arc::new(BatchReader::new(kernel.clone(), &[0, 1, 2, 3], STALE_AFTER));
+        let reader = Arc::new(BatchReader::new(kernel.clone(), &[0, 1, 2, 3], STALE_AFTER).expect("reader"));
         kernel.append(2, 7);
         let entered = Arc::new(AtomicBool::new(false));
         let release = Arc::new(AtomicBool::new(false));
@@ -442,7 +450,7 @@ mod tests {
     #[test]
     fn a_batch_naming_an_impossible_cpu_is_an_error_not_a_panic() {
         let kernel = Arc::new(FakeKernel::default());
-        let reader = BatchReader::new(kernel, &[0], STALE_AFTER);
+        let reader = BatchReader::new(kernel, &[0], STALE_AFTER).expect("reader");
         let batch = Batch {
             cpu: 4000,
             len: 1,

@@ -138,8 +138,10 @@ impl Engine {
             remote: config.remote,
             max_series: config.max_series,
         };
+        let reader = BatchReader::new(MapBatches(probes.batches), &probes.cpus, STALE_AFTER)
+            .map_err(|e| loader::LoadError::Load(e.to_string()))?;
         Ok(Self {
-            reader: BatchReader::new(MapBatches(probes.batches), &probes.cpus, STALE_AFTER),
+            reader,
             state: Mutex::new(State {
                 tracker: Tracker::new(policy),
                 ring: probes.ring,
