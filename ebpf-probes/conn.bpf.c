@@ -57,7 +57,7 @@ struct {
 /* Full batches (and records sent alone), copied out for user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);
+	__uint(max_entries, 4 << 20);
 } full_batches SEC(".maps");
 
 struct {

@@ -3,3 +3,4 @@
 pub mod batch;
 pub mod conn;
 pub mod loader;
+pub mod table;

@@ -29,7 +29,11 @@ use crate::ebpf::conn::{
     Batch, ClosedConn, ConnKey, ConnStats, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
 };
 use crate::ebpf::loader::{self, MapBatches};
+use crate::ebpf::table;
 use crate::family::FamilyBuilder;
+
+/// How often full batches are taken from the ring buffer between scrapes.
+const RING_DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 /// A UDP socket's entry idle this long is taken as closed (UDP has no close event).
 const UDP_IDLE: Duration = Duration::from_secs(120);
@@ -70,7 +74,11 @@ impl Lazy {
     fn engine(&self) -> Result<Arc<Engine>, String> {
         self.engine
             .get_or_init(|| {
-                Engine::load(&self.config, self.names.clone()).map(Arc::new).map_err(|e| {
+                let engine = Engine::load(&self.config, self.names.clone()).map(Arc::new);
+                if let Ok(engine) = &engine {
+                    Engine::spawn_ring_drain(engine);
+                }
+                engine.map_err(|e| {
                     tracing::warn!(collector = "connection", reason = %e, "eBPF probes not loaded; the connection collector will report failure");
                     e.to_string()
                 })
@@ -154,27 +162,48 @@ impl Engine {
         })
     }
 
+    /// Takes every full batch the ring buffer holds into the tracker. Runs at each scrape
+    /// and, between scrapes, every [`RING_DRAIN_EVERY`] on a thread of its own: the ring
+    /// buffer must not fill up while nobody scrapes.
+    fn drain_ring(&self, state: &mut State) {
+        let mut closed: Vec<ClosedConn> = Vec::new();
+        while let Some(item) = state.ring.next() {
+            let consumed = Batch::from_bytes(&item).map(|batch| {
+                self.reader
+                    .consume_full(&batch, |_, records| closed.extend_from_slice(records))
+            });
+            if !matches!(consumed, Some(Ok(()))) {
+                state.malformed += 1;
+            }
+        }
+        for record in &closed {
+            state.tracker.closed(record);
+        }
+    }
+
+    /// Drains the ring buffer every [`RING_DRAIN_EVERY`] until the engine is dropped.
+    fn spawn_ring_drain(engine: &Arc<Engine>) {
+        let weak = Arc::downgrade(engine);
+        let spawned = std::thread::Builder::new().name("sonde-ring".into()).spawn(move || {
+            loop {
+                std::thread::sleep(RING_DRAIN_EVERY);
+                let Some(engine) = weak.upgrade() else { return };
+                let mut state = lock(&engine.state);
+                engine.drain_ring(&mut state);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the ring buffer drain; full batches are taken at scrapes only");
+        }
+    }
+
     /// One scrape's worth of work; blocking (map syscalls, the drain's worker threads).
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectError> {
         let mut state = lock(&self.state);
         let state = &mut *state;
 
-        // (1) Full batches announced since the last scrape.
-        let mut closed: Vec<ClosedConn> = Vec::new();
-        while let Some(item) = state.ring.next() {
-            match Batch::from_bytes(&item) {
-                Some(batch) => {
-                    if let Err(e) = self
-                        .reader
-                        .consume_full(&batch, |_, records| closed.extend_from_slice(records))
-                    {
-                        tracing::debug!(error = %e, "skipping a full batch");
-                        state.malformed += 1;
-                    }
-                }
-                None => state.malformed += 1,
-            }
-        }
+        // (1) Full batches announced since the last drain.
+        self.drain_ring(state);
         // (2) Every CPU's partial batch.
         let started = Instant::now();
         let partial = Mutex::new(Vec::new());
@@ -182,17 +211,19 @@ impl Engine {
             .reader
             .read_all(|_, records| lock(&partial).extend_from_slice(records));
         let read_all_duration = started.elapsed();
-        closed.extend(partial.into_inner().unwrap_or_else(|p| p.into_inner()));
-        for record in &closed {
-            state.tracker.closed(record);
+        for record in partial.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            state.tracker.closed(&record);
         }
         drained.map_err(|e| CollectError::Failed(e.to_string()))?;
 
         // (3) The live table; idle UDP entries leave it as if closed.
         let now_ns = monotonic_ns();
-        let mut live = Vec::new();
+        let mut entries = Vec::with_capacity(state.tracker.live_len() + 1024);
+        table::read_all_entries(&state.conns, &mut entries)
+            .map_err(|e| CollectError::Failed(format!("reading the live-connection table: {e}")))?;
+        let mut live = Vec::with_capacity(entries.len());
         let mut idle_udp = Vec::new();
-        for (key, stats) in state.conns.iter().flatten() {
+        for (key, stats) in entries {
             if key.protocol == IPPROTO_UDP && now_ns.saturating_sub(stats.last_ns) > UDP_IDLE.as_nanos() as u64 {
                 idle_udp.push((key, stats));
             } else {
