@@ -10,7 +10,7 @@ use super::conn::{ConnKey, ConnStats};
 
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 /// Entries asked for per syscall.
-const CHUNK: usize = 4096;
+const CHUNK: usize = 16384;
 
 /// The `batch` member of the kernel's `union bpf_attr`.
 #[repr(C)]

@@ -218,17 +218,15 @@ impl Engine {
 
         // (3) The live table; idle UDP entries leave it as if closed.
         let now_ns = monotonic_ns();
-        let mut entries = Vec::with_capacity(state.tracker.live_len() + 1024);
-        table::read_all_entries(&state.conns, &mut entries)
+        let mut live = Vec::with_capacity(state.tracker.live_len() + 1024);
+        table::read_all_entries(&state.conns, &mut live)
             .map_err(|e| CollectError::Failed(format!("reading the live-connection table: {e}")))?;
-        let mut live = Vec::with_capacity(entries.len());
-        let mut idle_udp = Vec::new();
-        for (key, stats) in entries {
-            if key.protocol == IPPROTO_UDP && now_ns.saturating_sub(stats.last_ns) > UDP_IDLE.as_nanos() as u64 {
-                idle_udp.push((key, stats));
-            } else {
-                live.push((key, stats));
-            }
+        let idle = |(key, stats): &(ConnKey, ConnStats)| {
+            key.protocol == IPPROTO_UDP && now_ns.saturating_sub(stats.last_ns) > UDP_IDLE.as_nanos() as u64
+        };
+        let idle_udp: Vec<(ConnKey, ConnStats)> = live.iter().filter(|e| idle(e)).copied().collect();
+        if !idle_udp.is_empty() {
+            live.retain(|e| !idle(e));
         }
         for (key, stats) in idle_udp {
             if state.conns.remove(&key).is_ok() {
@@ -238,11 +236,22 @@ impl Engine {
             }
         }
         let live_entries = live.len();
+        let read_live_done = Instant::now();
         state.tracker.live_snapshot(live, Instant::now());
+        let tracked = Instant::now();
 
         // (4) Families.
         let mut families = self.series_families(&state.tracker);
         families.extend(self.self_families(state, read_all_duration, live_entries));
+        tracing::debug!(
+            collector = "connection",
+            read_all_us = read_all_duration.as_micros() as u64,
+            read_live_us = read_live_done.duration_since(started).as_micros() as u64,
+            track_us = tracked.duration_since(read_live_done).as_micros() as u64,
+            families_us = tracked.elapsed().as_micros() as u64,
+            live_entries,
+            "connection scrape phases"
+        );
         Ok(families)
     }
 

@@ -8,8 +8,10 @@
 //! record was already consumed. A connection that left the live table but whose record has
 //! not come yet keeps its last values until it comes.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
+
+use foldhash::fast::RandomState;
 
 use super::series::{LabelPolicy, SeriesKey};
 use crate::ebpf::conn::{ClosedConn, ConnKey, ConnStats, FLAG_CONNECT_FAILED, FLAG_CONNECTED, FLAG_LATE, IPPROTO_TCP};
@@ -102,10 +104,11 @@ struct Totals {
 
 #[derive(Debug)]
 struct Live {
-    series: SeriesKey,
+    /// Index into the tracker's series.
+    series: usize,
     counters: Counters,
-    /// In the last live snapshot (an active connection).
-    present: bool,
+    /// The snapshot it was last seen in; the latest one means an active connection.
+    generation: u64,
     seen: Instant,
 }
 
@@ -121,11 +124,19 @@ pub struct SeriesView<'a> {
 
 type Identity = (ConnKey, u64);
 
+/// Series are interned: connections refer to them by index, so a scrape sums 50,000 live
+/// connections without hashing a label set for each.
 pub struct Tracker {
     policy: LabelPolicy,
-    totals: HashMap<SeriesKey, Totals>,
-    live: HashMap<Identity, Live>,
-    known: HashSet<SeriesKey>,
+    series: Vec<SeriesKey>,
+    index: HashMap<SeriesKey, usize, RandomState>,
+    /// Closed totals, by series index.
+    totals: Vec<Totals>,
+    live: HashMap<Identity, Live, RandomState>,
+    /// Series counted against the cap (the overflow series are not).
+    capped: usize,
+    /// Live snapshots taken so far.
+    generation: u64,
     /// Connections counted in the overflow series because of the cap.
     pub folded: u64,
 }
@@ -134,25 +145,39 @@ impl Tracker {
     pub fn new(policy: LabelPolicy) -> Self {
         Self {
             policy,
-            totals: HashMap::new(),
-            live: HashMap::new(),
-            known: HashSet::new(),
+            series: Vec::new(),
+            index: HashMap::default(),
+            totals: Vec::new(),
+            live: HashMap::default(),
+            capped: 0,
+            generation: 0,
             folded: 0,
         }
     }
 
+    fn intern(&mut self, series: SeriesKey) -> usize {
+        if let Some(&i) = self.index.get(&series) {
+            return i;
+        }
+        let i = self.series.len();
+        self.series.push(series.clone());
+        self.totals.push(Totals::default());
+        self.index.insert(series, i);
+        i
+    }
+
     /// The series of a connection not seen before, after the cap.
-    fn assign(&mut self, key: &ConnKey, stats: &ConnStats) -> SeriesKey {
+    fn assign(&mut self, key: &ConnKey, stats: &ConnStats) -> usize {
         let series = self.policy.series(key, stats);
-        if self.known.contains(&series) {
-            return series;
+        if let Some(&i) = self.index.get(&series) {
+            return i;
         }
-        if self.known.len() >= self.policy.max_series {
+        if self.capped >= self.policy.max_series {
             self.folded += 1;
-            return SeriesKey::overflow(key.protocol);
+            return self.intern(SeriesKey::overflow(key.protocol));
         }
-        self.known.insert(series.clone());
-        series
+        self.capped += 1;
+        self.intern(series)
     }
 
     /// A closed connection's final record.
@@ -163,7 +188,7 @@ impl Tracker {
             Some(live) if stats.flags & FLAG_LATE == 0 => live.series,
             _ => self.assign(&record.key, stats),
         };
-        let totals = self.totals.entry(series).or_default();
+        let totals = &mut self.totals[series];
         totals.counters.add(&counters);
         let completed = stats.flags & (FLAG_CONNECT_FAILED | FLAG_LATE) == 0;
         if record.key.protocol == IPPROTO_TCP && completed && stats.srtt_us > 0 {
@@ -174,15 +199,14 @@ impl Tracker {
     /// The live table as just read. Connections gone from it wait for their closed record;
     /// after [`PENDING_CLOSE_TTL`] their last values become final.
     pub fn live_snapshot(&mut self, entries: impl IntoIterator<Item = (ConnKey, ConnStats)>, now: Instant) {
-        for live in self.live.values_mut() {
-            live.present = false;
-        }
+        self.generation += 1;
+        let generation = self.generation;
         for (key, stats) in entries {
             let counters = Counters::of(&stats);
             let identity = (key, stats.start_ns);
             if let Some(live) = self.live.get_mut(&identity) {
                 live.counters.raise_to(&counters);
-                live.present = true;
+                live.generation = generation;
                 live.seen = now;
                 continue;
             }
@@ -192,52 +216,44 @@ impl Tracker {
                 Live {
                     series,
                     counters,
-                    present: true,
+                    generation,
                     seen: now,
                 },
             );
         }
-        let expired: Vec<Identity> = self
-            .live
-            .iter()
-            .filter(|(_, l)| !l.present && now.duration_since(l.seen) >= PENDING_CLOSE_TTL)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in expired {
-            if let Some(live) = self.live.remove(&id) {
-                self.totals.entry(live.series).or_default().counters.add(&live.counters);
+        // One pass: connections gone from the table for too long leave their last values
+        // in the totals.
+        let totals = &mut self.totals;
+        self.live.retain(|_, live| {
+            let keep = live.generation == generation || now.duration_since(live.seen) < PENDING_CLOSE_TTL;
+            if !keep {
+                totals[live.series].counters.add(&live.counters);
             }
-        }
+            keep
+        });
     }
 
     /// Every series with its counters (closed totals plus live values) and active count.
     pub fn view(&self) -> Vec<SeriesView<'_>> {
-        let mut views: HashMap<&SeriesKey, SeriesView<'_>> = self
-            .totals
+        let mut views: Vec<SeriesView<'_>> = self
+            .series
             .iter()
-            .map(|(key, t)| {
-                let view = SeriesView {
-                    key,
-                    counters: t.counters,
-                    active: 0,
-                    rtt: Some(&t.rtt).filter(|h| h.count > 0),
-                };
-                (key, view)
+            .zip(&self.totals)
+            .map(|(key, t)| SeriesView {
+                key,
+                counters: t.counters,
+                active: 0,
+                rtt: Some(&t.rtt).filter(|h| h.count > 0),
             })
             .collect();
         for live in self.live.values() {
-            let view = views.entry(&live.series).or_insert_with(|| SeriesView {
-                key: &live.series,
-                counters: Counters::default(),
-                active: 0,
-                rtt: None,
-            });
+            let view = &mut views[live.series];
             view.counters.add(&live.counters);
-            if live.present && live.series.protocol == IPPROTO_TCP {
+            if live.generation == self.generation && view.key.protocol == IPPROTO_TCP {
                 view.active += 1;
             }
         }
-        views.into_values().collect()
+        views
     }
 
     /// Connections in the live view (present or waiting for their record).
