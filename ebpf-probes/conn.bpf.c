@@ -207,7 +207,6 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 	}
 	if (read_key(sk, &key))
 		return;
-	__u64 now = bpf_ktime_get_ns();
 	struct conn_stats *s = bpf_map_lookup_elem(&conns, &key);
 	if (s) {
 		if (sent) {
@@ -222,9 +221,13 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 			if (s->cgroup_id == 0)
 				s->cgroup_id = socket_cgroup(sk, 1);
 		}
-		s->last_ns = now;
+		/* Only UDP needs the time of the last event (user space ages idle UDP sockets
+		 * out); TCP has a close event, so its sends skip the clock read. */
+		if (key.protocol == IPPROTO_UDP)
+			s->last_ns = bpf_ktime_get_ns();
 		return;
 	}
+	__u64 now = bpf_ktime_get_ns();
 	struct conn_stats fresh = {};
 	fresh.cgroup_id = socket_cgroup(sk, 1);
 	fresh.tgid = bpf_get_current_pid_tgid() >> 32;

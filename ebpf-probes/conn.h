@@ -52,7 +52,7 @@ struct conn_stats {
 	__u64 cgroup_id;
 	/* When the entry was made: with the key, the identity of one connection. */
 	__u64 start_ns;
-	/* The last event seen on it. */
+	/* The last send or receive (UDP only: user space ages idle UDP sockets out). */
 	__u64 last_ns;
 	__u32 tgid;
 	__u32 retransmits;
