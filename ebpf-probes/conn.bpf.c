@@ -197,6 +197,18 @@ static __always_inline struct closed_conn *scratch_record(void)
 	return &s->records[1];
 }
 
+/* Adds one send or receive to a live entry; atomically, as another CPU may be adding too. */
+static __always_inline void add_bytes(struct conn_stats *s, int ret, int sent)
+{
+	if (sent) {
+		__sync_fetch_and_add(&s->bytes_sent, ret);
+		__sync_fetch_and_add(&s->sends, 1);
+	} else {
+		__sync_fetch_and_add(&s->bytes_received, ret);
+		__sync_fetch_and_add(&s->recvs, 1);
+	}
+}
+
 /* Counts bytes of one send or receive on a socket. */
 static __always_inline void account(struct sock *sk, int ret, int sent)
 {
@@ -209,13 +221,7 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 		return;
 	struct conn_stats *s = bpf_map_lookup_elem(&conns, &key);
 	if (s) {
-		if (sent) {
-			__sync_fetch_and_add(&s->bytes_sent, ret);
-			__sync_fetch_and_add(&s->sends, 1);
-		} else {
-			__sync_fetch_and_add(&s->bytes_received, ret);
-			__sync_fetch_and_add(&s->recvs, 1);
-		}
+		add_bytes(s, ret, sent);
 		if (s->tgid == 0) {
 			s->tgid = bpf_get_current_pid_tgid() >> 32;
 			if (s->cgroup_id == 0)
@@ -264,13 +270,7 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 		count(TM_TABLE_FULL);
 		return;
 	}
-	if (sent) {
-		__sync_fetch_and_add(&s->bytes_sent, ret);
-		__sync_fetch_and_add(&s->sends, 1);
-	} else {
-		__sync_fetch_and_add(&s->bytes_received, ret);
-		__sync_fetch_and_add(&s->recvs, 1);
-	}
+	add_bytes(s, ret, sent);
 }
 
 SEC("tp_btf/sock_send_length")
