@@ -661,3 +661,59 @@ fn without_privileges_only_the_connection_collector_fails() {
         "the log says why: {log:?}"
     );
 }
+
+#[test]
+fn ephemeral_server_ports_never_become_a_label() {
+    if !privileged() {
+        return;
+    }
+    // The default range: the test server's kernel-chosen port is in it.
+    let sonde = Sonde::start(&["--no-collector.host"]);
+    scrape(&sonde);
+    let (listener, port) = listener();
+    assert!((32768..=60999).contains(&port), "the kernel chose {port}");
+    let server = serve(listener, 5, false, Arc::default(), false);
+    let (exchanged, _) = clients(port, 5, 1, false, false);
+    server.join().expect("server");
+    let id = own_cgroup();
+    let out = [("direction", "outbound"), ("port", ""), ("id", id.as_str())];
+    let text = scrape_until(
+        &sonde,
+        |text| sum(text, "sonde_tcp_bytes_sent_total", &out) >= exchanged.client_sent as f64,
+        |_| None,
+    );
+    assert!(
+        sum(&text, "sonde_tcp_bytes_sent_total", &out) >= exchanged.client_sent as f64,
+        "{text}"
+    );
+    assert!(!text.contains(&format!("port=\"{port}\"")), "{text}");
+}
+
+#[test]
+fn series_beyond_the_cap_fold_into_the_overflow_series() {
+    if !privileged() {
+        return;
+    }
+    let sonde = start_sonde(&["--connection.max-series=2"]);
+    for _ in 0..3 {
+        let (listener, port) = listener();
+        let server = serve(listener, 2, false, Arc::default(), false);
+        let _ = clients(port, 2, 1, false, false);
+        server.join().expect("server");
+    }
+    let text = scrape_until(
+        &sonde,
+        |text| sum(text, "sonde_connection_series_folded_total", &[]) >= 4.0,
+        |_| None,
+    );
+    assert!(sum(&text, "sonde_connection_series_folded_total", &[]) >= 4.0, "{text}");
+    let overflow = [("remote", "overflow"), ("port", ""), ("direction", "")];
+    assert!(sum(&text, "sonde_tcp_bytes_sent_total", &overflow) > 0.0, "{text}");
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("sonde_tcp_bytes_sent_total{"))
+        .count();
+    // At most the two the cap allows (other traffic of the host may hold them) and the
+    // overflow one.
+    assert!(series <= 3, "more series than the cap allows:\n{text}");
+}
