@@ -339,7 +339,7 @@ fn scrape_live_entries(addr: SocketAddr) -> u64 {
 }
 
 fn scrape_latency(sizes: &Sizes) {
-    let sonde = common::Sonde::start(&["--no-collector.host", "--connection.max-live=131072"]);
+    let sonde = common::Sonde::start(&["--no-collector.host"]);
     // The probes load at the first collection: make sure it is done before connecting.
     scrape(sonde.addr);
     // Both ends of each connection are live entries.
