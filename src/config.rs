@@ -14,6 +14,8 @@ use clap::builder::PossibleValuesParser;
 use clap::{Arg, ArgAction, ArgMatches, Command};
 
 use crate::collector;
+use crate::collector::connection::ConnectionConfig;
+use crate::collector::connection::series::{RemoteMode, parse_port_range};
 use crate::container::filter::Filters;
 
 /// Where the exporter reads the host's pseudo-filesystems, so it can run in a container
@@ -61,6 +63,8 @@ pub struct Config {
     /// Collector name → enabled, for every built-in collector.
     pub collectors: BTreeMap<String, bool>,
     pub container: ContainerConfig,
+    /// Settings of the `connection` collector.
+    pub connection: ConnectionConfig,
 }
 
 /// Settings of the `container` collector.
@@ -212,6 +216,40 @@ pub fn command() -> Command {
             )
             .action(ArgAction::Append)
             .value_delimiter(','),
+        )
+        .arg(
+            flag(
+                "connection.max-live",
+                "N",
+                "Size of the eBPF live-connection table (connections tracked at once)",
+            )
+            .default_value("65536")
+            .value_parser(clap::value_parser!(u32).range(1..)),
+        )
+        .arg(
+            flag(
+                "connection.ephemeral-port-range",
+                "LOW-HIGH",
+                "Client-side ports, which never become a port label",
+            )
+            .default_value("32768-60999"),
+        )
+        .arg(
+            flag(
+                "connection.remote-address",
+                "MODE",
+                "The remote label: ip, prefix:<N> (the address's /N network) or none",
+            )
+            .default_value("ip"),
+        )
+        .arg(
+            flag(
+                "connection.max-series",
+                "N",
+                "Connection series beyond this fold into one remote=\"overflow\" series",
+            )
+            .default_value("10000")
+            .value_parser(clap::value_parser!(usize)),
         );
     for (flag_name, help) in [
         (
@@ -409,6 +447,24 @@ fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
                 include_namespace: regex(m, "container.include-namespace")?,
                 exclude_namespace: regex(m, "container.exclude-namespace")?,
             },
+        },
+        connection: ConnectionConfig {
+            max_live: m.get_one::<u32>("connection.max-live").copied().unwrap_or(65_536),
+            ephemeral_ports: parse_port_range(&text("connection.ephemeral-port-range")).map_err(|reason| {
+                ConfigError::Invalid {
+                    flag: "connection.ephemeral-port-range",
+                    value: text("connection.ephemeral-port-range"),
+                    reason,
+                }
+            })?,
+            remote: text("connection.remote-address")
+                .parse::<RemoteMode>()
+                .map_err(|reason| ConfigError::Invalid {
+                    flag: "connection.remote-address",
+                    value: text("connection.remote-address"),
+                    reason,
+                })?,
+            max_series: m.get_one::<usize>("connection.max-series").copied().unwrap_or(10_000),
         },
     })
 }
@@ -615,6 +671,28 @@ mod tests {
         std::fs::write(&file, "container.raw-cgroup-prefix: [/x, /y]\n").expect("write");
         let c = from_args(args(&["--config.file", file.to_str().expect("utf-8")])).expect("parses");
         assert_eq!(c.container.raw_cgroup_prefixes, ["/x", "/y"]);
+    }
+
+    #[test]
+    fn connection_flags() {
+        assert_eq!(Config::defaults().connection, ConnectionConfig::default());
+        let c = from_args(args(&[
+            "--connection.remote-address=prefix:24",
+            "--connection.ephemeral-port-range=49152-65535",
+            "--connection.max-series=5",
+            "--connection.max-live=1024",
+        ]))
+        .expect("parses");
+        assert_eq!(c.connection.remote, RemoteMode::Prefix(24));
+        assert_eq!(c.connection.ephemeral_ports, 49152..=65535);
+        assert_eq!((c.connection.max_series, c.connection.max_live), (5, 1024));
+        for bad in [
+            "--connection.remote-address=cidr",
+            "--connection.ephemeral-port-range=9-1",
+        ] {
+            let err = from_args(args(&[bad])).expect_err(bad);
+            assert!(err.to_string().contains("--connection."), "{err}");
+        }
     }
 
     #[test]

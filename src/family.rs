@@ -6,7 +6,7 @@
 
 use std::sync::{Arc, OnceLock};
 
-use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
 use crate::exposition::{EncodeError, Format, openmetrics};
 
@@ -33,6 +33,35 @@ impl FamilyBuilder {
     /// A counter family; `name` is the sample name as Prometheus text shows it (`…_total`).
     pub fn counter(name: &str, help: &str) -> Self {
         Self::new(name, help, MetricType::COUNTER)
+    }
+
+    /// A histogram family; its samples come from [`histogram_sample`](Self::histogram_sample).
+    pub fn histogram(name: &str, help: &str) -> Self {
+        Self::new(name, help, MetricType::HISTOGRAM)
+    }
+
+    /// Adds one histogram: `buckets` are (upper bound, cumulative count) in ascending order,
+    /// without the `+Inf` bucket, which is `count`.
+    pub fn histogram_sample(
+        &mut self,
+        labels: &[(&str, &str)],
+        buckets: &[(f64, u64)],
+        sum: f64,
+        count: u64,
+    ) -> &mut Self {
+        let mut histogram = Histogram::new();
+        histogram.set_sample_sum(sum);
+        histogram.set_sample_count(count);
+        for &(upper, cumulative) in buckets {
+            let mut bucket = Bucket::new();
+            bucket.set_upper_bound(upper);
+            bucket.set_cumulative_count(cumulative);
+            histogram.bucket.push(bucket);
+        }
+        let mut metric = Metric::from_label(labels.iter().map(|(k, v)| label(k, v)).collect());
+        metric.set_histogram(histogram);
+        self.family.mut_metric().push(metric);
+        self
     }
 
     /// Adds one sample with the given labels.

@@ -1,6 +1,7 @@
 //! The collector framework: one trait every source implements, and the list of built-in
 //! collectors that flags can switch on and off.
 
+pub mod connection;
 pub mod container;
 pub mod host;
 
@@ -77,6 +78,12 @@ pub fn builtin() -> &'static [CollectorSpec] {
             help: "cAdvisor-compatible container_* metrics from cgroups",
             enabled_by_default: true,
             build: |config| Arc::new(container::ContainerCollector::new(config, Vec::new())),
+        },
+        CollectorSpec {
+            name: "connection",
+            help: "per-container TCP/UDP connection metrics from eBPF (needs CAP_BPF, CAP_PERFMON)",
+            enabled_by_default: true,
+            build: |config| Arc::new(connection::ConnectionCollector::new(config)),
         },
     ]
 }

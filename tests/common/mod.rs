@@ -29,14 +29,26 @@ impl Sonde {
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Sonde {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sonde"));
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        Self::start_command(cmd, args)
+    }
+
+    /// Starts the binary as another user (the caller must be root).
+    pub fn start_as_user(args: &[&str], uid: u32) -> Sonde {
+        use std::os::unix::process::CommandExt;
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_sonde"));
+        cmd.uid(uid).gid(uid);
+        Self::start_command(cmd, args)
+    }
+
+    fn start_command(mut cmd: Command, args: &[&str]) -> Sonde {
         cmd.arg("--web.listen-address=127.0.0.1:0")
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
         let mut child = cmd.spawn().expect("start sonde");
         let stderr = child.stderr.take().expect("piped stderr");
         let (addr, log) = wait_for_listening(stderr);

@@ -1,0 +1,371 @@
+//! Costs of the connection probes and of their scrape path, on this machine's kernel.
+//! Run: `cargo bench --bench connection` (as root). Prints four tables:
+//!
+//! (a) loopback TCP throughput without and with the probes attached, rounds interleaved in
+//!     one run, and the ratio of the medians;
+//! (b) each program's cost per event, from the kernel's BPF run-time statistics;
+//! (c) `BatchReader::read_all` latency across every CPU;
+//! (d) scrape latency of the real binary with 50,000 live connections.
+//!
+//! Run by `cargo test` (no `--bench` argument) it does one small round of each, as a smoke
+//! test. Without root it says so and exits (under CI=true it fails).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use sonde::ebpf::batch::{BatchReader, STALE_AFTER};
+use sonde::ebpf::loader::{self, MapBatches};
+
+struct Sizes {
+    rounds: usize,
+    stream_bytes: usize,
+    connections: u32,
+    read_all_runs: usize,
+    live: u32,
+    scrapes: usize,
+}
+
+fn main() {
+    if let Some(pairs) = std::env::var("SONDE_BENCH_HOLD").ok().and_then(|v| v.parse().ok()) {
+        return hold(pairs);
+    }
+    let benchmarking = std::env::args().any(|a| a == "--bench");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "the connection benchmark needs root"
+        );
+        println!("skipped: the connection benchmark needs root (CAP_BPF, CAP_PERFMON)");
+        return;
+    }
+    let sizes = if benchmarking {
+        Sizes {
+            rounds: 7,
+            stream_bytes: 1 << 30,
+            connections: 2_000,
+            read_all_runs: 2_001,
+            live: 50_000,
+            scrapes: 51,
+        }
+    } else {
+        Sizes {
+            rounds: 1,
+            stream_bytes: 16 << 20,
+            connections: 50,
+            read_all_runs: 11,
+            live: 2_000,
+            scrapes: 3,
+        }
+    };
+    throughput(&sizes);
+    per_event_cost(&sizes);
+    read_all_latency(&sizes);
+    scrape_latency(&sizes);
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// Median, 99th percentile, min and max of a sorted sample.
+fn spread(sorted: &[Duration]) -> (Duration, Duration, Duration, Duration) {
+    let p = |q: f64| sorted[((sorted.len() - 1) as f64 * q).round() as usize];
+    (p(0.5), p(0.99), sorted[0], sorted[sorted.len() - 1])
+}
+
+/// Sends `bytes` over one loopback connection in `chunk`-byte writes; returns bytes/s.
+fn stream(bytes: usize, chunk: usize) -> f64 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let reader = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().expect("accept");
+        let mut buf = vec![0u8; 1 << 16];
+        let mut total = 0;
+        loop {
+            match s.read(&mut buf).expect("read") {
+                0 => return total,
+                n => total += n,
+            }
+        }
+    });
+    let mut s = TcpStream::connect(addr).expect("connect");
+    let data = vec![b'x'; chunk];
+    let start = Instant::now();
+    let mut sent = 0;
+    while sent < bytes {
+        s.write_all(&data).expect("write");
+        sent += chunk;
+    }
+    drop(s);
+    let got = reader.join().expect("reader");
+    let elapsed = start.elapsed();
+    assert_eq!(got, sent);
+    sent as f64 / elapsed.as_secs_f64()
+}
+
+fn throughput(sizes: &Sizes) {
+    println!(
+        "\n(a) loopback TCP throughput, {} MiB per run, rounds interleaved",
+        sizes.stream_bytes >> 20
+    );
+    println!(
+        "{:<10} {:>7} {:>16} {:>16} {:>12}",
+        "write", "rounds", "without MiB/s", "with MiB/s", "with/without"
+    );
+    for chunk in [64 << 10, 1 << 10] {
+        let (mut without, mut with) = (Vec::new(), Vec::new());
+        for _ in 0..sizes.rounds {
+            without.push(stream(sizes.stream_bytes, chunk));
+            let probes = loader::load(65_536).expect("load the probes");
+            with.push(stream(sizes.stream_bytes, chunk));
+            drop(probes);
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (w, p) = (median(&mut without), median(&mut with));
+        println!(
+            "{:<10} {:>7} {:>16.0} {:>16.0} {:>12.3}",
+            format!("{} B", chunk),
+            sizes.rounds,
+            w / 1048576.0,
+            p / 1048576.0,
+            p / w
+        );
+    }
+}
+
+/// Short request/response connections: every program runs (state changes, sends, receives).
+fn exchange(connections: u32) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let server = std::thread::spawn(move || {
+        for _ in 0..connections {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 100];
+            s.read_exact(&mut buf).expect("read");
+            s.write_all(&buf).expect("write");
+            let mut rest = Vec::new();
+            s.read_to_end(&mut rest).expect("end");
+        }
+    });
+    for _ in 0..connections {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.write_all(&[1u8; 100]).expect("write");
+        let mut buf = [0u8; 100];
+        s.read_exact(&mut buf).expect("read");
+    }
+    server.join().expect("server");
+}
+
+fn per_event_cost(sizes: &Sizes) {
+    println!(
+        "\n(b) cost per event of each program (kernel BPF run-time stats), {} connections",
+        sizes.connections
+    );
+    let probes = loader::load(65_536).expect("load the probes");
+    let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF run-time stats");
+    let before = program_stats(&probes.ebpf);
+    exchange(sizes.connections);
+    let after = program_stats(&probes.ebpf);
+    drop(stats);
+    println!("{:<22} {:>10} {:>12}", "program", "events", "ns/event");
+    for ((name, t0, n0), (_, t1, n1)) in before.iter().zip(&after) {
+        let events = n1 - n0;
+        let per = if events == 0 {
+            0.0
+        } else {
+            (t1 - t0) as f64 / events as f64
+        };
+        println!("{name:<22} {events:>10} {per:>12.0}");
+    }
+}
+
+/// (program, run time ns, run count) for each program of the probes.
+fn program_stats(ebpf: &aya::Ebpf) -> Vec<(String, u64, u64)> {
+    ebpf.programs()
+        .map(|(name, program)| {
+            let info = program.info().expect("program info");
+            (name.to_owned(), info.run_time().as_nanos() as u64, info.run_count())
+        })
+        .collect()
+}
+
+fn read_all_latency(sizes: &Sizes) {
+    let probes = loader::load(65_536).expect("load the probes");
+    let cpus = probes.cpus.clone();
+    let mut ring = probes.ring;
+    let reader = BatchReader::new(MapBatches(probes.batches), &cpus, STALE_AFTER).expect("reader");
+    exchange(sizes.connections);
+    let mut records = 0usize;
+    let mut times: Vec<Duration> = (0..sizes.read_all_runs)
+        .map(|i| {
+            if i % 10 == 0 {
+                // Some closes between drains, so partial batches are there to read.
+                exchange(3);
+            }
+            // As a scrape does: full batches from the ring buffer first (not timed).
+            while let Some(item) = ring.next() {
+                let batch = sonde::ebpf::conn::Batch::from_bytes(&item).expect("a batch");
+                reader.consume_full(&batch, |_, r| records += r.len()).expect("consume");
+            }
+            let start = Instant::now();
+            let seen = std::sync::atomic::AtomicUsize::new(0);
+            reader
+                .read_all(|_, r| {
+                    seen.fetch_add(r.len(), std::sync::atomic::Ordering::Relaxed);
+                })
+                .expect("read_all");
+            records += seen.into_inner();
+            start.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    let (median, p99, min, max) = spread(&times);
+    println!(
+        "\n(c) read_all across {} possible CPUs, {} runs ({records} records read)",
+        cpus.len(),
+        times.len()
+    );
+    println!("{:>10} {:>10} {:>10} {:>10}", "median µs", "p99 µs", "min µs", "max µs");
+    let us = |d: Duration| d.as_secs_f64() * 1e6;
+    println!(
+        "{:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+        us(median),
+        us(p99),
+        us(min),
+        us(max)
+    );
+}
+
+/// Raises the soft open-file limit to the hard one (raising the hard one needs
+/// CAP_SYS_RESOURCE, which containers often drop).
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit pointers; lowering nothing.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
+/// Child-process mode: holds `pairs` loopback connections (both ends) open until its
+/// standard input closes. One process cannot hold 50,000 sockets under a 20,000 fd limit.
+fn hold(pairs: u32) {
+    raise_fd_limit();
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let acceptor = std::thread::spawn(move || {
+        (0..pairs)
+            .map(|_| listener.accept().expect("accept").0)
+            .collect::<Vec<_>>()
+    });
+    let clients: Vec<TcpStream> = (0..pairs).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+    let servers = acceptor.join().expect("acceptor");
+    println!("ready {}", clients.len() + servers.len());
+    std::io::stdout().flush().expect("flush");
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+}
+
+/// Child processes holding `sockets` live sockets in all; killed when dropped.
+struct Holders(Vec<std::process::Child>);
+
+impl Holders {
+    fn start(sockets: u32) -> Self {
+        use std::io::BufRead;
+        const PER_CHILD: u32 = 12_500;
+        let exe = std::env::current_exe().expect("own path");
+        let mut children = Vec::new();
+        let mut left = sockets;
+        while left > 0 {
+            let here = left.min(PER_CHILD);
+            left -= here;
+            let mut child = std::process::Command::new(&exe)
+                .env("SONDE_BENCH_HOLD", (here / 2).to_string())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a holder");
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("holder says ready");
+            assert!(line.starts_with("ready"), "holder: {line:?}");
+            children.push(child);
+        }
+        Self(children)
+    }
+}
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn scrape_text(addr: SocketAddr) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to sonde");
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: sonde\r\n\r\n")
+        .expect("request");
+    let mut response = String::new();
+    s.read_to_string(&mut response).expect("response");
+    assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"));
+    response
+}
+
+fn scrape(addr: SocketAddr) -> usize {
+    scrape_text(addr).len()
+}
+
+/// `sonde_connection_live_entries` of one scrape.
+fn scrape_live_entries(addr: SocketAddr) -> u64 {
+    let text = scrape_text(addr);
+    common::sample_value(&text, "sonde_connection_live_entries").expect("live entries") as u64
+}
+
+fn scrape_latency(sizes: &Sizes) {
+    let sonde = common::Sonde::start(&["--no-collector.host"]);
+    // The probes load at the first collection: make sure it is done before connecting.
+    scrape(sonde.addr);
+    // Both ends of each connection are live entries.
+    let holders = Holders::start(sizes.live);
+    let live = scrape_live_entries(sonde.addr);
+    let mut bytes = 0;
+    let mut times: Vec<Duration> = (0..sizes.scrapes)
+        .map(|_| {
+            let start = Instant::now();
+            bytes = scrape(sonde.addr);
+            start.elapsed()
+        })
+        .collect();
+    times.sort_unstable();
+    let (median, p99, min, max) = spread(&times);
+    drop(holders);
+    println!(
+        "\n(d) scrape of the real binary with {live} live-table entries ({} scrapes, {bytes} bytes each)",
+        times.len(),
+    );
+    println!("{:>10} {:>10} {:>10} {:>10}", "median ms", "p99 ms", "min ms", "max ms");
+    println!(
+        "{:>10.1} {:>10.1} {:>10.1} {:>10.1}",
+        ms(median),
+        ms(p99),
+        ms(min),
+        ms(max)
+    );
+}

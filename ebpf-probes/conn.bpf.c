@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: GPL-2.0
+/* sonde's kernel side: per-connection bytes, calls, retransmits and state, from stable
+ * tracepoints, attached as BTF-typed raw tracepoints (tp_btf): the cheapest way in, since
+ * the socket's fields are read with plain loads instead of probe-read helper calls, and no
+ * tracefs is needed to attach. Live connections
+ * sit in `conns`; a closed connection's final record moves into its CPU's current batch,
+ * and a full batch is announced through the `full_batches` ring buffer. */
+#include <linux/bpf.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+#include "kernel_types.h"
+#include "conn.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define IPPROTO_TCP 6
+#define IPPROTO_UDP 17
+#define MSG_PEEK 2
+
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
+#define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
+
+/* BPF has no fence instruction; a compiler barrier keeps the store order, which the
+ * JIT preserves and x86 (TSO) makes visible in order to user space. */
+#define barrier() asm volatile("" ::: "memory")
+
+char LICENSE[] SEC("license") = "GPL";
+
+/* Live connections; user space sets the size at load time (--connection.max-live). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conn_key);
+	__type(value, struct conn_stats);
+} conns SEC(".maps");
+
+/* Every CPU's ring of batch slots, keyed cpu * BATCH_SLOTS + slot; user space sets the
+ * size to possible CPUs * BATCH_SLOTS. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 256 * BATCH_SLOTS);
+	__type(key, __u32);
+	__type(value, struct batch);
+} batches SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct batch_state);
+} batch_states SEC(".maps");
+
+/* Full batches (and records sent alone), copied out for user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 4 << 20);
+} full_batches SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, TM_COUNT);
+	__type(key, __u32);
+	__type(value, __u64);
+} telemetry SEC(".maps");
+
+/* Scratch space for a closed record: too big for the 512-byte stack next to the rest. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct batch);
+} scratch SEC(".maps");
+
+static __always_inline void count(__u32 reason)
+{
+	__u64 *v = bpf_map_lookup_elem(&telemetry, &reason);
+	if (v)
+		*v += 1;
+}
+
+/* Fills `key` from the socket; returns 0 for TCP/UDP over IPv4/IPv6, -1 otherwise. */
+static __always_inline int read_key(struct sock *sk, struct conn_key *key)
+{
+	__u16 family = sk->__sk_common.skc_family;
+	__u16 protocol = sk->sk_protocol;
+	if (protocol != IPPROTO_TCP && protocol != IPPROTO_UDP)
+		return -1;
+	if (family == AF_INET) {
+		__be32 s = sk->__sk_common.skc_rcv_saddr;
+		__be32 d = sk->__sk_common.skc_daddr;
+		__builtin_memcpy(key->saddr, &s, 4);
+		__builtin_memcpy(key->daddr, &d, 4);
+	} else if (family == AF_INET6) {
+		__builtin_memcpy(key->saddr, sk->__sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8, 16);
+		__builtin_memcpy(key->daddr, sk->__sk_common.skc_v6_daddr.in6_u.u6_addr8, 16);
+	} else {
+		return -1;
+	}
+	key->family = family;
+	key->protocol = protocol;
+	/* Not skc_num: the kernel zeroes it when it releases the port, before the CLOSE
+	 * state change is traced; inet_sport stays (the tracepoint itself reads it). It lies
+	 * past struct sock, where the verifier allows no direct load: a probe read. */
+	key->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	key->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
+	key->netns = sk->__sk_common.skc_net.net->ns.inum;
+	return 0;
+}
+
+/* The cgroup (v2) the socket was created in; the current task's when the socket has none. */
+static __always_inline __u64 socket_cgroup(struct sock *sk, int process_context)
+{
+	__u64 id = sk->sk_cgrp_data.cgroup->kn->id;
+	if (id == 0 && process_context)
+		id = bpf_get_current_cgroup_id();
+	return id;
+}
+
+/* Appends a closed connection's final record to this CPU's current batch; a full batch is
+ * announced and the CPU moves to the next slot. A close that interrupts an append on the
+ * same CPU is sent alone instead. */
+static __always_inline void append_closed(struct closed_conn *rec)
+{
+	__u32 zero = 0;
+	struct batch_state *state = bpf_map_lookup_elem(&batch_states, &zero);
+	if (!state)
+		return;
+	if (state->busy) {
+		struct batch *alone = bpf_map_lookup_elem(&scratch, &zero);
+		count(TM_NESTED);
+		if (!alone)
+			return;
+		alone->id = UNBATCHED_ID;
+		alone->len = 1;
+		alone->cap = BATCH_RECORDS;
+		alone->cpu = bpf_get_smp_processor_id();
+		alone->records[0] = *rec;
+		if (bpf_ringbuf_output(&full_batches, alone, sizeof(*alone), 0))
+			count(TM_UNBATCHED_LOST);
+		return;
+	}
+	state->busy = 1;
+	__u32 cpu = bpf_get_smp_processor_id();
+	__u64 idx = state->idx;
+	__u32 slot = cpu * BATCH_SLOTS + (__u32)(idx % BATCH_SLOTS);
+	struct batch *b = bpf_map_lookup_elem(&batches, &slot);
+	if (!b)
+		goto out;
+	if (b->id != idx) {
+		/* A slot left from the previous lap: empty it before naming it. */
+		b->len = 0;
+		barrier();
+		b->id = idx;
+		b->cap = BATCH_RECORDS;
+		b->cpu = cpu;
+	}
+	__u32 i = b->len;
+	if (i >= BATCH_RECORDS)
+		goto out;
+	b->records[i] = *rec;
+	/* The record is written before the length that makes it visible. */
+	barrier();
+	b->len = i + 1;
+	if (i + 1 == BATCH_RECORDS) {
+		/* Named here too: a slot never reset (batch 0) still has zeroes there. */
+		b->cpu = cpu;
+		b->cap = BATCH_RECORDS;
+		if (bpf_ringbuf_output(&full_batches, b, sizeof(*b), 0))
+			count(TM_RINGBUF_FULL);
+		idx += 1;
+		state->idx = idx;
+		slot = cpu * BATCH_SLOTS + (__u32)(idx % BATCH_SLOTS);
+		struct batch *next = bpf_map_lookup_elem(&batches, &slot);
+		if (next) {
+			next->len = 0;
+			barrier();
+			next->id = idx;
+			next->cap = BATCH_RECORDS;
+			next->cpu = cpu;
+		}
+	}
+out:
+	state->busy = 0;
+}
+
+static __always_inline struct closed_conn *scratch_record(void)
+{
+	__u32 zero = 0;
+	struct batch *s = bpf_map_lookup_elem(&scratch, &zero);
+	if (!s)
+		return NULL;
+	/* records[1..] of the scratch batch: records[0] is for records sent alone. */
+	return &s->records[1];
+}
+
+/* Adds one send or receive to a live entry; atomically, as another CPU may be adding too. */
+static __always_inline void add_bytes(struct conn_stats *s, int ret, int sent)
+{
+	if (sent) {
+		__sync_fetch_and_add(&s->bytes_sent, ret);
+		__sync_fetch_and_add(&s->sends, 1);
+	} else {
+		__sync_fetch_and_add(&s->bytes_received, ret);
+		__sync_fetch_and_add(&s->recvs, 1);
+	}
+}
+
+/* Counts bytes of one send or receive on a socket. */
+static __always_inline void account(struct sock *sk, int ret, int sent)
+{
+	struct conn_key key = {};
+	if (!sk) {
+		count(TM_NO_SOCKET);
+		return;
+	}
+	if (read_key(sk, &key))
+		return;
+	struct conn_stats *s = bpf_map_lookup_elem(&conns, &key);
+	if (s) {
+		add_bytes(s, ret, sent);
+		if (s->tgid == 0) {
+			s->tgid = bpf_get_current_pid_tgid() >> 32;
+			if (s->cgroup_id == 0)
+				s->cgroup_id = socket_cgroup(sk, 1);
+		}
+		/* Only UDP needs the time of the last event (user space ages idle UDP sockets
+		 * out); TCP has a close event, so its sends skip the clock read. */
+		if (key.protocol == IPPROTO_UDP)
+			s->last_ns = bpf_ktime_get_ns();
+		return;
+	}
+	__u64 now = bpf_ktime_get_ns();
+	struct conn_stats fresh = {};
+	fresh.cgroup_id = socket_cgroup(sk, 1);
+	fresh.tgid = bpf_get_current_pid_tgid() >> 32;
+	fresh.start_ns = now;
+	fresh.last_ns = now;
+	/* UDP has no handshake: a socket that sends first is the client, one that receives
+	 * first serves. A TCP connection first seen here was open before the probes. */
+	if (key.protocol == IPPROTO_UDP)
+		fresh.direction = sent ? DIR_OUTBOUND : DIR_INBOUND;
+	if (sent) {
+		fresh.bytes_sent = ret;
+		fresh.sends = 1;
+	} else {
+		fresh.bytes_received = ret;
+		fresh.recvs = 1;
+	}
+	if (key.protocol == IPPROTO_TCP && sk->__sk_common.skc_state == TCP_CLOSE) {
+		/* The socket closed already (data read after the peer's FIN, say): the bytes
+		 * still count, as a record of their own that is not a connection. */
+		struct closed_conn *rec = scratch_record();
+		if (!rec)
+			return;
+		rec->key = key;
+		rec->stats = fresh;
+		rec->stats.flags = FLAG_LATE;
+		append_closed(rec);
+		return;
+	}
+	if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST) == 0)
+		return;
+	/* Another CPU made the entry first, or the table is full. */
+	s = bpf_map_lookup_elem(&conns, &key);
+	if (!s) {
+		count(TM_TABLE_FULL);
+		return;
+	}
+	add_bytes(s, ret, sent);
+}
+
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
+{
+	if (ret <= 0)
+		return 0;
+	account(sk, ret, 1);
+	return 0;
+}
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	/* A peek leaves the data for the read that counts it. */
+	if (ret <= 0 || (flags & MSG_PEEK))
+		return 0;
+	account(sk, ret, 0);
+	return 0;
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
+{
+	struct conn_key key = {};
+
+	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
+		return 0;
+	if (!sk) {
+		count(TM_NO_SOCKET);
+		return 0;
+	}
+	if (read_key(sk, &key) || key.protocol != IPPROTO_TCP)
+		return 0;
+	__u64 now = bpf_ktime_get_ns();
+
+	if (newstate == TCP_ESTABLISHED) {
+		struct conn_stats fresh = {};
+		if (oldstate == TCP_SYN_SENT) {
+			fresh.direction = DIR_OUTBOUND;
+			fresh.flags = FLAG_CONNECTED;
+		} else if (oldstate == TCP_SYN_RECV) {
+			fresh.direction = DIR_INBOUND;
+			fresh.flags = FLAG_CONNECTED;
+		}
+		/* Often in softirq context: the socket knows its cgroup, the current task may not
+		 * be its owner, so the tgid waits for the first send or receive. */
+		fresh.cgroup_id = socket_cgroup(sk, 0);
+		fresh.start_ns = now;
+		fresh.last_ns = now;
+		if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST) == 0)
+			return 0;
+		struct conn_stats *s = bpf_map_lookup_elem(&conns, &key);
+		if (!s) {
+			count(TM_TABLE_FULL);
+			return 0;
+		}
+		/* Bytes came first (a send racing the state change on another CPU). */
+		s->direction = fresh.direction;
+		s->flags |= fresh.flags;
+		return 0;
+	}
+
+	/* newstate == TCP_CLOSE: the final record moves into the batch. */
+	struct closed_conn *rec = scratch_record();
+	if (!rec)
+		return 0;
+	struct conn_stats *s = bpf_map_lookup_elem(&conns, &key);
+	if (s) {
+		rec->key = key;
+		rec->stats = *s;
+		bpf_map_delete_elem(&conns, &key);
+	} else if (oldstate == TCP_SYN_SENT) {
+		__builtin_memset(&rec->stats, 0, sizeof(rec->stats));
+		rec->key = key;
+		rec->stats.direction = DIR_OUTBOUND;
+		rec->stats.flags = FLAG_CONNECT_FAILED;
+		rec->stats.cgroup_id = socket_cgroup(sk, 0);
+		rec->stats.start_ns = now;
+	} else {
+		return 0;
+	}
+	rec->stats.last_ns = now;
+	rec->stats.srtt_us = BPF_CORE_READ((struct tcp_sock *)sk, srtt_us) >> 3;
+	append_closed(rec);
+	return 0;
+}
+
+SEC("tp_btf/tcp_retransmit_skb")
+int BPF_PROG(tcp_retransmit_skb, struct sock *sk)
+{
+	struct conn_key key = {};
+	if (!sk) {
+		count(TM_NO_SOCKET);
+		return 0;
+	}
+	if (read_key(sk, &key))
+		return 0;
+	struct conn_stats *s = bpf_map_lookup_elem(&conns, &key);
+	if (s)
+		__sync_fetch_and_add(&s->retransmits, 1);
+	return 0;
+}

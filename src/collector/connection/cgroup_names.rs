@@ -1,0 +1,124 @@
+//! Names for the cgroup ids the probes report. For now the cgroup's path in the v2
+//! hierarchy (`id` label); the container inventory can plug in container, pod and namespace
+//! through [`CgroupNames`].
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The labels a connection's cgroup gives its series; empty strings when unknown.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerLabels {
+    /// The cgroup path, as cAdvisor's `id`.
+    pub id: String,
+    pub container: String,
+    pub pod: String,
+    pub namespace: String,
+}
+
+/// Resolves a cgroup v2 id (the inode of its directory) to labels.
+pub trait CgroupNames: Send + Sync {
+    fn labels(&self, cgroup_id: u64) -> ContainerLabels;
+}
+
+/// How often an unknown id may trigger a new walk of the hierarchy.
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
+
+/// Walks the cgroup v2 hierarchy and caches inode → path; an unknown id triggers a new walk,
+/// at most every [`RESCAN_EVERY`].
+pub struct CgroupPaths {
+    root: PathBuf,
+    cache: Mutex<Cache>,
+}
+
+#[derive(Default)]
+struct Cache {
+    paths: HashMap<u64, String>,
+    scanned: Option<Instant>,
+}
+
+impl CgroupPaths {
+    /// The v2 hierarchy under `sysfs`: `fs/cgroup` on a unified host, `fs/cgroup/unified` on
+    /// a hybrid one.
+    pub fn new(sysfs: &Path) -> Self {
+        let cgroup = sysfs.join("fs/cgroup");
+        let root = if cgroup.join("cgroup.controllers").exists() {
+            cgroup
+        } else {
+            cgroup.join("unified")
+        };
+        Self::at(root)
+    }
+
+    pub fn at(root: PathBuf) -> Self {
+        Self {
+            root,
+            cache: Mutex::default(),
+        }
+    }
+
+    fn scan(&self) -> HashMap<u64, String> {
+        let mut paths = HashMap::new();
+        let mut stack = vec![(self.root.clone(), String::from("/"))];
+        while let Some((dir, name)) = stack.pop() {
+            let Ok(meta) = std::fs::metadata(&dir) else { continue };
+            paths.insert(meta.ino(), name.clone());
+            let Ok(entries) = std::fs::read_dir(&dir) else { continue };
+            for entry in entries.flatten() {
+                if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    let child = entry.file_name().to_string_lossy().into_owned();
+                    let child_name = if name == "/" {
+                        format!("/{child}")
+                    } else {
+                        format!("{name}/{child}")
+                    };
+                    stack.push((entry.path(), child_name));
+                }
+            }
+        }
+        paths
+    }
+
+    /// The path of a cgroup id, or `None` when the hierarchy does not have it.
+    pub fn path(&self, cgroup_id: u64) -> Option<String> {
+        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(path) = cache.paths.get(&cgroup_id) {
+            return Some(path.clone());
+        }
+        if cache.scanned.is_some_and(|at| at.elapsed() < RESCAN_EVERY) {
+            return None;
+        }
+        cache.paths = self.scan();
+        cache.scanned = Some(Instant::now());
+        cache.paths.get(&cgroup_id).cloned()
+    }
+}
+
+impl CgroupNames for CgroupPaths {
+    fn labels(&self, cgroup_id: u64) -> ContainerLabels {
+        ContainerLabels {
+            id: self.path(cgroup_id).unwrap_or_default(),
+            ..ContainerLabels::default()
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_the_inodes_of_cgroup_directories() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        std::fs::create_dir_all(root.join("system.slice/docker-1.scope")).expect("mkdir");
+        let paths = CgroupPaths::at(root.clone());
+        let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
+        assert_eq!(paths.path(ino(&root)).as_deref(), Some("/"));
+        let scope = root.join("system.slice/docker-1.scope");
+        assert_eq!(paths.path(ino(&scope)).as_deref(), Some("/system.slice/docker-1.scope"));
+        assert_eq!(paths.labels(u64::MAX), ContainerLabels::default());
+    }
+}

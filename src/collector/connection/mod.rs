@@ -1,0 +1,398 @@
+//! The `connection` collector: per-container TCP and UDP connection metrics taken in the
+//! kernel by the probes in `ebpf-probes/`.
+//!
+//! Each scrape (1) takes the full batches the ring buffer announced, (2) drains every CPU's
+//! partial batch (`BatchReader::read_all`), (3) reads the live table, and (4) turns totals of
+//! closed connections plus values of live ones into series. When the probes cannot load
+//! (no privileges, no BTF, missing tracepoints) every collection fails with the reason, and
+//! the rest of sonde is unaffected.
+
+pub mod cgroup_names;
+pub mod series;
+pub mod tracker;
+
+use std::ops::RangeInclusive;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use futures::future::BoxFuture;
+use prometheus::proto::MetricFamily;
+
+use self::cgroup_names::{CgroupNames, CgroupPaths};
+use self::series::{LabelPolicy, RemoteMode};
+use self::tracker::Tracker;
+use super::{CollectError, Collector, ScrapeContext};
+use crate::config::Config;
+use crate::ebpf::batch::{BatchReader, STALE_AFTER};
+use crate::ebpf::conn::{
+    Batch, ClosedConn, ConnKey, ConnStats, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
+};
+use crate::ebpf::loader::{self, MapBatches};
+use crate::ebpf::table;
+use crate::family::{self, Family, FamilyBuilder};
+
+/// How often full batches are taken from the ring buffer between scrapes.
+const RING_DRAIN_EVERY: Duration = Duration::from_millis(100);
+
+/// A UDP socket's entry idle this long is taken as closed (UDP has no close event).
+const UDP_IDLE: Duration = Duration::from_secs(120);
+
+/// The collector's settings (`--connection.*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectionConfig {
+    pub max_live: u32,
+    pub ephemeral_ports: RangeInclusive<u16>,
+    pub remote: RemoteMode,
+    pub max_series: usize,
+}
+
+impl Default for ConnectionConfig {
+    fn default() -> Self {
+        Self {
+            max_live: 65_536,
+            ephemeral_ports: 32768..=60999,
+            remote: RemoteMode::Ip,
+            max_series: 10_000,
+        }
+    }
+}
+
+pub struct ConnectionCollector {
+    inner: Arc<Lazy>,
+}
+
+/// The probes load at the first collection (which sonde runs right after it starts
+/// listening), so a start that fails earlier, on a bad flag or a taken port, loads nothing.
+struct Lazy {
+    config: ConnectionConfig,
+    names: Arc<dyn CgroupNames>,
+    engine: OnceLock<Result<Arc<Engine>, String>>,
+}
+
+impl Lazy {
+    fn engine(&self) -> Result<Arc<Engine>, String> {
+        self.engine
+            .get_or_init(|| {
+                let engine = Engine::load(&self.config, self.names.clone()).map(Arc::new);
+                if let Ok(engine) = &engine {
+                    Engine::spawn_ring_drain(engine);
+                }
+                engine.map_err(|e| {
+                    tracing::warn!(collector = "connection", reason = %e, "eBPF probes not loaded; the connection collector will report failure");
+                    e.to_string()
+                })
+            })
+            .clone()
+    }
+}
+
+/// The loaded probes and everything user space keeps about them.
+struct Engine {
+    reader: BatchReader<MapBatches>,
+    state: Mutex<State>,
+    names: Arc<dyn CgroupNames>,
+    /// Keeps the programs attached for the collector's life.
+    _ebpf: Mutex<aya::Ebpf>,
+}
+
+struct State {
+    tracker: Tracker,
+    ring: RingBuf<MapData>,
+    conns: BpfHashMap<MapData, ConnKey, ConnStats>,
+    telemetry: PerCpuArray<MapData, u64>,
+    /// Ring buffer items too short to be a batch.
+    malformed: u64,
+}
+
+impl ConnectionCollector {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            inner: Arc::new(Lazy {
+                config: config.connection.clone(),
+                names: Arc::new(CgroupPaths::new(&config.paths.sysfs)),
+                engine: OnceLock::new(),
+            }),
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of the probes' timestamps.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid, writable timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+impl Engine {
+    fn load(config: &ConnectionConfig, names: Arc<dyn CgroupNames>) -> Result<Self, loader::LoadError> {
+        let probes = loader::load(config.max_live)?;
+        tracing::info!(
+            collector = "connection",
+            attached = probes.attached.join(","),
+            lacking = probes.missing.join("; "),
+            cpus = probes.cpus.len(),
+            "eBPF probes attached"
+        );
+        let policy = LabelPolicy {
+            ephemeral_ports: config.ephemeral_ports.clone(),
+            remote: config.remote,
+            max_series: config.max_series,
+        };
+        let reader = BatchReader::new(MapBatches(probes.batches), &probes.cpus, STALE_AFTER)
+            .map_err(|e| loader::LoadError::Load(e.to_string()))?;
+        Ok(Self {
+            reader,
+            state: Mutex::new(State {
+                tracker: Tracker::new(policy),
+                ring: probes.ring,
+                conns: probes.conns,
+                telemetry: probes.telemetry,
+                malformed: 0,
+            }),
+            names,
+            _ebpf: Mutex::new(probes.ebpf),
+        })
+    }
+
+    /// Takes every full batch the ring buffer holds into the tracker. Runs at each scrape
+    /// and, between scrapes, every [`RING_DRAIN_EVERY`] on a thread of its own: the ring
+    /// buffer must not fill up while nobody scrapes.
+    fn drain_ring(&self, state: &mut State) {
+        let mut closed: Vec<ClosedConn> = Vec::new();
+        while let Some(item) = state.ring.next() {
+            let consumed = Batch::from_bytes(&item).map(|batch| {
+                self.reader
+                    .consume_full(&batch, |_, records| closed.extend_from_slice(records))
+            });
+            if !matches!(consumed, Some(Ok(()))) {
+                state.malformed += 1;
+            }
+        }
+        for record in &closed {
+            state.tracker.closed(record);
+        }
+    }
+
+    /// Drains the ring buffer every [`RING_DRAIN_EVERY`] until the engine is dropped.
+    fn spawn_ring_drain(engine: &Arc<Engine>) {
+        let weak = Arc::downgrade(engine);
+        let spawned = std::thread::Builder::new().name("sonde-ring".into()).spawn(move || {
+            loop {
+                std::thread::sleep(RING_DRAIN_EVERY);
+                let Some(engine) = weak.upgrade() else { return };
+                let mut state = lock(&engine.state);
+                engine.drain_ring(&mut state);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the ring buffer drain; full batches are taken at scrapes only");
+        }
+    }
+
+    /// One scrape's worth of work; blocking (map syscalls, the drain's worker threads).
+    fn collect(&self) -> Result<Vec<MetricFamily>, CollectError> {
+        let mut state = lock(&self.state);
+        let state = &mut *state;
+
+        // (1) Full batches announced since the last drain.
+        self.drain_ring(state);
+        // (2) Every CPU's partial batch.
+        let started = Instant::now();
+        let partial = Mutex::new(Vec::new());
+        let drained = self
+            .reader
+            .read_all(|_, records| lock(&partial).extend_from_slice(records));
+        let read_all_duration = started.elapsed();
+        for record in partial.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            state.tracker.closed(&record);
+        }
+        drained.map_err(|e| CollectError::Failed(e.to_string()))?;
+
+        // (3) The live table; idle UDP entries leave it as if closed.
+        let now_ns = monotonic_ns();
+        let mut live = Vec::with_capacity(state.tracker.live_len() + 1024);
+        table::read_all_entries(&state.conns, &mut live)
+            .map_err(|e| CollectError::Failed(format!("reading the live-connection table: {e}")))?;
+        let idle = |(key, stats): &(ConnKey, ConnStats)| {
+            key.protocol == IPPROTO_UDP && now_ns.saturating_sub(stats.last_ns) > UDP_IDLE.as_nanos() as u64
+        };
+        let idle_udp: Vec<(ConnKey, ConnStats)> = live.iter().filter(|e| idle(e)).copied().collect();
+        if !idle_udp.is_empty() {
+            live.retain(|e| !idle(e));
+        }
+        for (key, stats) in idle_udp {
+            if state.conns.remove(&key).is_ok() {
+                state.tracker.closed(&ClosedConn { key, pad: 0, stats });
+            } else {
+                live.push((key, stats));
+            }
+        }
+        let live_entries = live.len();
+        let read_live_done = Instant::now();
+        state.tracker.live_snapshot(live, Instant::now());
+        let tracked = Instant::now();
+
+        // (4) Families.
+        let mut families = self.series_families(&state.tracker);
+        families.extend(self.self_families(state, read_all_duration, live_entries));
+        tracing::debug!(
+            collector = "connection",
+            read_all_us = read_all_duration.as_micros() as u64,
+            read_live_us = read_live_done.duration_since(started).as_micros() as u64,
+            track_us = tracked.duration_since(read_live_done).as_micros() as u64,
+            families_us = tracked.elapsed().as_micros() as u64,
+            live_entries,
+            "connection scrape phases"
+        );
+        Ok(families)
+    }
+
+    fn series_families(&self, tracker: &Tracker) -> Vec<MetricFamily> {
+        let mut connects = FamilyBuilder::counter(
+            "sonde_tcp_connects_total",
+            "TCP connections established (connect or accept) while sonde ran",
+        );
+        let mut failures = FamilyBuilder::counter(
+            "sonde_tcp_connect_failures_total",
+            "TCP connects that failed (SYN_SENT to CLOSE)",
+        );
+        let mut active = FamilyBuilder::gauge("sonde_tcp_active_connections", "TCP connections in the live table now");
+        let mut tcp_sent = FamilyBuilder::counter("sonde_tcp_bytes_sent_total", "Bytes sent on TCP connections");
+        let mut tcp_received =
+            FamilyBuilder::counter("sonde_tcp_bytes_received_total", "Bytes received on TCP connections");
+        let mut retransmits = FamilyBuilder::counter("sonde_tcp_retransmits_total", "TCP segments retransmitted");
+        let mut rtt = FamilyBuilder::histogram("sonde_tcp_rtt_seconds", "Smoothed RTT of TCP connections at close");
+        let mut udp_sent = FamilyBuilder::counter("sonde_udp_bytes_sent_total", "Bytes sent on UDP sockets");
+        let mut udp_received =
+            FamilyBuilder::counter("sonde_udp_bytes_received_total", "Bytes received on UDP sockets");
+        let mut names = std::collections::HashMap::new();
+        for view in tracker.view() {
+            let key = view.key;
+            let who = names.entry(key.cgroup_id).or_insert_with(|| {
+                if key.cgroup_id == 0 {
+                    Default::default()
+                } else {
+                    self.names.labels(key.cgroup_id)
+                }
+            });
+            let port = key.port.map(|p| p.to_string()).unwrap_or_default();
+            let labels = [
+                ("id", who.id.as_str()),
+                ("container", who.container.as_str()),
+                ("pod", who.pod.as_str()),
+                ("namespace", who.namespace.as_str()),
+                ("direction", key.direction.map_or("", |d| d.label())),
+                ("port", port.as_str()),
+                ("remote", key.remote.as_str()),
+            ];
+            let c = view.counters;
+            match key.protocol {
+                IPPROTO_TCP => {
+                    connects.sample(&labels, c.connects as f64);
+                    failures.sample(&labels, c.connect_failures as f64);
+                    active.sample(&labels, view.active as f64);
+                    tcp_sent.sample(&labels, c.bytes_sent as f64);
+                    tcp_received.sample(&labels, c.bytes_received as f64);
+                    retransmits.sample(&labels, c.retransmits as f64);
+                    if let Some(h) = view.rtt {
+                        rtt.histogram_sample(&labels, &h.cumulative(), h.sum, h.count);
+                    }
+                }
+                IPPROTO_UDP => {
+                    udp_sent.sample(&labels, c.bytes_sent as f64);
+                    udp_received.sample(&labels, c.bytes_received as f64);
+                }
+                _ => {}
+            }
+        }
+        [
+            connects,
+            failures,
+            active,
+            tcp_sent,
+            tcp_received,
+            retransmits,
+            rtt,
+            udp_sent,
+            udp_received,
+        ]
+        .into_iter()
+        .filter_map(FamilyBuilder::build)
+        .collect()
+    }
+
+    fn self_families(&self, state: &State, read_all: Duration, live_entries: usize) -> Vec<MetricFamily> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let kernel: Vec<u64> = (0..TELEMETRY_REASONS.len() as u32)
+            .map(|i| state.telemetry.get(&i, 0).map_or(0, |per_cpu| per_cpu.iter().sum()))
+            .collect();
+        let mut lost = FamilyBuilder::counter(
+            "sonde_ebpf_events_lost_total",
+            "Connection events the probes or sonde could not count, by reason",
+        );
+        let mut events = FamilyBuilder::counter(
+            "sonde_ebpf_events_total",
+            "Kernel-side events worth knowing that lose nothing, by event",
+        );
+        for (i, reason) in TELEMETRY_REASONS.iter().enumerate() {
+            let value = kernel.get(i).copied().unwrap_or(0) as f64;
+            if TELEMETRY_IS_LOSS[i] {
+                lost.sample(&[("reason", reason)], value);
+            } else {
+                events.sample(&[("event", reason)], value);
+            }
+        }
+        let counters = &self.reader.counters;
+        lost.sample(&[("reason", "batch_overwritten")], counters.lost.load(Relaxed) as f64);
+        lost.sample(&[("reason", "malformed_batch")], state.malformed as f64);
+        let batches = FamilyBuilder::counter(
+            "sonde_ebpf_batches_read_total",
+            "Batches of closed connections read: partial (from the map at scrape time) or full (announced)",
+        )
+        .with_sample(&[("path", "partial")], counters.partial.load(Relaxed) as f64)
+        .with_sample(&[("path", "full")], counters.full.load(Relaxed) as f64);
+        let duration = FamilyBuilder::gauge(
+            "sonde_ebpf_read_all_duration_seconds",
+            "How long this scrape's drain of every CPU's batch took",
+        )
+        .with_sample(&[], read_all.as_secs_f64());
+        let folded = FamilyBuilder::counter(
+            "sonde_connection_series_folded_total",
+            "Connections counted in the remote=\"overflow\" series because of --connection.max-series",
+        )
+        .with_sample(&[], state.tracker.folded as f64);
+        let live = FamilyBuilder::gauge(
+            "sonde_connection_live_entries",
+            "Entries in the probes' live-connection table at this scrape",
+        )
+        .with_sample(&[], live_entries as f64);
+        [lost, events, batches, duration, folded, live]
+            .into_iter()
+            .filter_map(FamilyBuilder::build)
+            .collect()
+    }
+}
+
+impl Collector for ConnectionCollector {
+    fn name(&self) -> &'static str {
+        "connection"
+    }
+
+    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || inner.engine().map_err(CollectError::Failed)?.collect())
+                .await
+                .map_err(|e| CollectError::Failed(format!("the drain stopped: {e}")))?
+                .map(family::shared)
+        })
+    }
+}

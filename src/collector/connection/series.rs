@@ -1,0 +1,226 @@
+//! What a connection is counted under: the series key and the label policy (server port,
+//! remote address, cap on series).
+
+use std::net::IpAddr;
+use std::ops::RangeInclusive;
+
+use crate::ebpf::conn::{ConnKey, ConnStats, DIR_INBOUND, DIR_OUTBOUND};
+
+/// How the remote address becomes the `remote` label (`--connection.remote-address`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteMode {
+    /// The address itself.
+    Ip,
+    /// The network of the address with this many leading bits (IPv4; IPv6 uses the same
+    /// count of bits out of 128).
+    Prefix(u8),
+    /// No `remote` label value (empty).
+    None,
+}
+
+impl std::str::FromStr for RemoteMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "ip" => Ok(Self::Ip),
+            "none" => Ok(Self::None),
+            _ => {
+                let bits = s
+                    .strip_prefix("prefix:")
+                    .ok_or_else(|| "expected ip, prefix:<N> or none".to_owned())?;
+                let bits: u8 = bits.parse().map_err(|_| format!("{bits:?} is not a prefix length"))?;
+                if bits > 128 {
+                    return Err("a prefix length is at most 128".into());
+                }
+                Ok(Self::Prefix(bits))
+            }
+        }
+    }
+}
+
+/// Parses `LOW-HIGH` (`--connection.ephemeral-port-range`).
+pub fn parse_port_range(s: &str) -> Result<RangeInclusive<u16>, String> {
+    let (low, high) = s
+        .split_once('-')
+        .ok_or_else(|| "expected LOW-HIGH, e.g. 32768-60999".to_owned())?;
+    let low: u16 = low.trim().parse().map_err(|_| format!("{low:?} is not a port"))?;
+    let high: u16 = high.trim().parse().map_err(|_| format!("{high:?} is not a port"))?;
+    if low > high {
+        return Err("the low port is above the high one".into());
+    }
+    Ok(low..=high)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+impl Direction {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Outbound => "outbound",
+            Self::Inbound => "inbound",
+        }
+    }
+}
+
+/// One series of the connection families.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SeriesKey {
+    pub protocol: u8,
+    /// The cgroup (v2) id; 0 when unknown or folded.
+    pub cgroup_id: u64,
+    /// `None` only for the overflow series.
+    pub direction: Option<Direction>,
+    /// The server side's port; `None` when ephemeral (or folded).
+    pub port: Option<u16>,
+    pub remote: String,
+}
+
+impl SeriesKey {
+    /// The one series that connections beyond the cap fold into, per protocol.
+    pub fn overflow(protocol: u8) -> Self {
+        Self {
+            protocol,
+            cgroup_id: 0,
+            direction: None,
+            port: None,
+            remote: "overflow".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LabelPolicy {
+    pub ephemeral_ports: RangeInclusive<u16>,
+    pub remote: RemoteMode,
+    pub max_series: usize,
+}
+
+impl LabelPolicy {
+    /// The series a connection belongs to, before the cap.
+    pub fn series(&self, key: &ConnKey, stats: &ConnStats) -> SeriesKey {
+        let direction = match stats.direction {
+            DIR_OUTBOUND => Direction::Outbound,
+            DIR_INBOUND => Direction::Inbound,
+            _ => self.guess_direction(key.sport, key.dport),
+        };
+        let server_port = match direction {
+            Direction::Outbound => key.dport,
+            Direction::Inbound => key.sport,
+        };
+        SeriesKey {
+            protocol: key.protocol,
+            cgroup_id: stats.cgroup_id,
+            direction: Some(direction),
+            port: (!self.ephemeral_ports.contains(&server_port)).then_some(server_port),
+            remote: key.remote_addr().map(|a| self.remote_label(a)).unwrap_or_default(),
+        }
+    }
+
+    /// For connections whose start the probes did not see (and UDP): the side on an
+    /// ephemeral port is the client; a socket without a peer serves.
+    fn guess_direction(&self, local: u16, remote: u16) -> Direction {
+        let ephemeral = |p: u16| self.ephemeral_ports.contains(&p);
+        if ephemeral(local) && !ephemeral(remote) && remote != 0 {
+            Direction::Outbound
+        } else if remote == 0 || (ephemeral(remote) && !ephemeral(local)) || local < remote {
+            Direction::Inbound
+        } else {
+            Direction::Outbound
+        }
+    }
+
+    fn remote_label(&self, addr: IpAddr) -> String {
+        if addr.is_unspecified() {
+            return String::new();
+        }
+        match self.remote {
+            RemoteMode::Ip => addr.to_string(),
+            RemoteMode::None => String::new(),
+            RemoteMode::Prefix(bits) => match addr {
+                IpAddr::V4(v4) => {
+                    let bits = bits.min(32);
+                    let mask = u32::MAX.checked_shl(32 - u32::from(bits)).unwrap_or(0);
+                    format!("{}/{bits}", std::net::Ipv4Addr::from(u32::from(v4) & mask))
+                }
+                IpAddr::V6(v6) => {
+                    let mask = u128::MAX.checked_shl(128 - u32::from(bits)).unwrap_or(0);
+                    format!("{}/{bits}", std::net::Ipv6Addr::from(u128::from(v6) & mask))
+                }
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ebpf::conn::{AF_INET, IPPROTO_TCP};
+
+    fn policy(remote: RemoteMode) -> LabelPolicy {
+        LabelPolicy {
+            ephemeral_ports: 32768..=60999,
+            remote,
+            max_series: 10,
+        }
+    }
+
+    fn key(sport: u16, dport: u16, daddr: [u8; 4]) -> ConnKey {
+        let mut key = ConnKey {
+            sport,
+            dport,
+            family: AF_INET,
+            protocol: IPPROTO_TCP,
+            ..ConnKey::default()
+        };
+        key.daddr[..4].copy_from_slice(&daddr);
+        key
+    }
+
+    #[test]
+    fn the_server_port_is_the_label_and_ephemeral_ports_never_are() {
+        let p = policy(RemoteMode::Ip);
+        let out = ConnStats {
+            direction: DIR_OUTBOUND,
+            ..ConnStats::default()
+        };
+        let s = p.series(&key(40000, 443, [10, 1, 2, 3]), &out);
+        assert_eq!(
+            (s.direction, s.port, s.remote.as_str()),
+            (Some(Direction::Outbound), Some(443), "10.1.2.3")
+        );
+        let s = p.series(&key(40000, 50000, [10, 1, 2, 3]), &out);
+        assert_eq!(s.port, None);
+        let inbound = ConnStats {
+            direction: DIR_INBOUND,
+            ..ConnStats::default()
+        };
+        assert_eq!(p.series(&key(8080, 41000, [10, 0, 0, 9]), &inbound).port, Some(8080));
+        // Unknown direction: guessed from which side is ephemeral.
+        let unknown = ConnStats::default();
+        let s = p.series(&key(45000, 5432, [10, 0, 0, 9]), &unknown);
+        assert_eq!((s.direction, s.port), (Some(Direction::Outbound), Some(5432)));
+        let s = p.series(&key(53, 0, [0, 0, 0, 0]), &unknown);
+        assert_eq!(
+            (s.direction, s.port, s.remote.as_str()),
+            (Some(Direction::Inbound), Some(53), "")
+        );
+    }
+
+    #[test]
+    fn remote_modes() {
+        let out = ConnStats::default();
+        let k = key(40000, 443, [10, 1, 2, 3]);
+        assert_eq!(policy(RemoteMode::Prefix(24)).series(&k, &out).remote, "10.1.2.0/24");
+        assert_eq!(policy(RemoteMode::Prefix(0)).series(&k, &out).remote, "0.0.0.0/0");
+        assert_eq!(policy(RemoteMode::None).series(&k, &out).remote, "");
+        assert_eq!("prefix:16".parse::<RemoteMode>(), Ok(RemoteMode::Prefix(16)));
+        assert!("prefix:200".parse::<RemoteMode>().is_err());
+        assert!("cidr".parse::<RemoteMode>().is_err());
+        assert_eq!(parse_port_range("1024-2048"), Ok(1024..=2048));
+        assert!(parse_port_range("9-1").is_err());
+    }
+}

@@ -1,0 +1,169 @@
+//! The records the probes share with user space (`ebpf-probes/conn.h`), byte for byte.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+/// Closed-connection records per batch (`BATCH_RECORDS`).
+pub const BATCH_RECORDS: usize = 4;
+/// Batch slots in each CPU's ring (`BATCH_SLOTS`).
+pub const BATCH_SLOTS: u32 = 4;
+/// Batch id of a record the kernel sent alone (`UNBATCHED_ID`).
+pub const UNBATCHED_ID: u64 = u64::MAX;
+
+pub const AF_INET: u16 = 2;
+pub const AF_INET6: u16 = 10;
+pub const IPPROTO_TCP: u8 = 6;
+pub const IPPROTO_UDP: u8 = 17;
+
+pub const FLAG_CONNECTED: u8 = 1;
+pub const FLAG_CONNECT_FAILED: u8 = 2;
+pub const FLAG_LATE: u8 = 4;
+
+pub const DIR_OUTBOUND: u8 = 1;
+pub const DIR_INBOUND: u8 = 2;
+
+/// The kernel's telemetry counters, by index, with the `reason` label each one gets.
+pub const TELEMETRY_REASONS: [&str; 5] = [
+    "no_socket",
+    "live_table_full",
+    "ring_buffer_full",
+    "unbatched_lost",
+    "nested_close",
+];
+/// Which telemetry counters are losses (the others are informational).
+pub const TELEMETRY_IS_LOSS: [bool; 5] = [true, true, false, true, false];
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    pub netns: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub family: u16,
+    pub protocol: u8,
+    pub pad: u8,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConnStats {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub sends: u64,
+    pub recvs: u64,
+    pub cgroup_id: u64,
+    pub start_ns: u64,
+    pub last_ns: u64,
+    pub tgid: u32,
+    pub retransmits: u32,
+    pub srtt_us: u32,
+    pub direction: u8,
+    pub flags: u8,
+    pub pad: u16,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClosedConn {
+    pub key: ConnKey,
+    pub pad: u32,
+    pub stats: ConnStats,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub id: u64,
+    pub len: u16,
+    pub cap: u16,
+    pub cpu: u32,
+    pub records: [ClosedConn; BATCH_RECORDS],
+}
+
+impl Batch {
+    /// The records from `from` up to the batch's length, clamped to what the batch can hold:
+    /// the length comes from the kernel, so it is not trusted to be in range.
+    pub fn records_from(&self, from: usize) -> &[ClosedConn] {
+        let len = usize::from(self.len).min(BATCH_RECORDS);
+        self.records.get(from.min(len)..len).unwrap_or_default()
+    }
+
+    pub fn is_full(&self) -> bool {
+        usize::from(self.len) >= BATCH_RECORDS
+    }
+
+    /// Reads a batch from the bytes the ring buffer delivered; `None` when too short.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Batch> {
+        if bytes.len() < std::mem::size_of::<Batch>() {
+            return None;
+        }
+        // SAFETY: the length is checked above, `Batch` is plain old data (every bit pattern
+        // is valid) and read_unaligned has no alignment requirement.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<Batch>()) })
+    }
+}
+
+// SAFETY: plain `repr(C)` structs of integers and arrays of them, with explicit padding
+// fields, so every bit pattern is a valid value; this is what aya's maps require.
+unsafe impl aya::Pod for ConnKey {}
+unsafe impl aya::Pod for ConnStats {}
+unsafe impl aya::Pod for Batch {}
+
+impl ConnKey {
+    fn addr(&self, bytes: &[u8; 16]) -> Option<IpAddr> {
+        match self.family {
+            AF_INET => Some(IpAddr::V4(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]))),
+            AF_INET6 => {
+                let v6 = Ipv6Addr::from(*bytes);
+                Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+            }
+            _ => None,
+        }
+    }
+
+    pub fn local_addr(&self) -> Option<IpAddr> {
+        self.addr(&self.saddr)
+    }
+
+    pub fn remote_addr(&self) -> Option<IpAddr> {
+        self.addr(&self.daddr)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts_match_the_c_header() {
+        // Sizes of the C structs as clang lays them out for -target bpf (see conn.h).
+        assert_eq!(std::mem::size_of::<ConnKey>(), 44);
+        assert_eq!(std::mem::size_of::<ConnStats>(), 72);
+        assert_eq!(std::mem::size_of::<ClosedConn>(), 120);
+        assert_eq!(std::mem::size_of::<Batch>(), 16 + 4 * 120);
+    }
+
+    #[test]
+    fn a_kernel_length_out_of_range_is_clamped() {
+        let batch = Batch {
+            len: 60_000,
+            ..Batch::default()
+        };
+        assert_eq!(batch.records_from(0).len(), BATCH_RECORDS);
+        assert!(batch.records_from(9).is_empty());
+        assert!(Batch::from_bytes(&[0; 10]).is_none());
+    }
+
+    #[test]
+    fn v4_mapped_addresses_read_as_v4() {
+        let mut key = ConnKey {
+            family: AF_INET6,
+            ..ConnKey::default()
+        };
+        key.daddr[10] = 0xff;
+        key.daddr[11] = 0xff;
+        key.daddr[12..].copy_from_slice(&[127, 0, 0, 1]);
+        assert_eq!(key.remote_addr(), Some(IpAddr::V4(Ipv4Addr::LOCALHOST)));
+    }
+}

@@ -1,0 +1,193 @@
+//! Loads the embedded probes with aya, attaches them, and hands out their maps.
+
+use std::path::Path;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::BtfTracePoint;
+use aya::{Btf, Ebpf, EbpfLoader};
+
+use super::batch::{BatchError, BatchSource};
+use super::conn::{BATCH_SLOTS, Batch, ConnKey, ConnStats};
+
+/// The compiled probes (`ebpf-probes/`, rebuilt and checked by `scripts/test`).
+static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/ebpf-probes/conn.bpf.o"));
+
+/// Program name → the tracepoint it attaches to, and whether sonde can work without it.
+const PROGRAMS: [(&str, &str, bool); 4] = [
+    ("sock_send_length", "sock/sock_send_length", true),
+    ("sock_recv_length", "sock/sock_recv_length", true),
+    ("inet_sock_set_state", "sock/inet_sock_set_state", true),
+    ("tcp_retransmit_skb", "tcp/tcp_retransmit_skb", false),
+];
+
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing), which the probes need (CO-RE)")]
+    NoBtf,
+    #[error("counting possible CPUs: {0}")]
+    Cpus(String),
+    #[error("loading the probes: {0} (needs CAP_BPF and CAP_PERFMON, or root)")]
+    Load(String),
+    #[error("the kernel lacks tracepoints the probes need: {0}")]
+    MissingTracepoints(String),
+    #[error("map {0} is missing from the probes' object")]
+    MissingMap(&'static str),
+    #[error("map {name}: {reason}")]
+    Map { name: &'static str, reason: String },
+}
+
+/// The loaded and attached probes. Dropping it detaches them.
+pub struct Probes {
+    pub ebpf: Ebpf,
+    pub conns: HashMap<MapData, ConnKey, ConnStats>,
+    pub batches: Array<MapData, Batch>,
+    pub ring: RingBuf<MapData>,
+    pub telemetry: PerCpuArray<MapData, u64>,
+    /// Possible CPU ids, each with a ring of batch slots.
+    pub cpus: Vec<u32>,
+    /// What was attached, and what the kernel lacked (optional programs only).
+    pub attached: Vec<&'static str>,
+    pub missing: Vec<String>,
+}
+
+/// The batch slots, read straight from the kernel's array map.
+pub struct MapBatches(pub Array<MapData, Batch>);
+
+impl BatchSource for MapBatches {
+    fn slot(&self, cpu: u32, slot: u32) -> Result<Batch, BatchError> {
+        let index = cpu * BATCH_SLOTS + slot;
+        self.0.get(&index, 0).map_err(|e| BatchError::Slot {
+            cpu,
+            slot,
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// Mounts tracefs at /sys/kernel/tracing when it is not there, so tracepoints can be listed;
+/// says why when it cannot. The BTF-typed raw tracepoints themselves attach without it.
+pub fn ensure_tracefs() -> Result<(), String> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    let target = std::ffi::CString::new(TRACEFS).map_err(|e| e.to_string())?;
+    let fstype = c"tracefs";
+    // SAFETY: every pointer is a valid NUL-terminated string that outlives the call.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    Err(match err.raw_os_error() {
+        Some(libc::EPERM) => format!("cannot mount tracefs at {TRACEFS}: {err} (needs CAP_SYS_ADMIN)"),
+        _ => format!("cannot mount tracefs at {TRACEFS}: {err}"),
+    })
+}
+
+/// Whether tracefs lists the tracepoint (`None` when tracefs is not there to ask).
+fn tracepoint_listed(tracepoint: &str) -> Option<bool> {
+    let events = Path::new(TRACEFS).join("events");
+    events.is_dir().then(|| events.join(tracepoint).is_dir())
+}
+
+/// Loads the probes with a live table of `max_live` entries and attaches every program.
+pub fn load(max_live: u32) -> Result<Probes, LoadError> {
+    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
+        return Err(LoadError::NoBtf);
+    }
+    let btf =
+        Btf::from_sys_fs().map_err(|e| LoadError::Load(format!("reading the kernel's BTF: {}", error_chain(&e))))?;
+    let tracefs = ensure_tracefs();
+    let nr_cpus = aya::util::nr_cpus().map_err(|(path, e)| LoadError::Cpus(format!("{path}: {e}")))?;
+    let nr_cpus = u32::try_from(nr_cpus).map_err(|e| LoadError::Cpus(e.to_string()))?;
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries("conns", max_live)
+        .map_max_entries("batches", nr_cpus * BATCH_SLOTS)
+        .load(PROBES)
+        .map_err(|e| LoadError::Load(error_chain(&e)))?;
+
+    let mut attached = Vec::new();
+    let mut missing = Vec::new();
+    let mut required_missing = Vec::new();
+    for (program, tracepoint, required) in PROGRAMS {
+        let name = tracepoint.rsplit('/').next().unwrap_or(tracepoint);
+        let outcome = (|| {
+            let prog: &mut BtfTracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| "not in the object".to_owned())?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
+            prog.load(name, &btf).map_err(|e| error_chain(&e))?;
+            prog.attach().map_err(|e| error_chain(&e))?;
+            Ok::<(), String>(())
+        })();
+        match outcome {
+            Ok(()) => attached.push(tracepoint),
+            Err(reason) => {
+                let reason = match tracepoint_listed(tracepoint) {
+                    Some(false) => format!("{tracepoint} (not in this kernel)"),
+                    _ => format!("{tracepoint} ({reason})"),
+                };
+                if required {
+                    required_missing.push(reason);
+                } else {
+                    missing.push(reason);
+                }
+            }
+        }
+    }
+    if !required_missing.is_empty() {
+        return Err(LoadError::MissingTracepoints(required_missing.join(", ")));
+    }
+    if let Err(reason) = tracefs {
+        missing.push(format!("tracefs ({reason}; tracepoints attached through BTF)"));
+    }
+
+    let conns = HashMap::try_from(take(&mut ebpf, "conns")?).map_err(|e| map_error("conns", e))?;
+    let batches = Array::try_from(take(&mut ebpf, "batches")?).map_err(|e| map_error("batches", e))?;
+    let ring = RingBuf::try_from(take(&mut ebpf, "full_batches")?).map_err(|e| map_error("full_batches", e))?;
+    let telemetry = PerCpuArray::try_from(take(&mut ebpf, "telemetry")?).map_err(|e| map_error("telemetry", e))?;
+    Ok(Probes {
+        ebpf,
+        conns,
+        batches,
+        ring,
+        telemetry,
+        cpus: (0..nr_cpus).collect(),
+        attached,
+        missing,
+    })
+}
+
+fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
+    ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
+}
+
+fn map_error(name: &'static str, e: aya::maps::MapError) -> LoadError {
+    LoadError::Map {
+        name,
+        reason: e.to_string(),
+    }
+}
+
+/// An error and its sources on one line: aya's top-level messages alone are vague.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

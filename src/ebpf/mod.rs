@@ -1,0 +1,6 @@
+//! The kernel side's user half: loading the probes, the per-CPU batch drain, the records.
+
+pub mod batch;
+pub mod conn;
+pub mod loader;
+pub mod table;

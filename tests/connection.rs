@@ -1,0 +1,719 @@
+//! The connection collector on this machine's real kernel: the probes loaded by the real
+//! binary, real TCP and UDP traffic over loopback or between network namespaces the test
+//! makes (198.18.0.0/15), exact byte counts. These tests need root; under CI=true a test
+//! that cannot run fails instead of skipping.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Whether the test may run: root, or (under CI) a failure.
+fn privileged() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "the connection tests need root (CAP_BPF, CAP_PERFMON, CAP_NET_ADMIN); CI must run them as root"
+    );
+    eprintln!("skipped: the connection tests need root");
+    false
+}
+
+/// sonde with the connection collector only, and every port a label: the tests' servers
+/// listen on kernel-chosen ports, which fall in the default ephemeral range.
+fn start_sonde(extra: &[&str]) -> Sonde {
+    let mut args = vec!["--no-collector.host", "--connection.ephemeral-port-range=1-1"];
+    args.extend_from_slice(extra);
+    let sonde = Sonde::start(&args);
+    let text = scrape(&sonde);
+    assert_eq!(
+        sample_value(&text, "sonde_collector_success{collector=\"connection\"}"),
+        Some(1.0),
+        "the probes did not load:\n{text}"
+    );
+    sonde
+}
+
+/// One scrape in Prometheus text, over a plain blocking HTTP/1.0 request.
+fn scrape(sonde: &Sonde) -> String {
+    scrape_addr(sonde.addr, "text/plain")
+}
+
+fn scrape_addr(addr: SocketAddr, accept: &str) -> String {
+    let mut stream = TcpStream::connect(addr).expect("connect to sonde");
+    write!(
+        stream,
+        "GET /metrics HTTP/1.0\r\nHost: sonde\r\nAccept: {accept}\r\n\r\n"
+    )
+    .expect("request");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(
+        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+        "{head}"
+    );
+    body.to_owned()
+}
+
+/// The sum of a family's samples whose labels include every pair of `filter`.
+fn sum(text: &str, name: &str, filter: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (sample_name, labels) = match series.split_once('{') {
+                Some((n, rest)) => (n, rest.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            if sample_name != name {
+                return None;
+            }
+            let pairs: Vec<(&str, &str)> = labels
+                .split("\",")
+                .filter_map(|p| p.split_once("=\""))
+                .map(|(k, v)| (k, v.trim_end_matches('"')))
+                .collect();
+            filter
+                .iter()
+                .all(|f| pairs.contains(f))
+                .then(|| value.parse::<f64>().ok())?
+        })
+        .sum()
+}
+
+/// The cgroup v2 path of this process: the `id` label its connections get.
+fn own_cgroup() -> String {
+    let text = std::fs::read_to_string("/proc/self/cgroup").expect("read /proc/self/cgroup");
+    text.lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .expect("a cgroup v2 line")
+        .to_owned()
+}
+
+/// Scrapes until `done` holds (or 10 s pass); on every scrape, `never` must hold too.
+fn scrape_until(sonde: &Sonde, done: impl Fn(&str) -> bool, never: impl Fn(&str) -> Option<String>) -> String {
+    let start = Instant::now();
+    loop {
+        let text = scrape(sonde);
+        if let Some(problem) = never(&text) {
+            panic!("{problem}\n{text}");
+        }
+        if done(&text) || start.elapsed() > Duration::from_secs(10) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and sched_setaffinity only
+    // touch that set, and pid 0 is the calling thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        let rc = libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+        assert_eq!(rc, 0, "pin to CPU {cpu}: {}", std::io::Error::last_os_error());
+    }
+}
+
+fn online_cpus() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Bytes the client of connection `i` sends (the first 4 carry `i`), and the server answers.
+fn sizes(i: u32) -> (usize, usize) {
+    (1_000 + 37 * i as usize, 700 + 53 * i as usize)
+}
+
+/// What a batch of connections exchanged, in total.
+#[derive(Debug, Default, Clone, Copy)]
+struct Exchanged {
+    client_sent: u64,
+    server_sent: u64,
+}
+
+/// Serves connections: reads the request (its first 4 bytes say which connection it is),
+/// answers with the agreed size, then either waits for the client to close or keeps the
+/// connection open (handing it to `kept`). Each connection gets its own thread, pinned in
+/// turn to each CPU when `pin` is set.
+fn serve(listener: TcpListener, n: u32, pin: bool, kept: Arc<Mutex<Vec<TcpStream>>>, keep: bool) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let cpus = online_cpus();
+        let handlers: Vec<JoinHandle<()>> = (0..n)
+            .map(|k| {
+                let (mut stream, _) = listener.accept().expect("accept");
+                let kept = kept.clone();
+                std::thread::spawn(move || {
+                    if pin {
+                        pin_to_cpu(k as usize % cpus);
+                    }
+                    let mut id = [0u8; 4];
+                    stream.read_exact(&mut id).expect("read id");
+                    let (request, answer) = sizes(u32::from_le_bytes(id));
+                    let mut rest = vec![0u8; request - 4];
+                    stream.read_exact(&mut rest).expect("read request");
+                    stream.write_all(&vec![b'a'; answer]).expect("answer");
+                    if keep {
+                        kept.lock().expect("kept").push(stream);
+                    } else {
+                        let mut end = Vec::new();
+                        stream.read_to_end(&mut end).expect("read to the end");
+                        assert!(end.is_empty());
+                    }
+                })
+            })
+            .collect();
+        for h in handlers {
+            h.join().expect("handler");
+        }
+    })
+}
+
+/// Makes `n` connections to `port` from `threads` client threads (pinned in turn to each
+/// CPU when `pin` is set); open ones are returned.
+fn clients(port: u16, n: u32, threads: u32, pin: bool, keep: bool) -> (Exchanged, Vec<TcpStream>) {
+    let cpus = online_cpus();
+    let handles: Vec<JoinHandle<Vec<TcpStream>>> = (0..threads)
+        .map(|t| {
+            std::thread::spawn(move || {
+                if pin {
+                    pin_to_cpu(t as usize % cpus);
+                }
+                let mut open = Vec::new();
+                for i in (t..n).step_by(threads as usize) {
+                    let (request, answer) = sizes(i);
+                    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+                    let mut payload = vec![b'q'; request];
+                    payload[..4].copy_from_slice(&i.to_le_bytes());
+                    stream.write_all(&payload).expect("send");
+                    let mut reply = vec![0u8; answer];
+                    stream.read_exact(&mut reply).expect("receive");
+                    if keep {
+                        open.push(stream);
+                    }
+                }
+                open
+            })
+        })
+        .collect();
+    let open = handles.into_iter().flat_map(|h| h.join().expect("client")).collect();
+    let exchanged = (0..n).fold(Exchanged::default(), |mut e, i| {
+        let (request, answer) = sizes(i);
+        e.client_sent += request as u64;
+        e.server_sent += answer as u64;
+        e
+    });
+    (exchanged, open)
+}
+
+/// Checks both sides of the connections to `port`: exact bytes each way, connections, and
+/// how many are still open. Every scrape on the way must stay at or under the truth.
+fn assert_exact_tcp(sonde: &Sonde, port: u16, n: u32, e: Exchanged, open: u32) {
+    let port = port.to_string();
+    let id = own_cgroup();
+    let side = |direction: &'static str| -> Vec<(&'static str, &str)> {
+        vec![
+            ("direction", direction),
+            ("port", port.as_str()),
+            ("id", id.as_str()),
+            ("remote", "127.0.0.1"),
+        ]
+    };
+    let (out, inb) = (side("outbound"), side("inbound"));
+    let expected = [
+        ("sonde_tcp_bytes_sent_total", &out, e.client_sent),
+        ("sonde_tcp_bytes_received_total", &out, e.server_sent),
+        ("sonde_tcp_bytes_sent_total", &inb, e.server_sent),
+        ("sonde_tcp_bytes_received_total", &inb, e.client_sent),
+        ("sonde_tcp_connects_total", &out, u64::from(n)),
+        ("sonde_tcp_connects_total", &inb, u64::from(n)),
+        ("sonde_tcp_active_connections", &out, u64::from(open)),
+        ("sonde_tcp_active_connections", &inb, u64::from(open)),
+    ];
+    let text = scrape_until(
+        sonde,
+        |text| expected.iter().all(|(name, f, v)| sum(text, name, f) == *v as f64),
+        |text| {
+            expected
+                .iter()
+                .filter(|(name, _, _)| name.ends_with("_total"))
+                .find(|(name, f, v)| sum(text, name, f) > *v as f64)
+                .map(|(name, f, v)| format!("{name}{f:?} = {} exceeds the truth {v}", sum(text, name, f)))
+        },
+    );
+    for (name, filter, value) in expected {
+        assert_eq!(sum(&text, name, filter), value as f64, "{name} {filter:?}\n{text}");
+    }
+    let closed = u64::from(n - open);
+    assert_eq!(sum(&text, "sonde_tcp_rtt_seconds_count", &out), closed as f64, "{text}");
+    assert_eq!(sum(&text, "sonde_tcp_connect_failures_total", &out), 0.0);
+}
+
+fn listener() -> (TcpListener, u16) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = listener.local_addr().expect("address").port();
+    (listener, port)
+}
+
+#[test]
+fn tcp_bytes_are_exact_for_100_closed_connections() {
+    if !privileged() {
+        return;
+    }
+    let sonde = start_sonde(&[]);
+    let (listener, port) = listener();
+    let kept = Arc::default();
+    let server = serve(listener, 100, false, Arc::clone(&kept), false);
+    let (exchanged, _) = clients(port, 100, 1, false, false);
+    server.join().expect("server");
+    assert_exact_tcp(&sonde, port, 100, exchanged, 0);
+}
+
+#[test]
+fn tcp_bytes_are_exact_for_100_connections_still_open() {
+    if !privileged() {
+        return;
+    }
+    let sonde = start_sonde(&[]);
+    let (listener, port) = listener();
+    let kept = Arc::default();
+    let server = serve(listener, 100, false, Arc::clone(&kept), true);
+    let (exchanged, open) = clients(port, 100, 1, false, true);
+    server.join().expect("server");
+    assert_eq!(open.len(), 100);
+    assert_exact_tcp(&sonde, port, 100, exchanged, 100);
+    // Closing them moves the same figures into the closed totals.
+    drop(open);
+    kept.lock().expect("kept").clear();
+    assert_exact_tcp(&sonde, port, 100, exchanged, 0);
+}
+
+#[test]
+fn tcp_bytes_are_exact_with_connections_split_across_every_cpu() {
+    if !privileged() {
+        return;
+    }
+    assert!(
+        online_cpus() >= 2,
+        "this test spreads connections over at least two CPUs"
+    );
+    let sonde = start_sonde(&[]);
+    let (listener, port) = listener();
+    let kept = Arc::default();
+    let server = serve(listener, 100, true, Arc::clone(&kept), false);
+    let (exchanged, _) = clients(port, 100, online_cpus() as u32, true, false);
+    server.join().expect("server");
+    assert_exact_tcp(&sonde, port, 100, exchanged, 0);
+}
+
+#[test]
+fn udp_bytes_are_exact_for_a_known_datagram_exchange() {
+    if !privileged() {
+        return;
+    }
+    let sonde = start_sonde(&[]);
+    let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let port = server.local_addr().expect("address").port();
+    let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    client.connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+    for s in [&server, &client] {
+        s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    }
+    let (mut requests, mut answers) = (0u64, 0u64);
+    let mut buf = vec![0u8; 65_536];
+    for i in 0..20usize {
+        let (request, answer) = (100 + 31 * i, 60 + 17 * i);
+        client.send(&vec![b'q'; request]).expect("send");
+        let (got, from) = server.recv_from(&mut buf).expect("server receives");
+        assert_eq!(got, request);
+        server.send_to(&vec![b'a'; answer], from).expect("answer");
+        assert_eq!(client.recv(&mut buf).expect("client receives"), answer);
+        requests += request as u64;
+        answers += answer as u64;
+    }
+    let port = port.to_string();
+    let id = own_cgroup();
+    let out = [("direction", "outbound"), ("port", port.as_str()), ("id", id.as_str())];
+    let inb = [("direction", "inbound"), ("port", port.as_str()), ("id", id.as_str())];
+    let expected = [
+        ("sonde_udp_bytes_sent_total", &out, requests),
+        ("sonde_udp_bytes_received_total", &out, answers),
+        ("sonde_udp_bytes_sent_total", &inb, answers),
+        ("sonde_udp_bytes_received_total", &inb, requests),
+    ];
+    let text = scrape_until(
+        &sonde,
+        |text| expected.iter().all(|(name, f, v)| sum(text, name, &f[..]) == *v as f64),
+        |_| None,
+    );
+    for (name, filter, value) in expected {
+        assert_eq!(sum(&text, name, &filter[..]), value as f64, "{name} {filter:?}\n{text}");
+    }
+}
+
+#[test]
+fn connects_to_a_closed_port_are_failures() {
+    if !privileged() {
+        return;
+    }
+    let sonde = start_sonde(&[]);
+    let (listener, port) = listener();
+    drop(listener);
+    for _ in 0..5 {
+        let err = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect_err("the port is closed");
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
+    }
+    let port = port.to_string();
+    let out = [("direction", "outbound"), ("port", port.as_str())];
+    let text = scrape_until(
+        &sonde,
+        |text| sum(text, "sonde_tcp_connect_failures_total", &out) == 5.0,
+        |_| None,
+    );
+    assert_eq!(sum(&text, "sonde_tcp_connect_failures_total", &out), 5.0, "{text}");
+    assert_eq!(sum(&text, "sonde_tcp_connects_total", &out), 0.0, "{text}");
+}
+
+/// Two network namespaces joined by a veth pair (198.18.0.1 and 198.18.0.2), removed on drop.
+struct NetnsPair {
+    names: [String; 2],
+}
+
+fn run(cmd: &[&str]) {
+    let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect("run a command");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NetnsPair {
+    fn new(tag: &str) -> Self {
+        require_tool("ip");
+        let pid = std::process::id();
+        let pair = Self {
+            names: [format!("sonde-{tag}-{pid}-a"), format!("sonde-{tag}-{pid}-b")],
+        };
+        let [a, b] = &pair.names;
+        let (va, vb) = (format!("sv{pid}a"), format!("sv{pid}b"));
+        run(&["ip", "netns", "add", a]);
+        run(&["ip", "netns", "add", b]);
+        run(&[
+            "ip", "link", "add", &va, "netns", a, "type", "veth", "peer", "name", &vb, "netns", b,
+        ]);
+        for (ns, dev, addr) in [(a, &va, "198.18.0.1/30"), (b, &vb, "198.18.0.2/30")] {
+            run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
+            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    /// Runs `f` on a thread that has entered namespace `index`.
+    fn spawn_in<T: Send + 'static>(&self, index: usize, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.names[index]);
+        std::thread::spawn(move || {
+            let file = std::fs::File::open(&path).expect("open the namespace");
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+            f()
+        })
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for ns in &self.names {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+#[test]
+fn a_lossy_link_yields_retransmits_and_bytes_stay_exact() {
+    if !privileged() {
+        return;
+    }
+    require_tool("iptables");
+    let sonde = start_sonde(&[]);
+    let pair = NetnsPair::new("rtx");
+    // One packet in ten reaching the server's namespace is dropped. (Not on the client's
+    // OUTPUT: TCP sees a local drop as a send that failed and sends again as new data.)
+    run(&[
+        "ip",
+        "netns",
+        "exec",
+        &pair.names[0],
+        "iptables",
+        "-A",
+        "INPUT",
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        "0.1",
+        "-j",
+        "DROP",
+    ]);
+    const BYTES: usize = 2 << 20;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = pair.spawn_in(0, move || {
+        let listener = TcpListener::bind((Ipv4Addr::new(198, 18, 0, 1), 0)).expect("bind");
+        tx.send(listener.local_addr().expect("address").port())
+            .expect("send port");
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).expect("read");
+        got.len()
+    });
+    let port = rx.recv().expect("port");
+    let client = pair.spawn_in(1, move || {
+        let addr = SocketAddr::from((Ipv4Addr::new(198, 18, 0, 1), port));
+        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(20)).expect("connect");
+        stream.write_all(&vec![b'x'; BYTES]).expect("send");
+    });
+    client.join().expect("client");
+    assert_eq!(server.join().expect("server"), BYTES);
+    let port = port.to_string();
+    let out = [
+        ("direction", "outbound"),
+        ("port", port.as_str()),
+        ("remote", "198.18.0.1"),
+    ];
+    let inb = [
+        ("direction", "inbound"),
+        ("port", port.as_str()),
+        ("remote", "198.18.0.2"),
+    ];
+    let text = scrape_until(
+        &sonde,
+        |text| {
+            sum(text, "sonde_tcp_bytes_sent_total", &out) == BYTES as f64
+                && sum(text, "sonde_tcp_bytes_received_total", &inb) == BYTES as f64
+                && sum(text, "sonde_tcp_retransmits_total", &out) > 0.0
+        },
+        |_| None,
+    );
+    assert_eq!(sum(&text, "sonde_tcp_bytes_sent_total", &out), BYTES as f64, "{text}");
+    assert_eq!(
+        sum(&text, "sonde_tcp_bytes_received_total", &inb),
+        BYTES as f64,
+        "{text}"
+    );
+    assert!(sum(&text, "sonde_tcp_retransmits_total", &out) > 0.0, "{text}");
+}
+
+#[test]
+fn churn_of_20000_connections_is_monotonic_exact_and_loses_nothing() {
+    if !privileged() {
+        return;
+    }
+    const N: u32 = 20_000;
+    let sonde = start_sonde(&[]);
+    let (listener, port) = listener();
+    let server = std::thread::spawn(move || {
+        for _ in 0..N {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = [0u8; 8];
+            stream.read_exact(&mut request).expect("request");
+            stream.write_all(&[b'a'; 5]).expect("answer");
+            let mut end = Vec::new();
+            stream.read_to_end(&mut end).expect("end");
+        }
+    });
+    let finished = Arc::new(AtomicBool::new(false));
+    let port_label = port.to_string();
+    let scraper = {
+        let finished = finished.clone();
+        let addr = sonde.addr;
+        let port_label = port_label.clone();
+        std::thread::spawn(move || {
+            let mut previous: std::collections::BTreeMap<String, f64> = Default::default();
+            let mut scrapes = 0;
+            while !finished.load(Ordering::SeqCst) {
+                let text = scrape_addr(addr, "text/plain");
+                for line in text.lines().filter(|l| !l.starts_with('#')) {
+                    let Some((series, value)) = line.rsplit_once(' ') else {
+                        continue;
+                    };
+                    let counter = series.starts_with("sonde_") && series.contains("_total");
+                    if !counter
+                        || !(series.contains(&format!("port=\"{port_label}\"")) || series.starts_with("sonde_ebpf"))
+                    {
+                        continue;
+                    }
+                    let value: f64 = value.parse().expect("a number");
+                    if let Some(&before) = previous.get(series) {
+                        assert!(value >= before, "{series} went from {before} to {value}");
+                    }
+                    previous.insert(series.to_owned(), value);
+                }
+                scrapes += 1;
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            scrapes
+        })
+    };
+    for _ in 0..N {
+        let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+        stream.write_all(&[b'q'; 8]).expect("send");
+        let mut answer = [0u8; 5];
+        stream.read_exact(&mut answer).expect("receive");
+    }
+    server.join().expect("server");
+    let out = [("direction", "outbound"), ("port", port_label.as_str())];
+    let inb = [("direction", "inbound"), ("port", port_label.as_str())];
+    let expected = [
+        ("sonde_tcp_connects_total", &out, N as f64),
+        ("sonde_tcp_connects_total", &inb, N as f64),
+        ("sonde_tcp_bytes_sent_total", &out, 8.0 * N as f64),
+        ("sonde_tcp_bytes_received_total", &out, 5.0 * N as f64),
+        ("sonde_tcp_bytes_sent_total", &inb, 5.0 * N as f64),
+        ("sonde_tcp_bytes_received_total", &inb, 8.0 * N as f64),
+        ("sonde_tcp_active_connections", &out, 0.0),
+        ("sonde_tcp_active_connections", &inb, 0.0),
+    ];
+    let text = scrape_until(
+        &sonde,
+        |text| expected.iter().all(|(name, f, v)| sum(text, name, &f[..]) == *v),
+        |_| None,
+    );
+    finished.store(true, Ordering::SeqCst);
+    let scrapes = scraper.join().expect("every scrape was monotonic");
+    assert!(scrapes > 1, "the scraper ran during the churn");
+    assert_eq!(sum(&text, "sonde_ebpf_events_lost_total", &[]), 0.0, "{text}");
+    for (name, filter, value) in expected {
+        assert_eq!(sum(&text, name, &filter[..]), value, "{name} {filter:?}\n{text}");
+    }
+}
+
+#[test]
+fn connection_families_pass_the_strict_parsers() {
+    if !privileged() {
+        return;
+    }
+    let sonde = start_sonde(&[]);
+    let (listener, port) = listener();
+    let server = serve(listener, 3, false, Arc::default(), false);
+    let _ = clients(port, 3, 1, false, false);
+    server.join().expect("server");
+    let port = port.to_string();
+    scrape_until(
+        &sonde,
+        |text| sum(text, "sonde_tcp_rtt_seconds_count", &[("port", port.as_str())]) == 6.0,
+        |_| None,
+    );
+    let text = scrape_addr(sonde.addr, OPENMETRICS_ACCEPT);
+    let families =
+        python_openmetrics_families(text.as_bytes()).unwrap_or_else(|e| panic!("strict parser refused:\n{e}\n{text}"));
+    for family in [
+        "sonde_tcp_rtt_seconds histogram",
+        "sonde_tcp_bytes_sent counter",
+        "sonde_tcp_active_connections gauge",
+    ] {
+        assert!(
+            families.iter().any(|f| f.starts_with(family)),
+            "{family} missing: {families:?}"
+        );
+    }
+    let (ok, complaints) = promtool_check_metrics(scrape(&sonde).as_bytes());
+    assert!(ok, "promtool: {complaints}");
+}
+
+#[test]
+fn without_privileges_only_the_connection_collector_fails() {
+    if !privileged() {
+        return;
+    }
+    let mut sonde = Sonde::start_as_user(&[], 65534);
+    let text = scrape(&sonde);
+    assert_eq!(
+        sample_value(&text, "sonde_collector_success{collector=\"connection\"}"),
+        Some(0.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample_value(&text, "sonde_collector_success{collector=\"host\"}"),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(sum(&text, "sonde_tcp_bytes_sent_total", &[]) == 0.0);
+    sonde.terminate();
+    let log: Vec<String> = sonde.log.try_iter().collect();
+    assert!(
+        log.iter()
+            .any(|l| l.contains("collector=connection") && l.contains("CAP_BPF")),
+        "the log says why: {log:?}"
+    );
+}
+
+#[test]
+fn ephemeral_server_ports_never_become_a_label() {
+    if !privileged() {
+        return;
+    }
+    // The default range: the test server's kernel-chosen port is in it.
+    let sonde = Sonde::start(&["--no-collector.host"]);
+    scrape(&sonde);
+    let (listener, port) = listener();
+    assert!((32768..=60999).contains(&port), "the kernel chose {port}");
+    let server = serve(listener, 5, false, Arc::default(), false);
+    let (exchanged, _) = clients(port, 5, 1, false, false);
+    server.join().expect("server");
+    let id = own_cgroup();
+    let out = [("direction", "outbound"), ("port", ""), ("id", id.as_str())];
+    let text = scrape_until(
+        &sonde,
+        |text| sum(text, "sonde_tcp_bytes_sent_total", &out) >= exchanged.client_sent as f64,
+        |_| None,
+    );
+    assert!(
+        sum(&text, "sonde_tcp_bytes_sent_total", &out) >= exchanged.client_sent as f64,
+        "{text}"
+    );
+    assert!(!text.contains(&format!("port=\"{port}\"")), "{text}");
+}
+
+#[test]
+fn series_beyond_the_cap_fold_into_the_overflow_series() {
+    if !privileged() {
+        return;
+    }
+    let sonde = start_sonde(&["--connection.max-series=2"]);
+    for _ in 0..3 {
+        let (listener, port) = listener();
+        let server = serve(listener, 2, false, Arc::default(), false);
+        let _ = clients(port, 2, 1, false, false);
+        server.join().expect("server");
+    }
+    let text = scrape_until(
+        &sonde,
+        |text| sum(text, "sonde_connection_series_folded_total", &[]) >= 4.0,
+        |_| None,
+    );
+    assert!(sum(&text, "sonde_connection_series_folded_total", &[]) >= 4.0, "{text}");
+    let overflow = [("remote", "overflow"), ("port", ""), ("direction", "")];
+    assert!(sum(&text, "sonde_tcp_bytes_sent_total", &overflow) > 0.0, "{text}");
+    let series = text
+        .lines()
+        .filter(|l| l.starts_with("sonde_tcp_bytes_sent_total{"))
+        .count();
+    // At most the two the cap allows (other traffic of the host may hold them) and the
+    // overflow one.
+    assert!(series <= 3, "more series than the cap allows:\n{text}");
+}
