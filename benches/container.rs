@@ -64,6 +64,7 @@ fn start(root: &Path, stats_window: &str, inventory_window: &str) -> Sonde {
         .arg(format!("--path.procfs={}", root.join("proc").display()))
         .arg(format!("--container.cache-validity={stats_window}"))
         .arg(format!("--container.inventory-validity={inventory_window}"))
+        .arg("--no-collector.connection") // its probes and tables are another benchmark's
         .arg("--log.level=error")
         .stdout(Stdio::null())
         .spawn()
