@@ -216,7 +216,36 @@ pub fn command() -> Command {
             )
             .action(ArgAction::Append)
             .value_delimiter(','),
-        )
+        );
+    for (flag_name, help) in [
+        (
+            "container.include-name",
+            "Report only containers whose name matches this regex",
+        ),
+        (
+            "container.exclude-name",
+            "Do not report containers whose name matches this regex",
+        ),
+        (
+            "container.include-image",
+            "Report only containers whose image matches this regex",
+        ),
+        (
+            "container.exclude-image",
+            "Do not report containers whose image matches this regex",
+        ),
+        (
+            "container.include-namespace",
+            "Report only containers whose namespace matches this regex",
+        ),
+        (
+            "container.exclude-namespace",
+            "Do not report containers whose namespace matches this regex",
+        ),
+    ] {
+        cmd = cmd.arg(flag(flag_name, "REGEX", help));
+    }
+    cmd = cmd
         .arg(
             flag(
                 "connection.max-live",
@@ -251,34 +280,6 @@ pub fn command() -> Command {
             .default_value("10000")
             .value_parser(clap::value_parser!(usize)),
         );
-    for (flag_name, help) in [
-        (
-            "container.include-name",
-            "Report only containers whose name matches this regex",
-        ),
-        (
-            "container.exclude-name",
-            "Do not report containers whose name matches this regex",
-        ),
-        (
-            "container.include-image",
-            "Report only containers whose image matches this regex",
-        ),
-        (
-            "container.exclude-image",
-            "Do not report containers whose image matches this regex",
-        ),
-        (
-            "container.include-namespace",
-            "Report only containers whose namespace matches this regex",
-        ),
-        (
-            "container.exclude-namespace",
-            "Do not report containers whose namespace matches this regex",
-        ),
-    ] {
-        cmd = cmd.arg(flag(flag_name, "REGEX", help));
-    }
     for spec in collector::builtin() {
         let on = format!("collector.{}", spec.name);
         let off = format!("no-collector.{}", spec.name);
