@@ -273,6 +273,29 @@ async fn cgroup_v2_host() {
     check_fake_host("v2").await;
 }
 
+#[tokio::test]
+async fn the_host_namespace_falls_back_to_sondes_own_when_init_is_out_of_reach() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fake_host(dir.path(), "v1");
+    let proc = dir.path().join("proc");
+    std::fs::rename(proc.join("1"), proc.join("self")).expect("rename");
+    let sysfs = format!("--path.sysfs={}", dir.path().join("sys").display());
+    let procfs = format!("--path.procfs={}", proc.display());
+    let sonde = Sonde::start(&[&sysfs, &procfs, "--no-collector.host", "--no-collector.connection"]);
+    let text = scrape(&sonde, None).await;
+    let rx = |id: &str| {
+        sample_value(
+            &text,
+            &format!(
+                "container_network_receive_bytes_total{}",
+                series(id, &[("interface", "eth0")])
+            ),
+        )
+    };
+    assert_eq!(rx(DOCKER), Some(123_456.0), "own namespace: reported");
+    assert_eq!(rx(SCOPE), None, "the host's namespace: not a container's network");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_scrapes_in_one_window_read_each_file_once() {
     const CONTAINERS: u64 = 20;

@@ -43,7 +43,7 @@ impl Inventory {
     /// Walks the hierarchy, names and filters what it finds, and reads limits in parallel.
     pub fn build(settings: &Settings, reader: &Reader) -> Inventory {
         let discovered = discovery::discover(settings.layout.discovery_root(), &settings.raw_prefixes);
-        let host_netns = netns(&settings.procfs, 1);
+        let host_netns = host_netns(&settings.procfs);
         let entries = discovered
             .into_par_iter()
             .filter_map(|cgroup| {
@@ -68,7 +68,7 @@ impl Inventory {
                     Kind::Container | Kind::Raw => paths
                         .procs(reader)
                         .and_then(|(_, first)| first)
-                        .filter(|pid| host_netns.is_some() && netns(&settings.procfs, *pid) != host_netns),
+                        .filter(|pid| host_netns.is_some() && netns(&settings.procfs, &pid.to_string()) != host_netns),
                 };
                 Some(Entry {
                     cgroup,
@@ -85,6 +85,13 @@ impl Inventory {
 }
 
 /// The network namespace of a process, as the `net:[inode]` link names it.
-fn netns(procfs: &Path, pid: u32) -> Option<PathBuf> {
-    std::fs::read_link(procfs.join(pid.to_string()).join("ns/net")).ok()
+fn netns(procfs: &Path, pid: &str) -> Option<PathBuf> {
+    std::fs::read_link(procfs.join(pid).join("ns/net")).ok()
+}
+
+/// The host's network namespace: init's, or where init's link is out of reach (sandboxes
+/// deny it even to root), sonde's own, which is the host's when it runs as a host process
+/// or with host networking.
+fn host_netns(procfs: &Path) -> Option<PathBuf> {
+    netns(procfs, "1").or_else(|| netns(procfs, "self"))
 }
