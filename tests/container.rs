@@ -66,18 +66,7 @@ fn fake_host(root: &Path, version: &str) {
 }
 
 fn series(id: &str, extra: &[(&str, &str)]) -> String {
-    let mut labels: Vec<(&str, &str)> = vec![
-        ("container", ""),
-        ("id", id),
-        ("image", ""),
-        ("name", ""),
-        ("namespace", ""),
-        ("pod", ""),
-    ];
-    labels.extend_from_slice(extra);
-    labels.sort_unstable();
-    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    format!("{{{}}}", inner.join(","))
+    container_labels(id, extra)
 }
 
 /// For every `container_*` family: the label key sets of its series.
