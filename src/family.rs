@@ -6,6 +6,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use bytes::Bytes;
+
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
 use crate::exposition::{EncodeError, Format, openmetrics};
@@ -111,25 +113,30 @@ pub fn label(name: &str, value: &str) -> LabelPair {
 #[derive(Debug)]
 pub struct Family {
     rendered: Option<RenderedFamily>,
+    /// The rendered sample lines, shared by every answer that carries them.
+    lines: Bytes,
     /// Given at construction, or parsed from the rendered lines when first asked for.
     model: OnceLock<MetricFamily>,
-    encoded: [OnceLock<Result<Vec<u8>, String>>; 3],
+    encoded: [OnceLock<Result<Bytes, String>>; 3],
 }
 
 impl Family {
     pub fn new(model: MetricFamily) -> Arc<Family> {
         Arc::new(Family {
             rendered: None,
+            lines: Bytes::new(),
             model: OnceLock::from(model),
             encoded: Default::default(),
         })
     }
 
     /// A rendered family; `None` when it has no samples.
-    pub fn rendered(rendered: RenderedFamily) -> Option<Arc<Family>> {
+    pub fn rendered(mut rendered: RenderedFamily) -> Option<Arc<Family>> {
         (rendered.samples > 0).then(|| {
+            let lines = Bytes::from(std::mem::take(&mut rendered.lines));
             Arc::new(Family {
                 rendered: Some(rendered),
+                lines,
                 model: OnceLock::new(),
                 encoded: Default::default(),
             })
@@ -138,7 +145,7 @@ impl Family {
 
     pub fn model(&self) -> &MetricFamily {
         self.model.get_or_init(|| match &self.rendered {
-            Some(rendered) => rendered.to_model(),
+            Some(rendered) => rendered.to_model(&self.lines),
             None => MetricFamily::new(),
         })
     }
@@ -150,31 +157,32 @@ impl Family {
         }
     }
 
-    /// Appends this family in `format` (for OpenMetrics, without the final `# EOF`).
-    pub fn write_to(&self, format: Format, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    /// Appends this family in `format` (for OpenMetrics, without the final `# EOF`) as
+    /// chunks of an answer, sharing the bytes made before rather than copying them.
+    pub fn chunks(&self, format: Format, out: &mut Vec<Bytes>) -> Result<(), EncodeError> {
         match (&self.rendered, format) {
             (Some(rendered), Format::Text | Format::OpenMetrics) => {
-                rendered.write_to(format, out);
-                Ok(())
+                let mut header = Vec::with_capacity(256);
+                rendered.write_header(format, &mut header);
+                out.push(Bytes::from(header));
+                out.push(self.lines.clone());
             }
-            _ => {
-                out.extend_from_slice(self.encoded(format)?);
-                Ok(())
-            }
+            _ => out.push(self.encoded(format)?.clone()),
         }
+        Ok(())
     }
 
     /// This family alone in `format`, encoded from the model once and kept.
-    pub fn encoded(&self, format: Format) -> Result<&[u8], EncodeError> {
+    pub fn encoded(&self, format: Format) -> Result<&Bytes, EncodeError> {
         self.encoded[format as usize]
             .get_or_init(|| {
                 let mut out = Vec::new();
                 format
                     .encode_family(self.model(), &mut out)
-                    .map(|()| out)
+                    .map(|()| Bytes::from(out))
                     .map_err(|e| e.to_string())
             })
-            .as_deref()
+            .as_ref()
             .map_err(|e| EncodeError::Family(e.clone()))
     }
 }
@@ -223,7 +231,8 @@ impl RenderedFamily {
         self.samples += 1;
     }
 
-    fn write_to(&self, format: Format, out: &mut Vec<u8>) {
+    /// The `# HELP` and `# TYPE` lines of `format`.
+    fn write_header(&self, format: Format, out: &mut Vec<u8>) {
         let type_name = match self.kind {
             MetricType::COUNTER => "counter",
             MetricType::GAUGE => "gauge",
@@ -266,16 +275,15 @@ impl RenderedFamily {
                 ],
             );
         }
-        out.extend_from_slice(&self.lines);
     }
 
     /// The model of these lines, which this type wrote itself and so can read back.
-    fn to_model(&self) -> MetricFamily {
+    fn to_model(&self, lines: &[u8]) -> MetricFamily {
         let mut family = MetricFamily::new();
         family.set_name(self.name.to_owned());
         family.set_help(self.help.to_owned());
         family.set_field_type(self.kind);
-        let text = String::from_utf8_lossy(&self.lines);
+        let text = String::from_utf8_lossy(lines);
         for line in text.lines() {
             let Some((labels, value)) = parse_line(line) else {
                 tracing::error!(line, "cannot read back a rendered sample line");
@@ -349,7 +357,12 @@ mod tests {
         assert_eq!(shared.model(), &model, "the lines read back to the same model");
         for format in [Format::Text, Format::OpenMetrics, Format::Protobuf] {
             let (mut ours, mut theirs) = (Vec::new(), Vec::new());
-            shared.write_to(format, &mut ours).expect("writes");
+            format
+                .encode_shared(std::slice::from_ref(&shared), &mut ours)
+                .expect("writes");
+            if format == Format::OpenMetrics {
+                ours.truncate(ours.len() - openmetrics::EOF.len());
+            }
             format.encode_family(&model, &mut theirs).expect("encodes");
             assert_eq!(
                 String::from_utf8_lossy(&ours),

@@ -1,17 +1,20 @@
 //! The HTTP side: `/metrics` (or `--web.telemetry-path`), `/healthz`, `/readyz` and a landing
 //! page, behind gzip, a per-request timeout and a shed-not-queue limit on concurrent scrapes.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -49,8 +52,6 @@ pub struct Server {
 
 struct AppState {
     scraper: Arc<Scraper>,
-    /// The size of the last answer, to allocate the next one once instead of growing it.
-    last_size: std::sync::atomic::AtomicUsize,
     telemetry_path: String,
     scrape_timeout: Duration,
     scrape_timeout_offset: Duration,
@@ -79,7 +80,14 @@ impl Server {
         let scraper = Arc::clone(&self.scraper);
         let timeout = self.warm_up_timeout;
         tokio::spawn(async move { scraper.scrape(timeout).await });
-        axum::serve(self.listener, self.router)
+        // An answer is sent as many chunks (each family's shared bytes): without TCP_NODELAY,
+        // Nagle's algorithm and the client's delayed ACK stall some answers by 40 ms.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(error) = tcp.set_nodelay(true) {
+                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+            }
+        });
+        axum::serve(listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await
             .map_err(ServerError::Serve)
@@ -105,7 +113,6 @@ async fn bind(address: &str) -> Result<TcpListener, ServerError> {
 fn router(config: &Config, scraper: Arc<Scraper>) -> Router {
     let state = Arc::new(AppState {
         scraper,
-        last_size: std::sync::atomic::AtomicUsize::new(64 * 1024),
         telemetry_path: config.telemetry_path.clone(),
         scrape_timeout: config.scrape_timeout,
         scrape_timeout_offset: config.scrape_timeout_offset,
@@ -160,11 +167,10 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let deadline = scrape_deadline(&headers, state.scrape_timeout, state.scrape_timeout_offset);
     let families = state.scraper.scrape(deadline).await;
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    let last_size = state.last_size.load(std::sync::atomic::Ordering::Relaxed);
-    let mut body = Vec::with_capacity(last_size + last_size / 8);
-    match format.encode_shared(&families, &mut body) {
-        Ok(()) => {
-            state.last_size.store(body.len(), std::sync::atomic::Ordering::Relaxed);
+    match format.encode_chunks(&families) {
+        Ok(chunks) => {
+            // The chunks share the families' bytes: nothing is copied into one big buffer.
+            let body = Body::from_stream(futures::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>)));
             ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
         }
         Err(error) => {

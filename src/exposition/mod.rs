@@ -4,6 +4,7 @@ pub mod openmetrics;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use mediatype::MediaTypeList;
 use prometheus::Encoder;
 use prometheus::proto::MetricFamily;
@@ -106,13 +107,23 @@ impl Format {
         }
     }
 
-    /// Encodes shared families, reusing each one's encoding where it was made before.
-    pub fn encode_shared(self, families: &[Arc<Family>], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    /// The answer for shared families, as chunks that reuse each family's bytes where they
+    /// were made before: a window's families are sent without being copied again.
+    pub fn encode_chunks(self, families: &[Arc<Family>]) -> Result<Vec<Bytes>, EncodeError> {
+        let mut chunks = Vec::with_capacity(2 * families.len() + 1);
         for family in families {
-            family.write_to(self, out)?;
+            family.chunks(self, &mut chunks)?;
         }
         if self == Format::OpenMetrics {
-            out.extend_from_slice(openmetrics::EOF);
+            chunks.push(Bytes::from_static(openmetrics::EOF));
+        }
+        Ok(chunks)
+    }
+
+    /// The answer for shared families in one buffer.
+    pub fn encode_shared(self, families: &[Arc<Family>], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        for chunk in self.encode_chunks(families)? {
+            out.extend_from_slice(&chunk);
         }
         Ok(())
     }
