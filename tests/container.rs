@@ -110,6 +110,36 @@ async fn check_fake_host(version: &str) {
     let openmetrics = scrape(&sonde, Some(OPENMETRICS_ACCEPT)).await;
     python_openmetrics_families(openmetrics.as_bytes()).expect("strict OpenMetrics");
 
+    // Protobuf: the rendered families read back into the model carry the same samples.
+    let protobuf = reqwest::Client::new()
+        .get(sonde.url("/metrics"))
+        .header("Accept", PROTOBUF_ACCEPT)
+        .send()
+        .await
+        .expect("scrape")
+        .bytes()
+        .await
+        .expect("body");
+    let mut input = protobuf::CodedInputStream::from_bytes(&protobuf);
+    let mut usage = None;
+    while !input.eof().expect("readable") {
+        let family: prometheus::proto::MetricFamily = input.read_message().expect("a delimited MetricFamily");
+        if family.name() == "container_cpu_usage_seconds_total" {
+            usage = Some(family);
+        }
+    }
+    let usage = usage.expect("container_cpu_usage_seconds_total in protobuf");
+    // Every reported cgroup but `/sonde-raw`, whose fake directory has no files.
+    assert_eq!(usage.get_metric().len(), 5, "one series per cgroup with CPU stats");
+    let docker = usage
+        .get_metric()
+        .iter()
+        .find(|m| m.get_label().iter().any(|l| l.name() == "id" && l.value() == DOCKER))
+        .expect("the Docker container's series");
+    let labels: Vec<&str> = docker.get_label().iter().map(|l| l.name()).collect();
+    assert_eq!(labels, ["container", "cpu", "id", "image", "name", "namespace", "pod"]);
+    assert!(docker.get_counter().value() >= 2.0);
+
     // Exactly the container, pod and raw cgroups, not the system service.
     let ids: BTreeSet<&str> = text
         .lines()
