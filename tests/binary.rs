@@ -132,10 +132,8 @@ async fn protobuf_when_preferred() {
         "application/vnd.google.protobuf; proto=io.prometheus.client.MetricFamily; encoding=delimited"
     );
     let body = response.bytes().await.expect("body");
-    let mut input = protobuf::CodedInputStream::from_bytes(&body);
     let mut names = Vec::new();
-    while !input.eof().expect("readable") {
-        let family: prometheus::proto::MetricFamily = input.read_message().expect("a delimited MetricFamily");
+    for family in decode_protobuf(&body) {
         if family.name() == "machine_memory_bytes" {
             assert_eq!(family.get_metric()[0].get_gauge().value(), host_truth().0);
         }

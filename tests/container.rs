@@ -120,14 +120,9 @@ async fn check_fake_host(version: &str) {
         .bytes()
         .await
         .expect("body");
-    let mut input = protobuf::CodedInputStream::from_bytes(&protobuf);
-    let mut usage = None;
-    while !input.eof().expect("readable") {
-        let family: prometheus::proto::MetricFamily = input.read_message().expect("a delimited MetricFamily");
-        if family.name() == "container_cpu_usage_seconds_total" {
-            usage = Some(family);
-        }
-    }
+    let usage = decode_protobuf(&protobuf)
+        .into_iter()
+        .find(|f| f.name() == "container_cpu_usage_seconds_total");
     let usage = usage.expect("container_cpu_usage_seconds_total in protobuf");
     // Every reported cgroup but `/sonde-raw`, whose fake directory has no files.
     assert_eq!(usage.get_metric().len(), 5, "one series per cgroup with CPU stats");
@@ -319,22 +314,12 @@ async fn the_host_namespace_falls_back_to_sondes_own_when_init_is_out_of_reach()
 async fn fifty_concurrent_scrapes_in_one_window_read_each_file_once() {
     const CONTAINERS: u64 = 20;
     let dir = tempfile::tempdir().expect("tempdir");
-    for seed in 0..CONTAINERS {
-        write_v1(
-            &dir.path().join("sys"),
-            &FakeCgroup::seeded(format!("/docker/{seed:064x}"), seed),
-        )
-        .expect("write");
-    }
-    std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
-    let config = sonde::config::from_args([
-        "sonde".to_owned(),
-        format!("--path.sysfs={}", dir.path().join("sys").display()),
-        format!("--path.procfs={}", dir.path().join("proc").display()),
-        "--container.cache-validity=1s".to_owned(),
-        "--container.inventory-validity=1h".to_owned(),
-    ])
-    .expect("config");
+    let config = fake_forest(
+        dir.path(),
+        "v1",
+        CONTAINERS,
+        &["--container.cache-validity=1s", "--container.inventory-validity=1h"],
+    );
     let collector = Arc::new(ContainerCollector::new(&config, Vec::new()));
     let collect_50 = || {
         let scrapes = (0..50).map(|_| {
@@ -416,22 +401,12 @@ impl sonde::container::metadata::MetadataSource for FakeRuntime {
 #[tokio::test]
 async fn metadata_names_containers_and_filters_drop_them() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for seed in 0..5u64 {
-        write_v2(
-            &dir.path().join("sys"),
-            &FakeCgroup::seeded(format!("/docker/{seed:064x}"), seed),
-        )
-        .expect("write");
-    }
-    std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
-    let config = sonde::config::from_args([
-        "sonde".to_owned(),
-        format!("--path.sysfs={}", dir.path().join("sys").display()),
-        format!("--path.procfs={}", dir.path().join("proc").display()),
-        "--container.exclude-image=pause".to_owned(),
-        "--container.exclude-name=^web-4$".to_owned(),
-    ])
-    .expect("config");
+    let config = fake_forest(
+        dir.path(),
+        "v2",
+        5,
+        &["--container.exclude-image=pause", "--container.exclude-name=^web-4$"],
+    );
     let collector = ContainerCollector::new(&config, vec![Arc::new(FakeRuntime)]);
     let families = collector
         .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
