@@ -14,3 +14,4 @@ pub mod logging;
 pub mod scrape;
 pub mod self_metrics;
 pub mod server;
+pub mod sources;

@@ -14,6 +14,7 @@ use sonde::cgroup::File;
 use sonde::cgroup::fixture::{FakeCgroup, write_v1, write_v2};
 use sonde::collector::container::ContainerCollector;
 use sonde::collector::{Collector, ScrapeContext};
+use sonde::sources::Sources;
 
 const DOCKER: &str = "/docker/1111111111111111111111111111111111111111111111111111111111111111";
 const SCOPE: &str = "/system.slice/docker-2222222222222222222222222222222222222222222222222222222222222222.scope";
@@ -320,7 +321,7 @@ async fn fifty_concurrent_scrapes_in_one_window_read_each_file_once() {
         CONTAINERS,
         &["--container.cache-validity=1s", "--container.inventory-validity=1h"],
     );
-    let collector = Arc::new(ContainerCollector::new(&config, Vec::new()));
+    let collector = Arc::new(ContainerCollector::new(&config, &Sources::default()));
     let collect_50 = || {
         let scrapes = (0..50).map(|_| {
             let collector = Arc::clone(&collector);
@@ -407,7 +408,13 @@ async fn metadata_names_containers_and_filters_drop_them() {
         5,
         &["--container.exclude-image=pause", "--container.exclude-name=^web-4$"],
     );
-    let collector = ContainerCollector::new(&config, vec![Arc::new(FakeRuntime)]);
+    let collector = ContainerCollector::new(
+        &config,
+        &Sources {
+            metadata: vec![Arc::new(FakeRuntime)],
+            ..Sources::default()
+        },
+    );
     let families = collector
         .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
         .await
@@ -429,4 +436,64 @@ async fn metadata_names_containers_and_filters_drop_them() {
         1
     );
     assert_eq!(sample_value(&text, &series), Some((40u64 << 20) as f64));
+}
+
+/// Names every container `gen-<generation>`; its generation moves as events would move it.
+struct RenamingRuntime(std::sync::atomic::AtomicU64);
+
+impl sonde::container::metadata::MetadataSource for RenamingRuntime {
+    fn describe(
+        &self,
+        _cgroup: &sonde::container::discovery::Discovered,
+        metadata: &mut sonde::container::metadata::Metadata,
+    ) {
+        metadata.name = format!("gen-{}", self.generation());
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn a_source_generation_change_rebuilds_the_inventory_inside_its_window() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Windows far longer than the test: only the generation can cause a rebuild.
+    let config = fake_forest(
+        dir.path(),
+        "v2",
+        1,
+        &["--container.inventory-validity=1h", "--container.cache-validity=1h"],
+    );
+    let runtime = Arc::new(RenamingRuntime(std::sync::atomic::AtomicU64::new(0)));
+    let collector = ContainerCollector::new(
+        &config,
+        &Sources {
+            metadata: vec![runtime.clone()],
+            ..Sources::default()
+        },
+    );
+    let names = || async {
+        let families = collector
+            .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
+            .await
+            .expect("collects");
+        let mut text = Vec::new();
+        sonde::exposition::Format::Text
+            .encode_shared(&families, &mut text)
+            .expect("encodes");
+        let text = String::from_utf8(text).expect("utf-8");
+        text.lines()
+            .filter(|l| l.starts_with("container_last_seen{"))
+            .filter_map(|l| Some(l.split("name=\"").nth(1)?.split('"').next()?.to_owned()))
+            .collect::<BTreeSet<String>>()
+    };
+    assert_eq!(names().await, BTreeSet::from(["gen-0".to_owned()]));
+    assert_eq!(
+        names().await,
+        BTreeSet::from(["gen-0".to_owned()]),
+        "no rebuild without a change"
+    );
+    runtime.0.store(7, std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(names().await, BTreeSet::from(["gen-7".to_owned()]));
 }

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -17,8 +18,8 @@ use crate::cgroup::{File, Layout, Reader, Stats};
 use crate::config::Config;
 use crate::container::discovery::Kind;
 use crate::container::inventory::{Entry, Inventory, Settings};
-use crate::container::metadata::MetadataSource;
 use crate::family::{self, Family, RenderedFamily};
+use crate::sources::Sources;
 
 /// Interfaces cAdvisor leaves out of container network stats.
 const IGNORED_INTERFACE_PREFIXES: [&str; 4] = ["lo", "veth", "docker", "nerdctl"];
@@ -29,6 +30,8 @@ pub struct ContainerCollector {
 
 struct State {
     settings: Settings,
+    /// The sources' generation when the inventory was last asked for.
+    sources_generation: AtomicU64,
     reader: Reader,
     procfs: PathBuf,
     sysfs: PathBuf,
@@ -51,7 +54,7 @@ struct Snapshot {
 }
 
 impl ContainerCollector {
-    pub fn new(config: &Config, sources: Vec<Arc<dyn MetadataSource>>) -> Self {
+    pub fn new(config: &Config, sources: &Sources) -> Self {
         let state = Layout::detect(&config.paths.sysfs)
             .map(|layout| {
                 Arc::new(State {
@@ -60,8 +63,9 @@ impl ContainerCollector {
                         procfs: config.paths.procfs.clone(),
                         raw_prefixes: config.container.raw_cgroup_prefixes.clone(),
                         filters: config.container.filters.clone(),
-                        sources,
+                        sources: sources.metadata.clone(),
                     },
+                    sources_generation: AtomicU64::new(0),
                     reader: Reader::default(),
                     procfs: config.paths.procfs.clone(),
                     sysfs: config.paths.sysfs.clone(),
@@ -115,6 +119,11 @@ impl State {
     async fn snapshot(self: &Arc<Self>) -> Result<Arc<Snapshot>, CollectError> {
         let failed = |e: Arc<CollectError>| CollectError::Failed(e.to_string());
         let state = Arc::clone(self);
+        let generation = Sources::generation_of(&self.settings.sources);
+        if self.sources_generation.swap(generation, Ordering::Relaxed) != generation {
+            // A source saw a container start, die or change: rebuild now, not at window end.
+            self.inventory.invalidate().await;
+        }
         let (inventory, rebuilt) = self
             .inventory
             .get(blocking(move || Inventory::build(&state.settings, &state.reader)))

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use crate::config::Config;
 use crate::family::Family;
+use crate::sources::Sources;
 
 /// What a collector learns about the scrape it is part of.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +62,7 @@ pub struct CollectorSpec {
     pub name: &'static str,
     pub help: &'static str,
     pub enabled_by_default: bool,
-    pub build: fn(&Config) -> Arc<dyn Collector>,
+    pub build: fn(&Config, &Sources) -> Arc<dyn Collector>,
 }
 
 /// Every built-in collector, in the order they are listed in `--help` and the README.
@@ -71,28 +72,32 @@ pub fn builtin() -> &'static [CollectorSpec] {
             name: "host",
             help: "machine_cpu_cores and machine_memory_bytes of the host",
             enabled_by_default: true,
-            build: |config| Arc::new(host::HostCollector::new(&config.paths)),
+            build: |config, _| Arc::new(host::HostCollector::new(&config.paths)),
         },
         CollectorSpec {
             name: "container",
             help: "cAdvisor-compatible container_* metrics from cgroups",
             enabled_by_default: true,
-            build: |config| Arc::new(container::ContainerCollector::new(config, Vec::new())),
+            build: |config, sources| Arc::new(container::ContainerCollector::new(config, sources)),
         },
         CollectorSpec {
             name: "connection",
             help: "per-container TCP/UDP connection metrics from eBPF (needs CAP_BPF, CAP_PERFMON)",
             enabled_by_default: true,
-            build: |config| Arc::new(connection::ConnectionCollector::new(config)),
+            build: |config, sources| Arc::new(connection::ConnectionCollector::new(config, sources)),
         },
     ]
 }
 
-/// The collectors the configuration enables.
+/// The collectors the configuration enables, and those of the enabled metadata sources.
+/// Call inside the Tokio runtime (see [`Sources::from_config`]).
 pub fn enabled(config: &Config) -> Vec<Arc<dyn Collector>> {
-    builtin()
+    let sources = Sources::from_config(config);
+    let mut collectors: Vec<Arc<dyn Collector>> = builtin()
         .iter()
         .filter(|spec| config.collector_enabled(spec.name))
-        .map(|spec| (spec.build)(config))
-        .collect()
+        .map(|spec| (spec.build)(config, &sources))
+        .collect();
+    collectors.extend(sources.collectors.iter().cloned());
+    collectors
 }

@@ -20,4 +20,10 @@ pub struct Metadata {
 pub trait MetadataSource: Send + Sync {
     /// Fills in what this source knows of the cgroup; leaves the rest alone.
     fn describe(&self, cgroup: &Discovered, metadata: &mut Metadata);
+
+    /// A counter that moves whenever what the source knows changes (an event arrived), so
+    /// the inventory is rebuilt without waiting for its window. Sources without events: 0.
+    fn generation(&self) -> u64 {
+        0
+    }
 }

@@ -1,12 +1,15 @@
-//! Names for the cgroup ids the probes report. For now the cgroup's path in the v2
-//! hierarchy (`id` label); the container inventory can plug in container, pod and namespace
-//! through [`CgroupNames`].
+//! Names for the cgroup ids the probes report: the cgroup's path in the v2 hierarchy (`id`
+//! label), and the container, pod and namespace the metadata sources (Docker, the Kubelet)
+//! give that path.
 
 use std::collections::HashMap;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::container::discovery::classify;
+use crate::container::metadata::{Metadata, MetadataSource};
 
 /// The labels a connection's cgroup gives its series; empty strings when unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -105,6 +108,39 @@ impl CgroupNames for CgroupPaths {
     }
 }
 
+/// [`CgroupPaths`] named by the metadata sources: the path is classified by the runtime
+/// layouts, as the container inventory does, and described by each source in turn.
+pub struct SourceNames {
+    paths: CgroupPaths,
+    sources: Vec<Arc<dyn MetadataSource>>,
+}
+
+impl SourceNames {
+    pub fn new(paths: CgroupPaths, sources: Vec<Arc<dyn MetadataSource>>) -> Self {
+        Self { paths, sources }
+    }
+}
+
+impl CgroupNames for SourceNames {
+    fn labels(&self, cgroup_id: u64) -> ContainerLabels {
+        let Some(id) = self.paths.path(cgroup_id) else {
+            return ContainerLabels::default();
+        };
+        let mut metadata = Metadata::default();
+        if let Some(found) = classify(&id) {
+            for source in &self.sources {
+                source.describe(&found, &mut metadata);
+            }
+        }
+        ContainerLabels {
+            id,
+            container: metadata.container,
+            pod: metadata.pod,
+            namespace: metadata.namespace,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +156,47 @@ mod tests {
         let scope = root.join("system.slice/docker-1.scope");
         assert_eq!(paths.path(ino(&scope)).as_deref(), Some("/system.slice/docker-1.scope"));
         assert_eq!(paths.labels(u64::MAX), ContainerLabels::default());
+    }
+
+    struct OnePod;
+
+    impl MetadataSource for OnePod {
+        fn describe(&self, cgroup: &crate::container::discovery::Discovered, metadata: &mut Metadata) {
+            if cgroup.container_id.as_deref() == Some(ID) {
+                metadata.container = "web".into();
+                metadata.pod = "web-0".into();
+                metadata.namespace = "shop".into();
+            }
+        }
+    }
+
+    const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn sources_name_the_containers_of_known_layouts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        let scope = root.join(format!("system.slice/docker-{ID}.scope"));
+        let other = root.join("system.slice/cron.service");
+        std::fs::create_dir_all(&scope).expect("mkdir");
+        std::fs::create_dir_all(&other).expect("mkdir");
+        let names = SourceNames::new(CgroupPaths::at(root), vec![Arc::new(OnePod)]);
+        let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
+        assert_eq!(
+            names.labels(ino(&scope)),
+            ContainerLabels {
+                id: format!("/system.slice/docker-{ID}.scope"),
+                container: "web".into(),
+                pod: "web-0".into(),
+                namespace: "shop".into(),
+            }
+        );
+        assert_eq!(
+            names.labels(ino(&other)),
+            ContainerLabels {
+                id: "/system.slice/cron.service".into(),
+                ..ContainerLabels::default()
+            }
+        );
     }
 }

@@ -19,7 +19,7 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
 use futures::future::BoxFuture;
 use prometheus::proto::MetricFamily;
 
-use self::cgroup_names::{CgroupNames, CgroupPaths};
+use self::cgroup_names::{CgroupNames, CgroupPaths, SourceNames};
 use self::series::{LabelPolicy, RemoteMode};
 use self::tracker::Tracker;
 use super::{CollectError, Collector, ScrapeContext};
@@ -31,6 +31,7 @@ use crate::ebpf::conn::{
 use crate::ebpf::loader::{self, MapBatches};
 use crate::ebpf::table;
 use crate::family::{self, Family, FamilyBuilder};
+use crate::sources::Sources;
 
 /// How often full batches are taken from the ring buffer between scrapes.
 const RING_DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -106,11 +107,14 @@ struct State {
 }
 
 impl ConnectionCollector {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, sources: &Sources) -> Self {
         Self {
             inner: Arc::new(Lazy {
                 config: config.connection.clone(),
-                names: Arc::new(CgroupPaths::new(&config.paths.sysfs)),
+                names: Arc::new(SourceNames::new(
+                    CgroupPaths::new(&config.paths.sysfs),
+                    sources.metadata.clone(),
+                )),
                 engine: OnceLock::new(),
             }),
         }
