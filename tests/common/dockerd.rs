@@ -48,16 +48,18 @@ impl PrivateDockerd {
         };
         engine.resume();
         let image = busybox_image();
-        let save = Command::new("docker")
+        let mut save = Command::new("docker")
             .args(["save", image])
             .stdout(Stdio::piped())
             .spawn()
             .expect("run docker save");
         let load = Command::new("docker")
             .args(["-H", &engine.host(), "load", "-q"])
-            .stdin(save.stdout.expect("piped stdout"))
+            .stdin(save.stdout.take().expect("piped stdout"))
             .output()
             .expect("run docker load");
+        let saved = save.wait().expect("wait for docker save");
+        assert!(saved.success(), "docker save {image}");
         assert!(
             load.status.success(),
             "loading the test image into the private engine: {}",
