@@ -555,10 +555,18 @@ async fn extra_labels_are_on_every_series_and_health_is_one_series_per_state() {
         Some((40u64 << 20) as f64),
         "the container without the label carries it empty"
     );
-    let health: Vec<&str> = text.lines().filter(|l| l.starts_with("container_health_state{")).collect();
+    let health: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("container_health_state{"))
+        .collect();
     let expected: Vec<String> = [("healthy", 0), ("starting", 0), ("unhealthy", 1)]
         .iter()
-        .map(|(state, value)| format!("container_health_state{{{},state=\"{state}\"}} {value}", labels(0, escaped)))
+        .map(|(state, value)| {
+            format!(
+                "container_health_state{{{},state=\"{state}\"}} {value}",
+                labels(0, escaped)
+            )
+        })
         .collect();
     assert_eq!(health, expected);
 
