@@ -167,17 +167,17 @@ async fn main() {
     println!(
         "{count} running containers, {rounds} rounds; sonde scrape body {bytes} bytes (every container on the host)"
     );
-    println!("{:<40} {:>10} {:>10} {:>10}", "", "median ms", "min ms", "max ms");
+    println!("{:<50} {:>10} {:>10} {:>10}", "", "median ms", "min ms", "max ms");
     println!(
-        "{:<40} {s50:>10.2} {smin:>10.2} {smax:>10.2}",
+        "{:<50} {s50:>10.2} {smin:>10.2} {smax:>10.2}",
         "sonde scrape (fresh cgroup stats)"
     );
     println!(
-        "{:<40} {c50:>10.2} {cmin:>10.2} {cmax:>10.2}",
+        "{:<50} {c50:>10.2} {cmin:>10.2} {cmax:>10.2}",
         format!("docker stats one-shot x{count}, all at once")
     );
     println!(
-        "{:<40} {q50:>10.2} {qmin:>10.2} {qmax:>10.2}",
+        "{:<50} {q50:>10.2} {qmin:>10.2} {qmax:>10.2}",
         format!(
             "docker stats one-shot x{count}, one by one ({} rounds)",
             SEQUENTIAL_ROUNDS.min(rounds)

@@ -515,13 +515,17 @@ fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
 
 fn docker_config(m: &ArgMatches) -> Result<DockerConfig, ConfigError> {
     let host = m.get_one::<String>("docker.host").cloned().unwrap_or_else(default_host);
-    validate_host(&host).map_err(|reason| ConfigError::Invalid {
-        flag: "docker.host",
-        value: host.clone(),
-        reason,
-    })?;
+    let enabled = !m.get_flag("no-docker") && m.get_one::<bool>("docker").copied().unwrap_or(true);
+    // An address sonde cannot use matters only when it would use it.
+    if enabled {
+        validate_host(&host).map_err(|reason| ConfigError::Invalid {
+            flag: "docker.host",
+            value: host.clone(),
+            reason,
+        })?;
+    }
     Ok(DockerConfig {
-        enabled: !m.get_flag("no-docker") && m.get_one::<bool>("docker").copied().unwrap_or(true),
+        enabled,
         host,
         label_allowlist: regex(m, "docker.label-allowlist")?,
         env_allowlist: regex(m, "docker.env-allowlist")?,
@@ -784,6 +788,8 @@ mod tests {
             let err = from_args(args(&[bad])).expect_err(bad);
             assert!(err.to_string().contains("--docker."), "{err}");
         }
+        let off = from_args(args(&["--no-docker", "--docker.host=ssh://host"])).expect("unused when off");
+        assert!(!off.docker.enabled);
     }
 
     #[test]
