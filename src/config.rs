@@ -17,6 +17,7 @@ use crate::collector;
 use crate::collector::connection::ConnectionConfig;
 use crate::collector::connection::series::{RemoteMode, parse_port_range};
 use crate::container::filter::Filters;
+use crate::docker::config::{DockerConfig, default_host, validate_host};
 
 /// Where the exporter reads the host's pseudo-filesystems, so it can run in a container
 /// that mounts the host's at another place.
@@ -65,6 +66,8 @@ pub struct Config {
     pub container: ContainerConfig,
     /// Settings of the `connection` collector.
     pub connection: ConnectionConfig,
+    /// Settings of the Docker metadata source.
+    pub docker: DockerConfig,
 }
 
 /// Settings of the `container` collector.
@@ -280,6 +283,45 @@ pub fn command() -> Command {
             .default_value("10000")
             .value_parser(clap::value_parser!(usize)),
         );
+    cmd = cmd
+        .arg(
+            Arg::new("docker")
+                .long("docker")
+                .env(env_name("docker"))
+                .help("Ask the Docker engine for container names, images and labels")
+                .value_name("BOOL")
+                .num_args(0..=1)
+                .require_equals(true)
+                .default_missing_value("true")
+                .default_value("true")
+                .value_parser(clap::builder::BoolishValueParser::new())
+                .overrides_with("no-docker"),
+        )
+        .arg(
+            Arg::new("no-docker")
+                .long("no-docker")
+                .help("Do not ask the Docker engine")
+                .action(ArgAction::SetTrue)
+                .overrides_with("docker"),
+        )
+        .arg(
+            flag(
+                "docker.host",
+                "URL",
+                "Docker engine address (unix:///path, tcp://host:port); default: DOCKER_HOST or unix:///var/run/docker.sock",
+            )
+            .default_value(default_host()),
+        )
+        .arg(flag(
+            "docker.label-allowlist",
+            "REGEX",
+            "Container labels whose keys match become container_label_<key> labels (default: none)",
+        ))
+        .arg(flag(
+            "docker.env-allowlist",
+            "REGEX",
+            "Container environment variables whose names match become container_env_<name> labels (default: none)",
+        ));
     for spec in collector::builtin() {
         let on = format!("collector.{}", spec.name);
         let off = format!("no-collector.{}", spec.name);
@@ -467,6 +509,26 @@ fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
                 })?,
             max_series: m.get_one::<usize>("connection.max-series").copied().unwrap_or(10_000),
         },
+        docker: docker_config(m)?,
+    })
+}
+
+fn docker_config(m: &ArgMatches) -> Result<DockerConfig, ConfigError> {
+    let host = m.get_one::<String>("docker.host").cloned().unwrap_or_else(default_host);
+    let enabled = !m.get_flag("no-docker") && m.get_one::<bool>("docker").copied().unwrap_or(true);
+    // An address sonde cannot use matters only when it would use it.
+    if enabled {
+        validate_host(&host).map_err(|reason| ConfigError::Invalid {
+            flag: "docker.host",
+            value: host.clone(),
+            reason,
+        })?;
+    }
+    Ok(DockerConfig {
+        enabled,
+        host,
+        label_allowlist: regex(m, "docker.label-allowlist")?,
+        env_allowlist: regex(m, "docker.env-allowlist")?,
     })
 }
 
@@ -694,6 +756,40 @@ mod tests {
             let err = from_args(args(&[bad])).expect_err(bad);
             assert!(err.to_string().contains("--connection."), "{err}");
         }
+    }
+
+    #[test]
+    fn docker_flags() {
+        let c = Config::defaults();
+        assert!(c.docker.enabled);
+        assert!(c.docker.label_allowlist.is_none() && c.docker.env_allowlist.is_none());
+        let c = from_args(args(&[
+            "--no-docker",
+            "--docker.host=unix:///run/other.sock",
+            "--docker.label-allowlist=^com\\.example\\.",
+            "--docker.env-allowlist=^APP_",
+        ]))
+        .expect("parses");
+        assert!(!c.docker.enabled);
+        assert_eq!(c.docker.host, "unix:///run/other.sock");
+        assert!(
+            c.docker
+                .label_allowlist
+                .is_some_and(|re| re.is_match("com.example.team"))
+        );
+        assert!(c.docker.env_allowlist.is_some_and(|re| re.is_match("APP_MODE")));
+        assert!(
+            from_args(args(&["--no-docker", "--docker"]))
+                .expect("parses")
+                .docker
+                .enabled
+        );
+        for bad in ["--docker.host=/var/run/docker.sock", "--docker.label-allowlist=("] {
+            let err = from_args(args(&[bad])).expect_err(bad);
+            assert!(err.to_string().contains("--docker."), "{err}");
+        }
+        let off = from_args(args(&["--no-docker", "--docker.host=ssh://host"])).expect("unused when off");
+        assert!(!off.docker.enabled);
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod cgroup;
 pub mod collector;
 pub mod config;
 pub mod container;
+pub mod docker;
 pub mod ebpf;
 pub mod exposition;
 pub mod family;

@@ -20,8 +20,14 @@ pub struct Sources {
 impl Sources {
     /// Builds the enabled sources. Call inside the Tokio runtime: sources may start
     /// background tasks (event streams, refreshes).
-    pub fn from_config(_config: &Config) -> Self {
-        Self::default()
+    pub fn from_config(config: &Config) -> Self {
+        let mut sources = Self::default();
+        if config.docker.enabled {
+            let (source, collector) = crate::docker::start(&config.docker);
+            sources.metadata.push(source);
+            sources.collectors.push(collector);
+        }
+        sources
     }
 
     /// The sum of the sources' generations: it changes whenever a source learns of a change

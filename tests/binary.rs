@@ -11,7 +11,7 @@ use reqwest::header::{ACCEPT, ACCEPT_ENCODING, CONTENT_ENCODING, CONTENT_TYPE};
 
 /// The host collector alone, so the family set does not depend on the machine's containers,
 /// traffic or privileges (the container and connection collectors have tests of their own).
-const HOST_ONLY: &[&str] = &["--no-collector.container", "--no-collector.connection"];
+const HOST_ONLY: &[&str] = &["--no-collector.container", "--no-collector.connection", "--no-docker"];
 
 /// Every family `sonde` answers with when only the host collector runs: the host collector, the framework's
 /// per-collector families and the exporter's own.

@@ -497,3 +497,95 @@ async fn a_source_generation_change_rebuilds_the_inventory_inside_its_window() {
     runtime.0.store(7, std::sync::atomic::Ordering::SeqCst);
     assert_eq!(names().await, BTreeSet::from(["gen-7".to_owned()]));
 }
+
+/// Gives container 0 an extra label whose value needs escaping and an unhealthy health
+/// check; container 1 has neither.
+struct LabellingRuntime;
+
+const AWKWARD: &str = "a \"b\" \\ c\nd ü";
+
+impl sonde::container::metadata::MetadataSource for LabellingRuntime {
+    fn describe(
+        &self,
+        cgroup: &sonde::container::discovery::Discovered,
+        metadata: &mut sonde::container::metadata::Metadata,
+    ) {
+        let Some(id) = &cgroup.container_id else { return };
+        let seed = u64::from_str_radix(&id[56..], 16).unwrap_or_default();
+        metadata.name = format!("web-{seed}");
+        if seed == 0 {
+            metadata.extra_labels = vec![("container_label_team".into(), AWKWARD.into())];
+            metadata.health = Some("unhealthy".into());
+        }
+    }
+}
+
+#[tokio::test]
+async fn extra_labels_are_on_every_series_and_health_is_one_series_per_state() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = fake_forest(dir.path(), "v2", 2, &[]);
+    let collector = ContainerCollector::new(
+        &config,
+        &Sources {
+            metadata: vec![Arc::new(LabellingRuntime)],
+            ..Sources::default()
+        },
+    );
+    let families = collector
+        .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
+        .await
+        .expect("collects");
+    let mut text = Vec::new();
+    sonde::exposition::Format::Text
+        .encode_shared(&families, &mut text)
+        .expect("encodes");
+    let text = String::from_utf8(text).expect("utf-8");
+    let labels = |seed: u64, team: &str| {
+        format!(
+            "container=\"\",container_label_team=\"{team}\",id=\"/docker/{seed:064x}\",image=\"\",name=\"web-{seed}\",namespace=\"\",pod=\"\""
+        )
+    };
+    let escaped = "a \\\"b\\\" \\\\ c\\nd ü";
+    assert_eq!(
+        sample_value(&text, &format!("container_memory_rss{{{}}}", labels(0, escaped))),
+        Some((40u64 << 20) as f64)
+    );
+    assert_eq!(
+        sample_value(&text, &format!("container_memory_rss{{{}}}", labels(1, ""))),
+        Some((40u64 << 20) as f64),
+        "the container without the label carries it empty"
+    );
+    let health: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("container_health_state{"))
+        .collect();
+    let expected: Vec<String> = [("healthy", 0), ("starting", 0), ("unhealthy", 1)]
+        .iter()
+        .map(|(state, value)| {
+            format!(
+                "container_health_state{{{},state=\"{state}\"}} {value}",
+                labels(0, escaped)
+            )
+        })
+        .collect();
+    assert_eq!(health, expected);
+
+    // Read back from the protobuf model, the value is the original text.
+    let mut proto = Vec::new();
+    sonde::exposition::Format::Protobuf
+        .encode_shared(&families, &mut proto)
+        .expect("encodes");
+    let decoded = decode_protobuf(&proto);
+    let rss = decoded
+        .iter()
+        .find(|f| f.name() == "container_memory_rss")
+        .expect("the rss family");
+    let teams: BTreeSet<String> = rss
+        .get_metric()
+        .iter()
+        .flat_map(|m| m.get_label().iter())
+        .filter(|l| l.name() == "container_label_team")
+        .map(|l| l.value().to_owned())
+        .collect();
+    assert_eq!(teams, BTreeSet::from([String::new(), AWKWARD.to_owned()]));
+}

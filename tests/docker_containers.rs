@@ -1,6 +1,7 @@
 //! The container collector against containers of a real Docker engine, run from a busybox
 //! image built `FROM scratch`: a CPU burner, a memory holder and a chatty pair over the
-//! Docker bridge. Needs root and a Docker engine (the test command starts one).
+//! Docker bridge, reported under their Docker names and images. Needs root and a Docker
+//! engine (the test command starts one).
 
 mod common;
 
@@ -25,6 +26,27 @@ async fn scrape(sonde: &Sonde) -> String {
     let response = reqwest::get(sonde.url("/metrics")).await.expect("scrape");
     assert_eq!(response.status(), 200);
     response.text().await.expect("body")
+}
+
+/// Scrapes until every container's series carry its Docker name.
+async fn scrape_until_named(sonde: &Sonde, containers: &[&Container]) -> String {
+    let start = std::time::Instant::now();
+    loop {
+        let text = scrape(sonde).await;
+        let named = containers.iter().all(|c| {
+            text.lines()
+                .filter(|l| l.starts_with("container_last_seen{") && l.contains(&c.id))
+                .any(|l| l.contains(&format!("name=\"{}\"", c.name)))
+        });
+        if named {
+            return text;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "containers never named:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,14 +81,16 @@ async fn docker_containers_cpu_memory_and_network() {
         "--container.cache-validity=100ms",
         "--container.inventory-validity=100ms",
     ]);
-    let before = scrape(&sonde).await;
+    // The Docker source lists the engine's containers right after start: wait for the names.
+    let before = scrape_until_named(&sonde, &[&burner, &holder, &server]).await;
     let burner_id = cgroup_of(&before, &burner.id);
+    let image = busybox_image();
     let cpu = |text: &str| {
         sample_value(
             text,
             &format!(
                 "container_cpu_usage_seconds_total{}",
-                container_labels(&burner_id, &[("cpu", "total")])
+                named_container_labels(&burner_id, &burner.name, image, &[("cpu", "total")])
             ),
         )
         .expect("the burner's CPU")
@@ -81,7 +105,7 @@ async fn docker_containers_cpu_memory_and_network() {
     );
     client.wait_for_log("fetched", Duration::from_secs(60));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = scrape(&sonde).await;
+    let after = scrape_until_named(&sonde, &[&burner, &holder, &server, &client]).await;
 
     let grew = cpu(&after) - cpu(&before);
     println!("burner: CPU grew {grew:.3} s in about 1.5 s");
@@ -92,7 +116,7 @@ async fn docker_containers_cpu_memory_and_network() {
         &after,
         &format!(
             "container_memory_working_set_bytes{}",
-            container_labels(&holder_id, &[])
+            named_container_labels(&holder_id, &holder.name, image, &[])
         ),
     )
     .expect("the holder's working set");
@@ -108,7 +132,7 @@ async fn docker_containers_cpu_memory_and_network() {
         &after,
         &format!(
             "container_network_transmit_bytes_total{}",
-            container_labels(&server_id, &eth0)
+            named_container_labels(&server_id, &server.name, image, &eth0)
         ),
     )
     .expect("the server's transmitted bytes");
@@ -122,7 +146,7 @@ async fn docker_containers_cpu_memory_and_network() {
         &after,
         &format!(
             "container_network_receive_bytes_total{}",
-            container_labels(&client_id, &eth0)
+            named_container_labels(&client_id, &client.name, image, &eth0)
         ),
     )
     .expect("the client's received bytes");

@@ -1,7 +1,7 @@
 //! The `container` collector: cAdvisor's `container_*` families from cgroups, with the same
 //! names, labels and formulas, read at most once per cache-validity window.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -191,13 +191,15 @@ impl State {
     /// Renders a read: cAdvisor's families for every container that was still there.
     fn render(&self, inventory: &Inventory, read: &[ContainerRead], read_at: f64) -> Vec<Arc<Family>> {
         let mut f = Families::new();
+        let extra_keys = extra_label_keys(inventory);
         for (entry, (stats, network)) in inventory.entries.iter().zip(read) {
             let Some(stats) = stats else {
                 continue; // went away since the inventory was built
             };
-            let base = base_labels(entry);
+            let base = base_labels(entry, &extra_keys);
             let mut out = Out { base: &base, f: &mut f };
             render_spec(&mut out, entry);
+            render_health(&mut out, entry);
             render_stats(&mut out, stats, &|major, minor| self.device_name(major, minor));
             if let Some(interfaces) = network {
                 render_network(&mut out, interfaces);
@@ -218,21 +220,40 @@ async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) 
         .map_err(|e| CollectError::Failed(format!("reading cgroups: {e}")))
 }
 
-/// The six labels every container series has, sorted by name as cAdvisor's are.
-fn base_labels(entry: &Entry) -> [(&'static str, String); 6] {
+/// The extra label names (`container_label_*`, `container_env_*`) of any reported container:
+/// every series carries all of them, empty where a container has none, so every series of
+/// a family has the same label names.
+fn extra_label_keys(inventory: &Inventory) -> Vec<&str> {
+    let keys: BTreeSet<&str> = inventory
+        .entries
+        .iter()
+        .flat_map(|e| e.metadata.extra_labels.iter().map(|(k, _)| k.as_str()))
+        .collect();
+    keys.into_iter().collect()
+}
+
+/// The six labels every container series has, then the extra ones, in the order the
+/// family's labels are merged into (by name, as cAdvisor's are).
+fn base_labels<'e>(entry: &'e Entry, extra_keys: &[&'e str]) -> Vec<(&'e str, &'e str)> {
     let m = &entry.metadata;
     let container = match entry.cgroup.kind {
-        Kind::Pod => String::new(),
-        _ => m.container.clone(),
+        Kind::Pod => "",
+        _ => m.container.as_str(),
     };
-    [
+    let mut labels = vec![
         ("container", container),
-        ("id", entry.cgroup.id.clone()),
-        ("image", m.image.clone()),
-        ("name", m.name.clone()),
-        ("namespace", m.namespace.clone()),
-        ("pod", m.pod.clone()),
-    ]
+        ("id", entry.cgroup.id.as_str()),
+        ("image", m.image.as_str()),
+        ("name", m.name.as_str()),
+        ("namespace", m.namespace.as_str()),
+        ("pod", m.pod.as_str()),
+    ];
+    let own = &m.extra_labels;
+    labels.extend(extra_keys.iter().map(|key| {
+        let value = own.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str());
+        (*key, value)
+    }));
+    labels
 }
 
 macro_rules! family_kinds {
@@ -270,6 +291,7 @@ family_kinds!(G, MetricType::GAUGE,
     ThreadsMax => ("container_threads_max", "Maximum number of threads allowed inside the container, infinity if value is zero"),
     StartTime => ("container_start_time_seconds", "Start time of the container since unix epoch in seconds."),
     LastSeen => ("container_last_seen", "Last time a container was seen by the exporter"),
+    HealthState => ("container_health_state", "Health check state of the container: 1 for its current state, 0 for the others."),
 );
 
 family_kinds!(C, MetricType::COUNTER,
@@ -325,12 +347,13 @@ impl Families {
 
 /// Adds samples for one container: its base labels plus the family's own, in name order.
 struct Out<'a> {
-    base: &'a [(&'static str, String); 6],
+    base: &'a [(&'a str, &'a str)],
     f: &'a mut Families,
 }
 
-fn labels<'l>(base: &'l [(&'static str, String); 6], extra: &[(&'l str, &'l str)]) -> Vec<(&'l str, &'l str)> {
-    let mut labels: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
+fn labels<'l>(base: &'l [(&'l str, &'l str)], extra: &[(&'l str, &'l str)]) -> Vec<(&'l str, &'l str)> {
+    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(base.len() + extra.len());
+    labels.extend_from_slice(base);
     labels.extend_from_slice(extra);
     labels.sort_unstable_by_key(|(k, _)| *k);
     labels
@@ -360,6 +383,21 @@ fn render_spec(out: &mut Out, entry: &Entry) {
     for (g, value) in pairs {
         if let Some(value) = value {
             out.gauge(g, None, value as f64);
+        }
+    }
+}
+
+/// The states of a Docker health check, each a series: 1 for the current one.
+const HEALTH_STATES: [&str; 3] = ["healthy", "starting", "unhealthy"];
+
+fn render_health(out: &mut Out, entry: &Entry) {
+    if let Some(current) = entry.metadata.health.as_deref() {
+        for state in HEALTH_STATES {
+            out.gauge(
+                G::HealthState,
+                Some(("state", state)),
+                f64::from(u8::from(state == current)),
+            );
         }
     }
 }

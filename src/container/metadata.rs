@@ -14,6 +14,11 @@ pub struct Metadata {
     pub namespace: String,
     /// Set by the `sonde.io/exclude=true` label or annotation.
     pub exclude: bool,
+    /// Labels beyond cAdvisor's six, sorted by name, names already valid
+    /// (`container_label_<key>`, `container_env_<name>`).
+    pub extra_labels: Vec<(String, String)>,
+    /// `starting`, `healthy` or `unhealthy` for a container with a health check.
+    pub health: Option<String>,
 }
 
 /// A source of container metadata, consulted when the inventory is rebuilt.

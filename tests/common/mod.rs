@@ -2,6 +2,8 @@
 //! external checkers (promtool, Python's OpenMetrics parser), and small parsers.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod dockerd;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -399,4 +401,64 @@ pub fn fake_forest(dir: &std::path::Path, version: &str, count: u64, flags: &[&s
         format!("--path.procfs={}", dir.join("proc").display()),
     ];
     sonde::config::from_args(args.into_iter().chain(flags.iter().map(|f| (*f).to_owned()))).expect("config")
+}
+
+/// The label set of a `container_*` series of a named container (a Docker one): the six
+/// container labels with its name and image, plus `extra` (the family's own labels and any
+/// `container_label_*`), sorted by name as sonde writes them.
+pub fn named_container_labels(id: &str, name: &str, image: &str, extra: &[(&str, &str)]) -> String {
+    let mut labels: Vec<(&str, &str)> = vec![
+        ("container", ""),
+        ("id", id),
+        ("image", image),
+        ("name", name),
+        ("namespace", ""),
+        ("pod", ""),
+    ];
+    labels.extend_from_slice(extra);
+    labels.sort_unstable();
+    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
+    format!("{{{}}}", inner.join(","))
+}
+
+/// Parses an exposition with Python's `prometheus_client` (the strict OpenMetrics parser,
+/// or the text 0.0.4 one) and returns, for each sample of `family` (the name as the parser
+/// reports it) whose `name` label is `container`, the value of `label` as the parser read it.
+pub fn python_label_values(
+    text: &[u8],
+    openmetrics: bool,
+    family: &str,
+    container: &str,
+    label: &str,
+) -> Result<Vec<String>, String> {
+    // (Lines joined with `concat!`: a `\` line continuation would eat the indentation.)
+    const SCRIPT: &str = concat!(
+        "import sys\n",
+        "from prometheus_client.openmetrics.parser import text_string_to_metric_families as om\n",
+        "from prometheus_client.parser import text_string_to_metric_families as text\n",
+        "parse = om if sys.argv[1] == 'om' else text\n",
+        "for f in parse(sys.stdin.read()):\n",
+        "    if f.name == sys.argv[2]:\n",
+        "        for s in f.samples:\n",
+        "            if s.labels.get('name') == sys.argv[3]:\n",
+        "                print((s.labels.get(sys.argv[4]) or '').encode().hex())\n",
+    );
+    let mode = if openmetrics { "om" } else { "text" };
+    let out = run_with_stdin("python3", &["-c", SCRIPT, mode, family, container, label], text);
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    // One value a line, as hex of its UTF-8 bytes: nothing in it needs unescaping.
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|hex| {
+            let bytes: Option<Vec<u8>> = (0..hex.len())
+                .step_by(2)
+                .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()))
+                .collect();
+            bytes
+                .and_then(|b| String::from_utf8(b).ok())
+                .ok_or_else(|| format!("unexpected output line {hex:?}"))
+        })
+        .collect()
 }

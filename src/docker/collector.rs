@@ -1,0 +1,54 @@
+//! The `docker` collector: whether the engine answers (`sonde_collector_success`), and what
+//! the source holds.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+
+use super::link::Link;
+use super::map::ContainerMap;
+use crate::collector::{CollectError, Collector, ScrapeContext};
+use crate::family::{Family, FamilyBuilder};
+
+pub struct DockerCollector {
+    pub(super) host: String,
+    pub(super) map: Arc<ContainerMap>,
+    pub(super) link: Arc<Link>,
+}
+
+impl Collector for DockerCollector {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+        Box::pin(async move {
+            // Right after start, answer with the first attempt's outcome, not "not yet".
+            let _ = tokio::time::timeout_at(ctx.deadline, self.link.first_attempt()).await;
+            if !self.link.connected() {
+                return Err(CollectError::Failed(format!(
+                    "Docker engine at {}: {}",
+                    self.host,
+                    self.link.last_error()
+                )));
+            }
+            let families = [
+                FamilyBuilder::gauge(
+                    "sonde_docker_containers",
+                    "Running containers the Docker engine described.",
+                )
+                .with_sample(&[], self.map.len() as f64),
+                FamilyBuilder::counter(
+                    "sonde_docker_events_total",
+                    "Docker container events applied (start, die, destroy, rename, health_status).",
+                )
+                .with_sample(&[], self.link.events() as f64),
+            ];
+            Ok(families
+                .into_iter()
+                .filter_map(FamilyBuilder::build)
+                .map(Family::new)
+                .collect())
+        })
+    }
+}

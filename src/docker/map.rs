@@ -1,0 +1,232 @@
+//! What sonde knows of each running Docker container, keyed by container id, and a
+//! generation that moves with every change so the inventory is rebuilt at once.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
+
+use super::labels::{self, Allowlists};
+
+/// One container as the engine describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Known {
+    /// Without the leading `/`.
+    pub name: String,
+    /// The image reference the container was created from (`Config.Image`), as cAdvisor uses.
+    pub image: String,
+    /// `container_label_*` and `container_env_*` labels, sorted by name.
+    pub extra_labels: Vec<(String, String)>,
+    /// `starting`, `healthy` or `unhealthy` for a container with a health check.
+    pub health: Option<String>,
+    /// The `sonde.io/exclude=true` label.
+    pub exclude: bool,
+}
+
+impl Known {
+    /// The container an inspect answer describes, with its id; `None` without an id.
+    pub fn from_inspect(allow: &Allowlists, inspect: &ContainerInspectResponse) -> Option<(String, Known)> {
+        let id = inspect.id.clone()?;
+        let config = inspect.config.as_ref();
+        let no_labels = HashMap::new();
+        let container_labels = config.and_then(|c| c.labels.as_ref()).unwrap_or(&no_labels);
+        let env = config.and_then(|c| c.env.as_deref()).unwrap_or_default();
+        let health = inspect
+            .state
+            .as_ref()
+            .filter(|s| s.running.unwrap_or(false))
+            .and_then(|s| s.health.as_ref())
+            .and_then(|h| h.status)
+            .and_then(|status| match status {
+                HealthStatusEnum::STARTING | HealthStatusEnum::HEALTHY | HealthStatusEnum::UNHEALTHY => {
+                    Some(status.to_string())
+                }
+                HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
+            });
+        let known = Known {
+            name: inspect
+                .name
+                .as_deref()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_owned(),
+            image: config.and_then(|c| c.image.clone()).unwrap_or_default(),
+            extra_labels: allow.extra_labels(container_labels, env),
+            health,
+            exclude: labels::excluded(container_labels),
+        };
+        Some((id, known))
+    }
+}
+
+/// The running containers, shared by the watcher (writer) and the inventory (readers).
+#[derive(Debug, Default)]
+pub struct ContainerMap {
+    containers: RwLock<HashMap<String, Arc<Known>>>,
+    generation: AtomicU64,
+}
+
+impl ContainerMap {
+    pub fn get(&self, id: &str) -> Option<Arc<Known>> {
+        self.read().get(id).cloned()
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Moves whenever what the map says changes.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
+    /// Marks a change the map itself does not hold (the engine came or went).
+    pub fn bump(&self) {
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Replaces everything with a fresh listing.
+    pub fn replace(&self, containers: HashMap<String, Known>) {
+        let fresh: HashMap<String, Arc<Known>> = containers.into_iter().map(|(id, k)| (id, Arc::new(k))).collect();
+        let mut current = self.write();
+        if *current != fresh {
+            *current = fresh;
+            self.bump();
+        }
+    }
+
+    pub fn upsert(&self, id: String, known: Known) {
+        let mut current = self.write();
+        if current.get(&id).map(|k| k.as_ref()) != Some(&known) {
+            current.insert(id, Arc::new(known));
+            self.bump();
+        }
+    }
+
+    pub fn remove(&self, id: &str) {
+        if self.write().remove(id).is_some() {
+            self.bump();
+        }
+    }
+
+    /// A container stopped: it has no health any more (its name stays until it is removed,
+    /// so a restart is named at once).
+    pub fn stopped(&self, id: &str) {
+        let mut current = self.write();
+        if let Some(known) = current.get_mut(id)
+            && known.health.is_some()
+        {
+            Arc::make_mut(known).health = None;
+            self.bump();
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Known>>> {
+        self.containers.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Known>>> {
+        self.containers.write().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bollard::models::{ContainerConfig, ContainerState, Health};
+
+    use super::*;
+
+    fn inspect(health: Option<HealthStatusEnum>, running: bool) -> ContainerInspectResponse {
+        ContainerInspectResponse {
+            id: Some("abc".into()),
+            name: Some("/web-1".into()),
+            image: Some("sha256:0123".into()),
+            config: Some(ContainerConfig {
+                image: Some("registry.local/web:1.2".into()),
+                labels: Some(HashMap::from([
+                    ("team".to_owned(), "a\"b\\c\nd é".to_owned()),
+                    (labels::EXCLUDE_LABEL.to_owned(), "true".to_owned()),
+                ])),
+                env: Some(vec!["MODE=fast".into()]),
+                ..ContainerConfig::default()
+            }),
+            state: Some(ContainerState {
+                running: Some(running),
+                health: health.map(|status| Health {
+                    status: Some(status),
+                    ..Health::default()
+                }),
+                ..ContainerState::default()
+            }),
+            ..ContainerInspectResponse::default()
+        }
+    }
+
+    #[test]
+    fn inspect_answers_become_known_containers() {
+        let allow = Allowlists {
+            labels: Some(regex::Regex::new("^team$").expect("regex")),
+            env: Some(regex::Regex::new("^MODE$").expect("regex")),
+        };
+        let (id, known) = Known::from_inspect(&allow, &inspect(Some(HealthStatusEnum::HEALTHY), true)).expect("known");
+        assert_eq!(id, "abc");
+        assert_eq!(
+            known,
+            Known {
+                name: "web-1".into(),
+                image: "registry.local/web:1.2".into(),
+                extra_labels: vec![
+                    ("container_env_mode".into(), "fast".into()),
+                    ("container_label_team".into(), "a\"b\\c\nd é".into()),
+                ],
+                health: Some("healthy".into()),
+                exclude: true,
+            }
+        );
+        let health = |h, running| {
+            Known::from_inspect(&allow, &inspect(h, running))
+                .expect("known")
+                .1
+                .health
+        };
+        assert_eq!(
+            health(Some(HealthStatusEnum::STARTING), true).as_deref(),
+            Some("starting")
+        );
+        assert_eq!(health(Some(HealthStatusEnum::NONE), true), None, "no health check");
+        assert_eq!(health(None, true), None);
+        assert_eq!(health(Some(HealthStatusEnum::UNHEALTHY), false), None, "not running");
+    }
+
+    #[test]
+    fn every_change_moves_the_generation_and_nothing_else_does() {
+        let map = ContainerMap::default();
+        let web = Known {
+            name: "web".into(),
+            health: Some("healthy".into()),
+            ..Known::default()
+        };
+        map.upsert("a".into(), web.clone());
+        assert_eq!(map.generation(), 1);
+        map.upsert("a".into(), web.clone());
+        assert_eq!(map.generation(), 1, "the same description is no change");
+        map.stopped("a");
+        assert_eq!(
+            (map.generation(), map.get("a").and_then(|k| k.health.clone())),
+            (2, None)
+        );
+        assert_eq!(map.get("a").map(|k| k.name.clone()).as_deref(), Some("web"));
+        map.stopped("a");
+        map.remove("missing");
+        assert_eq!(map.generation(), 2);
+        map.replace(HashMap::from([("b".to_owned(), web)]));
+        assert_eq!((map.generation(), map.len()), (3, 1));
+        map.remove("b");
+        assert_eq!((map.generation(), map.is_empty()), (4, true));
+    }
+}

@@ -1,0 +1,375 @@
+//! The Docker metadata source against real engines: names, images, allowlisted labels and
+//! health from the system engine, updated by its events; agreement with Docker's own stats
+//! API; and a private engine stopped and started under a running sonde. Needs root and a
+//! Docker engine (the test command starts one).
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use bollard::Docker;
+use bollard::query_parameters::StatsOptions;
+use common::dockerd::PrivateDockerd;
+use common::*;
+use futures::StreamExt;
+
+/// A label and environment value that needs every escape, and text beyond ASCII.
+const AWKWARD: &str = "say \"hi\" \\ back\\slash\nline two: ünïcødé ✓ 日本";
+/// `AWKWARD` as both exposition formats write it inside a label value.
+const AWKWARD_ESCAPED: &str = "say \\\"hi\\\" \\\\ back\\\\slash\\nline two: ünïcødé ✓ 日本";
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_gzip().build().expect("http client")
+}
+
+/// A scrape in the given format; every scrape must answer 200.
+async fn scrape_as(sonde: &Sonde, accept: Option<&str>) -> String {
+    let mut request = client().get(sonde.url("/metrics"));
+    if let Some(accept) = accept {
+        request = request.header("accept", accept);
+    }
+    let response = request.send().await.expect("scrape");
+    assert_eq!(response.status(), 200);
+    response.text().await.expect("body")
+}
+
+async fn scrape(sonde: &Sonde) -> String {
+    scrape_as(sonde, None).await
+}
+
+/// Scrapes until `ready` holds for the scrape (the engine's events arrive asynchronously);
+/// returns that scrape and how long it took.
+async fn scrape_until(sonde: &Sonde, what: &str, ready: impl Fn(&str) -> bool) -> (String, Duration) {
+    let start = Instant::now();
+    loop {
+        let text = scrape(sonde).await;
+        if ready(&text) {
+            return (text, start.elapsed());
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "never saw {what}; last scrape:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The sample lines of `family` for the cgroup of a Docker container.
+fn lines_of<'t>(text: &'t str, family: &str, container_id: &str) -> Vec<&'t str> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(container_id))
+        .collect()
+}
+
+/// The `id` label (cgroup path) of a Docker container in a scrape.
+fn cgroup_of(text: &str, container_id: &str) -> Option<String> {
+    lines_of(text, "container_last_seen", container_id)
+        .first()
+        .and_then(|l| l.split("id=\"").nth(1)?.split('"').next().map(str::to_owned))
+}
+
+fn docker_success(text: &str) -> Option<f64> {
+    sample_value(text, "sonde_collector_success{collector=\"docker\"}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_labels_and_health_follow_the_engine_events() {
+    let test = "names_labels_and_health_follow_the_engine_events";
+    if !root_or_skip(test) || !docker_or_skip(test) {
+        return;
+    }
+    busybox_image();
+    // A window of an hour: whatever changes below can only come from the engine's events.
+    let sonde = Sonde::start(&[
+        "--no-collector.host",
+        "--no-collector.connection",
+        "--container.cache-validity=100ms",
+        "--container.inventory-validity=1h",
+        "--container.exclude-name=^sonde-hidden-",
+        "--docker.label-allowlist=^com\\.example/",
+        "--docker.env-allowlist=^APP_",
+    ]);
+    scrape_until(&sonde, "the engine connected", |t| docker_success(t) == Some(1.0)).await;
+
+    let label = format!("com.example/note={AWKWARD}");
+    let env = format!("APP_NOTE={AWKWARD}");
+    let labelled = Container::run(
+        "sonde-labelled",
+        &[
+            "--label",
+            &label,
+            "--label",
+            "com.example/team=db",
+            "--label",
+            "other=not allowlisted",
+            "--env",
+            &env,
+            "--health-cmd=true",
+            "--health-interval=1s",
+        ],
+        "sleep 3600",
+    );
+    let failing = Container::run(
+        "sonde-failing",
+        &["--health-cmd=false", "--health-interval=1s", "--health-retries=1"],
+        "sleep 3600",
+    );
+    let hidden = Container::run("sonde-hidden", &[], "sleep 3600");
+    let opted_out = Container::run("sonde-optout", &["--label", "sonde.io/exclude=true"], "sleep 3600");
+    let plain = Container::run("sonde-plain", &[], "sleep 3600");
+
+    let image = busybox_image();
+    let health = |text: &str, c: &Container, state: &str| {
+        lines_of(text, "container_health_state", &c.id)
+            .iter()
+            .find(|l| l.contains(&format!("state=\"{state}\"")))
+            .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+    };
+    let (text, waited) = scrape_until(&sonde, "both health checks settled", |t| {
+        health(t, &labelled, "healthy") == Some(1.0) && health(t, &failing, "unhealthy") == Some(1.0)
+    })
+    .await;
+    println!("health states arrived {waited:?} after the containers started");
+    for (c, state) in [(&labelled, "healthy"), (&failing, "unhealthy")] {
+        let values: Vec<(&str, f64)> = ["healthy", "starting", "unhealthy"]
+            .into_iter()
+            .map(|s| (s, health(&text, c, s).expect("every state has a series")))
+            .collect();
+        let expected: Vec<(&str, f64)> = ["healthy", "starting", "unhealthy"]
+            .into_iter()
+            .map(|s| (s, if s == state { 1.0 } else { 0.0 }))
+            .collect();
+        assert_eq!(values, expected, "{}", c.name);
+    }
+    assert!(
+        lines_of(&text, "container_health_state", &plain.id).is_empty(),
+        "no health series without a health check"
+    );
+
+    // Names and images, and the allowlisted labels with their values escaped.
+    let labelled_cgroup = cgroup_of(&text, &labelled.id).expect("the labelled container is reported");
+    let extra = [
+        ("container_env_app_note", AWKWARD_ESCAPED),
+        ("container_label_com_example_note", AWKWARD_ESCAPED),
+        ("container_label_com_example_team", "db"),
+    ];
+    let series = format!(
+        "container_last_seen{}",
+        named_container_labels(&labelled_cgroup, &labelled.name, image, &extra)
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!("{series} "))),
+        "no {series} in:\n{text}"
+    );
+    // Every series carries the same label names: the plain container's extra labels are empty.
+    let plain_cgroup = cgroup_of(&text, &plain.id).expect("the plain container is reported");
+    let empty = [
+        ("container_env_app_note", ""),
+        ("container_label_com_example_note", ""),
+        ("container_label_com_example_team", ""),
+    ];
+    let series = format!(
+        "container_last_seen{}",
+        named_container_labels(&plain_cgroup, &plain.name, image, &empty)
+    );
+    assert!(
+        text.lines().any(|l| l.starts_with(&format!("{series} "))),
+        "no {series}"
+    );
+    assert!(!text.contains("container_label_other"), "not allowlisted");
+
+    // The exclusion filters apply to Docker names and to the sonde.io/exclude label.
+    for excluded in [&hidden, &opted_out] {
+        assert!(!text.contains(&excluded.id), "{} is reported", excluded.name);
+    }
+
+    // Both formats, read back by Python's parsers (the strict one for OpenMetrics).
+    let openmetrics = scrape_as(&sonde, Some(OPENMETRICS_ACCEPT)).await;
+    python_openmetrics_families(openmetrics.as_bytes())
+        .unwrap_or_else(|e| panic!("the strict OpenMetrics parser refused:\n{e}"));
+    for (body, is_openmetrics) in [(openmetrics.as_bytes(), true), (text.as_bytes(), false)] {
+        for label in ["container_label_com_example_note", "container_env_app_note"] {
+            let values = python_label_values(body, is_openmetrics, "container_last_seen", &labelled.name, label)
+                .unwrap_or_else(|e| panic!("the parser refused (openmetrics: {is_openmetrics}):\n{e}"));
+            assert_eq!(values, [AWKWARD], "{label}, openmetrics: {is_openmetrics}");
+        }
+    }
+
+    // A rename reaches the series at once, without waiting for the (hour-long) window.
+    let renamed = unique_name("sonde-renamed");
+    let status = std::process::Command::new("docker")
+        .args(["rename", &labelled.id, &renamed])
+        .status()
+        .expect("run docker rename");
+    assert!(status.success());
+    let wanted = format!("name=\"{renamed}\"");
+    let (_, waited) = scrape_until(&sonde, "the new name", |t| {
+        lines_of(t, "container_last_seen", &labelled.id)
+            .iter()
+            .any(|l| l.contains(&wanted))
+    })
+    .await;
+    println!("the rename arrived after {waited:?}");
+}
+
+/// Docker's own figures for a container, computed as `docker stats` does: CPU is the
+/// cumulative `cpu_usage.total_usage` (ns), memory is usage less inactive file pages.
+async fn docker_figures(docker: &Docker, id: &str) -> (f64, f64) {
+    let options = StatsOptions {
+        stream: false,
+        one_shot: true,
+    };
+    let stats = docker
+        .stats(id, Some(options))
+        .next()
+        .await
+        .expect("one stats answer")
+        .expect("stats");
+    let cpu = stats
+        .cpu_stats
+        .and_then(|c| c.cpu_usage)
+        .and_then(|u| u.total_usage)
+        .expect("total_usage");
+    let memory = stats.memory_stats.expect("memory_stats");
+    let usage = memory.usage.expect("memory usage");
+    let detail = memory.stats.unwrap_or_default();
+    let inactive = detail
+        .get("total_inactive_file")
+        .or_else(|| detail.get("inactive_file"))
+        .copied()
+        .filter(|&v| v < usage)
+        .unwrap_or(0);
+    (cpu as f64 / 1e9, (usage - inactive) as f64)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cpu_and_memory_agree_with_the_docker_stats_api() {
+    let test = "cpu_and_memory_agree_with_the_docker_stats_api";
+    if !root_or_skip(test) || !docker_or_skip(test) {
+        return;
+    }
+    let burner = Container::run("sonde-stats-burner", &[], "while :; do :; done");
+    let holder = Container::run(
+        "sonde-stats-holder",
+        &["--shm-size=128m"],
+        "dd if=/dev/zero of=/dev/shm/hold bs=1048576 count=64 2>/dev/null && echo held && sleep 3600",
+    );
+    holder.wait_for_log("held", Duration::from_secs(30));
+    let docker = Docker::connect_with_host("unix:///var/run/docker.sock")
+        .expect("docker client")
+        .negotiate_version()
+        .await
+        .expect("API version");
+    let sonde = Sonde::start(&[
+        "--no-collector.host",
+        "--no-collector.connection",
+        "--container.cache-validity=10ms",
+        "--container.inventory-validity=100ms",
+    ]);
+    let image = busybox_image();
+    let ids = |text: &str| (cgroup_of(text, &burner.id), cgroup_of(text, &holder.id));
+    let named = |t: &str| {
+        [&burner, &holder].iter().all(|c| {
+            lines_of(t, "container_last_seen", &c.id)
+                .iter()
+                .any(|l| l.contains(&c.name))
+        })
+    };
+    let (text, _) = scrape_until(&sonde, "both containers named", named).await;
+    let (Some(burner_cgroup), Some(holder_cgroup)) = ids(&text) else {
+        panic!("both containers are reported")
+    };
+    // Enough CPU accumulated that a scrape-to-stats gap is far below 5% of it.
+    while docker_figures(&docker, &burner.id).await.0 < 3.0 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    for (container, cgroup) in [(&burner, &burner_cgroup), (&holder, &holder_cgroup)] {
+        // Docker, sonde, Docker again, back to back: sonde's figure is of a moment between.
+        let before = docker_figures(&docker, &container.id).await;
+        let text = scrape(&sonde).await;
+        let after = docker_figures(&docker, &container.id).await;
+        let series = |family: &str, extra: &[(&str, &str)]| {
+            let labels = named_container_labels(cgroup, &container.name, image, extra);
+            sample_value(&text, &format!("{family}{labels}"))
+                .unwrap_or_else(|| panic!("{family} of {}", container.name))
+        };
+        let cpu = series("container_cpu_usage_seconds_total", &[("cpu", "total")]);
+        let memory = series("container_memory_working_set_bytes", &[]);
+        println!(
+            "{}: CPU docker {:.3}..{:.3} s, sonde {cpu:.3} s; memory docker {}..{}, sonde {memory}",
+            container.name, before.0, after.0, before.1, after.1
+        );
+        let within = |value: f64, low: f64, high: f64| {
+            let (low, high) = (low.min(high), low.max(high));
+            value >= low * 0.95 && value <= high * 1.05
+        };
+        assert!(
+            within(cpu, before.0, after.0),
+            "CPU of {}: {cpu} vs {before:?}..{after:?}",
+            container.name
+        );
+        assert!(
+            within(memory, before.1, after.1),
+            "memory of {}: {memory} vs {before:?}..{after:?}",
+            container.name
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engine_goes_away_and_comes_back() {
+    let test = "the_engine_goes_away_and_comes_back";
+    if !root_or_skip(test) || !docker_or_skip(test) {
+        return;
+    }
+    let mut engine = PrivateDockerd::start();
+    let (first_id, first_name) = engine.run("sonde-fault-first", "sleep 3600");
+    // An hour-long window: the new container below can only be named through the events.
+    let host = format!("--docker.host={}", engine.host());
+    let sonde = Sonde::start(&[
+        "--no-collector.host",
+        "--no-collector.connection",
+        "--container.cache-validity=100ms",
+        "--container.inventory-validity=1h",
+        &host,
+    ]);
+    let named = |id: &str, name: &str, t: &str| {
+        lines_of(t, "container_cpu_usage_seconds_total", id)
+            .iter()
+            .any(|l| l.contains(&format!("name=\"{name}\"")))
+    };
+    scrape_until(&sonde, "the first container named", |t| {
+        docker_success(t) == Some(1.0) && named(&first_id, &first_name, t)
+    })
+    .await;
+
+    engine.stop();
+    let (away, waited) = scrape_until(&sonde, "docker success 0", |t| docker_success(t) == Some(0.0)).await;
+    println!("docker success went to 0 {waited:?} after the engine stopped");
+    assert!(!engine.answers());
+    assert_eq!(
+        sample_value(&away, "sonde_collector_success{collector=\"container\"}"),
+        Some(1.0)
+    );
+    assert!(
+        named(&first_id, &first_name, &away),
+        "the running container keeps its cgroup metrics and last known name:\n{away}"
+    );
+    // More scrapes while it is away: still 200, still named, still 0.
+    for _ in 0..3 {
+        let text = scrape(&sonde).await;
+        assert_eq!(docker_success(&text), Some(0.0));
+        assert!(named(&first_id, &first_name, &text));
+    }
+
+    engine.resume();
+    let (second_id, second_name) = engine.run("sonde-fault-second", "sleep 3600");
+    let (back, waited) = scrape_until(&sonde, "the new container named", |t| {
+        named(&second_id, &second_name, t)
+    })
+    .await;
+    println!("the container started after the engine came back was named {waited:?} after it started");
+    assert_eq!(docker_success(&back), Some(1.0));
+    assert!(named(&first_id, &first_name, &back));
+}
