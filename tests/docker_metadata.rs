@@ -373,3 +373,36 @@ async fn the_engine_goes_away_and_comes_back() {
     assert_eq!(docker_success(&back), Some(1.0));
     assert!(named(&first_id, &first_name, &back));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_that_is_not_there_costs_only_the_docker_collector() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let host = format!("--docker.host=unix://{}", dir.path().join("no-engine.sock").display());
+    let sonde = Sonde::start(&["--no-collector.connection", &host]);
+    let text = scrape(&sonde).await;
+    assert_eq!(docker_success(&text), Some(0.0), "{text}");
+    for other in ["host", "container"] {
+        assert_eq!(
+            sample_value(&text, &format!("sonde_collector_success{{collector=\"{other}\"}}")),
+            Some(1.0),
+            "{other}"
+        );
+    }
+    assert!(
+        !text.contains("sonde_docker_containers"),
+        "no figures from a source that failed"
+    );
+    let start = Instant::now();
+    let said_why = loop {
+        let log: Vec<String> = sonde.log.try_iter().collect();
+        if let Some(line) = log.into_iter().find(|l| l.contains("collector=docker")) {
+            break line;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the failure is logged");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        said_why.contains("no-engine.sock"),
+        "the log names the engine: {said_why}"
+    );
+}

@@ -4,11 +4,15 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use tokio::time::{Duration, Instant};
 
 use super::link::Link;
 use super::map::ContainerMap;
 use crate::collector::{CollectError, Collector, ScrapeContext};
 use crate::family::{Family, FamilyBuilder};
+
+/// How long a scrape right after start waits for the first answer from the engine.
+const FIRST_ATTEMPT_PATIENCE: Duration = Duration::from_secs(1);
 
 pub struct DockerCollector {
     pub(super) host: String,
@@ -23,8 +27,10 @@ impl Collector for DockerCollector {
 
     fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
         Box::pin(async move {
-            // Right after start, answer with the first attempt's outcome, not "not yet".
-            let _ = tokio::time::timeout_at(ctx.deadline, self.link.first_attempt()).await;
+            // Right after start, answer with the first attempt's outcome rather than "not
+            // yet", but never hold a scrape long for an engine that hangs.
+            let patience = ctx.deadline.min(Instant::now() + FIRST_ATTEMPT_PATIENCE);
+            let _ = tokio::time::timeout_at(patience, self.link.first_attempt()).await;
             if !self.link.connected() {
                 return Err(CollectError::Failed(format!(
                     "Docker engine at {}: {}",
