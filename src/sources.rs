@@ -20,8 +20,10 @@ pub struct Sources {
 impl Sources {
     /// Builds the enabled sources. Call inside the Tokio runtime: sources may start
     /// background tasks (event streams, refreshes).
-    pub fn from_config(_config: &Config) -> Self {
-        Self::default()
+    pub fn from_config(config: &Config) -> Self {
+        let mut sources = Self::default();
+        crate::kubelet::register(config, &mut sources);
+        sources
     }
 
     /// The sum of the sources' generations: it changes whenever a source learns of a change
