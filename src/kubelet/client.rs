@@ -6,6 +6,12 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use bytes::{Bytes, BytesMut};
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use prometheus::proto::MetricFamily;
 
 use super::config::KubeletConfig;
@@ -65,9 +71,11 @@ impl KubeletError {
     }
 }
 
+type Http = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
 /// A client of one Kubelet.
 pub struct KubeletClient {
-    http: reqwest::Client,
+    http: Http,
     base: String,
     config: KubeletConfig,
     /// (endpoint, code) → requests.
@@ -79,31 +87,40 @@ impl KubeletClient {
     pub fn new(base: &str, config: &KubeletConfig) -> Result<Self, String> {
         let tls =
             tls::client_config(config.ca_file.as_deref(), config.insecure_skip_verify).map_err(|e| e.to_string())?;
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls)
-            .timeout(config.timeout)
-            .connect_timeout(config.timeout)
-            .no_proxy() // the Kubelet is on this node; a proxy from the environment is not the way
-            .build()
-            .map_err(|e| format!("building the Kubelet client: {}", chain(&e)))?;
+        let mut tcp = HttpConnector::new();
+        tcp.enforce_http(false);
+        tcp.set_connect_timeout(Some(config.timeout));
+        tcp.set_nodelay(true);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(tcp);
         Ok(Self {
-            http,
+            http: Client::builder(TokioExecutor::new()).build(connector),
             base: base.trim_end_matches('/').to_owned(),
             config: config.clone(),
             requests: Mutex::default(),
         })
     }
 
-    /// GETs an endpoint and decodes its JSON answer; counts the outcome.
+    /// GETs an endpoint and decodes its JSON answer, all within the timeout; counts the outcome.
     pub async fn get<T: serde::de::DeserializeOwned>(&self, endpoint: Endpoint) -> Result<T, KubeletError> {
         let url = format!("{}{}", self.base, endpoint.path());
-        let outcome = match self.fetch(&url).await {
-            Ok(body) => serde_json::from_slice(&body).map_err(|e| KubeletError::Decode {
+        let fetched = tokio::time::timeout(self.config.timeout, self.fetch(&url))
+            .await
+            .unwrap_or_else(|_| {
+                Err(KubeletError::Timeout {
+                    url: url.clone(),
+                    timeout: self.config.timeout,
+                })
+            });
+        let outcome = fetched.and_then(|body| {
+            serde_json::from_slice(&body).map_err(|e| KubeletError::Decode {
                 url: url.clone(),
                 reason: e.to_string(),
-            }),
-            Err(e) => Err(e),
-        };
+            })
+        });
         let code = outcome.as_ref().map_or_else(KubeletError::code, |_| "200".to_owned());
         *self.lock().entry((endpoint, code)).or_default() += 1;
         outcome
@@ -114,55 +131,50 @@ impl KubeletClient {
             path: self.config.token_file.clone(),
             source,
         })?;
-        let transport = |e: reqwest::Error| self.transport_error(url, &e);
-        let mut response = self
+        let transport = |reason: String, connect: bool| KubeletError::Transport {
+            url: url.to_owned(),
+            reason,
+            connect,
+        };
+        let request = http::Request::get(url)
+            .header(http::header::AUTHORIZATION, format!("Bearer {}", token.trim()))
+            .header(http::header::ACCEPT, "application/json")
+            .body(Empty::new())
+            .map_err(|e| transport(format!("building the request: {e}"), false))?;
+        let response = self
             .http
-            .get(url)
-            .bearer_auth(token.trim())
-            .header(reqwest::header::ACCEPT, "application/json")
-            .send()
+            .request(request)
             .await
-            .map_err(transport)?;
+            .map_err(|e| transport(chain(&e), e.is_connect()))?;
         let status = response.status();
         let limit = self.config.max_body_bytes;
+        let declared = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let mut body = response.into_body();
         if !status.is_success() {
             // A short excerpt says why (the Kubelet answers "Unauthorized", "Forbidden (…)").
-            let body = response.text().await.unwrap_or_default();
-            let body: String = body.chars().take(200).collect();
+            let excerpt = read_limited(&mut body, 512).await.unwrap_or_default();
+            let excerpt: String = String::from_utf8_lossy(&excerpt).chars().take(200).collect();
             return Err(KubeletError::Status {
                 url: url.to_owned(),
                 status: status.as_u16(),
-                body: body.trim().to_owned(),
+                body: excerpt.trim().to_owned(),
             });
         }
         let too_large = || KubeletError::TooLarge {
             url: url.to_owned(),
             limit,
         };
-        if response.content_length().is_some_and(|len| len > limit) {
+        if declared.is_some_and(|len| len > limit) {
             return Err(too_large());
         }
-        let mut body = BytesMut::new();
-        while let Some(chunk) = response.chunk().await.map_err(transport)? {
-            if (body.len() + chunk.len()) as u64 > limit {
-                return Err(too_large());
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(body.freeze())
-    }
-
-    fn transport_error(&self, url: &str, e: &reqwest::Error) -> KubeletError {
-        if e.is_timeout() {
-            return KubeletError::Timeout {
-                url: url.to_owned(),
-                timeout: self.config.timeout,
-            };
-        }
-        KubeletError::Transport {
-            url: url.to_owned(),
-            reason: chain(e),
-            connect: e.is_connect(),
+        match read_limited(&mut body, limit).await {
+            Ok(bytes) if bytes.len() as u64 > limit => Err(too_large()),
+            Ok(bytes) => Ok(bytes),
+            Err(e) => Err(transport(format!("reading the answer: {}", chain(&e)), false)),
         }
     }
 
@@ -183,7 +195,22 @@ impl KubeletClient {
     }
 }
 
-/// An error and its causes on one line: reqwest's own message rarely says what failed.
+/// Reads a body until its end, or until it holds more than `limit` bytes (then returns what
+/// it has, which is longer than the limit, and reads no further).
+async fn read_limited(body: &mut Incoming, limit: u64) -> Result<Bytes, hyper::Error> {
+    let mut bytes = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            bytes.extend_from_slice(&data);
+            if bytes.len() as u64 > limit {
+                break;
+            }
+        }
+    }
+    Ok(bytes.freeze())
+}
+
+/// An error and its causes on one line: hyper's own message rarely says what failed.
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();

@@ -65,11 +65,11 @@ pub fn parse_url(value: &str) -> Result<Option<String>, String> {
     if value.is_empty() {
         return Ok(None);
     }
-    let url = reqwest::Url::parse(value).map_err(|e| e.to_string())?;
-    if !matches!(url.scheme(), "https" | "http") {
+    let url: http::Uri = value.parse().map_err(|e: http::uri::InvalidUri| e.to_string())?;
+    if !matches!(url.scheme_str(), Some("https" | "http")) {
         return Err("the scheme must be https (or http)".into());
     }
-    if url.host_str().is_none_or(str::is_empty) {
+    if url.host().is_none_or(str::is_empty) {
         return Err("the URL has no host".into());
     }
     Ok(Some(value.trim_end_matches('/').to_owned()))
