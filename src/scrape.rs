@@ -296,6 +296,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_partial_failure_serves_its_families_and_reports_failure() {
+        struct Degraded;
+        impl Collector for Degraded {
+            fn name(&self) -> &'static str {
+                "degraded"
+            }
+            fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+                let telemetry = FamilyBuilder::counter("zz_requests_total", "h")
+                    .with_sample(&[("code", "500")], 1.0)
+                    .build();
+                Box::pin(async move {
+                    Err(CollectError::Partial {
+                        reason: "source answered 500".into(),
+                        families: family::shared(telemetry),
+                    })
+                })
+            }
+        }
+        let scraper = Scraper::new(vec![Arc::new(Degraded)]);
+        let families = scraper.scrape(Duration::from_secs(5)).await;
+        assert!(families.iter().any(|f| f.name() == "zz_requests_total"));
+        let success = families
+            .iter()
+            .find(|f| f.name() == "sonde_collector_success")
+            .expect("success family");
+        assert_eq!(success.model().get_metric()[0].get_gauge().value(), 0.0);
+        let (_, status) = &scraper.statuses()[0];
+        assert_eq!(status.error.as_deref(), Some("source answered 500"));
+    }
+
+    #[tokio::test]
     async fn families_of_one_name_are_merged_and_sorted() {
         struct Two;
         impl Collector for Two {

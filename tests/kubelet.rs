@@ -874,6 +874,32 @@ async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_kubelet_is_given_up_before_the_scrape_deadline_and_counted() {
+    let kubelet = TestKubelet::start("token-1").await;
+    kubelet.set_fault(Fault::Stall);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sysfs = write_forest(dir.path(), &forest());
+    // The Kubelet's own timeout (default 10s) is longer than the scrape's deadline.
+    let sonde = start(&sonde_args(
+        &sysfs,
+        &dir.path().join("proc"),
+        &kubelet.flags(),
+        &["--scrape.timeout=2s"],
+    ));
+    let started = Instant::now();
+    let text = scrape(&sonde).await;
+    println!(
+        "stalled Kubelet, 2s scrape deadline: the scrape took {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(success(&text, "kubelet"), Some(0.0));
+    assert_eq!(success(&text, "container"), Some(1.0));
+    // Counted, in the same scrape: the collector handed over its telemetry, not cut off.
+    assert_eq!(requests(&text, "/stats/summary", "timeout"), 1.0);
+    wait_for_log(&sonde, &["Kubelet request failed", "code=timeout", "/stats/summary"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_names_expire_after_max_staleness() {
     let kubelet = TestKubelet::start("token-1").await;
     let dir = tempfile::tempdir().expect("tempdir");

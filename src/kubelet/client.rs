@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use tokio::time::Instant;
+
 use bytes::{Bytes, BytesMut};
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
@@ -104,15 +106,23 @@ impl KubeletClient {
         })
     }
 
-    /// GETs an endpoint and decodes its JSON answer, all within the timeout; counts the outcome.
-    pub async fn get<T: serde::de::DeserializeOwned>(&self, endpoint: Endpoint) -> Result<T, KubeletError> {
+    /// GETs an endpoint and decodes its JSON answer, all within the timeout, or by `deadline`
+    /// when that comes first (the scrape's, so a slow Kubelet is counted as a timeout rather
+    /// than cut off uncounted); counts the outcome.
+    pub async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        deadline: Option<Instant>,
+    ) -> Result<T, KubeletError> {
         let url = format!("{}{}", self.base, endpoint.path());
-        let fetched = tokio::time::timeout(self.config.timeout, self.fetch(&url))
+        let start = Instant::now();
+        let until = deadline.map_or(start + self.config.timeout, |d| d.min(start + self.config.timeout));
+        let fetched = tokio::time::timeout_at(until, self.fetch(&url))
             .await
             .unwrap_or_else(|_| {
                 Err(KubeletError::Timeout {
                     url: url.clone(),
-                    timeout: self.config.timeout,
+                    timeout: until.saturating_duration_since(start),
                 })
             });
         let outcome = fetched.and_then(|body| {

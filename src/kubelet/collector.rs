@@ -6,8 +6,10 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::future::BoxFuture;
+use tokio::time::Instant;
 
 use super::client::{Endpoint, KubeletClient, KubeletError};
 use super::pods::{PodIndex, PodList};
@@ -61,7 +63,7 @@ impl KubeletCollector {
 
     /// Fetches the pods once, ahead of the first scrape.
     pub async fn prefetch(&self) {
-        let _ = self.refresh_pods().await;
+        let _ = self.refresh_pods(None).await;
     }
 
     fn client(&self) -> Result<&KubeletClient, String> {
@@ -69,10 +71,10 @@ impl KubeletCollector {
     }
 
     /// The pods, fetched at most once per window; a fresh answer goes to the metadata source.
-    async fn refresh_pods(&self) -> Result<(), String> {
+    async fn refresh_pods(&self, deadline: Option<Instant>) -> Result<(), String> {
         let client = self.client()?;
         let fetch = async {
-            let list: PodList = client.get(Endpoint::Pods).await.inspect_err(log)?;
+            let list: PodList = client.get(Endpoint::Pods, deadline).await.inspect_err(log)?;
             Ok::<_, KubeletError>(PodIndex::from_list(list))
         };
         let (index, fresh) = self.pods.get(fetch).await.map_err(|e| e.to_string())?;
@@ -83,11 +85,11 @@ impl KubeletCollector {
     }
 
     /// The pod networks, fetched at most once per window.
-    async fn refresh_summary(&self) -> Result<Arc<PodNetworks>, String> {
+    async fn refresh_summary(&self, deadline: Option<Instant>) -> Result<Arc<PodNetworks>, String> {
         let client = self.client()?;
         let layout = self.layout.clone();
         let fetch = async {
-            let summary: Summary = client.get(Endpoint::StatsSummary).await.inspect_err(log)?;
+            let summary: Summary = client.get(Endpoint::StatsSummary, deadline).await.inspect_err(log)?;
             let by_pod = summary::network_by_pod(summary);
             // The pod cgroups as the container collector finds them, off the async workers.
             let cgroups = tokio::task::spawn_blocking(move || pod_cgroups(layout.as_ref()))
@@ -191,6 +193,23 @@ impl KubeletCollector {
     }
 }
 
+/// `work`'s result, or `late()` once `deadline` passes.
+async fn within<T>(
+    deadline: Option<Instant>,
+    work: impl Future<Output = Result<T, String>>,
+    late: impl FnOnce() -> String,
+) -> Result<T, String> {
+    match deadline {
+        Some(deadline) => tokio::time::timeout_at(deadline, work)
+            .await
+            .unwrap_or_else(|_| Err(late())),
+        None => work.await,
+    }
+}
+
+/// Time kept before the scrape deadline to hand over what the collector has.
+const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
+
 fn log(error: &KubeletError) {
     tracing::warn!(code = %error.code(), %error, "Kubelet request failed");
 }
@@ -238,9 +257,19 @@ impl Collector for KubeletCollector {
         "kubelet"
     }
 
-    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+    fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
         Box::pin(async move {
-            let (pods, networks) = tokio::join!(self.refresh_pods(), self.refresh_summary());
+            // Give up on the Kubelet a little before the scrape's deadline, so the failure is
+            // counted and reported with this collector's telemetry rather than cut off.
+            let before = |margin| Some(ctx.deadline.checked_sub(margin).unwrap_or(ctx.deadline));
+            let (requests_end, wait_end) = (before(2 * DEADLINE_MARGIN), before(DEADLINE_MARGIN));
+            // The wait is bounded too (a little later, so a request of this scrape ends by its
+            // own timeout and is counted): a caller may be waiting on another's refresh.
+            let late = || "no answer from the Kubelet before the scrape deadline".to_owned();
+            let (pods, networks) = tokio::join!(
+                within(wait_end, self.refresh_pods(requests_end), late),
+                within(wait_end, self.refresh_summary(requests_end), late)
+            );
             let mut families = match &networks {
                 Ok(networks) => self.render(networks),
                 Err(_) => Vec::new(),
