@@ -136,6 +136,34 @@ mod tests {
     }
 
     #[test]
+    fn names_the_connection_series_of_a_pod_container() {
+        use std::os::unix::fs::MetadataExt;
+
+        use crate::collector::connection::cgroup_names::{CgroupNames, CgroupPaths, ContainerLabels, SourceNames};
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let uid_ = UID.replace('-', "_");
+        let rel = format!(
+            "kubepods.slice/kubepods-burstable.slice/kubepods-burstable-pod{uid_}.slice/cri-containerd-{APP}.scope"
+        );
+        let scope = dir.path().join(&rel);
+        std::fs::create_dir_all(&scope).expect("mkdir");
+        let source = Arc::new(KubeletSource::new(Duration::from_secs(60)));
+        source.update(index(false));
+        let names = SourceNames::new(CgroupPaths::at(dir.path().to_owned()), vec![source]);
+        let inode = std::fs::metadata(&scope).expect("stat").ino();
+        assert_eq!(
+            names.labels(inode),
+            ContainerLabels {
+                id: format!("/{rel}"),
+                container: "app".into(),
+                pod: "web-0".into(),
+                namespace: "shop".into(),
+            }
+        );
+    }
+
+    #[test]
     fn names_containers_pods_and_sandboxes_and_expires() {
         let source = KubeletSource::new(Duration::from_millis(200));
         assert_eq!(
