@@ -731,6 +731,15 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
     assert_eq!(success(&text, "kubelet"), Some(1.0));
     assert_eq!(success(&text, "container"), Some(1.0));
     assert_eq!(sample_value(&text, "sonde_kubelet_pods"), Some(6.0));
+    assert_eq!(
+        sample_value(&text, "sonde_cache_entries{cache=\"kubelet_pods\"}"),
+        Some(6.0)
+    );
+    // Pods with network figures in the summary, known to /pods or not (pending-0 has none).
+    assert_eq!(
+        sample_value(&text, "sonde_cache_entries{cache=\"kubelet_summary\"}"),
+        Some(6.0)
+    );
     assert!(requests(&text, "/pods", "200") >= 1.0);
     assert!(requests(&text, "/stats/summary", "200") >= 1.0);
     let (ok, complaints) = promtool_check_metrics(text.as_bytes());

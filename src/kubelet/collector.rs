@@ -149,7 +149,9 @@ impl KubeletCollector {
         family::shared(families.into_iter().filter_map(FamilyBuilder::build))
     }
 
-    fn telemetry(&self) -> Vec<Arc<Family>> {
+    /// The client's request counts, the pod list in use, and both caches (`networks`: pods
+    /// with network figures in the summary this scrape used).
+    fn telemetry(&self, networks: usize) -> Vec<Arc<Family>> {
         let (pods, age) = self
             .source
             .current()
@@ -186,7 +188,7 @@ impl KubeletCollector {
                 name: self.summary.name(),
                 hits: self.summary.requests().0,
                 misses: self.summary.requests().1,
-                entries: 0,
+                entries: networks,
             },
         ]));
         family::shared(families)
@@ -274,7 +276,8 @@ impl Collector for KubeletCollector {
                 Ok(networks) => self.render(networks),
                 Err(_) => Vec::new(),
             };
-            families.extend(self.telemetry());
+            let with_network = networks.as_ref().map_or(0, |n| n.by_pod.len());
+            families.extend(self.telemetry(with_network));
             let errors: Vec<String> = [pods.err(), networks.err()].into_iter().flatten().collect();
             if errors.is_empty() {
                 Ok(families)
