@@ -561,6 +561,18 @@ async fn scrape_until(sonde: &Sonde, what: &str, ready: impl Fn(&str) -> bool) -
     panic!("never saw {what}:\n{}", scrape(sonde).await);
 }
 
+/// Waits until `/readyz` answers 200: the start-up collection has finished.
+async fn wait_ready(sonde: &Sonde) {
+    for _ in 0..300 {
+        let ready = reqwest::get(sonde.url("/readyz")).await.expect("readyz");
+        if ready.status() == 200 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("sonde never got ready");
+}
+
 fn success(text: &str, collector: &str) -> Option<f64> {
     sample_value(text, &format!("sonde_collector_success{{collector=\"{collector}\"}}"))
 }
@@ -753,7 +765,8 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_scrapes_in_one_window_make_one_summary_request() {
     let kubelet = TestKubelet::start("token-1").await;
-    *lock(&kubelet.state.summary_delay) = Duration::from_millis(500);
+    // Slow enough that the scrapes arrive while the one refresh is in flight.
+    *lock(&kubelet.state.summary_delay) = Duration::from_secs(2);
     let dir = tempfile::tempdir().expect("tempdir");
     let sysfs = write_forest(dir.path(), &forest());
     let sonde = start(&sonde_args(
@@ -762,7 +775,6 @@ async fn fifty_concurrent_scrapes_in_one_window_make_one_summary_request() {
         &kubelet.flags(),
         &["--kubelet.cache-validity=1h", "--web.max-requests=0"],
     ));
-    assert_eq!(kubelet.requests("/stats/summary"), 0, "no scrape, no summary");
     let url = sonde.url("/metrics");
     let scrapes = (0..50).map(|_| {
         let url = url.clone();
@@ -784,8 +796,16 @@ async fn fifty_concurrent_scrapes_in_one_window_make_one_summary_request() {
     }
     assert_eq!(kubelet.requests("/stats/summary"), 1);
     assert_eq!(kubelet.requests("/pods"), 1, "the start-up fetch serves the window");
+    // The start-up collection and the 51 scrapes: one refresh (a miss), every other a hit.
     let text = scrape(&sonde).await;
     assert_eq!(requests(&text, "/stats/summary", "200"), 1.0);
+    assert_eq!(
+        sample_value(
+            &text,
+            "sonde_cache_requests_total{cache=\"kubelet_summary\",result=\"hit\"}"
+        ),
+        Some(51.0)
+    );
     assert_eq!(
         sample_value(
             &text,
@@ -895,6 +915,8 @@ async fn a_stalled_kubelet_is_given_up_before_the_scrape_deadline_and_counted() 
         &kubelet.flags(),
         &["--scrape.timeout=2s"],
     ));
+    // The start-up collection's request first (it times out at its own deadline).
+    wait_ready(&sonde).await;
     let started = Instant::now();
     let text = scrape(&sonde).await;
     println!(
@@ -904,7 +926,7 @@ async fn a_stalled_kubelet_is_given_up_before_the_scrape_deadline_and_counted() 
     assert_eq!(success(&text, "kubelet"), Some(0.0));
     assert_eq!(success(&text, "container"), Some(1.0));
     // Counted, in the same scrape: the collector handed over its telemetry, not cut off.
-    assert_eq!(requests(&text, "/stats/summary", "timeout"), 1.0);
+    assert_eq!(requests(&text, "/stats/summary", "timeout"), 2.0);
     wait_for_log(&sonde, &["Kubelet request failed", "code=timeout", "/stats/summary"]);
 }
 
