@@ -18,6 +18,7 @@ use crate::collector::connection::ConnectionConfig;
 use crate::collector::connection::series::{RemoteMode, parse_port_range};
 use crate::container::filter::Filters;
 use crate::docker::config::{DockerConfig, default_host, validate_host};
+use crate::kubelet::config::KubeletConfig;
 
 /// Where the exporter reads the host's pseudo-filesystems, so it can run in a container
 /// that mounts the host's at another place.
@@ -68,6 +69,8 @@ pub struct Config {
     pub connection: ConnectionConfig,
     /// Settings of the Docker metadata source.
     pub docker: DockerConfig,
+    /// The Kubelet source (pod identity, pod network stats).
+    pub kubelet: KubeletConfig,
 }
 
 /// Settings of the `container` collector.
@@ -322,6 +325,7 @@ pub fn command() -> Command {
             "REGEX",
             "Container environment variables whose names match become container_env_<name> labels (default: none)",
         ));
+    cmd = kubelet_flags(cmd);
     for spec in collector::builtin() {
         let on = format!("collector.{}", spec.name);
         let off = format!("no-collector.{}", spec.name);
@@ -510,6 +514,7 @@ fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
             max_series: m.get_one::<usize>("connection.max-series").copied().unwrap_or(10_000),
         },
         docker: docker_config(m)?,
+        kubelet: resolve_kubelet(m)?,
     })
 }
 
@@ -529,6 +534,104 @@ fn docker_config(m: &ArgMatches) -> Result<DockerConfig, ConfigError> {
         host,
         label_allowlist: regex(m, "docker.label-allowlist")?,
         env_allowlist: regex(m, "docker.env-allowlist")?,
+    })
+}
+
+/// The Kubelet source's flags.
+fn kubelet_flags(cmd: Command) -> Command {
+    use crate::kubelet::config::{SERVICE_ACCOUNT_CA, SERVICE_ACCOUNT_TOKEN};
+    cmd.arg(flag(
+        "kubelet.url",
+        "URL",
+        "The Kubelet's base URL (default in a pod: https://$NODE_IP:10250 with NODE_IP from the downward API; otherwise, or empty: the Kubelet source is off)",
+    ))
+    .arg(
+        flag(
+            "kubelet.token-file",
+            "FILE",
+            "Bearer token for the Kubelet, re-read for every request (it is rotated)",
+        )
+        .default_value(SERVICE_ACCOUNT_TOKEN),
+    )
+    .arg(
+        flag(
+            "kubelet.ca-file",
+            "FILE",
+            "CA certificates (PEM) that signed the Kubelet's serving certificate",
+        )
+        .default_value(SERVICE_ACCOUNT_CA),
+    )
+    .arg(
+        Arg::new("kubelet.insecure-skip-verify")
+            .long("kubelet.insecure-skip-verify")
+            .env(env_name("kubelet.insecure-skip-verify"))
+            .help("Do not check the Kubelet's certificate (only when asked: anyone on the path can read the token)")
+            .value_name("BOOL")
+            .num_args(0..=1)
+            .require_equals(true)
+            .default_missing_value("true")
+            .default_value("false")
+            .value_parser(clap::builder::BoolishValueParser::new()),
+    )
+    .arg(flag("kubelet.timeout", "DURATION", "Limit on one request to the Kubelet").default_value("10s"))
+    .arg(
+        flag(
+            "kubelet.cache-validity",
+            "DURATION",
+            "/pods and /stats/summary are fetched at most once per this window; scrapes inside it share one fetch",
+        )
+        .default_value("10s"),
+    )
+    .arg(
+        flag(
+            "kubelet.max-staleness",
+            "DURATION",
+            "The last good pod list stays in use this long while the Kubelet fails",
+        )
+        .default_value("5m"),
+    )
+    .arg(
+        flag(
+            "kubelet.max-body-size",
+            "SIZE",
+            "Kubelet answers larger than this are refused (B, KiB, MiB, GiB)",
+        )
+        .default_value("16MiB"),
+    )
+}
+
+fn resolve_kubelet(m: &ArgMatches) -> Result<KubeletConfig, ConfigError> {
+    use crate::kubelet::config::{default_url, parse_size, parse_url};
+    let text = |id: &str| m.get_one::<String>(id).cloned().unwrap_or_default();
+    let url = match m.get_one::<String>("kubelet.url") {
+        Some(value) => parse_url(value).map_err(|reason| ConfigError::Invalid {
+            flag: "kubelet.url",
+            value: value.clone(),
+            reason,
+        })?,
+        None => default_url(
+            std::env::var("KUBERNETES_SERVICE_HOST").ok().as_deref(),
+            std::env::var("NODE_IP").ok().as_deref(),
+        ),
+    };
+    let insecure_skip_verify = m
+        .get_one::<bool>("kubelet.insecure-skip-verify")
+        .copied()
+        .unwrap_or(false);
+    let ca_file = Some(text("kubelet.ca-file")).filter(|f| !f.is_empty()).map(Into::into);
+    Ok(KubeletConfig {
+        url,
+        token_file: text("kubelet.token-file").into(),
+        ca_file,
+        insecure_skip_verify,
+        timeout: duration(m, "kubelet.timeout")?,
+        cache_validity: duration(m, "kubelet.cache-validity")?,
+        max_staleness: duration(m, "kubelet.max-staleness")?,
+        max_body_bytes: parse_size(&text("kubelet.max-body-size")).map_err(|reason| ConfigError::Invalid {
+            flag: "kubelet.max-body-size",
+            value: text("kubelet.max-body-size"),
+            reason,
+        })?,
     })
 }
 
@@ -790,6 +893,42 @@ mod tests {
         }
         let off = from_args(args(&["--no-docker", "--docker.host=ssh://host"])).expect("unused when off");
         assert!(!off.docker.enabled);
+    }
+
+    #[test]
+    fn kubelet_flags() {
+        let c = from_args(args(&["--kubelet.url="])).expect("parses");
+        assert_eq!(c.kubelet.url, None, "empty: off");
+        let d = crate::kubelet::config::KubeletConfig::default();
+        assert_eq!(
+            (c.kubelet.timeout, c.kubelet.cache_validity, c.kubelet.max_staleness),
+            (d.timeout, d.cache_validity, d.max_staleness)
+        );
+        assert_eq!(
+            (&c.kubelet.token_file, &c.kubelet.ca_file, c.kubelet.max_body_bytes),
+            (&d.token_file, &d.ca_file, d.max_body_bytes)
+        );
+        let c = from_args(args(&[
+            "--kubelet.url=https://127.0.0.1:10250/",
+            "--kubelet.insecure-skip-verify",
+            "--kubelet.timeout=2s",
+            "--kubelet.max-body-size=1MiB",
+            "--kubelet.token-file=/t",
+        ]))
+        .expect("parses");
+        assert_eq!(c.kubelet.url.as_deref(), Some("https://127.0.0.1:10250"));
+        assert!(c.kubelet.insecure_skip_verify);
+        assert_eq!(c.kubelet.timeout, Duration::from_secs(2));
+        assert_eq!(c.kubelet.max_body_bytes, 1 << 20);
+        assert_eq!(c.kubelet.token_file, PathBuf::from("/t"));
+        for bad in [
+            "--kubelet.url=10.0.0.1:10250",
+            "--kubelet.max-body-size=lots",
+            "--kubelet.timeout=0",
+        ] {
+            let err = from_args(args(&[bad])).expect_err(bad);
+            assert!(err.to_string().contains("--kubelet."), "{err}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use crate::collector::{Collector, ScrapeContext};
+use crate::collector::{CollectError, Collector, ScrapeContext};
 use crate::family::{self, Family, FamilyBuilder};
 use crate::self_metrics::ExporterMetrics;
 
@@ -55,7 +55,12 @@ impl Scraper {
         // Each status is recorded as soon as its collector finishes, not after the slowest.
         let outcomes = join_all(self.entries.iter().map(|entry| async move {
             let (elapsed, outcome) = run(Arc::clone(&entry.collector), ctx).await;
-            record(entry.collector.name(), &entry.status, elapsed, outcome.as_ref().err());
+            record(
+                entry.collector.name(),
+                &entry.status,
+                elapsed,
+                outcome.as_ref().err().map(|f| &f.reason),
+            );
             (elapsed, outcome)
         }))
         .await;
@@ -73,8 +78,9 @@ impl Scraper {
             let name = entry.collector.name();
             duration.sample(&[("collector", name)], elapsed.as_secs_f64());
             success.sample(&[("collector", name)], if outcome.is_ok() { 1.0 } else { 0.0 });
-            if let Ok(families) = outcome {
-                merged.extend(families);
+            match outcome {
+                Ok(families) => merged.extend(families),
+                Err(failure) => merged.extend(failure.families),
             }
         }
         merged.extend(family::shared(duration.build().into_iter().chain(success.build())));
@@ -100,22 +106,47 @@ impl Scraper {
     }
 }
 
+/// Why a collector failed, and what it still had to show (see [`CollectError::Partial`]).
+struct Failure {
+    reason: String,
+    families: Vec<Arc<Family>>,
+}
+
+impl From<String> for Failure {
+    fn from(reason: String) -> Self {
+        Self {
+            reason,
+            families: Vec::new(),
+        }
+    }
+}
+
+impl From<CollectError> for Failure {
+    fn from(error: CollectError) -> Self {
+        match error {
+            CollectError::Partial { reason, families } => Self { reason, families },
+            other => other.to_string().into(),
+        }
+    }
+}
+
 /// Runs one collector on its own task, so that a panic is caught and a missed deadline
 /// cancels it; returns how long it took and its families or why it failed.
-async fn run(collector: Arc<dyn Collector>, ctx: ScrapeContext) -> (Duration, Result<Vec<Arc<Family>>, String>) {
+async fn run(collector: Arc<dyn Collector>, ctx: ScrapeContext) -> (Duration, Result<Vec<Arc<Family>>, Failure>) {
     let start = Instant::now();
     let mut task = tokio::spawn(async move { collector.collect(ctx).await });
     let outcome = match tokio::time::timeout_at(ctx.deadline, &mut task).await {
         Ok(Ok(Ok(families))) => Ok(families),
-        Ok(Ok(Err(error))) => Err(error.to_string()),
-        Ok(Err(join)) if join.is_panic() => Err(format!("panicked: {}", panic_message(join.into_panic()))),
-        Ok(Err(_)) => Err("cancelled".to_owned()),
+        Ok(Ok(Err(error))) => Err(error.into()),
+        Ok(Err(join)) if join.is_panic() => Err(format!("panicked: {}", panic_message(join.into_panic())).into()),
+        Ok(Err(_)) => Err("cancelled".to_owned().into()),
         Err(_) => {
             task.abort();
             Err(format!(
                 "missed the scrape deadline of {:.3}s",
                 ctx.deadline.saturating_duration_since(start).as_secs_f64()
-            ))
+            )
+            .into())
         }
     };
     (start.elapsed(), outcome)
@@ -190,7 +221,6 @@ mod tests {
     use futures::future::BoxFuture;
 
     use super::*;
-    use crate::collector::CollectError;
 
     /// Fails while `failing` is set.
     struct Flaky {
@@ -263,6 +293,37 @@ mod tests {
         );
         let (name, status) = &scraper.statuses()[0];
         assert_eq!((*name, status.collections, status.success), ("flaky", 7, false));
+    }
+
+    #[tokio::test]
+    async fn a_partial_failure_serves_its_families_and_reports_failure() {
+        struct Degraded;
+        impl Collector for Degraded {
+            fn name(&self) -> &'static str {
+                "degraded"
+            }
+            fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+                let telemetry = FamilyBuilder::counter("zz_requests_total", "h")
+                    .with_sample(&[("code", "500")], 1.0)
+                    .build();
+                Box::pin(async move {
+                    Err(CollectError::Partial {
+                        reason: "source answered 500".into(),
+                        families: family::shared(telemetry),
+                    })
+                })
+            }
+        }
+        let scraper = Scraper::new(vec![Arc::new(Degraded)]);
+        let families = scraper.scrape(Duration::from_secs(5)).await;
+        assert!(families.iter().any(|f| f.name() == "zz_requests_total"));
+        let success = families
+            .iter()
+            .find(|f| f.name() == "sonde_collector_success")
+            .expect("success family");
+        assert_eq!(success.model().get_metric()[0].get_gauge().value(), 0.0);
+        let (_, status) = &scraper.statuses()[0];
+        assert_eq!(status.error.as_deref(), Some("source answered 500"));
     }
 
     #[tokio::test]

@@ -27,6 +27,7 @@ impl Sources {
             sources.metadata.push(source);
             sources.collectors.push(collector);
         }
+        crate::kubelet::register(config, &mut sources);
         sources
     }
 

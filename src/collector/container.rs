@@ -22,7 +22,7 @@ use crate::family::{self, Family, RenderedFamily};
 use crate::sources::Sources;
 
 /// Interfaces cAdvisor leaves out of container network stats.
-const IGNORED_INTERFACE_PREFIXES: [&str; 4] = ["lo", "veth", "docker", "nerdctl"];
+pub(crate) const IGNORED_INTERFACE_PREFIXES: [&str; 4] = ["lo", "veth", "docker", "nerdctl"];
 
 pub struct ContainerCollector {
     state: Result<Arc<State>, String>,

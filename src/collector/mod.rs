@@ -45,6 +45,10 @@ pub enum CollectError {
     Parse { path: PathBuf, reason: String },
     #[error("{0}")]
     Failed(String),
+    /// The collector failed, but still has families worth showing (its own telemetry, what
+    /// it kept from the last good read): they are served, and its success is 0.
+    #[error("{reason}")]
+    Partial { reason: String, families: Vec<Arc<Family>> },
 }
 
 /// A source of metric families. A collector owns its source, its cache and its failure:
