@@ -10,6 +10,7 @@ pub mod container;
 pub mod ebpf;
 pub mod exposition;
 pub mod family;
+pub mod gateway;
 pub mod logging;
 pub mod scrape;
 pub mod self_metrics;
