@@ -118,7 +118,11 @@ impl moka::Expiry<(u32, u32), Option<Arc<Interface>>> for SubnetExpiry {
         interface: &Option<Arc<Interface>>,
         _created_at: Instant,
     ) -> Option<Duration> {
-        Some(if interface.is_some() { self.ttl } else { SUBNET_NEGATIVE_TTL })
+        Some(if interface.is_some() {
+            self.ttl
+        } else {
+            SUBNET_NEGATIVE_TTL
+        })
     }
 }
 
@@ -138,6 +142,7 @@ impl GatewayLookup {
         let counted = telemetry.clone();
         let routes = Cache::builder()
             .max_capacity(config.route_cache_size)
+            .support_invalidation_closures()
             .expire_after(RouteExpiry {
                 ttl: config.route_cache_ttl,
             })
@@ -150,6 +155,7 @@ impl GatewayLookup {
         // Interfaces change as seldom as routes: the same TTL.
         let subnets = Cache::builder()
             .max_capacity(SUBNET_CACHE_SIZE)
+            .support_invalidation_closures()
             .expire_after(SubnetExpiry {
                 ttl: config.route_cache_ttl,
             })
@@ -250,9 +256,26 @@ impl GatewayLookup {
         }
     }
 
-    /// Drops the sockets of namespaces that no process and no name holds any more.
+    /// Drops the sockets of namespaces that no process and no name holds any more, and
+    /// their cached answers: once freed, a namespace's inode can name a new one. Returns
+    /// how many namespaces were dropped.
     pub fn prune_vanished(&self) -> usize {
-        self.handles.prune_vanished()
+        let dropped = self.handles.prune_vanished();
+        if !dropped.is_empty() {
+            let routes = dropped.clone();
+            let invalidated = self
+                .routes
+                .invalidate_entries_if(move |key, _| routes.contains(&key.netns))
+                .and_then(|_| {
+                    let subnets = dropped.clone();
+                    self.subnets
+                        .invalidate_entries_if(move |(netns, _), _| subnets.contains(netns))
+                });
+            if let Err(e) = invalidated {
+                tracing::warn!(error = %e, "cannot drop the cached routes of vanished namespaces");
+            }
+        }
+        dropped.len()
     }
 
     /// Namespaces with an open socket now.

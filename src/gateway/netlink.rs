@@ -129,10 +129,13 @@ impl RouteSocket {
             message.attributes.push(RouteAttribute::Source(RouteAddress::from(src)));
         }
         let answers = self.request(RouteNetlinkMessage::GetRoute(message), false)?;
-        Ok(answers.into_iter().find_map(|answer| match answer {
-            RouteNetlinkMessage::NewRoute(route) => Some(gateway_of(&route)),
-            _ => None,
-        }).flatten())
+        Ok(answers
+            .into_iter()
+            .find_map(|answer| match answer {
+                RouteNetlinkMessage::NewRoute(route) => Some(gateway_of(&route)),
+                _ => None,
+            })
+            .flatten())
     }
 
     /// The interface's name and every address on it.
@@ -228,7 +231,9 @@ fn gateway_of(route: &RouteMessage) -> Option<Route> {
             _ => {}
         }
     }
-    gateway.filter(|g| !g.is_unspecified()).map(|gateway| Route { gateway, oif })
+    gateway
+        .filter(|g| !g.is_unspecified())
+        .map(|gateway| Route { gateway, oif })
 }
 
 /// An address with its prefix length; for IPv4 the local address (on point-to-point

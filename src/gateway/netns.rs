@@ -151,13 +151,19 @@ impl NetnsHandles {
     }
 
     /// Drops the sockets of namespaces that no process and no name holds any more, so the
-    /// kernel can free them. Returns how many were dropped.
-    pub fn prune_vanished(&self) -> usize {
+    /// kernel can free them. Returns the inodes of those dropped.
+    pub fn prune_vanished(&self) -> Vec<u32> {
         let live = self.live_inodes();
         let mut handles = self.lock();
-        let before = handles.len();
-        handles.retain(|inode, _| *inode == self.own || live.contains(&u64::from(*inode)));
-        before - handles.len()
+        let mut dropped = Vec::new();
+        handles.retain(|inode, _| {
+            let keep = *inode == self.own || live.contains(&u64::from(*inode));
+            if !keep {
+                dropped.push(*inode);
+            }
+            keep
+        });
+        dropped
     }
 
     /// Paths that may hold a namespace: named ones first (cheap), then every process's.
@@ -171,7 +177,12 @@ impl NetnsHandles {
             .into_iter()
             .flatten()
             .filter_map(Result::ok)
-            .filter(|entry| entry.file_name().to_str().is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit())))
+            .filter(|entry| {
+                entry
+                    .file_name()
+                    .to_str()
+                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            })
             .map(|entry| entry.path().join("ns/net"));
         named.chain(processes)
     }

@@ -67,8 +67,10 @@ impl Telemetry {
 
 impl Snapshot {
     pub fn families(&self) -> Vec<MetricFamily> {
-        let counter = |name: &str, help: &str, value: u64| FamilyBuilder::counter(name, help).with_sample(&[], value as f64);
-        let gauge = |name: &str, help: &str, value: u64| FamilyBuilder::gauge(name, help).with_sample(&[], value as f64);
+        let counter =
+            |name: &str, help: &str, value: u64| FamilyBuilder::counter(name, help).with_sample(&[], value as f64);
+        let gauge =
+            |name: &str, help: &str, value: u64| FamilyBuilder::gauge(name, help).with_sample(&[], value as f64);
         let mut netlink_errors = FamilyBuilder::counter(
             "sonde_gateway_netlink_errors_total",
             "Route and interface queries the kernel refused or did not answer, by errno",

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use foldhash::fast::RandomState;
 
 use super::series::{LabelPolicy, SeriesKey};
-use crate::gateway::GatewayLookup;
 use crate::ebpf::conn::{ClosedConn, ConnKey, ConnStats, FLAG_CONNECT_FAILED, FLAG_CONNECTED, FLAG_LATE, IPPROTO_TCP};
+use crate::gateway::GatewayLookup;
 
 /// Upper bounds (seconds) of the RTT histogram's buckets.
 pub const RTT_BUCKETS: [f64; 14] = [
