@@ -141,8 +141,12 @@ impl Topology {
                  route add default via 198.18.2.1\nroute add 198.18.3.0/24 via 198.18.4.1\n"
             ),
         );
+        // /proc/sys/net shows the namespace of the thread that opens it.
         for router in [&r, &r2] {
-            run(&["netns", "exec", router, "sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+            spawn_in(router, || std::fs::write("/proc/sys/net/ipv4/ip_forward", "1"))
+                .join()
+                .expect("the router thread")
+                .expect("forwarding on");
         }
         Topology {
             a,
@@ -468,6 +472,69 @@ fn routed_direct_and_loopback_answers_and_the_caches_count_them() {
     ] {
         assert!(names.iter().any(|n| n == family), "{family} missing: {names:?}");
     }
+}
+
+#[test]
+fn known_connections_are_not_looked_up_again() {
+    use sonde::collector::connection::series::{LabelPolicy, RemoteMode};
+    use sonde::collector::connection::tracker::Tracker;
+    use sonde::ebpf::conn::{AF_INET, ConnKey, ConnStats, DIR_OUTBOUND, FLAG_CONNECTED, IPPROTO_TCP};
+    if !root_or_skip("known_connections_are_not_looked_up_again") {
+        return;
+    }
+    let _one = serialized();
+    let topology = Topology::build();
+    let a = inode(&topology.a);
+    let gw = Arc::new(lookup(GatewayConfig::default()));
+    let mut tracker = Tracker::new(LabelPolicy {
+        ephemeral_ports: 32768..=60999,
+        remote: RemoteMode::Ip,
+        max_series: 1_000,
+    })
+    .with_gateway(Some(gw.clone()));
+    // 100 connections from A to B (routed) and 100 from A to R (direct).
+    let conns: Vec<(ConnKey, ConnStats)> = (0..200u16)
+        .map(|i| {
+            let mut key = ConnKey {
+                netns: a,
+                sport: 40_000 + i,
+                dport: 80,
+                family: AF_INET,
+                protocol: IPPROTO_TCP,
+                ..ConnKey::default()
+            };
+            key.saddr[..4].copy_from_slice(&[198, 18, 1, 2]);
+            key.daddr[..4].copy_from_slice(if i < 100 { &[198, 18, 2, 2] } else { &[198, 18, 1, 1] });
+            let stats = ConnStats {
+                bytes_sent: 10,
+                start_ns: u64::from(i) + 1,
+                direction: DIR_OUTBOUND,
+                flags: FLAG_CONNECTED,
+                ..ConnStats::default()
+            };
+            (key, stats)
+        })
+        .collect();
+    for scrape in 0..4 {
+        tracker.live_snapshot(conns.iter().copied(), Instant::now());
+        let s = gw.snapshot();
+        // Every connection was looked up once, at its first scrape; two went to the kernel.
+        assert_eq!(
+            (s.route_lookups, s.route_misses, s.netlink_lookups),
+            (200, 2, 2),
+            "scrape {scrape}: {s:?}"
+        );
+    }
+    let view = tracker.view();
+    let mut series: Vec<(Option<Via>, u64)> = view
+        .iter()
+        .map(|v| (v.key.via.as_deref().cloned(), v.counters.bytes_sent))
+        .collect();
+    series.sort_by_key(|(via, _)| via.is_some());
+    assert_eq!(
+        series,
+        [(None, 1_000), (via("198.18.1.1", "a0", "198.18.1.0/24"), 1_000)]
+    );
 }
 
 #[test]
