@@ -554,10 +554,12 @@ fn failures_are_cached_negatively_and_counted_by_reason() {
     for _ in 0..5 {
         assert_eq!(gw.lookup_with_ips(ip("198.18.3.1"), ip("198.19.0.1"), 1), None);
     }
+    // Another connection of that namespace: not searched for again so soon.
+    assert_eq!(gw.lookup_with_ips(ip("198.18.3.1"), ip("198.19.0.2"), 1), None);
     let s = gw.snapshot();
     assert_eq!(
         (s.route_lookups, s.route_misses, s.netlink_lookups),
-        (10, 2, 1),
+        (11, 3, 1),
         "{s:?}"
     );
     assert_eq!(
@@ -566,7 +568,7 @@ fn failures_are_cached_negatively_and_counted_by_reason() {
     );
     assert_eq!(
         s.lookup_errors.into_iter().collect::<Vec<_>>(),
-        [("netns_not_found", 1), ("route", 1)]
+        [("netns_failed_recently", 1), ("netns_not_found", 1), ("route", 1)]
     );
     let families = gw.families();
     let errors = families

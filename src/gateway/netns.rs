@@ -18,14 +18,16 @@ use std::time::Duration;
 
 use super::netlink::RouteSocket;
 
-/// A namespace that could not be found is not searched for again for this long: a scan of
-/// `/proc` per connection of a vanished namespace would be a storm of its own.
-pub const MISSING_TTL: Duration = Duration::from_secs(5);
+/// A namespace that could not be found or entered is not tried again for this long: a scan
+/// of `/proc` (and a thread) per connection of such a namespace would be a storm of its own.
+pub const FAILED_TTL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetnsError {
     #[error("no process and no /run/netns name holds network namespace {0}")]
     NotFound(u32),
+    #[error("network namespace {0} could not be found or entered lately; not tried again yet")]
+    Failed(u32),
     #[error("entering network namespace {inode} through {path}: {source}")]
     Enter {
         inode: u32,
@@ -46,6 +48,7 @@ impl NetnsError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::NotFound(_) => "netns_not_found",
+            Self::Failed(_) => "netns_failed_recently",
             Self::Enter { .. } => "netns_enter",
             Self::Socket { .. } => "netlink_socket",
         }
@@ -71,7 +74,8 @@ pub struct NetnsHandles {
     named: PathBuf,
     capacity: usize,
     handles: Mutex<HashMap<u32, Arc<Handle>>>,
-    missing: moka::sync::Cache<u32, ()>,
+    /// Namespaces that could not be found or entered lately.
+    failed: moka::sync::Cache<u32, ()>,
     ticks: AtomicU64,
 }
 
@@ -90,9 +94,9 @@ impl NetnsHandles {
             named: named.to_owned(),
             capacity: capacity.max(1),
             handles: Mutex::new(HashMap::new()),
-            missing: moka::sync::Cache::builder()
+            failed: moka::sync::Cache::builder()
                 .max_capacity(4096)
-                .time_to_live(MISSING_TTL)
+                .time_to_live(FAILED_TTL)
                 .build(),
             ticks: AtomicU64::new(0),
         }
@@ -120,18 +124,18 @@ impl NetnsHandles {
             handle.last_used.store(tick, Ordering::Relaxed);
             return Ok(handle.clone());
         }
-        if self.missing.contains_key(&inode) {
-            return Err(NetnsError::NotFound(inode));
+        if self.failed.contains_key(&inode) {
+            return Err(NetnsError::Failed(inode));
         }
-        let socket = if inode == self.own {
-            RouteSocket::open().map_err(|source| NetnsError::Socket { inode, source })?
+        let opened = if inode == self.own {
+            RouteSocket::open().map_err(|source| NetnsError::Socket { inode, source })
         } else {
-            let Some(path) = self.find(inode) else {
-                self.missing.insert(inode, ());
-                return Err(NetnsError::NotFound(inode));
-            };
-            open_in(&path, inode)?
+            match self.find(inode) {
+                Some(path) => open_in(&path, inode),
+                None => Err(NetnsError::NotFound(inode)),
+            }
         };
+        let socket = opened.inspect_err(|_| self.failed.insert(inode, ()))?;
         if handles.len() >= self.capacity {
             // The least recently used goes; a namespace still in use comes back on demand.
             if let Some(oldest) = handles
