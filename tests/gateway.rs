@@ -576,6 +576,19 @@ fn failures_are_cached_negatively_and_counted_by_reason() {
         .find(|f| f.name() == "sonde_gateway_netlink_errors_total")
         .expect("the errno family");
     assert_eq!(errors.get_metric()[0].get_label()[0].value(), "ENETUNREACH");
+    let reasons = families
+        .iter()
+        .find(|f| f.name() == "sonde_gateway_lookup_errors_total")
+        .expect("the reason family");
+    let reasons: Vec<(&str, f64)> = reasons
+        .get_metric()
+        .iter()
+        .map(|m| (m.get_label()[0].value(), m.get_counter().value()))
+        .collect();
+    assert_eq!(
+        reasons,
+        [("netns_failed_recently", 1.0), ("netns_not_found", 1.0), ("route", 1.0)]
+    );
 }
 
 #[test]

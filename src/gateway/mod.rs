@@ -246,10 +246,11 @@ impl GatewayLookup {
         interface
     }
 
-    /// Once per scrape: every [`PRUNE_EVERY`], drops the sockets of vanished namespaces.
+    /// Once per scrape: every [`PRUNE_EVERY`], drops the sockets of vanished namespaces
+    /// (a scan of `/proc`, skipped while only sonde's own namespace has one).
     pub fn maintain(&self) {
         let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
-        if last.elapsed() >= PRUNE_EVERY {
+        if last.elapsed() >= PRUNE_EVERY && self.handles.holds_foreign() {
             *last = Instant::now();
             drop(last);
             self.prune_vanished();

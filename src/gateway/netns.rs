@@ -115,6 +115,12 @@ impl NetnsHandles {
         self.len() == 0
     }
 
+    /// Whether a socket of another namespace than sonde's own is kept (else there is
+    /// nothing to prune).
+    pub fn holds_foreign(&self) -> bool {
+        self.lock().keys().any(|inode| *inode != self.own)
+    }
+
     /// The socket of namespace `inode`, opened on first use.
     pub fn get(&self, inode: u32) -> Result<Arc<Handle>, NetnsError> {
         let inode = if inode == 0 { self.own } else { inode };
