@@ -202,6 +202,38 @@ fn exchange(server_ns: Option<&str>, client_ns: Option<&str>, addr: Ipv4Addr, by
     port
 }
 
+/// As [`exchange`], with the client bound to `source` (so connections share their
+/// (source, destination, netns) key whatever route they take).
+fn exchange_from(server_ns: &str, client_ns: &str, source: Ipv4Addr, addr: Ipv4Addr, bytes: usize) -> u16 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let server = spawn_in(server_ns, move || {
+        let listener = TcpListener::bind((addr, 0)).expect("bind");
+        tx.send(listener.local_addr().expect("address").port())
+            .expect("send port");
+        let (mut stream, _) = listener.accept().expect("accept");
+        let mut got = Vec::new();
+        stream.read_to_end(&mut got).expect("read");
+        got.len()
+    });
+    let port = rx.recv().expect("port");
+    spawn_in(client_ns, move || {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).expect("socket");
+        socket
+            .bind(&SocketAddr::from((source, 0)).into())
+            .expect("bind the source");
+        socket
+            .connect_timeout(&SocketAddr::from((addr, port)).into(), Duration::from_secs(20))
+            .expect("connect");
+        let mut stream = TcpStream::from(socket);
+        stream.write_all(&vec![b'x'; bytes]).expect("send");
+    })
+    .join()
+    .expect("client");
+    assert_eq!(server.join().expect("server"), bytes);
+    port
+}
+
 fn lookup(config: GatewayConfig) -> GatewayLookup {
     GatewayLookup::new(&config, "/proc".as_ref(), "/run/netns".as_ref())
 }
@@ -638,6 +670,61 @@ fn a_replaced_route_is_followed_within_one_ttl() {
     // Connections made now go through R2 (B reaches A's first subnet through R).
     let port = exchange(Some(&topology.b), Some(&topology.a), Ipv4Addr::new(198, 18, 2, 2), 10);
     assert!(port > 0);
+}
+
+/// The series of A's connections to B's 198.18.2.2 on `port`.
+fn outbound_to_b(port: &str) -> [(&str, &str); 3] {
+    [("direction", "outbound"), ("port", port), ("remote", "198.18.2.2")]
+}
+
+#[test]
+fn the_binary_follows_a_replaced_route_after_one_ttl() {
+    if !root_or_skip("the_binary_follows_a_replaced_route_after_one_ttl") {
+        return;
+    }
+    let _one = serialized();
+    const TTL: Duration = Duration::from_secs(2);
+    let topology = Topology::build();
+    let sonde = Sonde::start(&[
+        "--no-collector.host",
+        "--connection.ephemeral-port-range=1-1",
+        "--gateway.route-cache-ttl=2s",
+    ]);
+    scrape(&sonde);
+    let (source, server) = (Ipv4Addr::new(198, 18, 1, 2), Ipv4Addr::new(198, 18, 2, 2));
+    let before = exchange_from(&topology.b, &topology.a, source, server, 501).to_string();
+    let seen = |text: &str, port: &str, bytes: f64| {
+        samples(text, "sonde_tcp_bytes_sent_total", &outbound_to_b(port))
+            .iter()
+            .any(|(_, v)| *v == bytes)
+    };
+    let text = scrape_until(&sonde, |text| seen(text, &before, 501.0));
+    assert_eq!(
+        gateway_labels(&text, &outbound_to_b(&before), 501),
+        ["198.18.1.1", "a0", "198.18.1.0/24"],
+        "{text}"
+    );
+    // A now leaves through R2 (B still answers A's first subnet through R). After one TTL,
+    // a new connection with the same source, destination and namespace is looked up anew.
+    run(&[
+        "-n",
+        &topology.a,
+        "route",
+        "replace",
+        "default",
+        "via",
+        "198.18.3.1",
+        "dev",
+        "a1",
+    ]);
+    std::thread::sleep(TTL + Duration::from_millis(100));
+    let after = exchange_from(&topology.b, &topology.a, source, server, 502).to_string();
+    let text = scrape_until(&sonde, |text| seen(text, &after, 502.0));
+    assert_eq!(
+        gateway_labels(&text, &outbound_to_b(&after), 502),
+        ["198.18.3.1", "a1", "198.18.3.0/24"],
+        "{text}"
+    );
 }
 
 #[test]
