@@ -12,6 +12,7 @@ pub mod series;
 pub mod tracker;
 
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -68,6 +69,8 @@ pub struct ConnectionCollector {
 /// listening), so a start that fails earlier, on a bad flag or a taken port, loads nothing.
 struct Lazy {
     config: ConnectionConfig,
+    /// The host's sysfs, where the kernel's BTF is.
+    sysfs: PathBuf,
     names: Arc<dyn CgroupNames>,
     gateway: Option<Arc<GatewayLookup>>,
     engine: OnceLock<Result<Arc<Engine>, String>>,
@@ -77,7 +80,8 @@ impl Lazy {
     fn engine(&self) -> Result<Arc<Engine>, String> {
         self.engine
             .get_or_init(|| {
-                let engine = Engine::load(&self.config, self.names.clone(), self.gateway.clone()).map(Arc::new);
+                let engine =
+                    Engine::load(&self.config, &self.sysfs, self.names.clone(), self.gateway.clone()).map(Arc::new);
                 if let Ok(engine) = &engine {
                     Engine::spawn_ring_drain(engine);
                 }
@@ -115,6 +119,7 @@ impl ConnectionCollector {
         Self {
             inner: Arc::new(Lazy {
                 config: config.connection.clone(),
+                sysfs: config.paths.sysfs.clone(),
                 names: Arc::new(SourceNames::new(
                     CgroupPaths::new(&config.paths.sysfs),
                     sources.metadata.clone(),
@@ -149,10 +154,11 @@ fn monotonic_ns() -> u64 {
 impl Engine {
     fn load(
         config: &ConnectionConfig,
+        sysfs: &Path,
         names: Arc<dyn CgroupNames>,
         gateway: Option<Arc<GatewayLookup>>,
     ) -> Result<Self, loader::LoadError> {
-        let probes = loader::load(config.max_live)?;
+        let probes = loader::load_with(&loader::Options::under_sysfs(config.max_live, sysfs))?;
         tracing::info!(
             collector = "connection",
             attached = probes.attached.join(","),
