@@ -297,3 +297,63 @@ impl GatewayLookup {
         self.snapshot().families()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use moka::Expiry;
+
+    use super::*;
+
+    fn key() -> RouteKey {
+        RouteKey {
+            src: "198.18.1.2".parse().expect("ip"),
+            dst: "198.18.2.2".parse().expect("ip"),
+            netns: 7,
+        }
+    }
+
+    #[test]
+    fn failures_live_shorter_than_answers_and_never_longer_than_the_ttl() {
+        let now = Instant::now();
+        let long = RouteExpiry {
+            ttl: Duration::from_secs(120),
+        };
+        assert_eq!(
+            long.expire_after_create(&key(), &Answer::Route(None), now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            long.expire_after_create(&key(), &Answer::Failed, now),
+            Some(NEGATIVE_TTL)
+        );
+        let short = RouteExpiry {
+            ttl: Duration::from_secs(1),
+        };
+        assert_eq!(
+            short.expire_after_create(&key(), &Answer::Failed, now),
+            Some(Duration::from_secs(1))
+        );
+        let subnets = SubnetExpiry {
+            ttl: Duration::from_secs(120),
+        };
+        assert_eq!(
+            subnets.expire_after_create(&(7, 2), &None, now),
+            Some(SUBNET_NEGATIVE_TTL)
+        );
+    }
+
+    #[test]
+    fn unroutable_destinations_are_not_looked_up() {
+        let gw = GatewayLookup::new(
+            &GatewayConfig::default(),
+            Path::new("/nonexistent"),
+            Path::new("/nonexistent"),
+        );
+        let any = "198.18.1.2".parse().expect("ip");
+        for dst in ["127.0.0.1", "::1", "0.0.0.0", "::"] {
+            assert_eq!(gw.lookup_with_ips(any, dst.parse().expect("ip"), 7), None);
+        }
+        let s = gw.snapshot();
+        assert_eq!((s.route_lookups, s.route_entries, s.netns_handles), (0, 0, 0));
+    }
+}
