@@ -19,6 +19,7 @@ use crate::collector::connection::series::{RemoteMode, parse_port_range};
 use crate::container::filter::Filters;
 use crate::docker::config::{DockerConfig, default_host, validate_host};
 use crate::kubelet::config::KubeletConfig;
+use crate::gateway::GatewayConfig;
 
 /// Where the exporter reads the host's pseudo-filesystems, so it can run in a container
 /// that mounts the host's at another place.
@@ -71,6 +72,8 @@ pub struct Config {
     pub docker: DockerConfig,
     /// The Kubelet source (pod identity, pod network stats).
     pub kubelet: KubeletConfig,
+    /// Gateway enrichment of connections (`--gateway.*`, `--no-gateway`).
+    pub gateway: GatewayConfig,
 }
 
 /// Settings of the `container` collector.
@@ -326,6 +329,31 @@ pub fn command() -> Command {
             "Container environment variables whose names match become container_env_<name> labels (default: none)",
         ));
     cmd = kubelet_flags(cmd);
+    cmd = cmd
+        .arg(
+            flag(
+                "gateway.route-cache-ttl",
+                "DURATION",
+                "How long a connection's route (gateway, interface, subnet) is cached",
+            )
+            .default_value("2m"),
+        )
+        .arg(
+            flag(
+                "gateway.route-cache-size",
+                "N",
+                "Routes cached at most, keyed by (source, destination, network namespace)",
+            )
+            .default_value("65536")
+            .value_parser(clap::value_parser!(u64).range(1..)),
+        )
+        .arg(
+            Arg::new("no-gateway")
+                .long("no-gateway")
+                .env(env_name("no-gateway"))
+                .help("Do not label connections with their gateway, interface and subnet")
+                .action(ArgAction::SetTrue),
+        );
     for spec in collector::builtin() {
         let on = format!("collector.{}", spec.name);
         let off = format!("no-collector.{}", spec.name);
@@ -515,6 +543,11 @@ fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
         },
         docker: docker_config(m)?,
         kubelet: resolve_kubelet(m)?,
+        gateway: GatewayConfig {
+            enabled: !m.get_flag("no-gateway"),
+            route_cache_ttl: duration(m, "gateway.route-cache-ttl")?,
+            route_cache_size: m.get_one::<u64>("gateway.route-cache-size").copied().unwrap_or(65_536),
+        },
     })
 }
 
@@ -929,6 +962,35 @@ mod tests {
             let err = from_args(args(&[bad])).expect_err(bad);
             assert!(err.to_string().contains("--kubelet."), "{err}");
         }
+    }
+
+    #[test]
+    fn gateway_flags() {
+        assert_eq!(Config::defaults().gateway, GatewayConfig::default());
+        assert_eq!(Config::defaults().gateway.route_cache_ttl, Duration::from_secs(120));
+        let c = from_args(args(&[
+            "--gateway.route-cache-ttl=5s",
+            "--gateway.route-cache-size=10",
+            "--no-gateway",
+        ]))
+        .expect("parses");
+        assert_eq!(
+            c.gateway,
+            GatewayConfig {
+                enabled: false,
+                route_cache_ttl: Duration::from_secs(5),
+                route_cache_size: 10,
+            }
+        );
+        for bad in ["--gateway.route-cache-ttl=0s", "--gateway.route-cache-size=0"] {
+            assert!(from_args(args(&[bad])).is_err(), "{bad}");
+        }
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("sonde.yml");
+        std::fs::write(&file, "no-gateway: true\ngateway.route-cache-ttl: 30s\n").expect("write");
+        let c = from_args(args(&["--config.file", file.to_str().expect("utf-8")])).expect("parses");
+        assert!(!c.gateway.enabled);
+        assert_eq!(c.gateway.route_cache_ttl, Duration::from_secs(30));
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod docker;
 pub mod ebpf;
 pub mod exposition;
 pub mod family;
+pub mod gateway;
 pub mod kubelet;
 pub mod logging;
 pub mod scrape;

@@ -32,6 +32,7 @@ use crate::ebpf::conn::{
 use crate::ebpf::loader::{self, MapBatches};
 use crate::ebpf::table;
 use crate::family::{self, Family, FamilyBuilder};
+use crate::gateway::GatewayLookup;
 use crate::sources::Sources;
 
 /// How often full batches are taken from the ring buffer between scrapes.
@@ -71,6 +72,7 @@ struct Lazy {
     /// The host's sysfs, where the kernel's BTF is.
     sysfs: PathBuf,
     names: Arc<dyn CgroupNames>,
+    gateway: Option<Arc<GatewayLookup>>,
     engine: OnceLock<Result<Arc<Engine>, String>>,
 }
 
@@ -78,7 +80,8 @@ impl Lazy {
     fn engine(&self) -> Result<Arc<Engine>, String> {
         self.engine
             .get_or_init(|| {
-                let engine = Engine::load(&self.config, &self.sysfs, self.names.clone()).map(Arc::new);
+                let engine =
+                    Engine::load(&self.config, &self.sysfs, self.names.clone(), self.gateway.clone()).map(Arc::new);
                 if let Ok(engine) = &engine {
                     Engine::spawn_ring_drain(engine);
                 }
@@ -96,6 +99,8 @@ struct Engine {
     reader: BatchReader<MapBatches>,
     state: Mutex<State>,
     names: Arc<dyn CgroupNames>,
+    /// Labels connections with their gateway (`--no-gateway`: none).
+    gateway: Option<Arc<GatewayLookup>>,
     /// Keeps the programs attached for the collector's life.
     _ebpf: Mutex<aya::Ebpf>,
 }
@@ -119,6 +124,13 @@ impl ConnectionCollector {
                     CgroupPaths::new(&config.paths.sysfs),
                     sources.metadata.clone(),
                 )),
+                gateway: config.gateway.enabled.then(|| {
+                    Arc::new(GatewayLookup::new(
+                        &config.gateway,
+                        &config.paths.procfs,
+                        &config.paths.rootfs.join("run/netns"),
+                    ))
+                }),
                 engine: OnceLock::new(),
             }),
         }
@@ -140,7 +152,12 @@ fn monotonic_ns() -> u64 {
 }
 
 impl Engine {
-    fn load(config: &ConnectionConfig, sysfs: &Path, names: Arc<dyn CgroupNames>) -> Result<Self, loader::LoadError> {
+    fn load(
+        config: &ConnectionConfig,
+        sysfs: &Path,
+        names: Arc<dyn CgroupNames>,
+        gateway: Option<Arc<GatewayLookup>>,
+    ) -> Result<Self, loader::LoadError> {
         let probes = loader::load_with(&loader::Options::under_sysfs(config.max_live, sysfs))?;
         tracing::info!(
             collector = "connection",
@@ -159,13 +176,14 @@ impl Engine {
         Ok(Self {
             reader,
             state: Mutex::new(State {
-                tracker: Tracker::new(policy),
+                tracker: Tracker::new(policy).with_gateway(gateway.clone()),
                 ring: probes.ring,
                 conns: probes.conns,
                 telemetry: probes.telemetry,
                 malformed: 0,
             }),
             names,
+            gateway,
             _ebpf: Mutex::new(probes.ebpf),
         })
     }
@@ -246,6 +264,9 @@ impl Engine {
         let live_entries = live.len();
         let read_live_done = Instant::now();
         state.tracker.live_snapshot(live, Instant::now());
+        if let Some(gateway) = &self.gateway {
+            gateway.maintain();
+        }
         let tracked = Instant::now();
 
         // (4) Families.
@@ -292,7 +313,7 @@ impl Engine {
                 }
             });
             let port = key.port.map(|p| p.to_string()).unwrap_or_default();
-            let labels = [
+            let mut labels = vec![
                 ("id", who.id.as_str()),
                 ("container", who.container.as_str()),
                 ("pod", who.pod.as_str()),
@@ -301,6 +322,15 @@ impl Engine {
                 ("port", port.as_str()),
                 ("remote", key.remote.as_str()),
             ];
+            // Every series has the gateway labels while the lookup is on (empty: direct).
+            if self.gateway.is_some() {
+                let via = key.via.as_deref();
+                labels.extend([
+                    ("gateway", via.map_or("", |v| v.gateway.as_str())),
+                    ("interface", via.map_or("", |v| v.interface.as_str())),
+                    ("subnet", via.map_or("", |v| v.subnet.as_str())),
+                ]);
+            }
             let c = view.counters;
             match key.protocol {
                 IPPROTO_TCP => {
@@ -382,10 +412,14 @@ impl Engine {
             "Entries in the probes' live-connection table at this scrape",
         )
         .with_sample(&[], live_entries as f64);
-        [lost, events, batches, duration, folded, live]
+        let mut families: Vec<MetricFamily> = [lost, events, batches, duration, folded, live]
             .into_iter()
             .filter_map(FamilyBuilder::build)
-            .collect()
+            .collect();
+        if let Some(gateway) = &self.gateway {
+            families.extend(gateway.families());
+        }
+        families
     }
 }
 

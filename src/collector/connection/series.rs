@@ -3,8 +3,10 @@
 
 use std::net::IpAddr;
 use std::ops::RangeInclusive;
+use std::sync::Arc;
 
 use crate::ebpf::conn::{ConnKey, ConnStats, DIR_INBOUND, DIR_OUTBOUND};
+use crate::gateway::Via;
 
 /// How the remote address becomes the `remote` label (`--connection.remote-address`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,6 +79,9 @@ pub struct SeriesKey {
     /// The server side's port; `None` when ephemeral (or folded).
     pub port: Option<u16>,
     pub remote: String,
+    /// The gateway the connection leaves through (`gateway`, `interface`, `subnet` labels);
+    /// `None` when direct or when the lookup is off.
+    pub via: Option<Arc<Via>>,
 }
 
 impl SeriesKey {
@@ -88,6 +93,7 @@ impl SeriesKey {
             direction: None,
             port: None,
             remote: "overflow".into(),
+            via: None,
         }
     }
 }
@@ -117,6 +123,7 @@ impl LabelPolicy {
             direction: Some(direction),
             port: (!self.ephemeral_ports.contains(&server_port)).then_some(server_port),
             remote: key.remote_addr().map(|a| self.remote_label(a)).unwrap_or_default(),
+            via: None,
         }
     }
 

@@ -9,12 +9,14 @@
 //! not come yet keeps its last values until it comes.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
 
 use super::series::{LabelPolicy, SeriesKey};
 use crate::ebpf::conn::{ClosedConn, ConnKey, ConnStats, FLAG_CONNECT_FAILED, FLAG_CONNECTED, FLAG_LATE, IPPROTO_TCP};
+use crate::gateway::GatewayLookup;
 
 /// Upper bounds (seconds) of the RTT histogram's buckets.
 pub const RTT_BUCKETS: [f64; 14] = [
@@ -128,6 +130,9 @@ type Identity = (ConnKey, u64);
 /// connections without hashing a label set for each.
 pub struct Tracker {
     policy: LabelPolicy,
+    /// Labels a new connection with its gateway; looked up once per connection, when it
+    /// is first seen, so scrapes of known connections cost no lookup.
+    gateway: Option<Arc<GatewayLookup>>,
     series: Vec<SeriesKey>,
     index: HashMap<SeriesKey, usize, RandomState>,
     /// Closed totals, by series index.
@@ -145,6 +150,7 @@ impl Tracker {
     pub fn new(policy: LabelPolicy) -> Self {
         Self {
             policy,
+            gateway: None,
             series: Vec::new(),
             index: HashMap::default(),
             totals: Vec::new(),
@@ -153,6 +159,12 @@ impl Tracker {
             generation: 0,
             folded: 0,
         }
+    }
+
+    /// The same tracker, labelling new connections with their gateway.
+    pub fn with_gateway(mut self, gateway: Option<Arc<GatewayLookup>>) -> Self {
+        self.gateway = gateway;
+        self
     }
 
     fn intern(&mut self, series: SeriesKey) -> usize {
@@ -168,7 +180,10 @@ impl Tracker {
 
     /// The series of a connection not seen before, after the cap.
     fn assign(&mut self, key: &ConnKey, stats: &ConnStats) -> usize {
-        let series = self.policy.series(key, stats);
+        let mut series = self.policy.series(key, stats);
+        if let Some(gateway) = &self.gateway {
+            series.via = gateway.lookup(key);
+        }
         if let Some(&i) = self.index.get(&series) {
             return i;
         }
