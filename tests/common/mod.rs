@@ -2,6 +2,9 @@
 //! external checkers (promtool, Python's OpenMetrics parser), and small parsers.
 #![allow(dead_code)] // each test crate uses its own subset
 
+pub mod kit;
+pub mod prometheus_server;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
