@@ -57,11 +57,7 @@ impl Prometheus {
     fn wait_ready(&self) {
         let start = Instant::now();
         loop {
-            let ready = Command::new("curl")
-                .args(["-fs", "-o", "/dev/null", &format!("{}/-/ready", self.url)])
-                .status()
-                .is_ok_and(|s| s.success());
-            if ready {
+            if self.answers_ready() {
                 return;
             }
             assert!(
@@ -71,6 +67,22 @@ impl Prometheus {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// `GET /-/ready` answered 200 (a plain HTTP/1.0 exchange: no runtime needed here).
+    fn answers_ready(&self) -> bool {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        if stream.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
     }
 
     pub fn log(&self) -> String {
