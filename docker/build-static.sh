@@ -38,7 +38,8 @@ fi
 if [ "$binary_only" -eq 0 ]; then
   context=$(mktemp -d)
   trap 'rm -rf "$context"' EXIT
-  cp "$binary" "$context/sonde"
+  # Line tables are for backtraces on the build host; the image gets the stripped binary.
+  strip -o "$context/sonde" "$binary"
   docker build -q -f docker/Dockerfile.scratch -t "$image" "$context" >&2
   echo "build-static.sh: built image $image" >&2
 fi

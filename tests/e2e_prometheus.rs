@@ -43,7 +43,12 @@ fn host_accounts_block_io() -> bool {
         .and_then(|v| v.trim().parse::<u64>().ok())
         .unwrap_or(0);
     let v2 = std::fs::read_to_string("/sys/fs/cgroup/io.stat").unwrap_or_default();
-    v1_total > 0 || v2.contains("rbytes=") && !v2.trim().is_empty()
+    let v2_bytes = v2
+        .split_whitespace()
+        .filter_map(|field| field.strip_prefix("rbytes=").or(field.strip_prefix("wbytes=")))
+        .filter_map(|v| v.parse::<u64>().ok())
+        .sum::<u64>();
+    v1_total > 0 || v2_bytes > 0
 }
 
 fn docker(args: &[&str]) -> std::process::Output {
