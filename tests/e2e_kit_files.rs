@@ -261,6 +261,32 @@ fn the_compose_stack_mounts_files_that_exist_and_its_prometheus_config_is_valid(
         .collect();
     assert_eq!(caps, BTreeSet::from(["BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"]));
 
+    // docker-compose validates the file against the Compose schema, offline; a misspelt
+    // option is refused.
+    let compose_tool = require_tool("docker-compose");
+    let out = Command::new(&compose_tool)
+        .args(["-f", "compose.yaml", "config", "-q"])
+        .current_dir(repo_path("docker"))
+        .output()
+        .expect("run docker-compose");
+    assert!(out.status.success(), "docker-compose config: {out:?}");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let text = std::fs::read_to_string(repo_path("docker/compose.yaml")).expect("read compose");
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        text.replacen("pid: host", "pidd: host", 1),
+    )
+    .expect("write");
+    let out = Command::new(&compose_tool)
+        .args(["-f", "compose.yaml", "config", "-q"])
+        .current_dir(dir.path())
+        .output()
+        .expect("run docker-compose");
+    assert!(
+        !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("pidd"),
+        "a misspelt option passed: {out:?}"
+    );
+
     let out = Command::new(require_tool("promtool"))
         .args(["check", "config", "--syntax-only"])
         .arg(repo_path("docker/prometheus/prometheus.yml"))
