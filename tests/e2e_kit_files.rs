@@ -294,3 +294,28 @@ fn the_compose_stack_mounts_files_that_exist_and_its_prometheus_config_is_valid(
         .expect("run promtool");
     assert!(out.status.success(), "promtool check config: {out:?}");
 }
+
+/// The runtime stage of a Dockerfile: its lines from `FROM scratch` on, comments and the
+/// COPY of the binary (which differs in where it comes from) left out.
+fn runtime_stage(file: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(repo_path(file)).expect("read Dockerfile");
+    let from = text
+        .find("\nFROM scratch\n")
+        .unwrap_or_else(|| panic!("{file} has no FROM scratch stage"));
+    text[from..]
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with("COPY"))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn the_host_built_image_has_the_same_runtime_stage_as_the_multi_stage_dockerfile() {
+    let multi_stage = runtime_stage("docker/Dockerfile");
+    assert!(
+        multi_stage.iter().any(|l| l == "ENTRYPOINT [\"/sonde\"]"),
+        "{multi_stage:?}"
+    );
+    assert_eq!(multi_stage, runtime_stage("docker/Dockerfile.scratch"));
+}
