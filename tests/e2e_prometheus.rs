@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::kit::{dashboard_exprs, rule_exprs, rule_files, substitute};
+use common::kit::{dashboard_exprs, rule_exprs, rule_files, substitute, substitute_instance};
 use common::prometheus_server::Prometheus;
 use common::*;
 
@@ -207,6 +207,30 @@ async fn every_dashboard_and_rule_expression_returns_data_from_a_real_prometheus
         tokio::time::sleep(Duration::from_secs(2)).await;
     }
     println!("every expression returned data after {:?}", start.elapsed());
+
+    // The same dashboards with one instance picked: still data, and only that instance's.
+    let picked = sonde.addr.to_string();
+    let scoped = |e: &common::kit::Expr| e.promql.contains("$instance") && !expected_empty(e);
+    for expr in dashboard_exprs().iter().filter(|e| scoped(e)) {
+        let promql = substitute_instance(&expr.promql, &picked);
+        let result = prometheus
+            .query(&promql)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {promql}: {e}", expr.origin));
+        assert!(
+            !result.is_empty(),
+            "{}: no data for instance {picked}: {promql}",
+            expr.origin
+        );
+        for series in &result {
+            let instance = &series["metric"]["instance"];
+            assert!(
+                instance.is_null() || instance == picked.as_str(),
+                "{}: instance {instance} when {picked} was picked: {promql}",
+                expr.origin
+            );
+        }
+    }
 
     // Prometheus evaluates every rule without error; the alerts without `for` fire.
     let rules = prometheus.rules().await;

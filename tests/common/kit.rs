@@ -128,11 +128,16 @@ pub fn rule_exprs() -> Vec<Expr> {
 /// every instance/namespace/pod/container, and 5-minute windows. Panics on a variable it
 /// does not know, so a typo cannot hide.
 pub fn substitute(promql: &str) -> String {
+    substitute_instance(promql, ".*")
+}
+
+/// [`substitute`] with one instance picked (a regex, as Grafana passes a selection).
+pub fn substitute_instance(promql: &str, instance: &str) -> String {
     let out = promql
         .replace("$__rate_interval", "5m")
         .replace("$__interval", "15s")
         .replace("$__range", "5m")
-        .replace("$instance", ".*")
+        .replace("$instance", instance)
         .replace("$namespace", ".*")
         .replace("$pod", ".*")
         .replace("$container", ".*");
