@@ -99,7 +99,7 @@ async fn every_dashboard_and_rule_expression_returns_data_from_a_real_prometheus
              wget -q -O /dev/null http://{address}:8081/ 2>/dev/null; sleep 0.5; done"
         ),
     );
-    // The same transfer over a link that drops a third of what arrives: the server retransmits.
+    // The same transfer over a link that drops 30% of what the server sends: it retransmits.
     let lossy = Container::run(
         "sonde-e2e-lossy",
         &[],
