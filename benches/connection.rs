@@ -3,9 +3,12 @@
 //!
 //! (a) loopback TCP throughput without and with the probes attached, rounds interleaved in
 //!     one run, and the ratio of the medians;
-//! (b) each program's cost per event, from the kernel's BPF run-time statistics;
+//! (b) each program's cost per event, from the kernel's BPF run-time statistics: under churn
+//!     (every connection new: inserts and closes included) and steady (long connections);
 //! (c) `BatchReader::read_all` latency across every CPU;
 //! (d) scrape latency of the real binary with 50,000 live connections.
+//!
+//! `cargo bench --bench connection -- b` runs only the named parts (any of `a b c d`).
 //!
 //! Run by `cargo test` (no `--bench` argument) it does one small round of each, as a smoke
 //! test. Without root it says so and exits (under CI=true it fails).
@@ -62,10 +65,23 @@ fn main() {
             scrapes: 3,
         }
     };
-    throughput(&sizes);
-    per_event_cost(&sizes);
-    read_all_latency(&sizes);
-    scrape_latency(&sizes);
+    let parts: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| ["a", "b", "c", "d"].contains(&a.as_str()))
+        .collect();
+    let run = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    if run("a") {
+        throughput(&sizes);
+    }
+    if run("b") {
+        per_event_cost(&sizes);
+    }
+    if run("c") {
+        read_all_latency(&sizes);
+    }
+    if run("d") {
+        scrape_latency(&sizes);
+    }
 }
 
 fn ms(d: Duration) -> f64 {
@@ -164,17 +180,50 @@ fn exchange(connections: u32) {
     server.join().expect("server");
 }
 
+/// `connections` long connections, one after the other, each `messages` echoed 100-byte
+/// messages: every event but the first of each socket finds its live entry.
+fn steady_exchange(connections: u32, messages: u32) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let server = std::thread::spawn(move || {
+        for _ in 0..connections {
+            let (mut s, _) = listener.accept().expect("accept");
+            let mut buf = [0u8; 100];
+            while s.read_exact(&mut buf).is_ok() {
+                s.write_all(&buf).expect("echo");
+            }
+        }
+    });
+    for _ in 0..connections {
+        let mut s = TcpStream::connect(addr).expect("connect");
+        s.set_nodelay(true).expect("nodelay");
+        let mut buf = [0u8; 100];
+        for _ in 0..messages {
+            s.write_all(&[1u8; 100]).expect("write");
+            s.read_exact(&mut buf).expect("read");
+        }
+    }
+    server.join().expect("server");
+}
+
 fn per_event_cost(sizes: &Sizes) {
-    println!(
-        "\n(b) cost per event of each program (kernel BPF run-time stats), {} connections",
-        sizes.connections
-    );
     let probes = loader::load(65_536).expect("load the probes");
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF run-time stats");
-    let before = program_stats(&probes.ebpf);
-    exchange(sizes.connections);
-    let after = program_stats(&probes.ebpf);
+    println!(
+        "\n(b) cost per event of each program (kernel BPF run-time stats), churn: {} new connections",
+        sizes.connections
+    );
+    print_cost(&probes.ebpf, || exchange(sizes.connections));
+    let messages = sizes.connections * 10;
+    println!("\n(b) steady: 10 long connections, {messages} echoed 100-byte messages each");
+    print_cost(&probes.ebpf, || steady_exchange(10, messages));
     drop(stats);
+}
+
+fn print_cost(ebpf: &aya::Ebpf, workload: impl FnOnce()) {
+    let before = program_stats(ebpf);
+    workload();
+    let after = program_stats(ebpf);
     println!("{:<22} {:>10} {:>12}", "program", "events", "ns/event");
     for ((name, t0, n0), (_, t1, n1)) in before.iter().zip(&after) {
         let events = n1 - n0;

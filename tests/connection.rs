@@ -717,3 +717,101 @@ fn series_beyond_the_cap_fold_into_the_overflow_series() {
     // overflow one.
     assert!(series <= 3, "more series than the cap allows:\n{text}");
 }
+
+#[test]
+fn without_btf_only_the_connection_collector_fails_and_says_why() {
+    // A host sysfs without kernel/btf: real cgroups are not needed, so no root either.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sysfs = dir.path().join("sys");
+    let cgroup = sonde::cgroup::fixture::FakeCgroup::seeded(format!("/docker/{:064x}", 7), 7);
+    sonde::cgroup::fixture::write_v2(&sysfs, &cgroup).expect("write the fake cgroup");
+    let cpu = sysfs.join("devices/system/cpu");
+    std::fs::create_dir_all(&cpu).expect("mkdir");
+    std::fs::write(cpu.join("online"), "0-1\n").expect("write cpu/online");
+    let mut sonde = Sonde::start(&[&format!("--path.sysfs={}", sysfs.display())]);
+    let text = scrape(&sonde);
+    for (collector, success) in [("connection", 0.0), ("host", 1.0), ("container", 1.0)] {
+        assert_eq!(
+            sample_value(&text, &format!("sonde_collector_success{{collector=\"{collector}\"}}")),
+            Some(success),
+            "{collector}:\n{text}"
+        );
+    }
+    assert_eq!(sample_value(&text, "machine_cpu_cores"), Some(2.0), "{text}");
+    assert!(text.contains(&format!("id=\"/docker/{:064x}\"", 7)), "{text}");
+    sonde.terminate();
+    let log: Vec<String> = sonde.log.try_iter().collect();
+    let btf = sysfs.join("kernel/btf/vmlinux");
+    assert!(
+        log.iter().any(|l| l.contains("collector=connection")
+            && l.contains("no BTF")
+            && l.contains(&btf.display().to_string())),
+        "the log says why: {log:?}"
+    );
+}
+
+/// The probes' programs with `sock_send_length` pointed at a tracepoint no kernel has.
+fn programs_with_a_missing_tracepoint(required: bool) -> Vec<sonde::ebpf::loader::Program> {
+    use sonde::ebpf::loader::{PROGRAMS, Program};
+    PROGRAMS
+        .iter()
+        .map(|p| match p.program {
+            "sock_send_length" => Program {
+                tracepoint: "sock/sonde_test_no_such_tracepoint",
+                required,
+                ..*p
+            },
+            _ => *p,
+        })
+        .collect()
+}
+
+#[test]
+fn a_missing_required_tracepoint_fails_the_load_and_names_it() {
+    if !privileged() {
+        return;
+    }
+    use sonde::ebpf::loader::{LoadError, Options, load_with};
+    let options = Options {
+        programs: programs_with_a_missing_tracepoint(true),
+        ..Options::new(1024)
+    };
+    match load_with(&options) {
+        Err(e @ LoadError::MissingTracepoints(_)) => {
+            let reason = e.to_string();
+            assert!(
+                reason.contains("sock/sonde_test_no_such_tracepoint") && !reason.contains("sock_recv_length"),
+                "{reason}"
+            );
+        }
+        Err(e) => panic!("expected the missing tracepoint to be named, got: {e}"),
+        Ok(_) => panic!("the probes loaded without a required tracepoint"),
+    }
+}
+
+#[test]
+fn a_missing_optional_tracepoint_is_reported_and_the_rest_attach() {
+    if !privileged() {
+        return;
+    }
+    use sonde::ebpf::loader::{Options, load_with};
+    let options = Options {
+        programs: programs_with_a_missing_tracepoint(false),
+        ..Options::new(1024)
+    };
+    let probes = load_with(&options).expect("the other programs load");
+    assert_eq!(
+        probes.attached,
+        [
+            "sock/sock_recv_length",
+            "sock/inet_sock_set_state",
+            "tcp/tcp_retransmit_skb"
+        ]
+    );
+    assert_eq!(probes.missing.len(), 1, "{:?}", probes.missing);
+    assert!(
+        probes.missing[0].starts_with("sock/sonde_test_no_such_tracepoint"),
+        "{:?}",
+        probes.missing
+    );
+}

@@ -255,3 +255,64 @@ async fn real_cgroups_report_cpu_memory_and_throttling() {
         Some(1.0)
     );
 }
+
+#[test]
+fn kept_open_files_follow_a_real_cgroup_and_see_it_go() {
+    if !root_or_skip("kept_open_files_follow_a_real_cgroup_and_see_it_go") {
+        return;
+    }
+    use sonde::cgroup::{Gone, KeptFiles, Reader};
+    let layout = Layout::detect(Path::new("/sys")).expect("this machine has cgroups");
+    let parent = format!("/{}", unique_name("sonde-kept"));
+    let mut cgroups = Cgroups::new(layout.clone(), parent.clone());
+    let id = format!("{parent}/worker");
+    cgroups.make(&id);
+    let paths = layout.paths(&id);
+    let reader = Reader::default();
+    let kept = KeptFiles::default();
+    let spec = paths.read_spec(&reader).expect("present");
+
+    let empty = paths.read_stats_kept(&reader, Some(&kept), &spec).expect("present");
+    assert_eq!(empty.processes, Some(0));
+    assert_eq!(
+        empty,
+        paths.read_stats(&reader, &spec).expect("present"),
+        "kept and fresh reads agree"
+    );
+
+    // The same open files see what changed since: a process, and the memory it touched.
+    let mut worker = Worker::start(&["touch", &(16u64 << 20).to_string()]);
+    for dir in cgroups.dirs(&id) {
+        write(&dir.join("cgroup.procs"), &worker.child.id().to_string());
+    }
+    worker.go();
+    assert_eq!(worker.line(), "touched");
+    let busy = paths.read_stats_kept(&reader, Some(&kept), &spec).expect("present");
+    assert_eq!(busy.processes, Some(1));
+    let usage = busy.memory.expect("memory").usage;
+    assert!(usage >= 16 << 20, "memory usage {usage} after touching 16 MiB");
+    assert_eq!(
+        busy.processes,
+        paths.read_stats(&reader, &spec).expect("present").processes
+    );
+
+    // Removed while its files are open: the kept files read as gone, not as failures.
+    drop(worker);
+    let dirs = cgroups.dirs(&id);
+    for dir in &dirs {
+        for _ in 0..100 {
+            if std::fs::remove_dir(dir).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!dir.exists(), "{} removed with its files open", dir.display());
+    }
+    assert_eq!(paths.read_stats_kept(&reader, Some(&kept), &spec), Err(Gone));
+    assert!(
+        sonde::cgroup::File::ALL
+            .iter()
+            .all(|f| reader.counters().errors(*f) == 0),
+        "no read counted as an error"
+    );
+}

@@ -11,7 +11,7 @@ mod v2;
 
 use std::path::{Path, PathBuf};
 
-pub use read::{File, FileCounters, Reader};
+pub use read::{CgroupFiles, File, FileCounters, KeptFiles, Reader};
 pub use stats::{Spec, Stats};
 
 /// Why the cgroup hierarchy could not be used at all.
@@ -146,6 +146,12 @@ impl CgroupPaths {
     /// The stats that change between scrapes. Files that are missing leave their part empty;
     /// malformed or unreadable ones are counted and logged by the reader.
     pub fn read_stats(&self, reader: &Reader, spec: &Spec) -> Result<Stats, Gone> {
+        self.read_stats_kept(reader, None, spec)
+    }
+
+    /// [`CgroupPaths::read_stats`] through the cgroup's kept-open files.
+    pub fn read_stats_kept(&self, reader: &Reader, kept: Option<&KeptFiles>, spec: &Spec) -> Result<Stats, Gone> {
+        let reader = CgroupFiles { reader, kept };
         let stats = match self {
             CgroupPaths::V2 { dir } => v2::stats(reader, dir, spec),
             CgroupPaths::V1 { .. } => v1::stats(reader, self, spec),

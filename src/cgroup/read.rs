@@ -3,9 +3,10 @@
 //! once, not on every scrape.
 
 use std::io::{ErrorKind, Read};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use super::parse::ParseError;
 use crate::family::FamilyBuilder;
@@ -129,10 +130,25 @@ impl Reader {
     /// controller or optional file, or a cgroup that just went away) or when it failed: a
     /// failure is counted, and logged the first time for that file name.
     pub fn parse<T>(&self, dir: &Path, file: File, parse: impl FnOnce(&str) -> Result<T, ParseError>) -> Option<T> {
+        self.parse_kept(None, dir, file, parse)
+    }
+
+    /// [`Reader::parse`] through the cgroup's kept-open files, when it has them.
+    pub fn parse_kept<T>(
+        &self,
+        kept: Option<&KeptFiles>,
+        dir: &Path,
+        file: File,
+        parse: impl FnOnce(&str) -> Result<T, ParseError>,
+    ) -> Option<T> {
         BUFFER.with_borrow_mut(|buffer| {
             let path = dir.join(file.name());
             self.counters.reads[file as usize].fetch_add(1, Ordering::Relaxed);
-            let outcome = match read_into(&path, buffer) {
+            let read = match kept.and_then(|k| k.get(&path, file)) {
+                Some(open) => reread_into(open, buffer),
+                None => read_into(&path, buffer),
+            };
+            let outcome = match read {
                 Ok(len) => match std::str::from_utf8(&buffer[..len]) {
                     Ok(text) => parse(text).map_err(|e| e.to_string()),
                     Err(e) => Err(format!("not UTF-8: {e}")),
@@ -170,6 +186,121 @@ fn read_into(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
+    }
+}
+
+/// A reader bound to one cgroup's kept files, for the stats read at every scrape.
+#[derive(Clone, Copy)]
+pub struct CgroupFiles<'a> {
+    pub reader: &'a Reader,
+    pub kept: Option<&'a KeptFiles>,
+}
+
+impl CgroupFiles<'_> {
+    pub fn parse<T>(&self, dir: &Path, file: File, parse: impl FnOnce(&str) -> Result<T, ParseError>) -> Option<T> {
+        self.reader.parse_kept(self.kept, dir, file, parse)
+    }
+}
+
+/// Re-reads a kept-open cgroup file from its start: one `pread`. A cgroup file is a single
+/// seq_file record that one read copies whole when the buffer has room, so a read that
+/// leaves room in the buffer has reached the end (as it does for a regular file).
+fn reread_into(file: &std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
+    let mut filled = 0;
+    loop {
+        if filled == buffer.len() {
+            buffer.resize((buffer.len() * 2).max(8192), 0);
+        }
+        match file.read_at(&mut buffer[filled..], filled as u64) {
+            Ok(n) => {
+                filled += n;
+                if n == 0 || filled < buffer.len() {
+                    return Ok(filled);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Open files kept by every [`KeptFiles`], against [`KEPT_BUDGET`].
+static KEPT_OPEN: AtomicUsize = AtomicUsize::new(0);
+/// How many files may be kept open: half the soft descriptor limit (read once), so sockets,
+/// procfs and uncached reads always have room.
+static KEPT_BUDGET: OnceLock<usize> = OnceLock::new();
+
+fn kept_budget() -> usize {
+    *KEPT_BUDGET.get_or_init(|| {
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: `limit` is a valid, writable rlimit.
+        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+        if rc == 0 {
+            usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX)
+        } else {
+            0
+        }
+    })
+}
+
+/// One cgroup's stats files, opened at their first read and kept open for the life of the
+/// inventory entry: re-reading a kept file is one `pread` instead of a path lookup, open,
+/// two reads and a close — most of the cost of a scrape of many containers. Within one
+/// cgroup each [`File`] lives in exactly one directory, so the file names the slot.
+/// `cgroup.procs` is never kept (see [`KeptFiles::get`]). Files that cannot be opened are not kept (and read the usual way every time); beyond the
+/// process-wide budget nothing more is kept. A kept file of a removed cgroup reads ENODEV,
+/// which the reader treats as gone.
+pub struct KeptFiles {
+    slots: Box<[OnceLock<Option<std::fs::File>>]>,
+}
+
+impl Default for KeptFiles {
+    fn default() -> Self {
+        Self {
+            slots: File::ALL.iter().map(|_| OnceLock::new()).collect(),
+        }
+    }
+}
+
+impl std::fmt::Debug for KeptFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let open = self.slots.iter().filter(|s| matches!(s.get(), Some(Some(_)))).count();
+        f.debug_struct("KeptFiles").field("open", &open).finish()
+    }
+}
+
+impl KeptFiles {
+    /// The kept file for `file`, opening `path` the first time; `None` when it cannot be
+    /// (or may not be) kept.
+    fn get(&self, path: &Path, file: File) -> Option<&std::fs::File> {
+        // Process lists are many seq_file records, and v1 builds its list once per open:
+        // a kept cgroup.procs would read stale. net/dev is per process, not per cgroup.
+        if matches!(file, File::CgroupProcs | File::NetDev) {
+            return None;
+        }
+        self.slots[file as usize]
+            .get_or_init(|| {
+                if KEPT_OPEN.fetch_add(1, Ordering::Relaxed) >= kept_budget() {
+                    KEPT_OPEN.fetch_sub(1, Ordering::Relaxed);
+                    return None;
+                }
+                let opened = std::fs::File::open(path).ok();
+                if opened.is_none() {
+                    KEPT_OPEN.fetch_sub(1, Ordering::Relaxed);
+                }
+                opened
+            })
+            .as_ref()
+    }
+}
+
+impl Drop for KeptFiles {
+    fn drop(&mut self) {
+        let open = self.slots.iter().filter(|s| matches!(s.get(), Some(Some(_)))).count();
+        KEPT_OPEN.fetch_sub(open, Ordering::Relaxed);
     }
 }
 

@@ -3,14 +3,14 @@
 use std::path::Path;
 
 use super::parse::{self, DeviceIo, ParseError};
-use super::read::{File, Reader};
+use super::read::{CgroupFiles, File, Reader};
 use super::stats::{Cfs, Cpu, Memory, Spec, Stats};
 use super::{CgroupPaths, v2};
 
 /// USER_HZ, the unit of `cpuacct.stat`, is 100 on every Linux ABI.
 const NANOS_PER_TICK: u64 = 1_000_000_000 / 100;
 
-pub(super) fn stats(reader: &Reader, paths: &CgroupPaths, spec: &Spec) -> Stats {
+pub(super) fn stats(reader: CgroupFiles<'_>, paths: &CgroupPaths, spec: &Spec) -> Stats {
     let CgroupPaths::V1 {
         cpu,
         cpuacct,
@@ -65,7 +65,10 @@ pub(super) fn stats(reader: &Reader, paths: &CgroupPaths, spec: &Spec) -> Stats 
     if let Some(dir) = pids {
         stats.threads = reader.parse(dir, File::PidsCurrent, parse::single_u64);
     }
-    stats.processes = paths.procs(reader).map(|(count, _)| count);
+    stats.processes = paths
+        .main_dir()
+        .and_then(|dir| reader.parse(dir, File::CgroupProcs, parse::procs))
+        .map(|(count, _)| count);
     if let Some(dir) = unified {
         v2::pressure(reader, dir, &mut stats);
     }
@@ -115,7 +118,7 @@ fn cpuacct_stat(text: &str) -> Result<(u64, u64), ParseError> {
     }
 }
 
-fn memory_stats(reader: &Reader, dir: &Path) -> Option<Memory> {
+fn memory_stats(reader: CgroupFiles<'_>, dir: &Path) -> Option<Memory> {
     let usage = reader.parse(dir, File::MemoryUsage, parse::single_u64)?;
     let mut memory = reader.parse(dir, File::MemoryStat, |text| {
         let mut m = Memory::default();

@@ -3,10 +3,10 @@
 use std::path::Path;
 
 use super::parse::{self, ParseError};
-use super::read::{File, Reader};
+use super::read::{CgroupFiles, File, Reader};
 use super::stats::{Cfs, Cpu, Memory, Spec, Stats};
 
-pub(super) fn stats(reader: &Reader, dir: &Path, spec: &Spec) -> Stats {
+pub(super) fn stats(reader: CgroupFiles<'_>, dir: &Path, spec: &Spec) -> Stats {
     let mut stats = Stats::default();
     if let Some((cpu, cfs)) = reader.parse(dir, File::CpuStat, cpu_stat) {
         stats.cpu = Some(cpu);
@@ -30,7 +30,7 @@ pub(super) fn stats(reader: &Reader, dir: &Path, spec: &Spec) -> Stats {
 }
 
 /// PSI totals, where the kernel has them (v2, and the unified tree of hybrid hosts).
-pub(super) fn pressure(reader: &Reader, dir: &Path, stats: &mut Stats) {
+pub(super) fn pressure(reader: CgroupFiles<'_>, dir: &Path, stats: &mut Stats) {
     stats.cpu_pressure = reader.parse(dir, File::CpuPressure, parse::pressure);
     stats.memory_pressure = reader.parse(dir, File::MemoryPressure, parse::pressure);
     stats.io_pressure = reader.parse(dir, File::IoPressure, parse::pressure);
@@ -53,7 +53,7 @@ fn cpu_stat(text: &str) -> Result<(Cpu, Cfs), ParseError> {
     Ok((cpu, cfs))
 }
 
-fn memory_stats(reader: &Reader, dir: &Path) -> Option<Memory> {
+fn memory_stats(reader: CgroupFiles<'_>, dir: &Path) -> Option<Memory> {
     let usage = reader.parse(dir, File::MemoryCurrent, parse::single_u64)?;
     let mut memory = reader.parse(dir, File::MemoryStat, |text| {
         let mut m = Memory::default();

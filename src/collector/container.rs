@@ -147,7 +147,10 @@ impl State {
             .entries
             .par_iter()
             .map(|entry| {
-                let stats = entry.paths.read_stats(&self.reader, &entry.spec).ok();
+                let stats = entry
+                    .paths
+                    .read_stats_kept(&self.reader, Some(&entry.files), &entry.spec)
+                    .ok();
                 let network = stats.as_ref().and(entry.net_pid).and_then(|pid| self.network(pid));
                 (stats, network)
             })

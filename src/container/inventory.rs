@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use super::discovery::{self, Discovered, Kind};
 use super::filter::Filters;
 use super::metadata::{Metadata, MetadataSource};
-use crate::cgroup::{CgroupPaths, Layout, Reader, Spec};
+use crate::cgroup::{CgroupPaths, KeptFiles, Layout, Reader, Spec};
 
 /// One reported cgroup.
 #[derive(Debug, Clone)]
@@ -23,6 +23,8 @@ pub struct Entry {
     /// A process of the container that owns a network namespace of its own (not the host's).
     pub net_pid: Option<u32>,
     pub metadata: Metadata,
+    /// The stats files, kept open while the entry lives (until the next rebuild).
+    pub files: Arc<KeptFiles>,
 }
 
 #[derive(Debug, Default)]
@@ -77,6 +79,7 @@ impl Inventory {
                     start_time,
                     net_pid,
                     metadata,
+                    files: Arc::default(),
                 })
             })
             .collect();

@@ -1,6 +1,6 @@
 //! Loads the embedded probes with aya, attaches them, and hands out their maps.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
@@ -12,20 +12,74 @@ use super::conn::{BATCH_SLOTS, Batch, ConnKey, ConnStats};
 /// The compiled probes (`ebpf-probes/`, rebuilt and checked by `scripts/test`).
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/ebpf-probes/conn.bpf.o"));
 
-/// Program name → the tracepoint it attaches to, and whether sonde can work without it.
-const PROGRAMS: [(&str, &str, bool); 4] = [
-    ("sock_send_length", "sock/sock_send_length", true),
-    ("sock_recv_length", "sock/sock_recv_length", true),
-    ("inet_sock_set_state", "sock/inet_sock_set_state", true),
-    ("tcp_retransmit_skb", "tcp/tcp_retransmit_skb", false),
+/// A program of the object and the tracepoint (`category/name`) it attaches to.
+#[derive(Debug, Clone, Copy)]
+pub struct Program {
+    pub program: &'static str,
+    pub tracepoint: &'static str,
+    /// Whether the collector cannot work without it.
+    pub required: bool,
+}
+
+/// Every program of the probes.
+pub const PROGRAMS: [Program; 4] = [
+    Program {
+        program: "sock_send_length",
+        tracepoint: "sock/sock_send_length",
+        required: true,
+    },
+    Program {
+        program: "sock_recv_length",
+        tracepoint: "sock/sock_recv_length",
+        required: true,
+    },
+    Program {
+        program: "inet_sock_set_state",
+        tracepoint: "sock/inet_sock_set_state",
+        required: true,
+    },
+    Program {
+        program: "tcp_retransmit_skb",
+        tracepoint: "tcp/tcp_retransmit_skb",
+        required: false,
+    },
 ];
+
+/// Where the kernel's BTF is, under the host's sysfs.
+pub const BTF_UNDER_SYSFS: &str = "kernel/btf/vmlinux";
+
+/// What to load and where the kernel's BTF is.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Entries of the live-connection table.
+    pub max_live: u32,
+    /// The kernel's BTF (`<sysfs>/kernel/btf/vmlinux`).
+    pub btf: PathBuf,
+    pub programs: Vec<Program>,
+}
+
+impl Options {
+    /// Every program, the BTF of the host's `/sys`.
+    pub fn new(max_live: u32) -> Self {
+        Self::under_sysfs(max_live, Path::new("/sys"))
+    }
+
+    /// Every program, the BTF under another sysfs mount (`--path.sysfs`).
+    pub fn under_sysfs(max_live: u32, sysfs: &Path) -> Self {
+        Self {
+            max_live,
+            btf: sysfs.join(BTF_UNDER_SYSFS),
+            programs: PROGRAMS.to_vec(),
+        }
+    }
+}
 
 const TRACEFS: &str = "/sys/kernel/tracing";
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
-    #[error("the kernel has no BTF (/sys/kernel/btf/vmlinux is missing), which the probes need (CO-RE)")]
-    NoBtf,
+    #[error("the kernel has no BTF ({0} is missing), which the probes need (CO-RE)")]
+    NoBtf(PathBuf),
     #[error("counting possible CPUs: {0}")]
     Cpus(String),
     #[error("loading the probes: {0} (needs CAP_BPF and CAP_PERFMON, or root)")]
@@ -102,16 +156,26 @@ fn tracepoint_listed(tracepoint: &str) -> Option<bool> {
 
 /// Loads the probes with a live table of `max_live` entries and attaches every program.
 pub fn load(max_live: u32) -> Result<Probes, LoadError> {
-    if !Path::new("/sys/kernel/btf/vmlinux").exists() {
-        return Err(LoadError::NoBtf);
+    load_with(&Options::new(max_live))
+}
+
+/// Loads the probes and attaches the programs the options name.
+pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
+    if !options.btf.exists() {
+        return Err(LoadError::NoBtf(options.btf.clone()));
     }
-    let btf =
-        Btf::from_sys_fs().map_err(|e| LoadError::Load(format!("reading the kernel's BTF: {}", error_chain(&e))))?;
+    let btf = Btf::parse_file(&options.btf, aya::Endianness::default()).map_err(|e| {
+        LoadError::Load(format!(
+            "reading the kernel's BTF from {}: {}",
+            options.btf.display(),
+            error_chain(&e)
+        ))
+    })?;
     let tracefs = ensure_tracefs();
     let nr_cpus = aya::util::nr_cpus().map_err(|(path, e)| LoadError::Cpus(format!("{path}: {e}")))?;
     let nr_cpus = u32::try_from(nr_cpus).map_err(|e| LoadError::Cpus(e.to_string()))?;
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries("conns", max_live)
+        .map_max_entries("conns", options.max_live)
         .map_max_entries("batches", nr_cpus * BATCH_SLOTS)
         .load(PROBES)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
@@ -119,7 +183,12 @@ pub fn load(max_live: u32) -> Result<Probes, LoadError> {
     let mut attached = Vec::new();
     let mut missing = Vec::new();
     let mut required_missing = Vec::new();
-    for (program, tracepoint, required) in PROGRAMS {
+    for &Program {
+        program,
+        tracepoint,
+        required,
+    } in &options.programs
+    {
         let name = tracepoint.rsplit('/').next().unwrap_or(tracepoint);
         let outcome = (|| {
             let prog: &mut BtfTracePoint = ebpf

@@ -12,6 +12,7 @@ pub mod series;
 pub mod tracker;
 
 use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,8 @@ pub struct ConnectionCollector {
 /// listening), so a start that fails earlier, on a bad flag or a taken port, loads nothing.
 struct Lazy {
     config: ConnectionConfig,
+    /// The host's sysfs, where the kernel's BTF is.
+    sysfs: PathBuf,
     names: Arc<dyn CgroupNames>,
     engine: OnceLock<Result<Arc<Engine>, String>>,
 }
@@ -75,7 +78,7 @@ impl Lazy {
     fn engine(&self) -> Result<Arc<Engine>, String> {
         self.engine
             .get_or_init(|| {
-                let engine = Engine::load(&self.config, self.names.clone()).map(Arc::new);
+                let engine = Engine::load(&self.config, &self.sysfs, self.names.clone()).map(Arc::new);
                 if let Ok(engine) = &engine {
                     Engine::spawn_ring_drain(engine);
                 }
@@ -111,6 +114,7 @@ impl ConnectionCollector {
         Self {
             inner: Arc::new(Lazy {
                 config: config.connection.clone(),
+                sysfs: config.paths.sysfs.clone(),
                 names: Arc::new(SourceNames::new(
                     CgroupPaths::new(&config.paths.sysfs),
                     sources.metadata.clone(),
@@ -136,8 +140,8 @@ fn monotonic_ns() -> u64 {
 }
 
 impl Engine {
-    fn load(config: &ConnectionConfig, names: Arc<dyn CgroupNames>) -> Result<Self, loader::LoadError> {
-        let probes = loader::load(config.max_live)?;
+    fn load(config: &ConnectionConfig, sysfs: &Path, names: Arc<dyn CgroupNames>) -> Result<Self, loader::LoadError> {
+        let probes = loader::load_with(&loader::Options::under_sysfs(config.max_live, sysfs))?;
         tracing::info!(
             collector = "connection",
             attached = probes.attached.join(","),
