@@ -3,6 +3,8 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 pub mod dockerd;
+pub mod kit;
+pub mod prometheus_server;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

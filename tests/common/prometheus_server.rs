@@ -1,0 +1,142 @@
+//! A real Prometheus (Debian's `prometheus`) started by a test: generated config, scrape
+//! every second, its own temporary directory and free port, killed when dropped.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Prometheus {
+    child: Child,
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+/// A port nobody listens on now (the kernel's next ephemeral port).
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+impl Prometheus {
+    /// Scrapes `targets` (job `sonde`) every second and evaluates `rule_files` every second.
+    pub fn start(targets: &[SocketAddr], rule_files: &[PathBuf]) -> Prometheus {
+        let binary = super::require_tool("prometheus");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+        let rules: Vec<String> = rule_files.iter().map(|r| format!("'{}'", r.display())).collect();
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             rule_files: [{}]\n\
+             scrape_configs:\n  - job_name: sonde\n    static_configs:\n      - targets: [{}]\n",
+            rules.join(", "),
+            targets.join(", ")
+        );
+        let config_path = dir.path().join("prometheus.yml");
+        std::fs::write(&config_path, config).expect("write prometheus.yml");
+        let address = format!("127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
+        let child = Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address={address}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start prometheus");
+        let prometheus = Prometheus {
+            child,
+            url: format!("http://{address}"),
+            dir,
+        };
+        prometheus.wait_ready();
+        prometheus
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            if self.answers_ready() {
+                return;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "Prometheus never got ready; its log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// `GET /-/ready` answered 200 (a plain HTTP/1.0 exchange: no runtime needed here).
+    fn answers_ready(&self) -> bool {
+        use std::io::{Read, Write};
+        let address = self.url.trim_start_matches("http://");
+        let Ok(mut stream) = std::net::TcpStream::connect(address) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        if stream.write_all(b"GET /-/ready HTTP/1.0\r\n\r\n").is_err() {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200")
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
+    }
+
+    /// An instant query through the HTTP API: the result vector, or the API's error.
+    pub async fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
+        let url = format!("{}/api/v1/query?query={}", self.url, percent_encode(promql));
+        let response = reqwest::get(url).await.map_err(|e| format!("request: {e}"))?;
+        let text = response.text().await.map_err(|e| format!("answer: {e}"))?;
+        let body: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("answer {text:?}: {e}"))?;
+        if body["status"] != "success" {
+            return Err(format!("{}: {}", body["errorType"], body["error"]));
+        }
+        match body["data"]["resultType"].as_str() {
+            Some("vector") | Some("matrix") => Ok(body["data"]["result"].as_array().cloned().unwrap_or_default()),
+            Some("scalar") | Some("string") => Ok(vec![body["data"]["result"].clone()]),
+            other => Err(format!("unexpected result type {other:?}")),
+        }
+    }
+
+    /// The rules Prometheus loaded, as its API lists them.
+    pub async fn rules(&self) -> Vec<serde_json::Value> {
+        let text = reqwest::get(format!("{}/api/v1/rules", self.url))
+            .await
+            .expect("GET /api/v1/rules")
+            .text()
+            .await
+            .expect("rules answer");
+        let body: serde_json::Value = serde_json::from_str(&text).expect("rules JSON");
+        body["data"]["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .collect()
+    }
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A query-string value: unreserved characters as they are, every other byte as %XX.
+fn percent_encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
