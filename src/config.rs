@@ -18,8 +18,8 @@ use crate::collector::connection::ConnectionConfig;
 use crate::collector::connection::series::{RemoteMode, parse_port_range};
 use crate::container::filter::Filters;
 use crate::docker::config::{DockerConfig, default_host, validate_host};
-use crate::kubelet::config::KubeletConfig;
 use crate::gateway::GatewayConfig;
+use crate::kubelet::config::KubeletConfig;
 
 /// Where the exporter reads the host's pseudo-filesystems, so it can run in a container
 /// that mounts the host's at another place.
