@@ -159,6 +159,7 @@ mod tests {
                 container: "app".into(),
                 pod: "web-0".into(),
                 namespace: "shop".into(),
+                excluded: false,
             }
         );
     }

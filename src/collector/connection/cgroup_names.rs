@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::container::discovery::classify;
+use crate::container::filter::Filters;
 use crate::container::metadata::{Metadata, MetadataSource};
 
 /// The labels a connection's cgroup gives its series; empty strings when unknown.
@@ -16,9 +17,13 @@ use crate::container::metadata::{Metadata, MetadataSource};
 pub struct ContainerLabels {
     /// The cgroup path, as cAdvisor's `id`.
     pub id: String,
+    /// The Kubernetes container name, else the runtime's name (Docker's).
     pub container: String,
     pub pod: String,
     pub namespace: String,
+    /// The container is excluded (`sonde.io/exclude`, or the container filters): its
+    /// connections are not reported, as its `container_*` series are not.
+    pub excluded: bool,
 }
 
 /// Resolves a cgroup v2 id (the inode of its directory) to labels.
@@ -109,15 +114,26 @@ impl CgroupNames for CgroupPaths {
 }
 
 /// [`CgroupPaths`] named by the metadata sources: the path is classified by the runtime
-/// layouts, as the container inventory does, and described by each source in turn.
+/// layouts, as the container inventory does, described by each source in turn, and held
+/// against the container filters.
 pub struct SourceNames {
     paths: CgroupPaths,
     sources: Vec<Arc<dyn MetadataSource>>,
+    filters: Filters,
 }
 
 impl SourceNames {
     pub fn new(paths: CgroupPaths, sources: Vec<Arc<dyn MetadataSource>>) -> Self {
-        Self { paths, sources }
+        Self::filtered(paths, sources, Filters::default())
+    }
+
+    /// Names whose containers the filters exclude are marked [`ContainerLabels::excluded`].
+    pub fn filtered(paths: CgroupPaths, sources: Vec<Arc<dyn MetadataSource>>, filters: Filters) -> Self {
+        Self {
+            paths,
+            sources,
+            filters,
+        }
     }
 }
 
@@ -127,16 +143,25 @@ impl CgroupNames for SourceNames {
             return ContainerLabels::default();
         };
         let mut metadata = Metadata::default();
+        // Only containers are filtered: a host service's cgroup has no name to match.
+        let mut excluded = false;
         if let Some(found) = classify(&id) {
             for source in &self.sources {
                 source.describe(&found, &mut metadata);
             }
+            excluded = self.filters.excludes(&metadata);
         }
+        let container = if metadata.container.is_empty() {
+            metadata.name
+        } else {
+            metadata.container
+        };
         ContainerLabels {
             id,
-            container: metadata.container,
+            container,
             pod: metadata.pod,
             namespace: metadata.namespace,
+            excluded,
         }
     }
 }
@@ -189,12 +214,64 @@ mod tests {
                 container: "web".into(),
                 pod: "web-0".into(),
                 namespace: "shop".into(),
+                excluded: false,
             }
         );
         assert_eq!(
             names.labels(ino(&other)),
             ContainerLabels {
                 id: "/system.slice/cron.service".into(),
+                ..ContainerLabels::default()
+            }
+        );
+    }
+
+    /// Names containers as Docker does: `db-<last hex digit>`, and excludes seed 2 by label.
+    struct Docker;
+
+    impl MetadataSource for Docker {
+        fn describe(&self, cgroup: &crate::container::discovery::Discovered, metadata: &mut Metadata) {
+            if let Some(id) = &cgroup.container_id {
+                metadata.name = format!("db-{}", &id[63..]);
+                metadata.image = "postgres:16".into();
+                metadata.exclude = id.ends_with('2');
+            }
+        }
+    }
+
+    #[test]
+    fn docker_names_fill_container_and_filters_exclude() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().to_owned();
+        let dirs: Vec<PathBuf> = (1..=3).map(|n| root.join(format!("docker/{n:064x}"))).collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).expect("mkdir");
+        }
+        let service = root.join("system.slice/sshd.service");
+        std::fs::create_dir_all(&service).expect("mkdir");
+        let filters = Filters {
+            exclude_name: Some(regex::Regex::new("^db-3$").expect("regex")),
+            include_image: Some(regex::Regex::new("^postgres:").expect("regex")),
+            ..Filters::default()
+        };
+        let names = SourceNames::filtered(CgroupPaths::at(root), vec![Arc::new(Docker)], filters);
+        let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
+        assert_eq!(
+            names.labels(ino(&dirs[0])),
+            ContainerLabels {
+                id: format!("/docker/{:064x}", 1),
+                container: "db-1".into(),
+                ..ContainerLabels::default()
+            }
+        );
+        // db-2 carries sonde.io/exclude, db-3 is excluded by name.
+        assert!(names.labels(ino(&dirs[1])).excluded);
+        assert!(names.labels(ino(&dirs[2])).excluded);
+        // The include-image filter does not hide a host service, which has no image.
+        assert_eq!(
+            names.labels(ino(&service)),
+            ContainerLabels {
+                id: "/system.slice/sshd.service".into(),
                 ..ContainerLabels::default()
             }
         );

@@ -120,9 +120,10 @@ impl ConnectionCollector {
             inner: Arc::new(Lazy {
                 config: config.connection.clone(),
                 sysfs: config.paths.sysfs.clone(),
-                names: Arc::new(SourceNames::new(
+                names: Arc::new(SourceNames::filtered(
                     CgroupPaths::new(&config.paths.sysfs),
                     sources.metadata.clone(),
+                    config.container.filters.clone(),
                 )),
                 gateway: config.gateway.enabled.then(|| {
                     Arc::new(GatewayLookup::new(
@@ -312,6 +313,9 @@ impl Engine {
                     self.names.labels(key.cgroup_id)
                 }
             });
+            if who.excluded {
+                continue;
+            }
             let port = key.port.map(|p| p.to_string()).unwrap_or_default();
             let mut labels = vec![
                 ("id", who.id.as_str()),
