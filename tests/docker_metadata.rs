@@ -406,3 +406,90 @@ async fn an_engine_that_is_not_there_costs_only_the_docker_collector() {
         "the log names the engine: {said_why}"
     );
 }
+
+/// The value of the one series of `family` whose labels contain every item of `labels`.
+fn series_value(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
+    let matching: Vec<f64> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) && labels.iter().all(|want| l.contains(want)))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
+        .collect();
+    match matching.as_slice() {
+        [one] => Some(*one),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_series_carry_docker_names() {
+    let test = "connection_series_carry_docker_names";
+    if !root_or_skip(test) || !docker_or_skip(test) {
+        return;
+    }
+    const PAYLOAD: u64 = 256 * 1024;
+    let server = Container::run(
+        "sonde-conn-server",
+        &[],
+        &format!(
+            "mkdir -p /www && dd if=/dev/zero of=/www/payload bs=1024 count={} 2>/dev/null && echo ready && httpd -f -p 8080 -h /www",
+            PAYLOAD / 1024
+        ),
+    );
+    server.wait_for_log("ready", Duration::from_secs(30));
+    let address = server.inspect("{{.NetworkSettings.IPAddress}}");
+    let sonde = Sonde::start(&["--no-collector.host", "--connection.ephemeral-port-range=32768-60999"]);
+    // The probes attach at the first collection: the fetch must come after.
+    scrape_until(&sonde, "the probes attached", |text| {
+        text.contains("sonde_collector_success{collector=\"connection\"} 1")
+    })
+    .await;
+    let client = Container::run(
+        "sonde-conn-client",
+        &[],
+        &format!("wget -q -O /dev/null http://{address}:8080/payload && echo fetched && sleep 3600"),
+    );
+    client.wait_for_log("fetched", Duration::from_secs(30));
+    let client_name = format!("container=\"{}\"", client.name);
+    let server_name = format!("container=\"{}\"", server.name);
+    let (text, _) = scrape_until(&sonde, "the fetch under both Docker names", |text| {
+        series_value(
+            text,
+            "sonde_tcp_bytes_received_total",
+            &[&client_name, "direction=\"outbound\"", "port=\"8080\""],
+        )
+        .is_some()
+            && series_value(
+                text,
+                "sonde_tcp_bytes_sent_total",
+                &[&server_name, "direction=\"inbound\"", "port=\"8080\""],
+            )
+            .is_some()
+    })
+    .await;
+    let received = series_value(
+        &text,
+        "sonde_tcp_bytes_received_total",
+        &[&client_name, "direction=\"outbound\"", "port=\"8080\""],
+    )
+    .unwrap_or_default();
+    let sent = series_value(
+        &text,
+        "sonde_tcp_bytes_sent_total",
+        &[&server_name, "direction=\"inbound\"", "port=\"8080\""],
+    )
+    .unwrap_or_default();
+    // The payload and httpd's response header, counted on both ends alike.
+    assert!(
+        (PAYLOAD as f64..PAYLOAD as f64 + 1024.0).contains(&received),
+        "client received {received}"
+    );
+    assert_eq!(sent, received, "what the server sent is what the client received");
+    // Both series are the containers' own: their cgroup ids carry the Docker ids.
+    for (name, id) in [(&client_name, &client.id), (&server_name, &server.id)] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("sonde_tcp_connects_total{") && l.contains(name.as_str()))
+            .unwrap_or_else(|| panic!("no connects series for {name}:\n{text}"));
+        assert!(line.contains(id.as_str()), "{line}");
+    }
+}

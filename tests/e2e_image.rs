@@ -204,6 +204,20 @@ async fn the_scratch_image_runs_with_the_documented_privileges_and_sees_the_host
     );
     let accepted = sample(&text, "sonde_tcp_connects_total", &server.id, "direction=\"inbound\"");
     assert!(accepted.is_some_and(|v| v >= 1.0), "server accepted {accepted:?}");
+    // The Docker source names the connection series too (the socket is mounted).
+    for (container, family, direction) in [
+        (&client, "sonde_tcp_bytes_received_total", "outbound"),
+        (&server, "sonde_tcp_connects_total", "inbound"),
+    ] {
+        let by_id = sample(&text, family, &container.id, &format!("direction=\"{direction}\""));
+        let by_name = sample(
+            &text,
+            family,
+            &format!("container=\"{}\"", container.name),
+            &format!("direction=\"{direction}\""),
+        );
+        assert_eq!(by_name, by_id, "{family} of {} under its Docker name", container.name);
+    }
     println!(
         "image {tag}: server sent {sent:?} bytes on eth0, client received {received:?} bytes over TCP, server accepted {accepted:?} connections"
     );
