@@ -377,6 +377,19 @@ async fn fifty_concurrent_scrapes_in_one_window_read_each_file_once() {
     assert!(File::ALL.iter().all(|f| counters.errors(*f) == 0));
 }
 
+/// One collection in the text format.
+async fn collect_text(collector: &ContainerCollector) -> String {
+    let families = collector
+        .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
+        .await
+        .expect("collects");
+    let mut text = Vec::new();
+    sonde::exposition::Format::Text
+        .encode_shared(&families, &mut text)
+        .expect("encodes");
+    String::from_utf8(text).expect("utf-8")
+}
+
 /// Names containers as a runtime would: `web-<seed>`, image `nginx` or `pause`, and marks
 /// one with the `sonde.io/exclude` label.
 struct FakeRuntime;
@@ -415,15 +428,7 @@ async fn metadata_names_containers_and_filters_drop_them() {
             ..Sources::default()
         },
     );
-    let families = collector
-        .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
-        .await
-        .expect("collects");
-    let mut text = Vec::new();
-    sonde::exposition::Format::Text
-        .encode_shared(&families, &mut text)
-        .expect("encodes");
-    let text = String::from_utf8(text).expect("utf-8");
+    let text = collect_text(&collector).await;
     let names: BTreeSet<&str> = text
         .lines()
         .filter(|l| l.starts_with("container_last_seen{"))
@@ -474,15 +479,7 @@ async fn a_source_generation_change_rebuilds_the_inventory_inside_its_window() {
         },
     );
     let names = || async {
-        let families = collector
-            .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
-            .await
-            .expect("collects");
-        let mut text = Vec::new();
-        sonde::exposition::Format::Text
-            .encode_shared(&families, &mut text)
-            .expect("encodes");
-        let text = String::from_utf8(text).expect("utf-8");
+        let text = collect_text(&collector).await;
         text.lines()
             .filter(|l| l.starts_with("container_last_seen{"))
             .filter_map(|l| Some(l.split("name=\"").nth(1)?.split('"').next()?.to_owned()))

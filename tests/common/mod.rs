@@ -359,18 +359,7 @@ pub fn docker_or_skip(test: &str) -> bool {
 /// The label set of a `container_*` series, sorted by name as sonde writes it: the six
 /// container labels (names unknown: empty) plus the family's own.
 pub fn container_labels(id: &str, extra: &[(&str, &str)]) -> String {
-    let mut labels: Vec<(&str, &str)> = vec![
-        ("container", ""),
-        ("id", id),
-        ("image", ""),
-        ("name", ""),
-        ("namespace", ""),
-        ("pod", ""),
-    ];
-    labels.extend_from_slice(extra);
-    labels.sort_unstable();
-    let inner: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    format!("{{{}}}", inner.join(","))
+    named_container_labels(id, "", "", extra)
 }
 
 /// The families of a length-delimited protobuf exposition, in order.
