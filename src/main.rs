@@ -8,6 +8,7 @@ use sonde::server::Server;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    raise_open_file_limit();
     let config = match config::from_args(std::env::args_os()) {
         Ok(config) => config,
         Err(ConfigError::Help(text) | ConfigError::Version(text)) => {
@@ -35,6 +36,24 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("sonde: error: {error:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, as Go programs (cAdvisor,
+/// node_exporter) do at start: the container collector keeps each cgroup's stats files open
+/// for its inventory window, within half the soft limit (see `cgroup::KeptFiles`), and the
+/// usual soft limit of 1024 would keep only a few dozen containers' files.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit; setrlimit reads a valid one.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }
 }
