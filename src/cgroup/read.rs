@@ -287,7 +287,7 @@ impl KeptFiles {
                     KEPT_OPEN.fetch_sub(1, Ordering::Relaxed);
                     return None;
                 }
-                let opened = std::fs::File::open(path).ok();
+                let opened = open_noatime(path).ok();
                 if opened.is_none() {
                     KEPT_OPEN.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -295,6 +295,21 @@ impl KeptFiles {
             })
             .as_ref()
     }
+}
+
+/// Opens for reading without access-time updates (a kept file is read at every scrape, and
+/// on tmpfs or a filesystem with atime each read would otherwise write the inode); falls
+/// back to a plain open where O_NOATIME is refused (not the file's owner, no CAP_FOWNER).
+fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOATIME)
+        .open(path)
+        .or_else(|e| match e.raw_os_error() {
+            Some(libc::EPERM) => std::fs::File::open(path),
+            _ => Err(e),
+        })
 }
 
 impl Drop for KeptFiles {

@@ -139,15 +139,16 @@ fn sample(
 pub(crate) fn escape_into(text: &str, out: &mut Vec<u8>) {
     let bytes = text.as_bytes();
     let mut start = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let escaped: &[u8] = match b {
+    // memchr scans many bytes at a time: most label values (ids, names) need no escape, and
+    // this runs for every label of every sample.
+    while let Some(offset) = memchr::memchr3(b'\\', b'"', b'\n', &bytes[start..]) {
+        let i = start + offset;
+        out.extend_from_slice(&bytes[start..i]);
+        out.extend_from_slice(match bytes[i] {
             b'\\' => b"\\\\",
             b'"' => b"\\\"",
-            b'\n' => b"\\n",
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..i]);
-        out.extend_from_slice(escaped);
+            _ => b"\\n",
+        });
         start = i + 1;
     }
     out.extend_from_slice(&bytes[start..]);
