@@ -114,18 +114,6 @@ impl Collector for ContainerCollector {
     }
 }
 
-/// Hands the pages freed by the last snapshot back to the kernel. Every stats window
-/// renders megabytes of fresh lines (7 MB for 1,000 containers) and frees the last
-/// window's; glibc keeps such freed memory inside its heaps, and the resident size of an
-/// exporter that re-renders every 2 s crept to several times its working set.
-fn release_freed_memory() {
-    #[cfg(target_env = "gnu")]
-    // SAFETY: malloc_trim only returns free memory to the kernel; no pointer is involved.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 impl State {
     /// The current stats, read once per validity window whatever the number of scrapes.
     async fn snapshot(self: &Arc<Self>) -> Result<Arc<Snapshot>, CollectError> {
@@ -146,14 +134,11 @@ impl State {
             self.stats.invalidate().await;
         }
         let state = Arc::clone(self);
-        let (snapshot, read) = self
+        let (snapshot, _) = self
             .stats
             .get(blocking(move || state.read_stats(inventory)))
             .await
             .map_err(failed)?;
-        if read {
-            release_freed_memory();
-        }
         Ok(snapshot)
     }
 
