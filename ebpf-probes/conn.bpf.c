@@ -102,10 +102,13 @@ static __always_inline int read_key(struct sock *sk, struct conn_key *key)
 	}
 	key->family = family;
 	key->protocol = protocol;
-	/* Not skc_num: the kernel zeroes it when it releases the port, before the CLOSE
-	 * state change is traced; inet_sport stays (the tracepoint itself reads it). It lies
-	 * past struct sock, where the verifier allows no direct load: a probe read. */
-	key->sport = __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	/* skc_num, the bound local port, is a plain load. The kernel zeroes it when it
+	 * releases the port, before the CLOSE state change is traced; then inet_sport, which
+	 * stays (the tracepoint itself reads it), gives the same port. It lies past struct
+	 * sock, where the verifier allows no direct load: a probe read, which costs as much
+	 * as the rest of the event (measured: ~80 ns), so only in that case. */
+	__u16 num = sk->__sk_common.skc_num;
+	key->sport = num ? num : __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	key->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
 	key->netns = sk->__sk_common.skc_net.net->ns.inum;
 	return 0;
