@@ -628,11 +628,6 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
         &k8s_labels(&app, "app", "registry.local/shop/web:2.1", "shop", "web-0"),
         &[],
     );
-    let text = scrape_until(&sonde, "the pods' names and networks", |t| {
-        t.contains(&app_series) && t.contains("container_network_receive_bytes_total{")
-    })
-    .await;
-
     // Every container_* series of every cgroup: the pods' names, the sandbox with its pod's,
     // the pod-level series with container="", the annotated pod and the filtered namespace
     // gone, the plain Docker container without Kubernetes names.
@@ -686,6 +681,14 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
     .into_iter()
     .map(|(base, seed)| (series("container_memory_usage_bytes", &base, &[]), memory_usage(seed)))
     .collect();
+    // The pod list can land while an inventory is being built: that inventory names only
+    // some cgroups, and the source's new generation has the next scrape rebuild it whole.
+    let text = scrape_until(&sonde, "the pods' names and networks", |t| {
+        t.contains(&app_series)
+            && t.contains("container_network_receive_bytes_total{")
+            && samples(t, "container_memory_usage_bytes") == expected_memory
+    })
+    .await;
     assert_eq!(samples(&text, "container_memory_usage_bytes"), expected_memory);
 
     // Pod networks on the pod-level series only, with exactly that series' labels plus
