@@ -45,6 +45,12 @@ impl<V: Send + Sync + 'static> ValidityCache<V> {
             .or_try_insert_with(async { refresh.await.map(Arc::new) })
             .await?;
         let fresh = entry.is_fresh();
+        if fresh {
+            // moka frees a replaced value only when it applies its pending writes, which it
+            // does in batches: without this, several windows' values (megabytes each for
+            // the container stats) would stay resident at once.
+            self.cache.run_pending_tasks().await;
+        }
         let counter = if fresh { &self.misses } else { &self.hits };
         counter.fetch_add(1, Ordering::Relaxed);
         Ok((entry.into_value(), fresh))

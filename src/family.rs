@@ -113,8 +113,9 @@ pub fn label(name: &str, value: &str) -> LabelPair {
 #[derive(Debug)]
 pub struct Family {
     rendered: Option<RenderedFamily>,
-    /// The rendered sample lines, shared by every answer that carries them.
-    lines: Bytes,
+    /// The rendered sample lines, in the parts they were rendered in (in parallel, say),
+    /// shared by every answer that carries them.
+    lines: Vec<Bytes>,
     /// Given at construction, or parsed from the rendered lines when first asked for.
     model: OnceLock<MetricFamily>,
     encoded: [OnceLock<Result<Bytes, String>>; 3],
@@ -124,16 +125,34 @@ impl Family {
     pub fn new(model: MetricFamily) -> Arc<Family> {
         Arc::new(Family {
             rendered: None,
-            lines: Bytes::new(),
+            lines: Vec::new(),
             model: OnceLock::from(model),
             encoded: Default::default(),
         })
     }
 
     /// A rendered family; `None` when it has no samples.
-    pub fn rendered(mut rendered: RenderedFamily) -> Option<Arc<Family>> {
-        (rendered.samples > 0).then(|| {
-            let lines = Bytes::from(std::mem::take(&mut rendered.lines));
+    pub fn rendered(rendered: RenderedFamily) -> Option<Arc<Family>> {
+        Self::rendered_parts([rendered])
+    }
+
+    /// One family from parts rendered apart (same name, help and type), their lines kept in
+    /// the order given without copying them together; `None` when no part has samples.
+    pub fn rendered_parts(parts: impl IntoIterator<Item = RenderedFamily>) -> Option<Arc<Family>> {
+        let mut first = None;
+        let mut lines = Vec::new();
+        for mut part in parts {
+            if part.samples == 0 {
+                continue;
+            }
+            let mut part_lines = std::mem::take(&mut part.lines);
+            // In place for all but the largest buffers: the spare half of a doubled buffer
+            // would otherwise live as long as the family.
+            part_lines.shrink_to_fit();
+            lines.push(Bytes::from(part_lines));
+            first.get_or_insert(part);
+        }
+        first.map(|rendered| {
             Arc::new(Family {
                 rendered: Some(rendered),
                 lines,
@@ -145,7 +164,7 @@ impl Family {
 
     pub fn model(&self) -> &MetricFamily {
         self.model.get_or_init(|| match &self.rendered {
-            Some(rendered) => rendered.to_model(&self.lines),
+            Some(rendered) => rendered.to_model(&self.lines.concat()),
             None => MetricFamily::new(),
         })
     }
@@ -165,7 +184,7 @@ impl Family {
                 let mut header = Vec::with_capacity(256);
                 rendered.write_header(format, &mut header);
                 out.push(Bytes::from(header));
-                out.push(self.lines.clone());
+                out.extend(self.lines.iter().cloned());
             }
             _ => out.push(self.encoded(format)?.clone()),
         }
@@ -217,14 +236,25 @@ impl RenderedFamily {
         self.lines.extend_from_slice(self.name.as_bytes());
         for (i, (key, val)) in labels.iter().enumerate() {
             self.lines.push(if i == 0 { b'{' } else { b',' });
-            self.lines.extend_from_slice(key.as_bytes());
-            self.lines.extend_from_slice(b"=\"");
-            openmetrics::escape_into(val, &mut self.lines);
-            self.lines.push(b'"');
+            write_label(key, val, &mut self.lines);
         }
         if !labels.is_empty() {
             self.lines.push(b'}');
         }
+        self.finish_sample(value);
+    }
+
+    /// Adds a sample whose labels `write_labels` writes itself, as `k="v",k2="v2"` (escaped,
+    /// as [`write_label`] does): for callers that render a label set once and reuse it.
+    pub fn sample_with(&mut self, write_labels: impl FnOnce(&mut Vec<u8>), value: f64) {
+        self.lines.extend_from_slice(self.name.as_bytes());
+        self.lines.push(b'{');
+        write_labels(&mut self.lines);
+        self.lines.push(b'}');
+        self.finish_sample(value);
+    }
+
+    fn finish_sample(&mut self, value: f64) {
         self.lines.push(b' ');
         openmetrics::number_into(value, &mut self.lines);
         self.lines.push(b'\n');
@@ -296,6 +326,14 @@ impl RenderedFamily {
         }
         family
     }
+}
+
+/// Writes `key="value"`, the value escaped for the text formats.
+pub fn write_label(key: &str, value: &str, out: &mut Vec<u8>) {
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"=\"");
+    openmetrics::escape_into(value, out);
+    out.push(b'"');
 }
 
 /// Reads `name{k="v",…} value` as [`RenderedFamily::sample`] writes it.

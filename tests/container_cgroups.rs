@@ -316,3 +316,72 @@ fn kept_open_files_follow_a_real_cgroup_and_see_it_go() {
         "no read counted as an error"
     );
 }
+
+/// A restarted container's cgroup is removed and made again under the same path: the
+/// inventory hands a cgroup's open files on from one window to the next, and must not hand
+/// on those of the removed directory, which would read as gone for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cgroup_made_again_under_the_same_path_is_read_afresh() {
+    if !root_or_skip("a_cgroup_made_again_under_the_same_path_is_read_afresh") {
+        return;
+    }
+    const FIRST: u64 = 16 << 20;
+    const SECOND: u64 = 64 << 20;
+    let layout = Layout::detect(Path::new("/sys")).expect("this machine has cgroups");
+    let parent = format!("/{}", unique_name("sonde-remade"));
+    let mut cgroups = Cgroups::new(layout, parent.clone());
+    let id = format!("{parent}/app");
+    cgroups.make(&id);
+    let mut worker = Worker::start(&["touch", &FIRST.to_string()]);
+    worker.go();
+    assert_eq!(worker.line(), "touched");
+    cgroups.adopt(&id, worker);
+
+    let prefix = format!("--container.raw-cgroup-prefix={parent}");
+    let sonde = Sonde::start(&[
+        &prefix,
+        "--container.cache-validity=50ms",
+        "--container.inventory-validity=200ms",
+        "--no-collector.host",
+    ]);
+    // Two inventories, so the second has taken the first's open files over.
+    let mut first = String::new();
+    for _ in 0..2 {
+        first = scrape(&sonde).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(value(&first, "container_processes", &id, ""), Some(1.0), "{first}");
+
+    cgroups.workers.clear();
+    for dir in cgroups.dirs(&id) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&dir).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!dir.exists(), "{} removed", dir.display());
+    }
+    cgroups.make(&id);
+    // Moved in before touching its memory, so the new cgroup is charged for all of it.
+    let mut worker = Worker::start(&["touch", &SECOND.to_string()]);
+    for dir in cgroups.dirs(&id) {
+        write(&dir.join("cgroup.procs"), &worker.child.id().to_string());
+    }
+    worker.go();
+    assert_eq!(worker.line(), "touched");
+    cgroups.workers.push(worker);
+    tokio::time::sleep(Duration::from_millis(300)).await; // past both windows
+
+    let after = scrape(&sonde).await;
+    assert_eq!(
+        value(&after, "container_processes", &id, ""),
+        Some(1.0),
+        "the remade cgroup is reported:\n{after}"
+    );
+    let usage = value(&after, "container_memory_usage_bytes", &id, "").expect("memory usage");
+    assert!(
+        usage >= SECOND as f64,
+        "memory usage {usage} of the remade cgroup, whose process touched {SECOND} bytes"
+    );
+}

@@ -250,7 +250,10 @@ fn kept_budget() -> usize {
 /// inventory entry: re-reading a kept file is one `pread` instead of a path lookup, open,
 /// two reads and a close — most of the cost of a scrape of many containers. Within one
 /// cgroup each [`File`] lives in exactly one directory, so the file names the slot.
-/// `cgroup.procs` is never kept (see [`KeptFiles::get`]). Files that cannot be opened are not kept (and read the usual way every time); beyond the
+/// `cgroup.procs` is never kept (see [`KeptFiles::get`]); `net/dev` of the container's
+/// network process is (a seq_file re-read from offset 0 is generated afresh, and the open
+/// file follows the network namespace, which is the container's for its whole life). Files
+/// that cannot be opened are not kept (and read the usual way every time); beyond the
 /// process-wide budget nothing more is kept. A kept file of a removed cgroup reads ENODEV,
 /// which the reader treats as gone.
 pub struct KeptFiles {
@@ -276,9 +279,9 @@ impl KeptFiles {
     /// The kept file for `file`, opening `path` the first time; `None` when it cannot be
     /// (or may not be) kept.
     fn get(&self, path: &Path, file: File) -> Option<&std::fs::File> {
-        // Process lists are many seq_file records, and v1 builds its list once per open:
-        // a kept cgroup.procs would read stale. net/dev is per process, not per cgroup.
-        if matches!(file, File::CgroupProcs | File::NetDev) {
+        // v1 builds a process list once per open and keeps it for a second after the last
+        // read: a kept cgroup.procs could read stale.
+        if file == File::CgroupProcs {
             return None;
         }
         self.slots[file as usize]

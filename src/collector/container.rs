@@ -14,7 +14,7 @@ use rayon::prelude::*;
 use super::{CollectError, Collector, ScrapeContext};
 use crate::cache::{self, CacheFigures, ValidityCache};
 use crate::cgroup::parse::{self, Interface};
-use crate::cgroup::{File, Layout, Reader, Stats};
+use crate::cgroup::{File, KeptFiles, Layout, Reader, Stats};
 use crate::config::Config;
 use crate::container::discovery::Kind;
 use crate::container::inventory::{Entry, Inventory, Settings};
@@ -36,13 +36,12 @@ struct State {
     procfs: PathBuf,
     sysfs: PathBuf,
     inventory: ValidityCache<Inventory>,
+    /// The last inventory built, whose open files the next one takes over.
+    last_inventory: Mutex<Option<Arc<Inventory>>>,
     stats: ValidityCache<Snapshot>,
     /// `major:minor` → `/dev/<name>`; device numbers do not change under a running kernel.
     devices: Mutex<HashMap<(u64, u64), String>>,
 }
-
-/// One container's stats and network interfaces; `None` stats: it went away.
-type ContainerRead = (Option<Stats>, Option<Vec<Interface>>);
 
 /// One read of every container's changing stats, rendered: every scrape inside the window
 /// serves these same families (and their encodings).
@@ -70,6 +69,7 @@ impl ContainerCollector {
                     procfs: config.paths.procfs.clone(),
                     sysfs: config.paths.sysfs.clone(),
                     inventory: ValidityCache::new("container_inventory", config.container.inventory_validity),
+                    last_inventory: Mutex::default(),
                     stats: ValidityCache::new("container_stats", config.container.cache_validity),
                     devices: Mutex::default(),
                 })
@@ -126,10 +126,14 @@ impl State {
         }
         let (inventory, rebuilt) = self
             .inventory
-            .get(blocking(move || Inventory::build(&state.settings, &state.reader)))
+            .get(blocking(move || {
+                let last = state.last_inventory.lock().unwrap_or_else(|p| p.into_inner()).take();
+                Inventory::build(&state.settings, &state.reader, last.as_deref())
+            }))
             .await
             .map_err(failed)?;
         if rebuilt {
+            *self.last_inventory.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&inventory));
             // New containers should show at once, not when the stats window ends.
             self.stats.invalidate().await;
         }
@@ -142,33 +146,77 @@ impl State {
         Ok(snapshot)
     }
 
+    /// Reads and renders every container, in parallel chunks: each chunk renders its own
+    /// part of every family, and the parts are joined (without copying) in inventory order.
     fn read_stats(&self, inventory: Arc<Inventory>) -> Snapshot {
-        let read: Vec<ContainerRead> = inventory
-            .entries
-            .par_iter()
-            .map(|entry| {
-                let stats = entry
-                    .paths
-                    .read_stats_kept(&self.reader, Some(&entry.files), &entry.spec)
-                    .ok();
-                let network = stats.as_ref().and(entry.net_pid).and_then(|pid| self.network(pid));
-                (stats, network)
-            })
-            .collect();
         let read_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let families = self.render(&inventory, &read, read_at);
+        let extra_keys = extra_label_keys(&inventory);
+        // A few chunks per thread, so a slow chunk (a cold cache, a busy core) evens out.
+        let chunk = inventory
+            .entries
+            .len()
+            .div_ceil(rayon::current_num_threads() * 4)
+            .max(1);
+        let parts: Vec<(Families, usize)> = inventory
+            .entries
+            .par_chunks(chunk)
+            .map(|entries| {
+                let mut families = Families::new();
+                let mut base = BaseLabels::default();
+                let mut containers = 0;
+                for entry in entries {
+                    if self.read_and_render(entry, &extra_keys, read_at, &mut base, &mut families) {
+                        containers += 1;
+                    }
+                }
+                (families, containers)
+            })
+            .collect();
+        let containers = parts.iter().map(|(_, n)| n).sum();
         Snapshot {
-            containers: read.iter().filter(|(stats, _)| stats.is_some()).count(),
+            families: Families::join(parts.into_iter().map(|(f, _)| f)),
+            containers,
             inventory,
-            families,
         }
     }
 
-    fn network(&self, pid: u32) -> Option<Vec<Interface>> {
+    /// One container's stats, read and rendered; `false` when it went away since the
+    /// inventory was built.
+    fn read_and_render(
+        &self,
+        entry: &Entry,
+        extra_keys: &[&str],
+        read_at: f64,
+        base: &mut BaseLabels,
+        families: &mut Families,
+    ) -> bool {
+        let Ok(stats) = entry
+            .paths
+            .read_stats_kept(&self.reader, Some(&entry.files), &entry.spec)
+        else {
+            return false;
+        };
+        let network = entry.net_pid.and_then(|pid| self.network(pid, &entry.files));
+        base.set(entry, extra_keys);
+        let mut out = Out { base, f: families };
+        render_spec(&mut out, entry);
+        render_health(&mut out, entry);
+        render_stats(&mut out, &stats, &|major, minor| self.device_name(major, minor));
+        if let Some(interfaces) = &network {
+            render_network(&mut out, interfaces);
+        }
+        if let Some(start) = entry.start_time {
+            out.gauge(G::StartTime, None, start);
+        }
+        out.gauge(G::LastSeen, None, read_at);
+        true
+    }
+
+    fn network(&self, pid: u32, kept: &KeptFiles) -> Option<Vec<Interface>> {
         let dir = self.procfs.join(pid.to_string());
-        let mut interfaces = self.reader.parse(&dir, File::NetDev, parse::net_dev)?;
+        let mut interfaces = self.reader.parse_kept(Some(kept), &dir, File::NetDev, parse::net_dev)?;
         interfaces.retain(|i| !IGNORED_INTERFACE_PREFIXES.iter().any(|p| i.name.starts_with(p)));
         Some(interfaces)
     }
@@ -186,30 +234,6 @@ impl State {
                     .unwrap_or_else(|| format!("{major}:{minor}"))
             })
             .clone()
-    }
-
-    /// Renders a read: cAdvisor's families for every container that was still there.
-    fn render(&self, inventory: &Inventory, read: &[ContainerRead], read_at: f64) -> Vec<Arc<Family>> {
-        let mut f = Families::new();
-        let extra_keys = extra_label_keys(inventory);
-        for (entry, (stats, network)) in inventory.entries.iter().zip(read) {
-            let Some(stats) = stats else {
-                continue; // went away since the inventory was built
-            };
-            let base = base_labels(entry, &extra_keys);
-            let mut out = Out { base: &base, f: &mut f };
-            render_spec(&mut out, entry);
-            render_health(&mut out, entry);
-            render_stats(&mut out, stats, &|major, minor| self.device_name(major, minor));
-            if let Some(interfaces) = network {
-                render_network(&mut out, interfaces);
-            }
-            if let Some(start) = entry.start_time {
-                out.gauge(G::StartTime, None, start);
-            }
-            out.gauge(G::LastSeen, None, read_at);
-        }
-        f.build()
     }
 }
 
@@ -232,28 +256,69 @@ fn extra_label_keys(inventory: &Inventory) -> Vec<&str> {
     keys.into_iter().collect()
 }
 
-/// The six labels every container series has, then the extra ones, in the order the
-/// family's labels are merged into (by name, as cAdvisor's are).
-fn base_labels<'e>(entry: &'e Entry, extra_keys: &[&'e str]) -> Vec<(&'e str, &'e str)> {
-    let m = &entry.metadata;
-    let container = match entry.cgroup.kind {
-        Kind::Pod => "",
-        _ => m.container.as_str(),
-    };
-    let mut labels = vec![
-        ("container", container),
-        ("id", entry.cgroup.id.as_str()),
-        ("image", m.image.as_str()),
-        ("name", m.name.as_str()),
-        ("namespace", m.namespace.as_str()),
-        ("pod", m.pod.as_str()),
-    ];
-    let own = &m.extra_labels;
-    labels.extend(extra_keys.iter().map(|key| {
-        let value = own.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str());
-        (*key, value)
-    }));
-    labels
+/// A container's labels (the six every container series has, then the extra ones), each
+/// written once per read as `key="escaped value"`, in name order, for all its ~50 series.
+#[derive(Default)]
+struct BaseLabels {
+    text: Vec<u8>,
+    /// Where each label's `key="value"` lies in `text`, and its name's length.
+    labels: Vec<(std::ops::Range<usize>, usize)>,
+}
+
+impl BaseLabels {
+    fn set(&mut self, entry: &Entry, extra_keys: &[&str]) {
+        let m = &entry.metadata;
+        let container = match entry.cgroup.kind {
+            Kind::Pod => "",
+            _ => m.container.as_str(),
+        };
+        self.text.clear();
+        self.labels.clear();
+        let own = &m.extra_labels;
+        let extra = extra_keys.iter().map(|key| {
+            let value = own.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str());
+            (*key, value)
+        });
+        let mut pairs: Vec<(&str, &str)> = vec![
+            ("container", container),
+            ("id", entry.cgroup.id.as_str()),
+            ("image", m.image.as_str()),
+            ("name", m.name.as_str()),
+            ("namespace", m.namespace.as_str()),
+            ("pod", m.pod.as_str()),
+        ];
+        pairs.extend(extra);
+        pairs.sort_unstable_by_key(|(k, _)| *k);
+        for (key, value) in pairs {
+            let start = self.text.len();
+            family::write_label(key, value, &mut self.text);
+            self.labels.push((start..self.text.len(), key.len()));
+        }
+    }
+
+    /// Writes these labels merged, by name, with a series' own (given in name order).
+    fn write_with(&self, own: &[(&str, &str)], out: &mut Vec<u8>) {
+        let mut own = own.iter().peekable();
+        let mut first = true;
+        let mut comma = |out: &mut Vec<u8>| {
+            if !std::mem::take(&mut first) {
+                out.push(b',');
+            }
+        };
+        for (range, name_len) in &self.labels {
+            let name = &self.text[range.start..range.start + name_len];
+            while let Some((key, value)) = own.next_if(|(key, _)| key.as_bytes() < name) {
+                comma(out);
+                family::write_label(key, value, out);
+            }
+            comma(out);
+            out.extend_from_slice(&self.text[range.clone()]);
+        }
+        for (key, value) in own {
+            comma(out);
+            family::write_label(key, value, out);
+        }
+    }
 }
 
 macro_rules! family_kinds {
@@ -336,36 +401,33 @@ impl Families {
         }
     }
 
-    fn build(self) -> Vec<Arc<Family>> {
-        self.gauges
-            .into_iter()
-            .chain(self.counters)
-            .filter_map(Family::rendered)
-            .collect()
+    /// Every family, from the parts rendered apart, joined in the order given.
+    fn join(parts: impl IntoIterator<Item = Families>) -> Vec<Arc<Family>> {
+        let mut by_family: Vec<Vec<RenderedFamily>> = (0..G::ALL.len() + C::ALL.len()).map(|_| Vec::new()).collect();
+        for part in parts {
+            for (slot, family) in by_family.iter_mut().zip(part.gauges.into_iter().chain(part.counters)) {
+                slot.push(family);
+            }
+        }
+        by_family.into_iter().filter_map(Family::rendered_parts).collect()
     }
 }
 
 /// Adds samples for one container: its base labels plus the family's own, in name order.
 struct Out<'a> {
-    base: &'a [(&'a str, &'a str)],
+    base: &'a BaseLabels,
     f: &'a mut Families,
 }
 
-fn labels<'l>(base: &'l [(&'l str, &'l str)], extra: &[(&'l str, &'l str)]) -> Vec<(&'l str, &'l str)> {
-    let mut labels: Vec<(&str, &str)> = Vec::with_capacity(base.len() + extra.len());
-    labels.extend_from_slice(base);
-    labels.extend_from_slice(extra);
-    labels.sort_unstable_by_key(|(k, _)| *k);
-    labels
-}
-
 impl Out<'_> {
-    fn gauge(&mut self, g: G, extra: Option<(&str, &str)>, value: f64) {
-        self.f.gauges[g as usize].sample(&labels(self.base, extra.as_slice()), value);
+    fn gauge(&mut self, g: G, own: Option<(&str, &str)>, value: f64) {
+        let base = self.base;
+        self.f.gauges[g as usize].sample_with(|out| base.write_with(own.as_slice(), out), value);
     }
 
-    fn counter(&mut self, c: C, extra: &[(&str, &str)], value: f64) {
-        self.f.counters[c as usize].sample(&labels(self.base, extra), value);
+    fn counter(&mut self, c: C, own: &[(&str, &str)], value: f64) {
+        let base = self.base;
+        self.f.counters[c as usize].sample_with(|out| base.write_with(own, out), value);
     }
 }
 

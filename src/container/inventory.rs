@@ -1,6 +1,8 @@
 //! The inventory: every reported cgroup with what changes rarely (limits, start time, the
 //! process whose network namespace it owns, names). Rebuilt once per inventory window.
 
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
@@ -23,7 +25,12 @@ pub struct Entry {
     /// A process of the container that owns a network namespace of its own (not the host's).
     pub net_pid: Option<u32>,
     pub metadata: Metadata,
-    /// The stats files, kept open while the entry lives (until the next rebuild).
+    /// The identity of the cgroup's main directory, its inode and change time: a cgroup
+    /// removed and made again under the same path (a restarted container) has a new one
+    /// (cgroupfs numbers its inodes cyclically, so a number comes back only after billions).
+    pub dir_identity: Option<(u64, i64, i64)>,
+    /// The stats files, kept open while the cgroup lives: handed on to the next inventory
+    /// when the same directory is still there, so a rebuild reopens nothing.
     pub files: Arc<KeptFiles>,
 }
 
@@ -43,9 +50,16 @@ pub struct Settings {
 
 impl Inventory {
     /// Walks the hierarchy, names and filters what it finds, and reads limits in parallel.
-    pub fn build(settings: &Settings, reader: &Reader) -> Inventory {
+    /// Cgroups of the `previous` inventory whose directory is the same keep their open files.
+    pub fn build(settings: &Settings, reader: &Reader, previous: Option<&Inventory>) -> Inventory {
         let discovered = discovery::discover(settings.layout.discovery_root(), &settings.raw_prefixes);
         let host_netns = host_netns(&settings.procfs);
+        let kept: HashMap<(&str, (u64, i64, i64)), &Entry> = previous
+            .map(|p| p.entries.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|e| Some(((e.cgroup.id.as_str(), e.dir_identity?), e)))
+            .collect();
         let entries = discovered
             .into_par_iter()
             .filter_map(|cgroup| {
@@ -58,12 +72,13 @@ impl Inventory {
                 }
                 let paths = settings.layout.paths(&cgroup.id);
                 let spec = paths.read_spec(reader).ok()?; // gone while listing
-                let start_time = paths
-                    .main_dir()
-                    .and_then(|d| std::fs::metadata(d).ok())
+                let dir = paths.main_dir().and_then(|d| std::fs::metadata(d).ok());
+                let start_time = dir
+                    .as_ref()
                     .and_then(|m| m.modified().ok())
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_secs_f64());
+                let dir_identity = dir.map(|m| (m.ino(), m.ctime(), m.ctime_nsec()));
                 let net_pid = match cgroup.kind {
                     // A pod's network is its containers' (and, later, the Kubelet's).
                     Kind::Pod => None,
@@ -72,6 +87,12 @@ impl Inventory {
                         .and_then(|(_, first)| first)
                         .filter(|pid| host_netns.is_some() && netns(&settings.procfs, &pid.to_string()) != host_netns),
                 };
+                // The kept files go on with the same directory and network process (whose
+                // net/dev is one of them).
+                let files = dir_identity
+                    .and_then(|identity| kept.get(&(cgroup.id.as_str(), identity)))
+                    .filter(|previous| previous.net_pid == net_pid)
+                    .map_or_else(Arc::default, |previous| Arc::clone(&previous.files));
                 Some(Entry {
                     cgroup,
                     paths,
@@ -79,7 +100,8 @@ impl Inventory {
                     start_time,
                     net_pid,
                     metadata,
-                    files: Arc::default(),
+                    dir_identity,
+                    files,
                 })
             })
             .collect();
@@ -97,4 +119,46 @@ fn netns(procfs: &Path, pid: &str) -> Option<PathBuf> {
 /// or with host networking.
 fn host_netns(procfs: &Path) -> Option<PathBuf> {
     netns(procfs, "1").or_else(|| netns(procfs, "self"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::fixture::{FakeCgroup, write_v2};
+
+    const ID: &str = "/docker/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn a_rebuild_keeps_the_open_files_of_the_same_directory_only() {
+        let root = tempfile::tempdir().expect("tempdir");
+        write_v2(root.path(), &FakeCgroup::seeded(ID, 0)).expect("write");
+        let settings = Settings {
+            layout: Layout::detect(root.path()).expect("layout"),
+            procfs: root.path().join("proc"),
+            raw_prefixes: Vec::new(),
+            filters: Filters::default(),
+            sources: Vec::new(),
+        };
+        let reader = Reader::default();
+        let first = Inventory::build(&settings, &reader, None);
+        assert_eq!(first.entries.len(), 1);
+        let again = Inventory::build(&settings, &reader, Some(&first));
+        assert!(
+            Arc::ptr_eq(&first.entries[0].files, &again.entries[0].files),
+            "the same cgroup keeps its files"
+        );
+
+        // Removed and made again under the same path (a restarted container): the old open
+        // files belong to the removed directory and must not be read for the new one.
+        let dir = root.path().join("fs/cgroup").join(ID.trim_start_matches('/'));
+        std::fs::remove_dir_all(&dir).expect("rm");
+        // Other filesystems than cgroupfs hand a freed inode number out again at once: take
+        // it, as the many cgroups made between two inventories would on a real host.
+        std::fs::create_dir(root.path().join("placeholder")).expect("mkdir");
+        write_v2(root.path(), &FakeCgroup::seeded(ID, 1)).expect("write");
+        let remade = Inventory::build(&settings, &reader, Some(&again));
+        assert_eq!(remade.entries.len(), 1);
+        assert_ne!(remade.entries[0].dir_identity, again.entries[0].dir_identity);
+        assert!(!Arc::ptr_eq(&again.entries[0].files, &remade.entries[0].files));
+    }
 }

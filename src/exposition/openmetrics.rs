@@ -158,8 +158,14 @@ pub(crate) fn escape_into(text: &str, out: &mut Vec<u8>) {
 /// everything else as the shortest string that reads back to the same float.
 pub(crate) fn number_into(value: f64, out: &mut Vec<u8>) {
     const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0; // 2^53
+    // itoa and ryu, not `write!`: a large scrape formats ~50,000 numbers, and core::fmt's
+    // machinery costs several times theirs.
     if value.fract() == 0.0 && value.abs() < EXACT_INTEGERS {
-        let _ = write!(out, "{}", value as i64);
+        out.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
+    } else if (1e-4..1e16).contains(&value.abs()) {
+        // Both ryu and `{:?}` write the shortest digits that read back exactly; in this range
+        // both write them without an exponent, so the output is the same.
+        out.extend_from_slice(ryu::Buffer::new().format_finite(value).as_bytes());
     } else {
         out.extend_from_slice(canonical(value).as_bytes());
     }
@@ -190,6 +196,57 @@ mod tests {
         let mut out = Vec::new();
         encode(families, &mut out);
         String::from_utf8(out).expect("utf-8")
+    }
+
+    #[test]
+    fn numbers_read_as_integers_or_the_shortest_exact_float() {
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -7.0,
+            0.5,
+            1e-4,
+            9.99e-5,
+            1e15,
+            9.999e15,
+            1e16,
+            1e21,
+            1.5e300,
+            4.000000007,
+            1_700_000_000.123_456,
+            9_007_199_254_740_992.0,
+            -2.5e-9,
+            f64::NAN,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+        ];
+        // Plus a sweep of arbitrary bit patterns, so every range and digit count is met.
+        let mut bits: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..100_000 {
+            bits = bits
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            values.push(f64::from_bits(bits));
+            values.push((bits >> 11) as f64 / 1e9);
+        }
+        for value in values {
+            let mut out = Vec::new();
+            number_into(value, &mut out);
+            let out = String::from_utf8(out).expect("ASCII");
+            if value.fract() == 0.0 && value.abs() < 9_007_199_254_740_992.0 {
+                assert_eq!(out, format!("{}", value as i64));
+            } else if value.is_finite() {
+                // ryu and core::fmt may pick different last digits for the same shortest
+                // length (both read back exactly).
+                let back: f64 = out.parse().expect("a float");
+                assert_eq!(back.to_bits(), value.to_bits(), "{out} for {value:e}");
+                assert_eq!(out.len(), canonical(value).len(), "{out} for {value:e}");
+                assert!(out.contains('.') || out.contains('e'), "{out} shows it is a float");
+            } else {
+                assert_eq!(out, canonical(value));
+            }
+        }
     }
 
     #[test]
