@@ -231,6 +231,21 @@ impl RenderedFamily {
         }
     }
 
+    /// Room for `bytes` of sample lines before the buffer grows.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.lines.reserve(bytes);
+    }
+
+    /// The bytes of sample lines written so far.
+    pub fn len(&self) -> usize {
+        self.lines.len()
+    }
+
+    /// Whether no sample was added.
+    pub fn is_empty(&self) -> bool {
+        self.samples == 0
+    }
+
     /// Adds a sample; labels are written in the order given.
     pub fn sample(&mut self, labels: &[(&str, &str)], value: f64) {
         self.lines.extend_from_slice(self.name.as_bytes());

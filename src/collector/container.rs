@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,6 +41,9 @@ struct State {
     stats: ValidityCache<Snapshot>,
     /// `major:minor` → `/dev/<name>`; device numbers do not change under a running kernel.
     devices: Mutex<HashMap<(u64, u64), String>>,
+    /// Bytes of sample lines per container in each family at the last read: each chunk's
+    /// buffers are sized from them once, instead of doubling (and copying) a dozen times.
+    line_bytes: Vec<AtomicUsize>,
 }
 
 /// One read of every container's changing stats, rendered: every scrape inside the window
@@ -72,6 +75,7 @@ impl ContainerCollector {
                     last_inventory: Mutex::default(),
                     stats: ValidityCache::new("container_stats", config.container.cache_validity),
                     devices: Mutex::default(),
+                    line_bytes: (0..FAMILIES).map(|_| AtomicUsize::new(0)).collect(),
                 })
             })
             .map_err(|e| e.to_string());
@@ -164,6 +168,7 @@ impl State {
             .par_chunks(chunk)
             .map(|entries| {
                 let mut families = Families::new();
+                families.reserve(&self.line_bytes, entries.len());
                 let mut base = BaseLabels::default();
                 let mut containers = 0;
                 for entry in entries {
@@ -174,7 +179,12 @@ impl State {
                 (families, containers)
             })
             .collect();
-        let containers = parts.iter().map(|(_, n)| n).sum();
+        let containers: usize = parts.iter().map(|(_, n)| n).sum();
+        for (i, per_container) in self.line_bytes.iter().enumerate() {
+            let bytes: usize = parts.iter().map(|(f, _)| f.get(i).len()).sum();
+            // A little over, so a container that grew a series fits without a copy.
+            per_container.store((bytes / containers.max(1)) * 9 / 8, Ordering::Relaxed);
+        }
         Snapshot {
             families: Families::join(parts.into_iter().map(|(f, _)| f)),
             containers,
@@ -393,6 +403,9 @@ struct Families {
     counters: Vec<RenderedFamily>,
 }
 
+/// How many families the collector renders.
+const FAMILIES: usize = G::ALL.len() + C::ALL.len();
+
 impl Families {
     fn new() -> Self {
         Self {
@@ -401,9 +414,23 @@ impl Families {
         }
     }
 
+    /// Family `i`, gauges first.
+    fn get(&self, i: usize) -> &RenderedFamily {
+        self.gauges
+            .get(i)
+            .unwrap_or_else(|| &self.counters[i - self.gauges.len()])
+    }
+
+    /// Sizes every family for `containers` from the bytes per container of the last read.
+    fn reserve(&mut self, line_bytes: &[AtomicUsize], containers: usize) {
+        for (family, per_container) in self.gauges.iter_mut().chain(&mut self.counters).zip(line_bytes) {
+            family.reserve(per_container.load(Ordering::Relaxed) * containers);
+        }
+    }
+
     /// Every family, from the parts rendered apart, joined in the order given.
     fn join(parts: impl IntoIterator<Item = Families>) -> Vec<Arc<Family>> {
-        let mut by_family: Vec<Vec<RenderedFamily>> = (0..G::ALL.len() + C::ALL.len()).map(|_| Vec::new()).collect();
+        let mut by_family: Vec<Vec<RenderedFamily>> = (0..FAMILIES).map(|_| Vec::new()).collect();
         for part in parts {
             for (slot, family) in by_family.iter_mut().zip(part.gauges.into_iter().chain(part.counters)) {
                 slot.push(family);
