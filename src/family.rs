@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
+use crate::exposition::gzip::Segment;
 use crate::exposition::{EncodeError, Format, openmetrics};
 
 /// One family under construction: a name, a help text, a type and its samples.
@@ -119,6 +120,8 @@ pub struct Family {
     /// Given at construction, or parsed from the rendered lines when first asked for.
     model: OnceLock<MetricFamily>,
     encoded: [OnceLock<Result<Bytes, String>>; 3],
+    /// This family in each format, compressed on its own for gzip answers.
+    gzipped: [OnceLock<Result<Segment, String>>; 3],
 }
 
 impl Family {
@@ -128,6 +131,7 @@ impl Family {
             lines: Vec::new(),
             model: OnceLock::from(model),
             encoded: Default::default(),
+            gzipped: Default::default(),
         })
     }
 
@@ -158,6 +162,7 @@ impl Family {
                 lines,
                 model: OnceLock::new(),
                 encoded: Default::default(),
+                gzipped: Default::default(),
             })
         })
     }
@@ -189,6 +194,18 @@ impl Family {
             _ => out.push(self.encoded(format)?.clone()),
         }
         Ok(())
+    }
+
+    /// This family in `format` as a gzip segment, compressed once and kept.
+    pub fn gzipped(&self, format: Format) -> Result<&Segment, EncodeError> {
+        self.gzipped[format as usize]
+            .get_or_init(|| {
+                let mut chunks = Vec::new();
+                self.chunks(format, &mut chunks).map_err(|e| e.to_string())?;
+                Segment::compress(&chunks).map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| EncodeError::Family(e.clone()))
     }
 
     /// This family alone in `format`, encoded from the model once and kept.

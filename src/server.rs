@@ -11,7 +11,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -24,7 +24,7 @@ use tower_http::timeout::TimeoutLayer;
 use crate::build_info;
 use crate::collector::Collector;
 use crate::config::Config;
-use crate::exposition::Format;
+use crate::exposition::{EncodeError, Format, gzip};
 use crate::scrape::Scraper;
 
 /// The header Prometheus sends with its scrape timeout in seconds.
@@ -167,11 +167,33 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
     let deadline = scrape_deadline(&headers, state.scrape_timeout, state.scrape_timeout_offset);
     let families = state.scraper.scrape(deadline).await;
     let format = Format::negotiate(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
-    match format.encode_chunks(&families) {
+    let gzip = headers
+        .get(header::ACCEPT_ENCODING)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(gzip::accepted);
+    let encoded = if gzip {
+        // Compressing what no earlier answer compressed is CPU work: off the async workers.
+        tokio::task::spawn_blocking(move || format.encode_gzip_chunks(&families))
+            .await
+            .unwrap_or_else(|e| Err(EncodeError::Family(format!("compressing the answer: {e}"))))
+    } else {
+        format.encode_chunks(&families)
+    };
+    match encoded {
         Ok(chunks) => {
             // The chunks share the families' bytes: nothing is copied into one big buffer.
             let body = Body::from_stream(futures::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>)));
-            ([(header::CONTENT_TYPE, format.content_type())], body).into_response()
+            let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
+            if gzip {
+                // Already compressed: the compression layer leaves an encoded answer alone.
+                response
+                    .headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                response
+                    .headers_mut()
+                    .insert(header::VARY, HeaderValue::from_static("accept-encoding"));
+            }
+            response
         }
         Err(error) => {
             tracing::error!(%error, "cannot encode the scrape");

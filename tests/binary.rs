@@ -161,6 +161,36 @@ async fn gzip_when_the_client_asks() {
     assert_eq!(family_names(&text), DEFAULT_FAMILIES);
     let plain = get(&sonde.url("/metrics"), None).await;
     assert!(!plain.headers().contains_key(CONTENT_ENCODING));
+
+    // OpenMetrics, gzipped from per-family segments, still ends with its EOF marker; an
+    // encoding refused with q=0 is not used.
+    for (accept_encoding, gzipped) in [("deflate, gzip;q=0.5", true), ("gzip;q=0", false)] {
+        let response = client()
+            .get(sonde.url("/metrics"))
+            .header(ACCEPT_ENCODING, accept_encoding)
+            .header("accept", "application/openmetrics-text;version=1.0.0")
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(
+            response.headers().contains_key(CONTENT_ENCODING),
+            gzipped,
+            "{accept_encoding}"
+        );
+        let body = response.bytes().await.expect("body");
+        let mut text = String::new();
+        if gzipped {
+            flate2::read::GzDecoder::new(&body[..])
+                .read_to_string(&mut text)
+                .expect("valid gzip");
+        } else {
+            text = String::from_utf8(body.to_vec()).expect("utf-8");
+        }
+        assert!(text.ends_with("# EOF\n"), "{accept_encoding}: {text}");
+        // OpenMetrics names counter families without `_total`.
+        let expected: Vec<&str> = DEFAULT_FAMILIES.iter().map(|f| f.trim_end_matches("_total")).collect();
+        assert_eq!(family_names(&text), expected, "{accept_encoding}");
+    }
 }
 
 #[tokio::test]

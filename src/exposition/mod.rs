@@ -1,5 +1,6 @@
 //! Exposition formats and their negotiation from the scraper's `Accept` header.
 
+pub mod gzip;
 pub mod openmetrics;
 
 use std::sync::Arc;
@@ -118,6 +119,29 @@ impl Format {
             chunks.push(Bytes::from_static(openmetrics::EOF));
         }
         Ok(chunks)
+    }
+
+    /// The answer for shared families, gzipped: each family's segment is compressed once
+    /// (the first answers that need them compress theirs in parallel) and shared after.
+    pub fn encode_gzip_chunks(self, families: &[Arc<Family>]) -> Result<Vec<Bytes>, EncodeError> {
+        use rayon::prelude::*;
+        families
+            .par_iter()
+            .map(|family| family.gzipped(self).map(|_| ()))
+            .collect::<Result<(), _>>()?;
+        let eof = match self {
+            Format::OpenMetrics => Some(
+                gzip::Segment::compress(&[Bytes::from_static(openmetrics::EOF)])
+                    .map_err(|e| EncodeError::Family(e.to_string()))?,
+            ),
+            _ => None,
+        };
+        let mut segments = Vec::with_capacity(families.len() + 1);
+        for family in families {
+            segments.push(family.gzipped(self)?);
+        }
+        segments.extend(eof.as_ref());
+        Ok(gzip::member(segments))
     }
 
     /// The answer for shared families in one buffer.
