@@ -150,8 +150,8 @@ impl Family {
                 continue;
             }
             let mut part_lines = std::mem::take(&mut part.lines);
-            // In place for all but the largest buffers: the spare half of a doubled buffer
-            // would otherwise live as long as the family.
+            // In place for all but the largest buffers: room reserved ahead (or left by a
+            // doubling) would otherwise live as long as the family.
             part_lines.shrink_to_fit();
             lines.push(Bytes::from(part_lines));
             first.get_or_insert(part);
