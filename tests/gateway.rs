@@ -769,7 +769,13 @@ fn namespace_churn_returns_fds_and_handles_to_the_start() {
         assert_eq!(pruned, 1, "cycle {cycle}: the deleted namespace's socket goes");
     }
     assert_eq!(gw.netns_handles(), handles);
-    assert_eq!(open_fds(), fds, "file descriptors after {CYCLES} cycles");
+    // Other tests of this binary run alongside and open and close a few descriptors of
+    // their own: a leak here would be one (or more) per cycle, hundreds in all.
+    let after = open_fds();
+    assert!(
+        after <= fds + 10,
+        "file descriptors {fds} before {CYCLES} cycles, {after} after"
+    );
     let s = gw.snapshot();
     assert_eq!(s.netlink_lookups, CYCLES as u64, "{s:?}");
     assert!(s.lookup_errors.is_empty(), "{s:?}");
