@@ -128,6 +128,23 @@ mod tests {
         assert_eq!((*value, fresh), (7, true));
     }
 
+    /// A value replaced after its window is freed when the new one is in: the container
+    /// stats are megabytes, and moka alone keeps replaced values until it next tidies up.
+    #[tokio::test]
+    async fn a_replaced_value_is_freed_at_once() {
+        let cache = ValidityCache::<Arc<()>>::new("test", Duration::from_millis(20));
+        let tracked = Arc::new(());
+        let held = Arc::clone(&tracked);
+        cache.get(async { Ok::<_, String>(held) }).await.expect("value");
+        assert_eq!(Arc::strong_count(&tracked), 2, "the cache holds the value");
+        for _ in 0..3 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let (_, fresh) = cache.get(async { Ok::<_, String>(Arc::new(())) }).await.expect("value");
+            assert!(fresh);
+        }
+        assert_eq!(Arc::strong_count(&tracked), 1, "replaced values are dropped, not kept");
+    }
+
     #[tokio::test]
     async fn a_value_expires_after_its_window() {
         let cache = ValidityCache::<u64>::new("test", Duration::from_millis(50));

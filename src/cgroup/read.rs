@@ -326,3 +326,38 @@ thread_local! {
     // One buffer per reading thread: these files are read thousands of times per scrape.
     static BUFFER: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cgroup::parse;
+
+    /// A kept `net/dev` re-read from offset 0 is generated afresh (a procfs seq_file), so
+    /// keeping it open loses no traffic.
+    #[test]
+    fn a_kept_net_dev_sees_new_traffic() {
+        let reader = Reader::default();
+        let kept = KeptFiles::default();
+        let dir = Path::new("/proc/self");
+        let loopback_rx = || {
+            reader
+                .parse_kept(Some(&kept), dir, File::NetDev, parse::net_dev)
+                .and_then(|interfaces| interfaces.into_iter().find(|i| i.name == "lo"))
+                .map(|lo| lo.rx_bytes)
+                .expect("lo in /proc/self/net/dev")
+        };
+        let before = loopback_rx();
+        assert!(
+            kept.get(&dir.join("net/dev"), File::NetDev).is_some(),
+            "net/dev is kept open"
+        );
+        let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let sent = sender
+            .send_to(&[7u8; 1000], receiver.local_addr().expect("address"))
+            .expect("send");
+        assert_eq!(sent, 1000);
+        let after = loopback_rx();
+        assert!(after >= before + 1000, "lo received {before} then {after} bytes");
+    }
+}

@@ -125,10 +125,10 @@ impl Format {
     /// (the first answers that need them compress theirs in parallel) and shared after.
     pub fn encode_gzip_chunks(self, families: &[Arc<Family>]) -> Result<Vec<Bytes>, EncodeError> {
         use rayon::prelude::*;
-        families
+        let mut segments: Vec<&gzip::Segment> = families
             .par_iter()
-            .map(|family| family.gzipped(self).map(|_| ()))
-            .collect::<Result<(), _>>()?;
+            .map(|family| family.gzipped(self))
+            .collect::<Result<_, _>>()?;
         let eof = match self {
             Format::OpenMetrics => Some(
                 gzip::Segment::compress(&[Bytes::from_static(openmetrics::EOF)])
@@ -136,10 +136,6 @@ impl Format {
             ),
             _ => None,
         };
-        let mut segments = Vec::with_capacity(families.len() + 1);
-        for family in families {
-            segments.push(family.gzipped(self)?);
-        }
         segments.extend(eof.as_ref());
         Ok(gzip::member(segments))
     }
