@@ -241,9 +241,15 @@ fn assert_exact_tcp(sonde: &Sonde, port: u16, n: u32, e: Exchanged, open: u32) {
         ("sonde_tcp_active_connections", &out, u64::from(open)),
         ("sonde_tcp_active_connections", &inb, u64::from(open)),
     ];
+    let closed = u64::from(n - open);
+    // A closed connection's live values can be in before its final record (which carries
+    // the RTT): wait for both.
     let text = scrape_until(
         sonde,
-        |text| expected.iter().all(|(name, f, v)| sum(text, name, f) == *v as f64),
+        |text| {
+            expected.iter().all(|(name, f, v)| sum(text, name, f) == *v as f64)
+                && sum(text, "sonde_tcp_rtt_seconds_count", &out) == closed as f64
+        },
         |text| {
             expected
                 .iter()
@@ -255,7 +261,6 @@ fn assert_exact_tcp(sonde: &Sonde, port: u16, n: u32, e: Exchanged, open: u32) {
     for (name, filter, value) in expected {
         assert_eq!(sum(&text, name, filter), value as f64, "{name} {filter:?}\n{text}");
     }
-    let closed = u64::from(n - open);
     assert_eq!(sum(&text, "sonde_tcp_rtt_seconds_count", &out), closed as f64, "{text}");
     assert_eq!(sum(&text, "sonde_tcp_connect_failures_total", &out), 0.0);
 }
