@@ -71,6 +71,7 @@ fn limit_malloc_arenas() {
 }
 
 async fn run(config: config::Config) -> anyhow::Result<()> {
+    let shutdown = shutdown_signal();
     let collectors = sonde::collector::enabled(&config);
     let names: Vec<&str> = collectors.iter().map(|c| c.name()).collect();
     let server = Server::bind(&config, collectors).await?;
@@ -83,24 +84,30 @@ async fn run(config: config::Config) -> anyhow::Result<()> {
         collectors = %names.join(","),
         "listening"
     );
-    server.run(shutdown_signal()).await?;
+    server.run(shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
 /// Resolves on SIGTERM or SIGINT; the server then finishes in-flight scrapes and exits.
-async fn shutdown_signal() {
+/// The handlers are installed here, before the server answers anything: installed on the
+/// future's first poll instead, a SIGTERM sent as soon as `/healthz` answered could still
+/// find the default action and kill the process.
+fn shutdown_signal() -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let mut terminate = match signal(SignalKind::terminate()) {
-        Ok(stream) => stream,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for SIGTERM; only SIGINT stops sonde");
-            let _ = tokio::signal::ctrl_c().await;
-            return;
+    let terminate = signal(SignalKind::terminate());
+    let interrupt = signal(SignalKind::interrupt());
+    async move {
+        match (terminate, interrupt) {
+            (Ok(mut terminate), Ok(mut interrupt)) => tokio::select! {
+                _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+                _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+            },
+            (Err(error), _) | (_, Err(error)) => {
+                tracing::warn!(%error, "cannot listen for SIGTERM and SIGINT; only SIGINT stops sonde");
+                let _ = tokio::signal::ctrl_c().await;
+                tracing::info!(signal = "SIGINT", "shutting down");
+            }
         }
-    };
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-        _ = tokio::signal::ctrl_c() => tracing::info!(signal = "SIGINT", "shutting down"),
     }
 }
