@@ -2,9 +2,14 @@
 /* sonde's kernel side: per-connection bytes, calls, retransmits and state, from stable
  * tracepoints, attached as BTF-typed raw tracepoints (tp_btf): the cheapest way in, since
  * the socket's fields are read with plain loads instead of probe-read helper calls, and no
- * tracefs is needed to attach. Live connections
- * sit in `conns`; a closed connection's final record moves into its CPU's current batch,
- * and a full batch is announced through the `full_batches` ring buffer. */
+ * tracefs is needed to attach.
+ *
+ * Live connections sit in the `slots` array, one slot each. A socket finds its slot through
+ * its own storage (`sock_slots`), so a send or receive on a known connection costs one
+ * socket-storage lookup and an inlined array index; a hash of the connection's key cost
+ * ~110 ns per event. A closed connection's final record moves into its CPU's current batch,
+ * its slot goes back to `free_slots`, and a full batch is announced through the
+ * `full_batches` ring buffer. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -30,13 +35,41 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Live connections; user space sets the size at load time (--connection.max-live). */
+/* Live connections, one slot each; user space sets the size at load time
+ * (--connection.max-live) and reads the slots through mmap. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__uint(max_entries, 65536);
-	__type(key, struct conn_key);
-	__type(value, struct conn_stats);
-} conns SEC(".maps");
+	__type(key, __u32);
+	__type(value, struct live_slot);
+} slots SEC(".maps");
+
+/* Slots given back: by closes, and by user space when it ages an idle UDP socket out.
+ * Sized like `slots`, so a push never finds it full. */
+struct {
+	__uint(type, BPF_MAP_TYPE_QUEUE);
+	__uint(max_entries, 65536);
+	__type(value, __u32);
+} free_slots SEC(".maps");
+
+/* Slots handed out from the top of the array, taken when no slot was given back. It may
+ * pass the array's size (a claim that found the table full); user space reads the slots
+ * below the smaller of the two. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} slots_used SEC(".maps");
+
+/* Each socket's slot. */
+struct {
+	__uint(type, BPF_MAP_TYPE_SK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct sock_slot);
+} sock_slots SEC(".maps");
 
 /* Every CPU's ring of batch slots, keyed cpu * BATCH_SLOTS + slot; user space sets the
  * size to possible CPUs * BATCH_SLOTS. */
@@ -200,7 +233,7 @@ static __always_inline struct closed_conn *scratch_record(void)
 	return &s->records[1];
 }
 
-/* Adds one send or receive to a live entry; atomically, as another CPU may be adding too. */
+/* Adds one send or receive to a live slot; atomically, as another CPU may be adding too. */
 static __always_inline void add_bytes(struct conn_stats *s, int ret, int sent)
 {
 	if (sent) {
@@ -212,30 +245,119 @@ static __always_inline void add_bytes(struct conn_stats *s, int ret, int sent)
 	}
 }
 
+/* The slot `ref` names, when it still belongs to the socket that holds the ref: live with
+ * the same generation, or claimed and about to be published (generation one behind). A
+ * slot that was freed, or freed and claimed again, has moved on. */
+static __always_inline struct live_slot *owned_slot(__u64 ref)
+{
+	__u32 index = (__u32)ref;
+	__u32 gen = ref >> 32;
+	if (!(gen & 1))
+		return NULL;
+	struct live_slot *slot = bpf_map_lookup_elem(&slots, &index);
+	if (!slot)
+		return NULL;
+	__u32 now = *(volatile __u32 *)&slot->generation;
+	if (now == gen || now + 1 == gen)
+		return slot;
+	return NULL;
+}
+
+/* The socket's storage, made when it has none yet. */
+static __always_inline struct sock_slot *storage_of(struct sock *sk)
+{
+	struct sock_slot none = {};
+	struct sock_slot *st = bpf_sk_storage_get(&sock_slots, sk, &none, BPF_SK_STORAGE_GET_F_CREATE);
+	/* NULL when another CPU made it at the same moment, or the socket is going away. */
+	if (!st)
+		st = bpf_sk_storage_get(&sock_slots, sk, NULL, 0);
+	if (!st)
+		count(TM_NO_STORAGE);
+	return st;
+}
+
+/* Gives the socket a slot holding `key` and `fresh`. Returns the socket's slot: the new one,
+ * or (with *mine = 0) the one another CPU gave it meanwhile; NULL when the table is full. */
+static __always_inline struct live_slot *claim(struct sock_slot *st, struct conn_key *key,
+					       struct conn_stats *fresh, int *mine)
+{
+	__u64 old = st->ref;
+	__u32 index;
+	*mine = 0;
+	if (bpf_map_pop_elem(&free_slots, &index) != 0) {
+		__u32 zero = 0;
+		__u64 *used = bpf_map_lookup_elem(&slots_used, &zero);
+		/* Far past any table size, so that the index below cannot wrap around. */
+		if (!used || *used > 0x7fffffff) {
+			count(TM_TABLE_FULL);
+			return NULL;
+		}
+		index = (__u32)__sync_fetch_and_add(used, 1);
+	}
+	struct live_slot *slot = bpf_map_lookup_elem(&slots, &index);
+	if (!slot) {
+		count(TM_TABLE_FULL);
+		return NULL;
+	}
+	/* Free slots have an even generation; the claim makes it the next odd one. */
+	__u32 gen = (slot->generation + 1) | 1;
+	slot->key = *key;
+	slot->stats = *fresh;
+	barrier();
+	__u64 ref = ((__u64)gen << 32) | index;
+	if (__sync_val_compare_and_swap(&st->ref, old, ref) != old) {
+		/* Another CPU gave the socket a slot first: that one counts, this one goes back. */
+		bpf_map_push_elem(&free_slots, &index, 0);
+		return owned_slot(st->ref);
+	}
+	/* Published after the socket points at it, and after its contents. */
+	barrier();
+	*(volatile __u32 *)&slot->generation = gen;
+	*mine = 1;
+	return slot;
+}
+
+/* Frees the slot of a closing socket, before its final record becomes visible. */
+static __always_inline void release(struct sock_slot *st, struct live_slot *slot)
+{
+	__u64 ref = st->ref;
+	__u32 index = (__u32)ref;
+	st->ref = 0;
+	barrier();
+	*(volatile __u32 *)&slot->generation = (__u32)(ref >> 32) + 1;
+	barrier();
+	bpf_map_push_elem(&free_slots, &index, 0);
+}
+
 /* Counts bytes of one send or receive on a socket. */
 static __always_inline void account(struct sock *sk, int ret, int sent)
 {
-	struct conn_key key = {};
 	if (!sk) {
 		count(TM_NO_SOCKET);
 		return;
 	}
+	/* The usual case: a connection seen before. */
+	struct sock_slot *st = bpf_sk_storage_get(&sock_slots, sk, NULL, 0);
+	if (st) {
+		struct live_slot *slot = owned_slot(st->ref);
+		if (slot) {
+			add_bytes(&slot->stats, ret, sent);
+			if (slot->stats.tgid == 0) {
+				slot->stats.tgid = bpf_get_current_pid_tgid() >> 32;
+				if (slot->stats.cgroup_id == 0)
+					slot->stats.cgroup_id = socket_cgroup(sk, 1);
+			}
+			/* Only UDP needs the time of the last event (user space ages idle UDP
+			 * sockets out); TCP has a close event, so its sends skip the clock read. */
+			if (slot->key.protocol == IPPROTO_UDP)
+				slot->stats.last_ns = bpf_ktime_get_ns();
+			return;
+		}
+	}
+
+	struct conn_key key = {};
 	if (read_key(sk, &key))
 		return;
-	struct conn_stats *s = bpf_map_lookup_elem(&conns, &key);
-	if (s) {
-		add_bytes(s, ret, sent);
-		if (s->tgid == 0) {
-			s->tgid = bpf_get_current_pid_tgid() >> 32;
-			if (s->cgroup_id == 0)
-				s->cgroup_id = socket_cgroup(sk, 1);
-		}
-		/* Only UDP needs the time of the last event (user space ages idle UDP sockets
-		 * out); TCP has a close event, so its sends skip the clock read. */
-		if (key.protocol == IPPROTO_UDP)
-			s->last_ns = bpf_ktime_get_ns();
-		return;
-	}
 	__u64 now = bpf_ktime_get_ns();
 	struct conn_stats fresh = {};
 	fresh.cgroup_id = socket_cgroup(sk, 1);
@@ -260,20 +382,20 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 		if (!rec)
 			return;
 		rec->key = key;
+		rec->pad = 0;
 		rec->stats = fresh;
 		rec->stats.flags = FLAG_LATE;
 		append_closed(rec);
 		return;
 	}
-	if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST) == 0)
+	if (!st)
+		st = storage_of(sk);
+	if (!st)
 		return;
-	/* Another CPU made the entry first, or the table is full. */
-	s = bpf_map_lookup_elem(&conns, &key);
-	if (!s) {
-		count(TM_TABLE_FULL);
-		return;
-	}
-	add_bytes(s, ret, sent);
+	int mine;
+	struct live_slot *slot = claim(st, &key, &fresh, &mine);
+	if (slot && !mine)
+		add_bytes(&slot->stats, ret, sent);
 }
 
 SEC("tp_btf/sock_send_length")
@@ -298,42 +420,51 @@ int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 {
-	struct conn_key key = {};
-
 	if (newstate != TCP_ESTABLISHED && newstate != TCP_CLOSE)
 		return 0;
 	if (!sk) {
 		count(TM_NO_SOCKET);
 		return 0;
 	}
-	if (read_key(sk, &key) || key.protocol != IPPROTO_TCP)
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
+	struct sock_slot *st = bpf_sk_storage_get(&sock_slots, sk, NULL, 0);
+	struct live_slot *slot = st ? owned_slot(st->ref) : NULL;
 	__u64 now = bpf_ktime_get_ns();
 
 	if (newstate == TCP_ESTABLISHED) {
-		struct conn_stats fresh = {};
+		__u8 direction = DIR_UNKNOWN, flags = 0;
 		if (oldstate == TCP_SYN_SENT) {
-			fresh.direction = DIR_OUTBOUND;
-			fresh.flags = FLAG_CONNECTED;
+			direction = DIR_OUTBOUND;
+			flags = FLAG_CONNECTED;
 		} else if (oldstate == TCP_SYN_RECV) {
-			fresh.direction = DIR_INBOUND;
-			fresh.flags = FLAG_CONNECTED;
+			direction = DIR_INBOUND;
+			flags = FLAG_CONNECTED;
 		}
-		/* Often in softirq context: the socket knows its cgroup, the current task may not
-		 * be its owner, so the tgid waits for the first send or receive. */
-		fresh.cgroup_id = socket_cgroup(sk, 0);
-		fresh.start_ns = now;
-		fresh.last_ns = now;
-		if (bpf_map_update_elem(&conns, &key, &fresh, BPF_NOEXIST) == 0)
-			return 0;
-		struct conn_stats *s = bpf_map_lookup_elem(&conns, &key);
-		if (!s) {
-			count(TM_TABLE_FULL);
-			return 0;
+		int mine = 0;
+		if (!slot) {
+			struct conn_key key = {};
+			if (read_key(sk, &key))
+				return 0;
+			struct conn_stats fresh = {};
+			fresh.direction = direction;
+			fresh.flags = flags;
+			/* Often in softirq context: the socket knows its cgroup, the current task
+			 * may not be its owner, so the tgid waits for the first send or receive. */
+			fresh.cgroup_id = socket_cgroup(sk, 0);
+			fresh.start_ns = now;
+			fresh.last_ns = now;
+			if (!st)
+				st = storage_of(sk);
+			if (!st)
+				return 0;
+			slot = claim(st, &key, &fresh, &mine);
 		}
-		/* Bytes came first (a send racing the state change on another CPU). */
-		s->direction = fresh.direction;
-		s->flags |= fresh.flags;
+		if (slot && !mine) {
+			/* Bytes came first (a send racing the state change on another CPU). */
+			slot->stats.direction = direction;
+			slot->stats.flags |= flags;
+		}
 		return 0;
 	}
 
@@ -341,14 +472,16 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	struct closed_conn *rec = scratch_record();
 	if (!rec)
 		return 0;
-	struct conn_stats *s = bpf_map_lookup_elem(&conns, &key);
-	if (s) {
-		rec->key = key;
-		rec->stats = *s;
-		bpf_map_delete_elem(&conns, &key);
+	rec->pad = 0;
+	if (slot) {
+		/* The key the connection was first seen with: its identity for user space. */
+		rec->key = slot->key;
+		rec->stats = slot->stats;
+		release(st, slot);
 	} else if (oldstate == TCP_SYN_SENT) {
+		if (read_key(sk, &rec->key))
+			return 0;
 		__builtin_memset(&rec->stats, 0, sizeof(rec->stats));
-		rec->key = key;
 		rec->stats.direction = DIR_OUTBOUND;
 		rec->stats.flags = FLAG_CONNECT_FAILED;
 		rec->stats.cgroup_id = socket_cgroup(sk, 0);
@@ -365,15 +498,13 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 SEC("tp_btf/tcp_retransmit_skb")
 int BPF_PROG(tcp_retransmit_skb, struct sock *sk)
 {
-	struct conn_key key = {};
 	if (!sk) {
 		count(TM_NO_SOCKET);
 		return 0;
 	}
-	if (read_key(sk, &key))
-		return 0;
-	struct conn_stats *s = bpf_map_lookup_elem(&conns, &key);
-	if (s)
-		__sync_fetch_and_add(&s->retransmits, 1);
+	struct sock_slot *st = bpf_sk_storage_get(&sock_slots, sk, NULL, 0);
+	struct live_slot *slot = st ? owned_slot(st->ref) : NULL;
+	if (slot)
+		__sync_fetch_and_add(&slot->stats.retransmits, 1);
 	return 0;
 }

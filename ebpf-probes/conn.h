@@ -29,7 +29,8 @@ enum telemetry {
 	TM_RINGBUF_FULL = 2,   /* a full batch could not be announced (still readable from the map) */
 	TM_UNBATCHED_LOST = 3, /* a record sent alone could not be announced: lost */
 	TM_NESTED = 4,         /* closes that arrived while the CPU was appending (sent alone) */
-	TM_COUNT = 5,
+	TM_NO_STORAGE = 5,     /* a socket that could not get its storage (going away): uncounted */
+	TM_COUNT = 6,
 };
 
 /* One connection as the live table keys it. IPv4 addresses fill the first 4 bytes. */
@@ -67,6 +68,19 @@ struct closed_conn {
 	struct conn_key key;
 	__u32 pad;
 	struct conn_stats stats;
+};
+
+/* One slot of the live table: a connection's while `generation` is odd, free while it is even.
+ * User space reads the slots through mmap and skips a slot whose `generation` changed meanwhile. */
+struct live_slot {
+	struct conn_key key;
+	__u32 generation;
+	struct conn_stats stats;
+};
+
+/* What a socket keeps (socket-local storage): its slot, as (generation << 32) | index; 0 for none. */
+struct sock_slot {
+	__u64 ref;
 };
 
 struct batch {

@@ -2,12 +2,13 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, Map, MapData, PerCpuArray, Queue, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::batch::{BatchError, BatchSource};
-use super::conn::{BATCH_SLOTS, Batch, ConnKey, ConnStats};
+use super::conn::{BATCH_SLOTS, Batch};
+use super::table::LiveTable;
 
 /// The compiled probes (`ebpf-probes/`, rebuilt and checked by `scripts/test`).
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/ebpf-probes/conn.bpf.o"));
@@ -95,7 +96,7 @@ pub enum LoadError {
 /// The loaded and attached probes. Dropping it detaches them.
 pub struct Probes {
     pub ebpf: Ebpf,
-    pub conns: HashMap<MapData, ConnKey, ConnStats>,
+    pub live: LiveTable,
     pub batches: Array<MapData, Batch>,
     pub ring: RingBuf<MapData>,
     pub telemetry: PerCpuArray<MapData, u64>,
@@ -175,7 +176,8 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let nr_cpus = aya::util::nr_cpus().map_err(|(path, e)| LoadError::Cpus(format!("{path}: {e}")))?;
     let nr_cpus = u32::try_from(nr_cpus).map_err(|e| LoadError::Cpus(e.to_string()))?;
     let mut ebpf = EbpfLoader::new()
-        .map_max_entries("conns", options.max_live)
+        .map_max_entries("slots", options.max_live)
+        .map_max_entries("free_slots", options.max_live)
         .map_max_entries("batches", nr_cpus * BATCH_SLOTS)
         .load(PROBES)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
@@ -222,13 +224,27 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         missing.push(format!("tracefs ({reason}; tracepoints attached through BTF)"));
     }
 
-    let conns = HashMap::try_from(take(&mut ebpf, "conns")?).map_err(|e| map_error("conns", e))?;
+    let slots = match take(&mut ebpf, "slots")? {
+        Map::Array(data) => data,
+        _ => {
+            return Err(LoadError::Map {
+                name: "slots",
+                reason: "not an array".into(),
+            });
+        }
+    };
+    let used = Array::try_from(take(&mut ebpf, "slots_used")?).map_err(|e| map_error("slots_used", e))?;
+    let free = Queue::try_from(take(&mut ebpf, "free_slots")?).map_err(|e| map_error("free_slots", e))?;
+    let live = LiveTable::new(slots, options.max_live, used, free).map_err(|e| LoadError::Map {
+        name: "slots",
+        reason: e.to_string(),
+    })?;
     let batches = Array::try_from(take(&mut ebpf, "batches")?).map_err(|e| map_error("batches", e))?;
     let ring = RingBuf::try_from(take(&mut ebpf, "full_batches")?).map_err(|e| map_error("full_batches", e))?;
     let telemetry = PerCpuArray::try_from(take(&mut ebpf, "telemetry")?).map_err(|e| map_error("telemetry", e))?;
     Ok(Probes {
         ebpf,
-        conns,
+        live,
         batches,
         ring,
         telemetry,

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
-use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
 use futures::future::BoxFuture;
 use prometheus::proto::MetricFamily;
 
@@ -26,11 +26,9 @@ use self::tracker::Tracker;
 use super::{CollectError, Collector, ScrapeContext};
 use crate::config::Config;
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
-use crate::ebpf::conn::{
-    Batch, ClosedConn, ConnKey, ConnStats, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
-};
+use crate::ebpf::conn::{Batch, ClosedConn, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS};
 use crate::ebpf::loader::{self, MapBatches};
-use crate::ebpf::table;
+use crate::ebpf::table::{LiveEntry, LiveTable};
 use crate::family::{self, Family, FamilyBuilder};
 use crate::gateway::GatewayLookup;
 use crate::sources::Sources;
@@ -108,7 +106,7 @@ struct Engine {
 struct State {
     tracker: Tracker,
     ring: RingBuf<MapData>,
-    conns: BpfHashMap<MapData, ConnKey, ConnStats>,
+    live: LiveTable,
     telemetry: PerCpuArray<MapData, u64>,
     /// Ring buffer items too short to be a batch.
     malformed: u64,
@@ -179,7 +177,7 @@ impl Engine {
             state: Mutex::new(State {
                 tracker: Tracker::new(policy).with_gateway(gateway.clone()),
                 ring: probes.ring,
-                conns: probes.conns,
+                live: probes.live,
                 telemetry: probes.telemetry,
                 malformed: 0,
             }),
@@ -246,25 +244,42 @@ impl Engine {
         // (3) The live table; idle UDP entries leave it as if closed.
         let now_ns = monotonic_ns();
         let mut live = Vec::with_capacity(state.tracker.live_len() + 1024);
-        table::read_all_entries(&state.conns, &mut live)
+        state
+            .live
+            .read_all(&mut live)
             .map_err(|e| CollectError::Failed(format!("reading the live-connection table: {e}")))?;
-        let idle = |(key, stats): &(ConnKey, ConnStats)| {
-            key.protocol == IPPROTO_UDP && now_ns.saturating_sub(stats.last_ns) > UDP_IDLE.as_nanos() as u64
+        let idle = |e: &LiveEntry| {
+            e.key.protocol == IPPROTO_UDP && now_ns.saturating_sub(e.stats.last_ns) > UDP_IDLE.as_nanos() as u64
         };
-        let idle_udp: Vec<(ConnKey, ConnStats)> = live.iter().filter(|e| idle(e)).copied().collect();
+        let idle_udp: Vec<LiveEntry> = live.iter().filter(|e| idle(e)).copied().collect();
         if !idle_udp.is_empty() {
             live.retain(|e| !idle(e));
         }
-        for (key, stats) in idle_udp {
-            if state.conns.remove(&key).is_ok() {
-                state.tracker.closed(&ClosedConn { key, pad: 0, stats });
-            } else {
-                live.push((key, stats));
+        for entry in idle_udp {
+            match state.live.free(&entry) {
+                Ok(true) => state.tracker.closed(&ClosedConn {
+                    key: entry.key,
+                    pad: 0,
+                    stats: entry.stats,
+                }),
+                Ok(false) => live.push(entry),
+                Err(e) => {
+                    // Freed but not queued again: the slot is lost to the table, the
+                    // connection's counts are not.
+                    tracing::warn!(collector = "connection", error = %e, "idle UDP slot not given back");
+                    state.tracker.closed(&ClosedConn {
+                        key: entry.key,
+                        pad: 0,
+                        stats: entry.stats,
+                    });
+                }
             }
         }
         let live_entries = live.len();
         let read_live_done = Instant::now();
-        state.tracker.live_snapshot(live, Instant::now());
+        state
+            .tracker
+            .live_snapshot(live.into_iter().map(|e| (e.key, e.stats)), Instant::now());
         if let Some(gateway) = &self.gateway {
             gateway.maintain();
         }
