@@ -266,6 +266,14 @@ pub fn command() -> Command {
         )
         .arg(
             flag(
+                "connection.udp-idle",
+                "DURATION",
+                "A UDP socket idle this long leaves the live table as if closed (UDP has no close event)",
+            )
+            .default_value("2m"),
+        )
+        .arg(
+            flag(
                 "connection.ephemeral-port-range",
                 "LOW-HIGH",
                 "Client-side ports, which never become a port label",
@@ -525,6 +533,7 @@ fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
         },
         connection: ConnectionConfig {
             max_live: m.get_one::<u32>("connection.max-live").copied().unwrap_or(65_536),
+            udp_idle: duration(m, "connection.udp-idle")?,
             ephemeral_ports: parse_port_range(&text("connection.ephemeral-port-range")).map_err(|reason| {
                 ConfigError::Invalid {
                     flag: "connection.ephemeral-port-range",
@@ -880,8 +889,10 @@ mod tests {
             "--connection.ephemeral-port-range=49152-65535",
             "--connection.max-series=5",
             "--connection.max-live=1024",
+            "--connection.udp-idle=30s",
         ]))
         .expect("parses");
+        assert_eq!(c.connection.udp_idle, Duration::from_secs(30));
         assert_eq!(c.connection.remote, RemoteMode::Prefix(24));
         assert_eq!(c.connection.ephemeral_ports, 49152..=65535);
         assert_eq!((c.connection.max_series, c.connection.max_live), (5, 1024));

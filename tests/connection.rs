@@ -322,12 +322,8 @@ fn tcp_bytes_are_exact_with_connections_split_across_every_cpu() {
     assert_exact_tcp(&sonde, port, 100, exchanged, 0);
 }
 
-#[test]
-fn udp_bytes_are_exact_for_a_known_datagram_exchange() {
-    if !privileged() {
-        return;
-    }
-    let sonde = start_sonde(&[]);
+/// A client and a server UDP socket on loopback, the client connected to the server.
+fn udp_pair() -> (UdpSocket, UdpSocket, u16) {
     let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let port = server.local_addr().expect("address").port();
     let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
@@ -335,9 +331,14 @@ fn udp_bytes_are_exact_for_a_known_datagram_exchange() {
     for s in [&server, &client] {
         s.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     }
+    (client, server, port)
+}
+
+/// `rounds` requests and answers of distinct sizes; returns the bytes of each side.
+fn udp_exchange(client: &UdpSocket, server: &UdpSocket, rounds: usize) -> (u64, u64) {
     let (mut requests, mut answers) = (0u64, 0u64);
     let mut buf = vec![0u8; 65_536];
-    for i in 0..20usize {
+    for i in 0..rounds {
         let (request, answer) = (100 + 31 * i, 60 + 17 * i);
         client.send(&vec![b'q'; request]).expect("send");
         let (got, from) = server.recv_from(&mut buf).expect("server receives");
@@ -347,6 +348,11 @@ fn udp_bytes_are_exact_for_a_known_datagram_exchange() {
         requests += request as u64;
         answers += answer as u64;
     }
+    (requests, answers)
+}
+
+/// Scrapes until the UDP byte counters of the server's port are the exchanged bytes.
+fn assert_exact_udp(sonde: &Sonde, port: u16, requests: u64, answers: u64) {
     let port = port.to_string();
     let id = own_cgroup();
     let out = [("direction", "outbound"), ("port", port.as_str()), ("id", id.as_str())];
@@ -358,13 +364,44 @@ fn udp_bytes_are_exact_for_a_known_datagram_exchange() {
         ("sonde_udp_bytes_received_total", &inb, requests),
     ];
     let text = scrape_until(
-        &sonde,
+        sonde,
         |text| expected.iter().all(|(name, f, v)| sum(text, name, &f[..]) == *v as f64),
         |_| None,
     );
     for (name, filter, value) in expected {
         assert_eq!(sum(&text, name, &filter[..]), value as f64, "{name} {filter:?}\n{text}");
     }
+}
+
+#[test]
+fn udp_bytes_are_exact_for_a_known_datagram_exchange() {
+    if !privileged() {
+        return;
+    }
+    let sonde = start_sonde(&[]);
+    let (client, server, port) = udp_pair();
+    let (requests, answers) = udp_exchange(&client, &server, 20);
+    assert_exact_udp(&sonde, port, requests, answers);
+}
+
+#[test]
+fn an_idle_udp_socket_leaves_the_live_table_and_its_next_datagrams_count_once() {
+    if !privileged() {
+        return;
+    }
+    let sonde = start_sonde(&["--connection.udp-idle=1s"]);
+    let (client, server, port) = udp_pair();
+    let (requests, answers) = udp_exchange(&client, &server, 10);
+    assert_exact_udp(&sonde, port, requests, answers);
+    // Idle past the window: the next scrape frees both sockets' slots and keeps their
+    // figures in the totals.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_exact_udp(&sonde, port, requests, answers);
+    let closed = sample_value(&scrape(&sonde), "sonde_connection_udp_idle_closed_total").unwrap_or(0.0);
+    assert!(closed >= 2.0, "both sockets were taken as closed, counted {closed}");
+    // The same sockets again: each gets a new slot, and the new bytes add to the old once.
+    let (more_requests, more_answers) = udp_exchange(&client, &server, 7);
+    assert_exact_udp(&sonde, port, requests + more_requests, answers + more_answers);
 }
 
 #[test]
@@ -529,7 +566,8 @@ fn churn_of_20000_connections_is_monotonic_exact_and_loses_nothing() {
         return;
     }
     const N: u32 = 20_000;
-    let sonde = start_sonde(&[]);
+    // 40,000 sockets through 4,096 slots: every slot is freed and taken again many times.
+    let sonde = start_sonde(&["--connection.max-live=4096"]);
     let (listener, port) = listener();
     let server = std::thread::spawn(move || {
         for _ in 0..N {

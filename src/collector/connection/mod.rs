@@ -36,9 +36,6 @@ use crate::sources::Sources;
 /// How often full batches are taken from the ring buffer between scrapes.
 const RING_DRAIN_EVERY: Duration = Duration::from_millis(100);
 
-/// A UDP socket's entry idle this long is taken as closed (UDP has no close event).
-const UDP_IDLE: Duration = Duration::from_secs(120);
-
 /// The collector's settings (`--connection.*`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionConfig {
@@ -46,6 +43,9 @@ pub struct ConnectionConfig {
     pub ephemeral_ports: RangeInclusive<u16>,
     pub remote: RemoteMode,
     pub max_series: usize,
+    /// A UDP socket idle this long leaves the live table as if closed (UDP has no close
+    /// event); its slot is freed, and a later datagram on it starts a new entry.
+    pub udp_idle: Duration,
 }
 
 impl Default for ConnectionConfig {
@@ -55,6 +55,7 @@ impl Default for ConnectionConfig {
             ephemeral_ports: 32768..=60999,
             remote: RemoteMode::Ip,
             max_series: 10_000,
+            udp_idle: Duration::from_secs(120),
         }
     }
 }
@@ -99,6 +100,7 @@ struct Engine {
     names: Arc<dyn CgroupNames>,
     /// Labels connections with their gateway (`--no-gateway`: none).
     gateway: Option<Arc<GatewayLookup>>,
+    udp_idle: Duration,
     /// Keeps the programs attached for the collector's life.
     _ebpf: Mutex<aya::Ebpf>,
 }
@@ -110,6 +112,8 @@ struct State {
     telemetry: PerCpuArray<MapData, u64>,
     /// Ring buffer items too short to be a batch.
     malformed: u64,
+    /// UDP sockets taken as closed after `--connection.udp-idle`.
+    udp_idle_closed: u64,
 }
 
 impl ConnectionCollector {
@@ -180,9 +184,11 @@ impl Engine {
                 live: probes.live,
                 telemetry: probes.telemetry,
                 malformed: 0,
+                udp_idle_closed: 0,
             }),
             names,
             gateway,
+            udp_idle: config.udp_idle,
             _ebpf: Mutex::new(probes.ebpf),
         })
     }
@@ -243,20 +249,24 @@ impl Engine {
 
         // (3) The live table; idle UDP entries leave it as if closed.
         let now_ns = monotonic_ns();
+        let udp_idle_ns = u64::try_from(self.udp_idle.as_nanos()).unwrap_or(u64::MAX);
         let mut live = Vec::with_capacity(state.tracker.live_len() + 1024);
         state
             .live
             .read_all(&mut live)
             .map_err(|e| CollectError::Failed(format!("reading the live-connection table: {e}")))?;
-        let idle = |e: &LiveEntry| {
-            e.key.protocol == IPPROTO_UDP && now_ns.saturating_sub(e.stats.last_ns) > UDP_IDLE.as_nanos() as u64
-        };
+        let idle =
+            |e: &LiveEntry| e.key.protocol == IPPROTO_UDP && now_ns.saturating_sub(e.stats.last_ns) > udp_idle_ns;
         let idle_udp: Vec<LiveEntry> = live.iter().filter(|e| idle(e)).copied().collect();
         if !idle_udp.is_empty() {
             live.retain(|e| !idle(e));
         }
         for entry in idle_udp {
-            match state.live.free(&entry) {
+            let freed = state.live.free(&entry);
+            if !matches!(freed, Ok(false)) {
+                state.udp_idle_closed += 1;
+            }
+            match freed {
                 Ok(true) => state.tracker.closed(&ClosedConn {
                     key: entry.key,
                     pad: 0,
@@ -431,7 +441,12 @@ impl Engine {
             "Entries in the probes' live-connection table at this scrape",
         )
         .with_sample(&[], live_entries as f64);
-        let mut families: Vec<MetricFamily> = [lost, events, batches, duration, folded, live]
+        let udp_idle = FamilyBuilder::counter(
+            "sonde_connection_udp_idle_closed_total",
+            "UDP sockets taken as closed after --connection.udp-idle without a datagram (UDP has no close event)",
+        )
+        .with_sample(&[], state.udp_idle_closed as f64);
+        let mut families: Vec<MetricFamily> = [lost, events, batches, duration, folded, live, udp_idle]
             .into_iter()
             .filter_map(FamilyBuilder::build)
             .collect();
