@@ -48,8 +48,8 @@ fn main() {
     }
     let sizes = if benchmarking {
         Sizes {
-            rounds: 7,
-            stream_bytes: 1 << 30,
+            rounds: 21,
+            stream_bytes: 256 << 20,
             connections: 2_000,
             read_all_runs: 2_001,
             live: 50_000,
@@ -126,33 +126,49 @@ fn stream(bytes: usize, chunk: usize) -> f64 {
 
 fn throughput(sizes: &Sizes) {
     println!(
-        "\n(a) loopback TCP throughput, {} MiB per run, rounds interleaved",
+        "\n(a) loopback TCP throughput, {} MiB per run; rounds pair a run without and a run with the probes, \
+         in alternating order; ratio = with/without per pair (median, and the middle half of the pairs)",
         sizes.stream_bytes >> 20
     );
     println!(
-        "{:<10} {:>7} {:>16} {:>16} {:>12}",
-        "write", "rounds", "without MiB/s", "with MiB/s", "with/without"
+        "{:<10} {:>7} {:>16} {:>16} {:>12} {:>17}",
+        "write", "rounds", "without MiB/s", "with MiB/s", "ratio", "ratio p25..p75"
     );
     for chunk in [64 << 10, 1 << 10] {
-        let (mut without, mut with) = (Vec::new(), Vec::new());
-        for _ in 0..sizes.rounds {
-            without.push(stream(sizes.stream_bytes, chunk));
-            let probes = loader::load(65_536).expect("load the probes");
-            with.push(stream(sizes.stream_bytes, chunk));
-            drop(probes);
+        let (mut without, mut with, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..sizes.rounds {
+            // Alternating which runs first cancels a drift of the machine's speed.
+            let probes_first = round % 2 == 1;
+            let run_with = || {
+                let probes = loader::load(65_536).expect("load the probes");
+                let r = stream(sizes.stream_bytes, chunk);
+                drop(probes);
+                r
+            };
+            let (w, p) = if probes_first {
+                let p = run_with();
+                (stream(sizes.stream_bytes, chunk), p)
+            } else {
+                let w = stream(sizes.stream_bytes, chunk);
+                (w, run_with())
+            };
+            without.push(w);
+            with.push(p);
+            ratios.push(p / w);
         }
-        let median = |v: &mut Vec<f64>| {
+        let quantile = |v: &mut Vec<f64>, q: f64| {
             v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
+            v[((v.len() - 1) as f64 * q).round() as usize]
         };
-        let (w, p) = (median(&mut without), median(&mut with));
         println!(
-            "{:<10} {:>7} {:>16.0} {:>16.0} {:>12.3}",
+            "{:<10} {:>7} {:>16.0} {:>16.0} {:>12.3} {:>8.3}..{:<8.3}",
             format!("{} B", chunk),
             sizes.rounds,
-            w / 1048576.0,
-            p / 1048576.0,
-            p / w
+            quantile(&mut without, 0.5) / 1048576.0,
+            quantile(&mut with, 0.5) / 1048576.0,
+            quantile(&mut ratios, 0.5),
+            quantile(&mut ratios, 0.25),
+            quantile(&mut ratios, 0.75),
         );
     }
 }
