@@ -29,8 +29,7 @@ enum telemetry {
 	TM_RINGBUF_FULL = 2,   /* a full batch could not be announced (still readable from the map) */
 	TM_UNBATCHED_LOST = 3, /* a record sent alone could not be announced: lost */
 	TM_NESTED = 4,         /* closes that arrived while the CPU was appending (sent alone) */
-	TM_NO_STORAGE = 5,     /* a socket that could not get its storage (going away): uncounted */
-	TM_COUNT = 6,
+	TM_COUNT = 5,
 };
 
 /* One connection as the live table keys it. IPv4 addresses fill the first 4 bytes. */
@@ -71,16 +70,14 @@ struct closed_conn {
 };
 
 /* One slot of the live table: a connection's while `generation` is odd, free while it is even.
- * User space reads the slots through mmap and skips a slot whose `generation` changed meanwhile. */
+ * User space reads the slots through mmap and skips a slot whose `generation` changed meanwhile.
+ * A slot is named by a ref, (generation << 32) | index; 0 names none. */
 struct live_slot {
 	struct conn_key key;
 	__u32 generation;
 	struct conn_stats stats;
-};
-
-/* What a socket keeps (socket-local storage): its slot, as (generation << 32) | index; 0 for none. */
-struct sock_slot {
-	__u64 ref;
+	/* The socket's cookie (unique for the host's uptime): whose slot it is. */
+	__u64 cookie;
 };
 
 struct batch {

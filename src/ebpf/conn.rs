@@ -22,16 +22,15 @@ pub const DIR_OUTBOUND: u8 = 1;
 pub const DIR_INBOUND: u8 = 2;
 
 /// The kernel's telemetry counters, by index, with the `reason` label each one gets.
-pub const TELEMETRY_REASONS: [&str; 6] = [
+pub const TELEMETRY_REASONS: [&str; 5] = [
     "no_socket",
     "live_table_full",
     "ring_buffer_full",
     "unbatched_lost",
     "nested_close",
-    "no_socket_storage",
 ];
 /// Which telemetry counters are losses (the others are informational).
-pub const TELEMETRY_IS_LOSS: [bool; 6] = [true, true, false, true, false, true];
+pub const TELEMETRY_IS_LOSS: [bool; 5] = [true, true, false, true, false];
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -79,6 +78,8 @@ pub struct LiveSlot {
     pub key: ConnKey,
     pub generation: u32,
     pub stats: ConnStats,
+    /// The socket's cookie: whose slot it is.
+    pub cookie: u64,
 }
 
 #[repr(C)]
@@ -151,7 +152,7 @@ mod tests {
         assert_eq!(std::mem::size_of::<ConnKey>(), 44);
         assert_eq!(std::mem::size_of::<ConnStats>(), 72);
         assert_eq!(std::mem::size_of::<ClosedConn>(), 120);
-        assert_eq!(std::mem::size_of::<LiveSlot>(), 120);
+        assert_eq!(std::mem::size_of::<LiveSlot>(), 128);
         assert_eq!(std::mem::offset_of!(LiveSlot, generation), 44);
         assert_eq!(std::mem::size_of::<Batch>(), 16 + 4 * 120);
     }

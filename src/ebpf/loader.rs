@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, Map, MapData, PerCpuArray, Queue, RingBuf};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, Queue, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -178,6 +178,7 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .map_max_entries("slots", options.max_live)
         .map_max_entries("free_slots", options.max_live)
+        .map_max_entries("sock_overflow", options.max_live)
         .map_max_entries("batches", nr_cpus * BATCH_SLOTS)
         .load(PROBES)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
@@ -235,7 +236,9 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     };
     let used = Array::try_from(take(&mut ebpf, "slots_used")?).map_err(|e| map_error("slots_used", e))?;
     let free = Queue::try_from(take(&mut ebpf, "free_slots")?).map_err(|e| map_error("free_slots", e))?;
-    let live = LiveTable::new(slots, options.max_live, used, free).map_err(|e| LoadError::Map {
+    let overflow =
+        HashMap::try_from(take(&mut ebpf, "sock_overflow")?).map_err(|e| map_error("sock_overflow", e))?;
+    let live = LiveTable::new(slots, options.max_live, used, free, overflow).map_err(|e| LoadError::Map {
         name: "slots",
         reason: e.to_string(),
     })?;

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 
-use aya::maps::{Array, MapData, Queue};
+use aya::maps::{Array, HashMap, MapData, Queue};
 
 use super::conn::{ConnKey, ConnStats, LiveSlot};
 
@@ -29,6 +29,7 @@ pub enum TableError {
 pub struct LiveEntry {
     pub index: u32,
     pub generation: u32,
+    pub cookie: u64,
     pub key: ConnKey,
     pub stats: ConnStats,
 }
@@ -40,6 +41,8 @@ pub struct LiveTable {
     mapped_len: usize,
     used: Array<MapData, u64>,
     free: Queue<MapData, u32>,
+    /// Sockets' slots the probes could not file in their index entry, by cookie.
+    overflow: HashMap<MapData, u64, u64>,
     /// Keeps the array map alive alongside its mapping.
     _map: MapData,
 }
@@ -56,6 +59,7 @@ impl LiveTable {
         slots: u32,
         used: Array<MapData, u64>,
         free: Queue<MapData, u32>,
+        overflow: HashMap<MapData, u64, u64>,
     ) -> Result<Self, TableError> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
@@ -89,6 +93,7 @@ impl LiveTable {
             mapped_len,
             used,
             free,
+            overflow,
             _map: map,
         })
     }
@@ -126,6 +131,7 @@ impl LiveTable {
             out.push(LiveEntry {
                 index,
                 generation,
+                cookie: slot.cookie,
                 key: slot.key,
                 stats: slot.stats,
             });
@@ -149,6 +155,12 @@ impl LiveTable {
             )
             .is_ok();
         if freed {
+            // An overflow entry naming the freed slot would stay for good: the socket may be
+            // gone. (The index entry needs nothing: the next socket there takes it over.)
+            let reference = (u64::from(entry.generation) << 32) | u64::from(entry.index);
+            if self.overflow.get(&entry.cookie, 0).ok() == Some(reference) {
+                let _ = self.overflow.remove(&entry.cookie);
+            }
             self.free.push(entry.index, 0).map_err(|e| TableError::Free {
                 index: entry.index,
                 reason: e.to_string(),
