@@ -66,11 +66,12 @@ struct {
 	__type(value, __u64);
 } slots_used SEC(".maps");
 
-/* Sockets' slots by the low bits of their cookie (consecutive cookies, consecutive entries). */
-#define INDEX_SIZE (1 << 18)
+/* Sockets' slots by the low bits of their cookie (consecutive cookies, consecutive entries).
+ * User space sizes it (a power of two, four times the live table's) and sets the mask. */
+const volatile __u64 index_mask = (1 << 18) - 1;
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, INDEX_SIZE);
+	__uint(max_entries, 1 << 18);
 	__type(key, __u32);
 	__type(value, __u64);
 } sock_index SEC(".maps");
@@ -280,7 +281,7 @@ static __always_inline struct live_slot *owned_slot(__u64 ref)
 /* The socket's slot, and through *ref_out its ref; NULL when it has none. */
 static __always_inline struct live_slot *find_slot(__u64 cookie, __u64 *ref_out)
 {
-	__u32 i = cookie & (INDEX_SIZE - 1);
+	__u32 i = cookie & index_mask;
 	__u64 *entry = bpf_map_lookup_elem(&sock_index, &i);
 	if (entry) {
 		__u64 ref = *(volatile __u64 *)entry;
@@ -340,7 +341,7 @@ static __always_inline struct live_slot *claim(__u64 cookie, struct conn_key *ke
 	__u64 ref = ((__u64)gen << 32) | index;
 	struct live_slot *other;
 
-	__u32 i = cookie & (INDEX_SIZE - 1);
+	__u32 i = cookie & index_mask;
 	__u64 *entry = bpf_map_lookup_elem(&sock_index, &i);
 	if (!entry)
 		goto give_back;
@@ -356,8 +357,10 @@ static __always_inline struct live_slot *claim(__u64 cookie, struct conn_key *ke
 			goto use_other;
 	}
 	/* Another live socket holds the index entry. */
-	if (bpf_map_update_elem(&sock_overflow, &cookie, &ref, BPF_NOEXIST) == 0)
+	if (bpf_map_update_elem(&sock_overflow, &cookie, &ref, BPF_NOEXIST) == 0) {
+		count(TM_INDEX_COLLISION);
 		goto publish;
+	}
 	entry = bpf_map_lookup_elem(&sock_overflow, &cookie);
 	if (!entry) {
 		count(TM_TABLE_FULL);
@@ -393,7 +396,7 @@ give_back:
 static __always_inline void release(__u64 cookie, __u64 ref, struct live_slot *slot)
 {
 	__u32 index = (__u32)ref;
-	__u32 i = cookie & (INDEX_SIZE - 1);
+	__u32 i = cookie & index_mask;
 	__u64 *entry = bpf_map_lookup_elem(&sock_index, &i);
 	if (entry && __sync_val_compare_and_swap(entry, ref, 0) != ref)
 		bpf_map_delete_elem(&sock_overflow, &cookie);

@@ -29,7 +29,8 @@ enum telemetry {
 	TM_RINGBUF_FULL = 2,   /* a full batch could not be announced (still readable from the map) */
 	TM_UNBATCHED_LOST = 3, /* a record sent alone could not be announced: lost */
 	TM_NESTED = 4,         /* closes that arrived while the CPU was appending (sent alone) */
-	TM_COUNT = 5,
+	TM_INDEX_COLLISION = 5, /* a socket filed in the overflow table: its index entry was taken */
+	TM_COUNT = 6,
 };
 
 /* One connection as the live table keys it. IPv4 addresses fill the first 4 bytes. */

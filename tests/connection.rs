@@ -569,16 +569,7 @@ fn churn_of_20000_connections_is_monotonic_exact_and_loses_nothing() {
     // 40,000 sockets through 4,096 slots: every slot is freed and taken again many times.
     let sonde = start_sonde(&["--connection.max-live=4096"]);
     let (listener, port) = listener();
-    let server = std::thread::spawn(move || {
-        for _ in 0..N {
-            let (mut stream, _) = listener.accept().expect("accept");
-            let mut request = [0u8; 8];
-            stream.read_exact(&mut request).expect("request");
-            stream.write_all(&[b'a'; 5]).expect("answer");
-            let mut end = Vec::new();
-            stream.read_to_end(&mut end).expect("end");
-        }
-    });
+    let server = serve_churn(listener, N);
     let finished = Arc::new(AtomicBool::new(false));
     let port_label = port.to_string();
     let scraper = {
@@ -612,37 +603,98 @@ fn churn_of_20000_connections_is_monotonic_exact_and_loses_nothing() {
             scrapes
         })
     };
-    for _ in 0..N {
+    churn(port, N);
+    server.join().expect("server");
+    let text = assert_exact_churn(&sonde, port, N);
+    finished.store(true, Ordering::SeqCst);
+    let scrapes = scraper.join().expect("every scrape was monotonic");
+    assert!(scrapes > 1, "the scraper ran during the churn");
+    assert_eq!(sum(&text, "sonde_ebpf_events_lost_total", &[]), 0.0, "{text}");
+}
+
+/// Scrapes until the `n` churned connections to `port` (8 bytes out, 5 back, closed) are
+/// all counted, and checks them; returns the last scrape.
+fn assert_exact_churn(sonde: &Sonde, port: u16, n: u32) -> String {
+    let port = port.to_string();
+    let out = [("direction", "outbound"), ("port", port.as_str())];
+    let inb = [("direction", "inbound"), ("port", port.as_str())];
+    let n = f64::from(n);
+    let expected = [
+        ("sonde_tcp_connects_total", &out, n),
+        ("sonde_tcp_connects_total", &inb, n),
+        ("sonde_tcp_bytes_sent_total", &out, 8.0 * n),
+        ("sonde_tcp_bytes_received_total", &out, 5.0 * n),
+        ("sonde_tcp_bytes_sent_total", &inb, 5.0 * n),
+        ("sonde_tcp_bytes_received_total", &inb, 8.0 * n),
+        ("sonde_tcp_active_connections", &out, 0.0),
+        ("sonde_tcp_active_connections", &inb, 0.0),
+    ];
+    let text = scrape_until(
+        sonde,
+        |text| expected.iter().all(|(name, f, v)| sum(text, name, &f[..]) == *v),
+        |_| None,
+    );
+    for (name, filter, value) in expected {
+        assert_eq!(sum(&text, name, &filter[..]), value, "{name} {filter:?}\n{text}");
+    }
+    text
+}
+
+/// `n` short connections to `port`, one after another: 8 bytes out, 5 back, closed.
+fn churn(port: u16, n: u32) {
+    for _ in 0..n {
         let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
         stream.write_all(&[b'q'; 8]).expect("send");
         let mut answer = [0u8; 5];
         stream.read_exact(&mut answer).expect("receive");
     }
-    server.join().expect("server");
-    let out = [("direction", "outbound"), ("port", port_label.as_str())];
-    let inb = [("direction", "inbound"), ("port", port_label.as_str())];
-    let expected = [
-        ("sonde_tcp_connects_total", &out, N as f64),
-        ("sonde_tcp_connects_total", &inb, N as f64),
-        ("sonde_tcp_bytes_sent_total", &out, 8.0 * N as f64),
-        ("sonde_tcp_bytes_received_total", &out, 5.0 * N as f64),
-        ("sonde_tcp_bytes_sent_total", &inb, 5.0 * N as f64),
-        ("sonde_tcp_bytes_received_total", &inb, 8.0 * N as f64),
-        ("sonde_tcp_active_connections", &out, 0.0),
-        ("sonde_tcp_active_connections", &inb, 0.0),
-    ];
-    let text = scrape_until(
-        &sonde,
-        |text| expected.iter().all(|(name, f, v)| sum(text, name, &f[..]) == *v),
-        |_| None,
-    );
-    finished.store(true, Ordering::SeqCst);
-    let scrapes = scraper.join().expect("every scrape was monotonic");
-    assert!(scrapes > 1, "the scraper ran during the churn");
-    assert_eq!(sum(&text, "sonde_ebpf_events_lost_total", &[]), 0.0, "{text}");
-    for (name, filter, value) in expected {
-        assert_eq!(sum(&text, name, &filter[..]), value, "{name} {filter:?}\n{text}");
+}
+
+/// Serves `n` connections made by [`churn`].
+fn serve_churn(listener: TcpListener, n: u32) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        for _ in 0..n {
+            let (mut stream, _) = listener.accept().expect("accept");
+            let mut request = [0u8; 8];
+            stream.read_exact(&mut request).expect("request");
+            stream.write_all(&[b'a'; 5]).expect("answer");
+            let mut end = Vec::new();
+            stream.read_to_end(&mut end).expect("end");
+        }
+    })
+}
+
+#[test]
+fn sockets_whose_index_entry_is_held_go_to_the_overflow_table_and_count_exactly() {
+    if !privileged() {
+        return;
     }
+    // 4,096 slots: a socket index of 16,384 entries, by cookie. 20 connections held open keep
+    // their entries while 20,000 newer sockets pass, so the newer sockets whose cookie lands
+    // on a held entry are filed in the overflow table.
+    assert_eq!(sonde::ebpf::loader::socket_index_size(4096), 16_384);
+    let sonde = start_sonde(&["--connection.max-live=4096"]);
+    let (held_listener, held_port) = listener();
+    let kept = Arc::default();
+    let server = serve(held_listener, 20, false, Arc::clone(&kept), true);
+    let (held, open) = clients(held_port, 20, 1, false, true);
+    server.join().expect("server");
+
+    const N: u32 = 10_000;
+    let (listener, port) = listener();
+    let server = serve_churn(listener, N);
+    churn(port, N);
+    server.join().expect("server");
+    let text = assert_exact_churn(&sonde, port, N);
+    let collisions = sum(&text, "sonde_ebpf_events_total", &[("event", "index_collision")]);
+    assert!(collisions > 0.0, "no socket was filed in the overflow table\n{text}");
+    assert_eq!(sum(&text, "sonde_ebpf_events_lost_total", &[]), 0.0, "{text}");
+
+    // The held connections, still open through all that, then closed.
+    assert_exact_tcp(&sonde, held_port, 20, held, 20);
+    drop(open);
+    kept.lock().expect("kept").clear();
+    assert_exact_tcp(&sonde, held_port, 20, held, 0);
 }
 
 #[test]

@@ -175,7 +175,11 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let tracefs = ensure_tracefs();
     let nr_cpus = aya::util::nr_cpus().map_err(|(path, e)| LoadError::Cpus(format!("{path}: {e}")))?;
     let nr_cpus = u32::try_from(nr_cpus).map_err(|e| LoadError::Cpus(e.to_string()))?;
+    let index_size = socket_index_size(options.max_live);
+    let index_mask = u64::from(index_size - 1);
     let mut ebpf = EbpfLoader::new()
+        .override_global("index_mask", &index_mask, true)
+        .map_max_entries("sock_index", index_size)
         .map_max_entries("slots", options.max_live)
         .map_max_entries("free_slots", options.max_live)
         .map_max_entries("sock_overflow", options.max_live)
@@ -236,8 +240,7 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     };
     let used = Array::try_from(take(&mut ebpf, "slots_used")?).map_err(|e| map_error("slots_used", e))?;
     let free = Queue::try_from(take(&mut ebpf, "free_slots")?).map_err(|e| map_error("free_slots", e))?;
-    let overflow =
-        HashMap::try_from(take(&mut ebpf, "sock_overflow")?).map_err(|e| map_error("sock_overflow", e))?;
+    let overflow = HashMap::try_from(take(&mut ebpf, "sock_overflow")?).map_err(|e| map_error("sock_overflow", e))?;
     let live = LiveTable::new(slots, options.max_live, used, free, overflow).map_err(|e| LoadError::Map {
         name: "slots",
         reason: e.to_string(),
@@ -255,6 +258,12 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         attached,
         missing,
     })
+}
+
+/// Entries of the probes' socket index: a power of two, four times the live table's size
+/// (at least 1,024), so that a socket rarely finds its entry held by another live one.
+pub fn socket_index_size(max_live: u32) -> u32 {
+    max_live.saturating_mul(4).clamp(1024, 1 << 30).next_power_of_two()
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
@@ -278,4 +287,17 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::socket_index_size;
+
+    #[test]
+    fn the_socket_index_is_a_power_of_two_four_times_the_live_table() {
+        assert_eq!(socket_index_size(65_536), 262_144);
+        assert_eq!(socket_index_size(3_000), 16_384);
+        assert_eq!(socket_index_size(1), 1_024);
+        assert_eq!(socket_index_size(u32::MAX), 1 << 30);
+    }
 }
