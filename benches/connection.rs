@@ -4,7 +4,8 @@
 //! (a) loopback TCP throughput without and with the probes attached, rounds interleaved in
 //!     one run, and the ratio of the medians;
 //! (b) each program's cost per event, from the kernel's BPF run-time statistics: under churn
-//!     (every connection new: inserts and closes included) and steady (long connections);
+//!     (every connection new: inserts and closes included) and steady (long connections),
+//!     each workload run 7 times: median, min and max of the rounds;
 //! (c) `BatchReader::read_all` latency across every CPU;
 //! (d) scrape latency of the real binary with 50,000 live connections.
 //!
@@ -27,6 +28,8 @@ struct Sizes {
     rounds: usize,
     stream_bytes: usize,
     connections: u32,
+    /// Rounds of each (b) workload.
+    cost_rounds: usize,
     read_all_runs: usize,
     live: u32,
     scrapes: usize,
@@ -51,6 +54,7 @@ fn main() {
             rounds: 21,
             stream_bytes: 256 << 20,
             connections: 2_000,
+            cost_rounds: 7,
             read_all_runs: 2_001,
             live: 50_000,
             scrapes: 51,
@@ -60,6 +64,7 @@ fn main() {
             rounds: 1,
             stream_bytes: 16 << 20,
             connections: 50,
+            cost_rounds: 1,
             read_all_runs: 11,
             live: 2_000,
             scrapes: 3,
@@ -229,30 +234,45 @@ fn per_event_cost(sizes: &Sizes) {
         "\n(b) cost per event of each program (kernel BPF run-time stats), churn: {} new connections",
         sizes.connections
     );
-    print_cost(&probes.ebpf, || exchange(sizes.connections));
+    print_cost(&probes.ebpf, sizes.cost_rounds, || exchange(sizes.connections));
     let messages = sizes.connections * 10;
     println!("\n(b) steady: 10 long connections, {messages} echoed 100-byte messages each");
-    print_cost(&probes.ebpf, || steady_exchange(10, messages));
+    print_cost(&probes.ebpf, sizes.cost_rounds, || steady_exchange(10, messages));
     drop(stats);
 }
 
-fn print_cost(ebpf: &aya::Ebpf, workload: impl FnOnce()) {
-    let before = program_stats(ebpf);
-    workload();
-    let after = program_stats(ebpf);
-    println!("{:<22} {:>10} {:>12}", "program", "events", "ns/event");
-    for ((name, t0, n0), (_, t1, n1)) in before.iter().zip(&after) {
-        let events = n1 - n0;
-        let per = if events == 0 {
-            0.0
-        } else {
-            (t1 - t0) as f64 / events as f64
+/// Runs `workload` `rounds` times and prints, per program, the events of one round and the
+/// ns per event of the rounds: median, min and max. Interference (preemption, interrupts,
+/// other tenants) only adds to a round's figure, so the min is the least disturbed one.
+fn print_cost(ebpf: &aya::Ebpf, rounds: usize, workload: impl Fn()) {
+    let mut per_round: std::collections::BTreeMap<String, (u64, Vec<f64>)> = Default::default();
+    for _ in 0..rounds {
+        let before = program_stats(ebpf);
+        workload();
+        let after = program_stats(ebpf);
+        for ((name, t0, n0), (_, t1, n1)) in before.iter().zip(&after) {
+            let events = n1 - n0;
+            let entry = per_round.entry(name.clone()).or_default();
+            entry.0 = events;
+            if events > 0 {
+                entry.1.push((t1 - t0) as f64 / events as f64);
+            }
+        }
+    }
+    println!(
+        "{:<22} {:>10} {:>12} {:>8} {:>8}   ({rounds} rounds)",
+        "program", "events", "median ns", "min", "max"
+    );
+    for (name, (events, mut costs)) in per_round {
+        costs.sort_by(f64::total_cmp);
+        let (median, min, max) = match costs.as_slice() {
+            [] => (0.0, 0.0, 0.0),
+            c => (c[c.len() / 2], c[0], c[c.len() - 1]),
         };
-        println!("{name:<22} {events:>10} {per:>12.0}");
+        println!("{name:<22} {events:>10} {median:>12.0} {min:>8.0} {max:>8.0}");
     }
 }
 
-/// (program, run time ns, run count) for each program of the probes.
 fn program_stats(ebpf: &aya::Ebpf) -> Vec<(String, u64, u64)> {
     ebpf.programs()
         .map(|(name, program)| {
