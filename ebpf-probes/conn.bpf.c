@@ -56,6 +56,22 @@ struct {
 	__type(value, __u32);
 } free_slots SEC(".maps");
 
+/* Each CPU's own stack of freed slots, so that most claims and frees take no lock and touch
+ * no line another CPU writes; the shared queue takes what a full stack cannot, and serves a
+ * CPU whose stack is empty or busy (a program nested in another on the same CPU). */
+#define LOCAL_FREE 64
+struct free_stack {
+	__u32 busy;
+	__u32 len;
+	__u32 slots[LOCAL_FREE];
+};
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct free_stack);
+} free_stacks SEC(".maps");
+
 /* Slots handed out from the top of the array, taken when no slot was given back. It may
  * pass the array's size (a claim that found the table full); user space reads the slots
  * below the smaller of the two. */
@@ -75,6 +91,17 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } sock_index SEC(".maps");
+
+/* Per index entry, how many sockets of that entry are in `sock_overflow`: a socket whose
+ * entry has none is not looked for there (a hash lookup, ~45 ns of every new socket's first
+ * event). Sized like `sock_index`; user space decrements it when it frees an overflow entry. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1 << 18);
+	__type(key, __u32);
+	__type(value, __u32);
+} overflow_counts SEC(".maps");
 
 /* Slots of sockets whose index entry holds another live socket, by cookie; user space sets
  * the size with the live table's. */
@@ -278,6 +305,51 @@ static __always_inline struct live_slot *owned_slot(__u64 ref)
 	return NULL;
 }
 
+/* A freed slot: from this CPU's stack, else from the shared queue; 0 when there is one. A
+ * program that interrupts another on this CPU finds the stack busy and uses the queue. */
+static __always_inline int pop_free(__u32 *index)
+{
+	__u32 zero = 0;
+	struct free_stack *st = bpf_map_lookup_elem(&free_stacks, &zero);
+	if (st && !st->busy) {
+		st->busy = 1;
+		barrier();
+		__u32 len = st->len;
+		if (len > 0 && len <= LOCAL_FREE) {
+			*index = st->slots[(len - 1) & (LOCAL_FREE - 1)];
+			st->len = len - 1;
+			barrier();
+			st->busy = 0;
+			return 0;
+		}
+		barrier();
+		st->busy = 0;
+	}
+	return bpf_map_pop_elem(&free_slots, index);
+}
+
+/* Gives a slot back: onto this CPU's stack, else into the shared queue. */
+static __always_inline void push_free(__u32 index)
+{
+	__u32 zero = 0;
+	struct free_stack *st = bpf_map_lookup_elem(&free_stacks, &zero);
+	if (st && !st->busy) {
+		st->busy = 1;
+		barrier();
+		__u32 len = st->len;
+		if (len < LOCAL_FREE) {
+			st->slots[len & (LOCAL_FREE - 1)] = index;
+			st->len = len + 1;
+			barrier();
+			st->busy = 0;
+			return;
+		}
+		barrier();
+		st->busy = 0;
+	}
+	bpf_map_push_elem(&free_slots, &index, 0);
+}
+
 /* The socket's slot, and through *ref_out its ref; NULL when it has none. */
 static __always_inline struct live_slot *find_slot(__u64 cookie, __u64 *ref_out)
 {
@@ -291,6 +363,9 @@ static __always_inline struct live_slot *find_slot(__u64 cookie, __u64 *ref_out)
 			return slot;
 		}
 	}
+	__u32 *overflowed = bpf_map_lookup_elem(&overflow_counts, &i);
+	if (!overflowed || *(volatile __u32 *)overflowed == 0)
+		return NULL;
 	entry = bpf_map_lookup_elem(&sock_overflow, &cookie);
 	if (entry) {
 		__u64 ref = *(volatile __u64 *)entry;
@@ -317,7 +392,7 @@ static __always_inline struct live_slot *claim(__u64 cookie, struct conn_key *ke
 {
 	__u32 index;
 	*mine = 0;
-	if (bpf_map_pop_elem(&free_slots, &index) != 0) {
+	if (pop_free(&index) != 0) {
 		__u32 zero = 0;
 		__u64 *used = bpf_map_lookup_elem(&slots_used, &zero);
 		/* Far past any table size, so that the index below cannot wrap around. */
@@ -358,6 +433,9 @@ static __always_inline struct live_slot *claim(__u64 cookie, struct conn_key *ke
 	}
 	/* Another live socket holds the index entry. */
 	if (bpf_map_update_elem(&sock_overflow, &cookie, &ref, BPF_NOEXIST) == 0) {
+		__u32 *overflowed = bpf_map_lookup_elem(&overflow_counts, &i);
+		if (overflowed)
+			__sync_fetch_and_add(overflowed, 1);
 		count(TM_INDEX_COLLISION);
 		goto publish;
 	}
@@ -385,10 +463,10 @@ publish:
 	return slot;
 use_other:
 	/* Another CPU gave the socket a slot first: that one counts, this one goes back. */
-	bpf_map_push_elem(&free_slots, &index, 0);
+	push_free(index);
 	return other;
 give_back:
-	bpf_map_push_elem(&free_slots, &index, 0);
+	push_free(index);
 	return NULL;
 }
 
@@ -398,12 +476,16 @@ static __always_inline void release(__u64 cookie, __u64 ref, struct live_slot *s
 	__u32 index = (__u32)ref;
 	__u32 i = cookie & index_mask;
 	__u64 *entry = bpf_map_lookup_elem(&sock_index, &i);
-	if (entry && __sync_val_compare_and_swap(entry, ref, 0) != ref)
-		bpf_map_delete_elem(&sock_overflow, &cookie);
+	if (entry && __sync_val_compare_and_swap(entry, ref, 0) != ref &&
+	    bpf_map_delete_elem(&sock_overflow, &cookie) == 0) {
+		__u32 *overflowed = bpf_map_lookup_elem(&overflow_counts, &i);
+		if (overflowed)
+			__sync_fetch_and_sub(overflowed, 1);
+	}
 	barrier();
 	*(volatile __u32 *)&slot->generation = (__u32)(ref >> 32) + 1;
 	barrier();
-	bpf_map_push_elem(&free_slots, &index, 0);
+	push_free(index);
 }
 
 /* Whether the probes count this socket's traffic: TCP and UDP over IPv4 and IPv6. Checked

@@ -8,7 +8,7 @@ use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::batch::{BatchError, BatchSource};
 use super::conn::{BATCH_SLOTS, Batch};
-use super::table::LiveTable;
+use super::table::{LiveMaps, LiveTable};
 
 /// The compiled probes (`ebpf-probes/`, rebuilt and checked by `scripts/test`).
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/ebpf-probes/conn.bpf.o"));
@@ -180,6 +180,7 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let mut ebpf = EbpfLoader::new()
         .override_global("index_mask", &index_mask, true)
         .map_max_entries("sock_index", index_size)
+        .map_max_entries("overflow_counts", index_size)
         .map_max_entries("slots", options.max_live)
         .map_max_entries("free_slots", options.max_live)
         .map_max_entries("sock_overflow", options.max_live)
@@ -229,23 +230,23 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         missing.push(format!("tracefs ({reason}; tracepoints attached through BTF)"));
     }
 
-    let slots = match take(&mut ebpf, "slots")? {
-        Map::Array(data) => data,
-        _ => {
-            return Err(LoadError::Map {
-                name: "slots",
-                reason: "not an array".into(),
-            });
-        }
-    };
+    let batches = Array::try_from(take(&mut ebpf, "batches")?).map_err(|e| map_error("batches", e))?;
     let used = Array::try_from(take(&mut ebpf, "slots_used")?).map_err(|e| map_error("slots_used", e))?;
     let free = Queue::try_from(take(&mut ebpf, "free_slots")?).map_err(|e| map_error("free_slots", e))?;
     let overflow = HashMap::try_from(take(&mut ebpf, "sock_overflow")?).map_err(|e| map_error("sock_overflow", e))?;
-    let live = LiveTable::new(slots, options.max_live, used, free, overflow).map_err(|e| LoadError::Map {
+    let live = LiveTable::new(LiveMaps {
+        slots: array_data(&mut ebpf, "slots")?,
+        slots_len: options.max_live,
+        overflow_counts: array_data(&mut ebpf, "overflow_counts")?,
+        index_len: index_size,
+        used,
+        free,
+        overflow,
+    })
+    .map_err(|e| LoadError::Map {
         name: "slots",
         reason: e.to_string(),
     })?;
-    let batches = Array::try_from(take(&mut ebpf, "batches")?).map_err(|e| map_error("batches", e))?;
     let ring = RingBuf::try_from(take(&mut ebpf, "full_batches")?).map_err(|e| map_error("full_batches", e))?;
     let telemetry = PerCpuArray::try_from(take(&mut ebpf, "telemetry")?).map_err(|e| map_error("telemetry", e))?;
     Ok(Probes {
@@ -264,6 +265,17 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
 /// (at least 1,024), so that a socket rarely finds its entry held by another live one.
 pub fn socket_index_size(max_live: u32) -> u32 {
     max_live.saturating_mul(4).clamp(1024, 1 << 30).next_power_of_two()
+}
+
+/// An array map's own data, for mapping it into this process.
+fn array_data(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, LoadError> {
+    match take(ebpf, name)? {
+        Map::Array(data) => Ok(data),
+        _ => Err(LoadError::Map {
+            name,
+            reason: "not an array".into(),
+        }),
+    }
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {

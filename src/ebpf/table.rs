@@ -1,5 +1,6 @@
 //! The live-connection table: an array of slots the probes fill, read by user space through
-//! a shared mapping (no syscall per entry or per chunk), and the queue of freed slots.
+//! a shared mapping (no syscall per entry or per chunk), the queue of freed slots, and the
+//! per-entry counts of the socket index's overflow table.
 //!
 //! A slot belongs to a connection while its generation is odd. The kernel writes a slot's
 //! contents before making its generation odd, and makes it even (free) before the
@@ -16,8 +17,8 @@ use super::conn::{ConnKey, ConnStats, LiveSlot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("mapping the live table ({slots} slots): {source}")]
-    Map { slots: u32, source: std::io::Error },
+    #[error("mapping the probes' {map} array: {source}")]
+    Map { map: &'static str, source: std::io::Error },
     #[error("reading how many live slots were handed out: {0}")]
     Used(String),
     #[error("giving slot {index} back: {reason}")]
@@ -34,43 +35,25 @@ pub struct LiveEntry {
     pub stats: ConnStats,
 }
 
-/// The kernel's `slots` array, mapped into this process.
-pub struct LiveTable {
-    base: NonNull<LiveSlot>,
-    slots: u32,
-    mapped_len: usize,
-    used: Array<MapData, u64>,
-    free: Queue<MapData, u32>,
-    /// Sockets' slots the probes could not file in their index entry, by cookie.
-    overflow: HashMap<MapData, u64, u64>,
-    /// Keeps the array map alive alongside its mapping.
+/// An array map made with `BPF_F_MMAPABLE`, mapped into this process (read and write).
+struct Mapped {
+    base: NonNull<u8>,
+    len: usize,
+    /// Keeps the map alive alongside its mapping.
     _map: MapData,
 }
 
-// SAFETY: the mapping is shared memory that the kernel writes concurrently anyway; every
-// access goes through volatile reads or atomics, so moving the handle between threads is
-// no different from using it on one.
-unsafe impl Send for LiveTable {}
-
-impl LiveTable {
-    /// Maps the `slots` array (created with `BPF_F_MMAPABLE`) of `slots` entries.
-    pub fn new(
-        map: MapData,
-        slots: u32,
-        used: Array<MapData, u64>,
-        free: Queue<MapData, u32>,
-        overflow: HashMap<MapData, u64, u64>,
-    ) -> Result<Self, TableError> {
+impl Mapped {
+    fn new(map: MapData, bytes: usize) -> std::io::Result<Self> {
         // SAFETY: sysconf has no preconditions.
         let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let bytes = (slots as usize).saturating_mul(std::mem::size_of::<LiveSlot>());
-        let mapped_len = bytes.div_ceil(page).max(1) * page;
+        let len = bytes.div_ceil(page).max(1) * page;
         // SAFETY: a fresh shared mapping of the map's fd; the kernel checks the length
         // against the array's size and refuses arrays made without BPF_F_MMAPABLE.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                mapped_len,
+                len,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_SHARED,
                 map.fd().as_fd().as_raw_fd(),
@@ -78,34 +61,95 @@ impl LiveTable {
             )
         };
         if ptr == libc::MAP_FAILED {
-            return Err(TableError::Map {
-                slots,
-                source: std::io::Error::last_os_error(),
-            });
+            return Err(std::io::Error::last_os_error());
         }
-        let base = NonNull::new(ptr.cast::<LiveSlot>()).ok_or_else(|| TableError::Map {
-            slots,
-            source: std::io::Error::other("mmap returned null"),
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
+        Ok(Self { base, len, _map: map })
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `new`, unmapped once.
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// The kernel's `slots` array and `overflow_counts`, mapped into this process.
+pub struct LiveTable {
+    slots_map: Mapped,
+    slots: u32,
+    /// One count per socket index entry (`sock_index`).
+    overflow_counts: Mapped,
+    index_mask: u64,
+    used: Array<MapData, u64>,
+    free: Queue<MapData, u32>,
+    /// Sockets' slots the probes could not file in their index entry, by cookie.
+    overflow: HashMap<MapData, u64, u64>,
+}
+
+// SAFETY: the mappings are shared memory that the kernel writes concurrently anyway; every
+// access goes through volatile reads or atomics, so moving the handle between threads is
+// no different from using it on one.
+unsafe impl Send for LiveTable {}
+
+/// The probes' maps that make the live table.
+pub struct LiveMaps {
+    pub slots: MapData,
+    pub slots_len: u32,
+    pub overflow_counts: MapData,
+    pub index_len: u32,
+    pub used: Array<MapData, u64>,
+    pub free: Queue<MapData, u32>,
+    pub overflow: HashMap<MapData, u64, u64>,
+}
+
+impl LiveTable {
+    /// Maps `slots` and `overflow_counts` (both made with `BPF_F_MMAPABLE`).
+    pub fn new(maps: LiveMaps) -> Result<Self, TableError> {
+        let slots = maps.slots_len;
+        let slots_map = Mapped::new(
+            maps.slots,
+            (slots as usize).saturating_mul(std::mem::size_of::<LiveSlot>()),
+        )
+        .map_err(|source| TableError::Map { map: "slots", source })?;
+        let overflow_counts = Mapped::new(
+            maps.overflow_counts,
+            (maps.index_len as usize).saturating_mul(std::mem::size_of::<u32>()),
+        )
+        .map_err(|source| TableError::Map {
+            map: "overflow_counts",
+            source,
         })?;
         Ok(Self {
-            base,
+            slots_map,
             slots,
-            mapped_len,
-            used,
-            free,
-            overflow,
-            _map: map,
+            overflow_counts,
+            index_mask: u64::from(maps.index_len.max(1) - 1),
+            used: maps.used,
+            free: maps.free,
+            overflow: maps.overflow,
         })
     }
 
-    fn gen_of(&self, index: u32) -> &AtomicU32 {
+    fn slot_ptr(&self, index: u32) -> *mut LiveSlot {
         debug_assert!(index < self.slots);
-        // SAFETY: `index` is below the array's size, so the slot lies inside the mapping,
-        // which lives as long as `self`; `generation` is a 4-byte aligned u32 at a fixed offset.
-        unsafe {
-            let slot = self.base.as_ptr().add(index as usize);
-            AtomicU32::from_ptr(std::ptr::addr_of_mut!((*slot).generation))
-        }
+        // SAFETY: `index` is below the array's size, so the slot lies inside the mapping.
+        unsafe { self.slots_map.base.as_ptr().cast::<LiveSlot>().add(index as usize) }
+    }
+
+    fn gen_of(&self, index: u32) -> &AtomicU32 {
+        // SAFETY: the slot lies inside the mapping, which lives as long as `self`;
+        // `generation` is a 4-byte aligned u32 at a fixed offset.
+        unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*self.slot_ptr(index)).generation)) }
+    }
+
+    /// The overflow count of the socket index entry of `cookie`.
+    fn overflow_count_of(&self, cookie: u64) -> &AtomicU32 {
+        let entry = (cookie & self.index_mask) as usize;
+        // SAFETY: `entry` is below the index's size (the mask), so the count lies inside the
+        // mapping, which lives as long as `self`; the counts are 4-byte aligned u32s.
+        unsafe { AtomicU32::from_ptr(self.overflow_counts.base.as_ptr().cast::<u32>().add(entry)) }
     }
 
     /// Slots handed out so far (the ones above were never used).
@@ -123,7 +167,7 @@ impl LiveTable {
             }
             // SAFETY: as in `gen_of`; LiveSlot is plain old data, and a volatile read
             // tolerates the kernel writing the slot meanwhile (checked just below).
-            let slot = unsafe { std::ptr::read_volatile(self.base.as_ptr().add(index as usize)) };
+            let slot = unsafe { std::ptr::read_volatile(self.slot_ptr(index)) };
             fence(Ordering::Acquire);
             if self.gen_of(index).load(Ordering::Relaxed) != generation {
                 continue;
@@ -158,8 +202,10 @@ impl LiveTable {
             // An overflow entry naming the freed slot would stay for good: the socket may be
             // gone. (The index entry needs nothing: the next socket there takes it over.)
             let reference = (u64::from(entry.generation) << 32) | u64::from(entry.index);
-            if self.overflow.get(&entry.cookie, 0).ok() == Some(reference) {
-                let _ = self.overflow.remove(&entry.cookie);
+            if self.overflow.get(&entry.cookie, 0).ok() == Some(reference)
+                && self.overflow.remove(&entry.cookie).is_ok()
+            {
+                self.overflow_count_of(entry.cookie).fetch_sub(1, Ordering::AcqRel);
             }
             self.free.push(entry.index, 0).map_err(|e| TableError::Free {
                 index: entry.index,
@@ -167,12 +213,5 @@ impl LiveTable {
             })?;
         }
         Ok(freed)
-    }
-}
-
-impl Drop for LiveTable {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.mapped_len) };
     }
 }
