@@ -11,8 +11,9 @@
  * `sock_overflow` hash. So an event on a known connection costs a helper that reads the
  * cookie and two inlined array indexes: a hash of the connection's key cost ~110 ns per
  * event, socket-local storage ~40 ns per event and ~400 ns to make per socket. A closed
- * connection's final record moves into its CPU's current batch, its slot goes back to
- * `free_slots`, and a full batch is announced through the `full_batches` ring buffer. */
+ * connection's final record moves into its CPU's current batch, its slot goes back onto the
+ * CPU's stack of free slots (or `free_slots`), and a full batch is announced through the
+ * `full_batches` ring buffer. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -48,8 +49,8 @@ struct {
 	__type(value, struct live_slot);
 } slots SEC(".maps");
 
-/* Slots given back: by closes, and by user space when it ages an idle UDP socket out.
- * Sized like `slots`, so a push never finds it full. */
+/* Slots given back: by closes that found their CPU's stack full or busy, and by user space
+ * when it ages an idle UDP socket out. Sized like `slots`, so a push never finds it full. */
 struct {
 	__uint(type, BPF_MAP_TYPE_QUEUE);
 	__uint(max_entries, 65536);
