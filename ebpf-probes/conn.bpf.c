@@ -351,39 +351,32 @@ static __always_inline void push_free(__u32 index)
 	bpf_map_push_elem(&free_slots, &index, 0);
 }
 
+/* The slot `ref` names when it is the socket's with this cookie (live, or being published). */
+static __always_inline struct live_slot *same_socket(__u64 ref, __u64 cookie)
+{
+	struct live_slot *slot = owned_slot(ref);
+	return slot && slot->cookie == cookie ? slot : NULL;
+}
+
 /* The socket's slot, and through *ref_out its ref; NULL when it has none. */
 static __always_inline struct live_slot *find_slot(__u64 cookie, __u64 *ref_out)
 {
 	__u32 i = cookie & index_mask;
 	__u64 *entry = bpf_map_lookup_elem(&sock_index, &i);
+	struct live_slot *slot;
 	if (entry) {
-		__u64 ref = *(volatile __u64 *)entry;
-		struct live_slot *slot = owned_slot(ref);
-		if (slot && slot->cookie == cookie) {
-			*ref_out = ref;
+		*ref_out = *(volatile __u64 *)entry;
+		if ((slot = same_socket(*ref_out, cookie)))
 			return slot;
-		}
 	}
 	__u32 *overflowed = bpf_map_lookup_elem(&overflow_counts, &i);
 	if (!overflowed || *(volatile __u32 *)overflowed == 0)
 		return NULL;
 	entry = bpf_map_lookup_elem(&sock_overflow, &cookie);
-	if (entry) {
-		__u64 ref = *(volatile __u64 *)entry;
-		struct live_slot *slot = owned_slot(ref);
-		if (slot && slot->cookie == cookie) {
-			*ref_out = ref;
-			return slot;
-		}
-	}
-	return NULL;
-}
-
-/* Another CPU's slot for the same socket, when `ref` names one. */
-static __always_inline struct live_slot *same_socket(__u64 ref, __u64 cookie)
-{
-	struct live_slot *slot = owned_slot(ref);
-	return slot && slot->cookie == cookie ? slot : NULL;
+	if (!entry)
+		return NULL;
+	*ref_out = *(volatile __u64 *)entry;
+	return same_socket(*ref_out, cookie);
 }
 
 /* Gives the socket a slot holding `key` and `fresh`. Returns the socket's slot: the new one,
