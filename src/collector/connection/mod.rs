@@ -262,28 +262,23 @@ impl Engine {
             live.retain(|e| !idle(e));
         }
         for entry in idle_udp {
-            let freed = state.live.free(&entry);
-            if !matches!(freed, Ok(false)) {
-                state.udp_idle_closed += 1;
-            }
-            match freed {
-                Ok(true) => state.tracker.closed(&ClosedConn {
-                    key: entry.key,
-                    pad: 0,
-                    stats: entry.stats,
-                }),
-                Ok(false) => live.push(entry),
-                Err(e) => {
-                    // Freed but not queued again: the slot is lost to the table, the
-                    // connection's counts are not.
-                    tracing::warn!(collector = "connection", error = %e, "idle UDP slot not given back");
-                    state.tracker.closed(&ClosedConn {
-                        key: entry.key,
-                        pad: 0,
-                        stats: entry.stats,
-                    });
+            match state.live.free(&entry) {
+                // The slot changed meanwhile: it stays in the live view.
+                Ok(false) => {
+                    live.push(entry);
+                    continue;
                 }
+                Ok(true) => {}
+                // Freed but not queued again: the slot is lost to the table, the
+                // connection's counts are not.
+                Err(e) => tracing::warn!(collector = "connection", error = %e, "idle UDP slot not given back"),
             }
+            state.udp_idle_closed += 1;
+            state.tracker.closed(&ClosedConn {
+                key: entry.key,
+                pad: 0,
+                stats: entry.stats,
+            });
         }
         let live_entries = live.len();
         let read_live_done = Instant::now();
