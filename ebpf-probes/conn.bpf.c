@@ -306,25 +306,39 @@ static __always_inline struct live_slot *owned_slot(__u64 ref)
 	return NULL;
 }
 
-/* A freed slot: from this CPU's stack, else from the shared queue; 0 when there is one. A
- * program that interrupts another on this CPU finds the stack busy and uses the queue. */
-static __always_inline int pop_free(__u32 *index)
+/* This CPU's stack of free slots, marked busy; NULL when a program that this one interrupted
+ * on the same CPU holds it (the caller then uses the shared queue). */
+static __always_inline struct free_stack *take_stack(void)
 {
 	__u32 zero = 0;
 	struct free_stack *st = bpf_map_lookup_elem(&free_stacks, &zero);
-	if (st && !st->busy) {
-		st->busy = 1;
-		barrier();
+	if (!st || st->busy)
+		return NULL;
+	st->busy = 1;
+	barrier();
+	return st;
+}
+
+static __always_inline void put_stack(struct free_stack *st)
+{
+	barrier();
+	st->busy = 0;
+}
+
+/* A freed slot: from this CPU's stack, else from the shared queue; 0 when there is one. */
+static __always_inline int pop_free(__u32 *index)
+{
+	struct free_stack *st = take_stack();
+	if (st) {
 		__u32 len = st->len;
-		if (len > 0 && len <= LOCAL_FREE) {
+		int found = len > 0 && len <= LOCAL_FREE;
+		if (found) {
 			*index = st->slots[(len - 1) & (LOCAL_FREE - 1)];
 			st->len = len - 1;
-			barrier();
-			st->busy = 0;
-			return 0;
 		}
-		barrier();
-		st->busy = 0;
+		put_stack(st);
+		if (found)
+			return 0;
 	}
 	return bpf_map_pop_elem(&free_slots, index);
 }
@@ -332,21 +346,17 @@ static __always_inline int pop_free(__u32 *index)
 /* Gives a slot back: onto this CPU's stack, else into the shared queue. */
 static __always_inline void push_free(__u32 index)
 {
-	__u32 zero = 0;
-	struct free_stack *st = bpf_map_lookup_elem(&free_stacks, &zero);
-	if (st && !st->busy) {
-		st->busy = 1;
-		barrier();
+	struct free_stack *st = take_stack();
+	if (st) {
 		__u32 len = st->len;
-		if (len < LOCAL_FREE) {
+		int kept = len < LOCAL_FREE;
+		if (kept) {
 			st->slots[len & (LOCAL_FREE - 1)] = index;
 			st->len = len + 1;
-			barrier();
-			st->busy = 0;
-			return;
 		}
-		barrier();
-		st->busy = 0;
+		put_stack(st);
+		if (kept)
+			return;
 	}
 	bpf_map_push_elem(&free_slots, &index, 0);
 }

@@ -244,7 +244,7 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         overflow,
     })
     .map_err(|e| LoadError::Map {
-        name: "slots",
+        name: "live table",
         reason: e.to_string(),
     })?;
     let ring = RingBuf::try_from(take(&mut ebpf, "full_batches")?).map_err(|e| map_error("full_batches", e))?;
