@@ -72,13 +72,29 @@ struct closed_conn {
 
 /* One slot of the live table: a connection's while `generation` is odd, free while it is even.
  * User space reads the slots through mmap and skips a slot whose `generation` changed meanwhile.
- * A slot is named by a ref, (generation << 32) | index; 0 names none. */
+ * A slot is named by a ref, (generation << 32) | index; 0 names none.
+ * Everything a send or receive on a known connection reads or writes lies in the first 64
+ * bytes, one cache line (the slot is 64-byte aligned: the array's values are 128 bytes); the
+ * second holds what only a new connection, a close and a scrape touch. */
 struct live_slot {
-	struct conn_key key;
 	__u32 generation;
-	struct conn_stats stats;
+	__u32 tgid;
 	/* The socket's cookie (unique for the host's uptime): whose slot it is. */
 	__u64 cookie;
+	__u64 bytes_sent;
+	__u64 bytes_received;
+	__u64 sends;
+	__u64 recvs;
+	__u64 last_ns;
+	__u8 protocol; /* the key's, here in the first line */
+	__u8 direction;
+	__u8 flags;
+	__u8 pad;
+	__u32 retransmits;
+	struct conn_key key;
+	__u32 pad2;
+	__u64 cgroup_id;
+	__u64 start_ns;
 };
 
 struct batch {

@@ -73,14 +73,49 @@ pub struct ClosedConn {
 }
 
 /// One slot of the live table (`struct live_slot`): a connection's while `generation` is odd.
+/// The first 64 bytes hold what every send and receive touches, so that is one cache line.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LiveSlot {
-    pub key: ConnKey,
     pub generation: u32,
-    pub stats: ConnStats,
+    pub tgid: u32,
     /// The socket's cookie: whose slot it is.
     pub cookie: u64,
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    pub sends: u64,
+    pub recvs: u64,
+    pub last_ns: u64,
+    pub protocol: u8,
+    pub direction: u8,
+    pub flags: u8,
+    pub pad: u8,
+    pub retransmits: u32,
+    pub key: ConnKey,
+    pub pad2: u32,
+    pub cgroup_id: u64,
+    pub start_ns: u64,
+}
+
+impl LiveSlot {
+    /// The slot's counters as a closed record carries them (no RTT: it is read at close).
+    pub fn stats(&self) -> ConnStats {
+        ConnStats {
+            bytes_sent: self.bytes_sent,
+            bytes_received: self.bytes_received,
+            sends: self.sends,
+            recvs: self.recvs,
+            cgroup_id: self.cgroup_id,
+            start_ns: self.start_ns,
+            last_ns: self.last_ns,
+            tgid: self.tgid,
+            retransmits: self.retransmits,
+            srtt_us: 0,
+            direction: self.direction,
+            flags: self.flags,
+            pad: 0,
+        }
+    }
 }
 
 #[repr(C)]
@@ -154,7 +189,9 @@ mod tests {
         assert_eq!(std::mem::size_of::<ConnStats>(), 72);
         assert_eq!(std::mem::size_of::<ClosedConn>(), 120);
         assert_eq!(std::mem::size_of::<LiveSlot>(), 128);
-        assert_eq!(std::mem::offset_of!(LiveSlot, generation), 44);
+        assert_eq!(std::mem::offset_of!(LiveSlot, generation), 0);
+        assert_eq!(std::mem::offset_of!(LiveSlot, retransmits), 60);
+        assert_eq!(std::mem::offset_of!(LiveSlot, key), 64);
         assert_eq!(std::mem::size_of::<Batch>(), 16 + 4 * 120);
     }
 

@@ -177,7 +177,7 @@ impl LiveTable {
                 generation,
                 cookie: slot.cookie,
                 key: slot.key,
-                stats: slot.stats,
+                stats: slot.stats(),
             });
         }
         Ok(())
