@@ -280,7 +280,7 @@ fn connections(sizes: &Sizes, namespaces: &Namespaces) -> Vec<(ConnKey, ConnStat
             }
             let stats = ConnStats {
                 bytes_sent: 100,
-                start_ns: i as u64 + 1,
+                cookie: i as u64 + 1,
                 direction: DIR_OUTBOUND,
                 flags: FLAG_CONNECTED,
                 ..ConnStats::default()

@@ -199,28 +199,35 @@ static __always_inline __u64 socket_cgroup(struct sock *sk, int process_context)
 	return id;
 }
 
-/* Appends a closed connection's final record to this CPU's current batch; a full batch is
- * announced and the CPU moves to the next slot. A close that interrupts an append on the
- * same CPU is sent alone instead. */
-static __always_inline void append_closed(struct closed_conn *rec)
+/* Where a closed connection's final record is written in place (no copy through scratch
+ * space): the next record of this CPU's current batch, or, for a close that interrupts an
+ * append on the same CPU, the scratch batch that is sent alone. */
+struct record_spot {
+	struct batch_state *state; /* NULL when the record is sent alone */
+	struct batch *batch;
+	struct closed_conn *rec;
+};
+
+/* Opens the spot for one record; 0 when there is one (close it with close_record). */
+static __always_inline int open_record(struct record_spot *spot)
 {
 	__u32 zero = 0;
 	struct batch_state *state = bpf_map_lookup_elem(&batch_states, &zero);
 	if (!state)
-		return;
+		return -1;
 	if (state->busy) {
 		struct batch *alone = bpf_map_lookup_elem(&scratch, &zero);
 		count(TM_NESTED);
 		if (!alone)
-			return;
+			return -1;
 		alone->id = UNBATCHED_ID;
 		alone->len = 1;
 		alone->cap = BATCH_RECORDS;
 		alone->cpu = bpf_get_smp_processor_id();
-		alone->records[0] = *rec;
-		if (bpf_ringbuf_output(&full_batches, alone, sizeof(*alone), BPF_RB_NO_WAKEUP))
-			count(TM_UNBATCHED_LOST);
-		return;
+		spot->state = NULL;
+		spot->batch = alone;
+		spot->rec = &alone->records[0];
+		return 0;
 	}
 	state->busy = 1;
 	__u32 cpu = bpf_get_smp_processor_id();
@@ -228,7 +235,7 @@ static __always_inline void append_closed(struct closed_conn *rec)
 	__u32 slot = cpu * BATCH_SLOTS + (__u32)(idx % BATCH_SLOTS);
 	struct batch *b = bpf_map_lookup_elem(&batches, &slot);
 	if (!b)
-		goto out;
+		goto fail;
 	if (b->id != idx) {
 		/* A slot left from the previous lap: empty it before naming it. */
 		b->len = 0;
@@ -239,20 +246,41 @@ static __always_inline void append_closed(struct closed_conn *rec)
 	}
 	__u32 i = b->len;
 	if (i >= BATCH_RECORDS)
-		goto out;
-	b->records[i] = *rec;
+		goto fail;
+	spot->state = state;
+	spot->batch = b;
+	spot->rec = &b->records[i];
+	return 0;
+fail:
+	state->busy = 0;
+	return -1;
+}
+
+/* Makes the record visible: the batch's length grows past it (a full batch is announced and
+ * the CPU moves to the next slot), or the record sent alone is announced. */
+static __always_inline void close_record(struct record_spot *spot)
+{
+	struct batch *b = spot->batch;
+	struct batch_state *state = spot->state;
+	if (!state) {
+		if (bpf_ringbuf_output(&full_batches, b, sizeof(*b), BPF_RB_NO_WAKEUP))
+			count(TM_UNBATCHED_LOST);
+		return;
+	}
 	/* The record is written before the length that makes it visible. */
 	barrier();
-	b->len = i + 1;
-	if (i + 1 == BATCH_RECORDS) {
+	__u32 len = b->len + 1;
+	b->len = len;
+	if (len >= BATCH_RECORDS) {
+		__u32 cpu = bpf_get_smp_processor_id();
 		/* Named here too: a slot never reset (batch 0) still has zeroes there. */
 		b->cpu = cpu;
 		b->cap = BATCH_RECORDS;
 		if (bpf_ringbuf_output(&full_batches, b, sizeof(*b), BPF_RB_NO_WAKEUP))
 			count(TM_RINGBUF_FULL);
-		idx += 1;
+		__u64 idx = state->idx + 1;
 		state->idx = idx;
-		slot = cpu * BATCH_SLOTS + (__u32)(idx % BATCH_SLOTS);
+		__u32 slot = cpu * BATCH_SLOTS + (__u32)(idx % BATCH_SLOTS);
 		struct batch *next = bpf_map_lookup_elem(&batches, &slot);
 		if (next) {
 			next->len = 0;
@@ -262,18 +290,8 @@ static __always_inline void append_closed(struct closed_conn *rec)
 			next->cpu = cpu;
 		}
 	}
-out:
+	barrier();
 	state->busy = 0;
-}
-
-static __always_inline struct closed_conn *scratch_record(void)
-{
-	__u32 zero = 0;
-	struct batch *s = bpf_map_lookup_elem(&scratch, &zero);
-	if (!s)
-		return NULL;
-	/* records[1..] of the scratch batch: records[0] is for records sent alone. */
-	return &s->records[1];
 }
 
 /* Adds one send or receive to a live slot; atomically, as another CPU may be adding too. */
@@ -426,7 +444,6 @@ static __always_inline struct live_slot *claim(__u64 cookie, struct conn_key *ke
 	slot->retransmits = 0;
 	slot->key = *key;
 	slot->cgroup_id = fresh->cgroup_id;
-	slot->start_ns = fresh->start_ns;
 	barrier();
 	__u64 ref = ((__u64)gen << 32) | index;
 	struct live_slot *other;
@@ -551,12 +568,13 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 	struct conn_key key = {};
 	if (read_key(sk, &key))
 		return;
-	__u64 now = bpf_ktime_get_ns();
 	struct conn_stats fresh = {};
 	fresh.cgroup_id = socket_cgroup(sk, 1);
 	fresh.tgid = bpf_get_current_pid_tgid() >> 32;
-	fresh.start_ns = now;
-	fresh.last_ns = now;
+	fresh.cookie = cookie;
+	/* Only UDP keeps the time of its last event (user space ages idle UDP sockets out). */
+	if (key.protocol == IPPROTO_UDP)
+		fresh.last_ns = bpf_ktime_get_ns();
 	/* UDP has no handshake: a socket that sends first is the client, one that receives
 	 * first serves. A TCP connection first seen here was open before the probes. */
 	if (key.protocol == IPPROTO_UDP)
@@ -571,14 +589,14 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 	if (key.protocol == IPPROTO_TCP && sk->__sk_common.skc_state == TCP_CLOSE) {
 		/* The socket closed already (data read after the peer's FIN, say): the bytes
 		 * still count, as a record of their own that is not a connection. */
-		struct closed_conn *rec = scratch_record();
-		if (!rec)
+		struct record_spot spot;
+		if (open_record(&spot))
 			return;
-		rec->key = key;
-		rec->pad = 0;
-		rec->stats = fresh;
-		rec->stats.flags = FLAG_LATE;
-		append_closed(rec);
+		spot.rec->key = key;
+		spot.rec->pad = 0;
+		spot.rec->stats = fresh;
+		spot.rec->stats.flags = FLAG_LATE;
+		close_record(&spot);
 		return;
 	}
 	int mine;
@@ -620,7 +638,6 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	__u64 cookie = bpf_get_socket_cookie(sk);
 	__u64 ref = 0;
 	struct live_slot *slot = find_slot(cookie, &ref);
-	__u64 now = bpf_ktime_get_ns();
 
 	if (newstate == TCP_ESTABLISHED) {
 		__u8 direction = DIR_UNKNOWN, flags = 0;
@@ -642,8 +659,7 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 			/* Often in softirq context: the socket knows its cgroup, the current task
 			 * may not be its owner, so the tgid waits for the first send or receive. */
 			fresh.cgroup_id = socket_cgroup(sk, 0);
-			fresh.start_ns = now;
-			fresh.last_ns = now;
+			fresh.cookie = cookie;
 			slot = claim(cookie, &key, &fresh, &mine);
 		}
 		if (slot && !mine) {
@@ -654,10 +670,18 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		return 0;
 	}
 
-	/* newstate == TCP_CLOSE: the final record moves into the batch. */
-	struct closed_conn *rec = scratch_record();
-	if (!rec)
+	/* newstate == TCP_CLOSE: the final record is written into the batch. */
+	struct conn_key failed = {};
+	if (!slot && (oldstate != TCP_SYN_SENT || read_key(sk, &failed)))
 		return 0;
+	struct record_spot spot;
+	if (open_record(&spot)) {
+		/* No spot for the record (not expected): the slot is freed all the same. */
+		if (slot)
+			release(cookie, ref, slot);
+		return 0;
+	}
+	struct closed_conn *rec = spot.rec;
 	rec->pad = 0;
 	if (slot) {
 		/* The key the connection was first seen with: its identity for user space. */
@@ -667,7 +691,8 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		rec->stats.sends = slot->sends;
 		rec->stats.recvs = slot->recvs;
 		rec->stats.cgroup_id = slot->cgroup_id;
-		rec->stats.start_ns = slot->start_ns;
+		rec->stats.cookie = cookie;
+		rec->stats.last_ns = 0;
 		rec->stats.tgid = slot->tgid;
 		rec->stats.retransmits = slot->retransmits;
 		rec->stats.srtt_us = 0;
@@ -675,23 +700,20 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		rec->stats.flags = slot->flags;
 		rec->stats.pad = 0;
 		release(cookie, ref, slot);
-	} else if (oldstate == TCP_SYN_SENT) {
-		if (read_key(sk, &rec->key))
-			return 0;
+	} else {
+		/* A connect() that failed. */
+		rec->key = failed;
 		__builtin_memset(&rec->stats, 0, sizeof(rec->stats));
 		rec->stats.direction = DIR_OUTBOUND;
 		rec->stats.flags = FLAG_CONNECT_FAILED;
 		rec->stats.cgroup_id = socket_cgroup(sk, 0);
-		rec->stats.start_ns = now;
-	} else {
-		return 0;
+		rec->stats.cookie = cookie;
 	}
-	rec->stats.last_ns = now;
 	/* A plain load through the helper's typed pointer; a probe read cost ~80 ns. */
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	if (tp)
 		rec->stats.srtt_us = tp->srtt_us >> 3;
-	append_closed(rec);
+	close_record(&spot);
 	return 0;
 }
 

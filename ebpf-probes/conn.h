@@ -6,7 +6,7 @@
 #include <linux/types.h>
 
 /* Closed-connection records per batch, and batch slots in each CPU's ring. */
-#define BATCH_RECORDS 4
+#define BATCH_RECORDS 8
 #define BATCH_SLOTS 4
 /* Batch id of a record sent alone through the ring buffer (nested close on a CPU). */
 #define UNBATCHED_ID 0xffffffffffffffffULL
@@ -51,8 +51,9 @@ struct conn_stats {
 	__u64 sends;
 	__u64 recvs;
 	__u64 cgroup_id;
-	/* When the entry was made: with the key, the identity of one connection. */
-	__u64 start_ns;
+	/* The socket's cookie: with the key, the identity of one connection (a socket that
+	 * connects again keeps its cookie, not its key). */
+	__u64 cookie;
 	/* The last send or receive (UDP only: user space ages idle UDP sockets out). */
 	__u64 last_ns;
 	__u32 tgid;
@@ -92,9 +93,8 @@ struct live_slot {
 	__u8 pad;
 	__u32 retransmits;
 	struct conn_key key;
-	__u32 pad2;
+	__u8 pad2[12];
 	__u64 cgroup_id;
-	__u64 start_ns;
 };
 
 struct batch {

@@ -539,7 +539,7 @@ fn known_connections_are_not_looked_up_again() {
             key.daddr[..4].copy_from_slice(if i < 100 { &[198, 18, 2, 2] } else { &[198, 18, 1, 1] });
             let stats = ConnStats {
                 bytes_sent: 10,
-                start_ns: u64::from(i) + 1,
+                cookie: u64::from(i) + 1,
                 direction: DIR_OUTBOUND,
                 flags: FLAG_CONNECTED,
                 ..ConnStats::default()

@@ -337,10 +337,11 @@ mod tests {
         assert_eq!(drain(&reader), vec![1, 2]);
         // Nothing new: nothing read again.
         assert_eq!(drain(&reader), Vec::<u64>::new());
-        assert!(kernel.append(0, 3).is_none());
-        let full = kernel.append(0, 4).expect("the fourth record fills the batch");
+        let r = BATCH_RECORDS as u64;
+        assert!(fill(&kernel, 0, 3..=r - 1).is_none());
+        let full = kernel.append(0, r).expect("the last record fills the batch");
         // The full batch arrives: only the two records read at scrape time are skipped.
-        assert_eq!(consume(&reader, &full), vec![3, 4]);
+        assert_eq!(consume(&reader, &full), (3..=r).collect::<Vec<u64>>());
         // The next batch starts empty; the full one is not read again from the map.
         assert_eq!(drain(&reader), Vec::<u64>::new());
         assert_eq!(reader.counters.partial.load(Ordering::Relaxed), 1);
@@ -353,21 +354,23 @@ mod tests {
         let kernel = Arc::new(FakeKernel::default());
         // Stale at once: full batches are taken from the map without waiting.
         let reader = BatchReader::new(kernel.clone(), &[0], Duration::ZERO).expect("reader");
-        let full = fill(&kernel, 0, 1..=4).expect("full");
-        kernel.append(0, 5);
-        assert_eq!(drain(&reader), vec![1, 2, 3, 4, 5]);
+        let r = BATCH_RECORDS as u64;
+        let full = fill(&kernel, 0, 1..=r).expect("full");
+        kernel.append(0, r + 1);
+        assert_eq!(drain(&reader), (1..=r + 1).collect::<Vec<u64>>());
         assert_eq!(consume(&reader, &full), Vec::<u64>::new());
-        assert!(kernel.append(0, 6).is_none());
-        assert_eq!(drain(&reader), vec![6]);
+        assert!(kernel.append(0, r + 2).is_none());
+        assert_eq!(drain(&reader), vec![r + 2]);
     }
 
     #[test]
     fn a_full_batch_the_ring_buffer_lost_is_read_from_the_map_before_the_next_one() {
         let kernel = Arc::new(FakeKernel::default());
         let reader = BatchReader::new(kernel.clone(), &[0], STALE_AFTER).expect("reader");
-        let _lost_by_the_ring_buffer = fill(&kernel, 0, 1..=4);
-        let second = fill(&kernel, 0, 5..=8).expect("full");
-        assert_eq!(consume(&reader, &second), vec![1, 2, 3, 4, 5, 6, 7, 8]);
+        let r = BATCH_RECORDS as u64;
+        let _lost_by_the_ring_buffer = fill(&kernel, 0, 1..=r);
+        let second = fill(&kernel, 0, r + 1..=2 * r).expect("full");
+        assert_eq!(consume(&reader, &second), (1..=2 * r).collect::<Vec<u64>>());
         assert_eq!(reader.counters.lost.load(Ordering::Relaxed), 0);
     }
 
@@ -380,7 +383,8 @@ mod tests {
         // Batch 0's slot holds batch 4, and batch 1's slot was emptied for batch 5 when 4
         // filled: 0 and 1 are gone, 2 and 3 are still in the map, 4 is the one arriving.
         let got = consume(&reader, &last);
-        assert_eq!(got, (9..=20).collect::<Vec<u64>>());
+        let r = BATCH_RECORDS as u64;
+        assert_eq!(got, (2 * r + 1..=5 * r).collect::<Vec<u64>>());
         assert_eq!(reader.counters.lost.load(Ordering::Relaxed), 2);
     }
 

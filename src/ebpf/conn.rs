@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Closed-connection records per batch (`BATCH_RECORDS`).
-pub const BATCH_RECORDS: usize = 4;
+pub const BATCH_RECORDS: usize = 8;
 /// Batch slots in each CPU's ring (`BATCH_SLOTS`).
 pub const BATCH_SLOTS: u32 = 4;
 /// Batch id of a record the kernel sent alone (`UNBATCHED_ID`).
@@ -54,7 +54,9 @@ pub struct ConnStats {
     pub sends: u64,
     pub recvs: u64,
     pub cgroup_id: u64,
-    pub start_ns: u64,
+    /// The socket's cookie: with the key, the identity of one connection.
+    pub cookie: u64,
+    /// The last send or receive, for UDP (idle UDP sockets age out); 0 for TCP.
     pub last_ns: u64,
     pub tgid: u32,
     pub retransmits: u32,
@@ -92,9 +94,8 @@ pub struct LiveSlot {
     pub pad: u8,
     pub retransmits: u32,
     pub key: ConnKey,
-    pub pad2: u32,
+    pub pad2: [u8; 12],
     pub cgroup_id: u64,
-    pub start_ns: u64,
 }
 
 impl LiveSlot {
@@ -106,7 +107,7 @@ impl LiveSlot {
             sends: self.sends,
             recvs: self.recvs,
             cgroup_id: self.cgroup_id,
-            start_ns: self.start_ns,
+            cookie: self.cookie,
             last_ns: self.last_ns,
             tgid: self.tgid,
             retransmits: self.retransmits,
@@ -192,7 +193,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(LiveSlot, generation), 0);
         assert_eq!(std::mem::offset_of!(LiveSlot, retransmits), 60);
         assert_eq!(std::mem::offset_of!(LiveSlot, key), 64);
-        assert_eq!(std::mem::size_of::<Batch>(), 16 + 4 * 120);
+        assert_eq!(std::mem::size_of::<Batch>(), 16 + BATCH_RECORDS * 120);
     }
 
     #[test]

@@ -199,9 +199,16 @@ impl Tracker {
     pub fn closed(&mut self, record: &ClosedConn) {
         let stats = &record.stats;
         let counters = Counters::of(stats);
-        let series = match self.live.remove(&(record.key, stats.start_ns)) {
-            Some(live) if stats.flags & FLAG_LATE == 0 => live.series,
-            _ => self.assign(&record.key, stats),
+        // A late record (bytes after the close) is not the connection's final record: the
+        // socket's live entry, if user space still holds it, waits for that one.
+        let live = if stats.flags & FLAG_LATE == 0 {
+            self.live.remove(&(record.key, stats.cookie))
+        } else {
+            None
+        };
+        let series = match live {
+            Some(live) => live.series,
+            None => self.assign(&record.key, stats),
         };
         let totals = &mut self.totals[series];
         totals.counters.add(&counters);
@@ -218,7 +225,7 @@ impl Tracker {
         let generation = self.generation;
         for (key, stats) in entries {
             let counters = Counters::of(&stats);
-            let identity = (key, stats.start_ns);
+            let identity = (key, stats.cookie);
             if let Some(live) = self.live.get_mut(&identity) {
                 live.counters.raise_to(&counters);
                 live.generation = generation;
@@ -291,7 +298,7 @@ mod tests {
         })
     }
 
-    fn conn(sport: u16, dport: u16, sent: u64, start: u64) -> (ConnKey, ConnStats) {
+    fn conn(sport: u16, dport: u16, sent: u64, cookie: u64) -> (ConnKey, ConnStats) {
         let key = ConnKey {
             sport,
             dport,
@@ -301,7 +308,7 @@ mod tests {
         };
         let stats = ConnStats {
             bytes_sent: sent,
-            start_ns: start,
+            cookie,
             direction: DIR_OUTBOUND,
             flags: FLAG_CONNECTED,
             srtt_us: 80,
@@ -354,6 +361,35 @@ mod tests {
         t.live_snapshot([(k, s2)], now);
         assert_eq!(sent(&t), 17);
         assert_eq!(t.view()[0].counters.connects, 2);
+    }
+
+    #[test]
+    fn a_late_record_of_a_live_socket_adds_its_bytes_and_leaves_the_live_entry() {
+        let mut t = tracker(100);
+        let now = Instant::now();
+        let (k, mut s) = conn(40000, 80, 100, 7);
+        t.live_snapshot([(k, s)], now);
+        // Bytes read after the close, same socket (same cookie), before its final record.
+        let late = ConnStats {
+            bytes_sent: 5,
+            flags: FLAG_LATE,
+            ..s
+        };
+        t.closed(&ClosedConn {
+            key: k,
+            pad: 0,
+            stats: late,
+        });
+        assert_eq!(sent(&t), 105);
+        assert_eq!(t.live_len(), 1);
+        s.bytes_sent = 150;
+        t.closed(&ClosedConn {
+            key: k,
+            pad: 0,
+            stats: s,
+        });
+        assert_eq!(sent(&t), 155);
+        assert_eq!(t.live_len(), 0);
     }
 
     #[test]
