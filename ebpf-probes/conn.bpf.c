@@ -143,7 +143,7 @@ struct {
 	__type(value, __u64);
 } telemetry SEC(".maps");
 
-/* Scratch space for a closed record: too big for the 512-byte stack next to the rest. */
+/* The batch of one record sent alone: a close that interrupted an append on its CPU. */
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, 1);

@@ -6,7 +6,7 @@
 #include <linux/types.h>
 
 /* Closed-connection records per batch, and batch slots in each CPU's ring. */
-#define BATCH_RECORDS 8
+#define BATCH_RECORDS 16
 #define BATCH_SLOTS 4
 /* Batch id of a record sent alone through the ring buffer (nested close on a CPU). */
 #define UNBATCHED_ID 0xffffffffffffffffULL

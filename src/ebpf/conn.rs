@@ -3,7 +3,7 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Closed-connection records per batch (`BATCH_RECORDS`).
-pub const BATCH_RECORDS: usize = 8;
+pub const BATCH_RECORDS: usize = 16;
 /// Batch slots in each CPU's ring (`BATCH_SLOTS`).
 pub const BATCH_SLOTS: u32 = 4;
 /// Batch id of a record the kernel sent alone (`UNBATCHED_ID`).
@@ -203,7 +203,7 @@ mod tests {
             ..Batch::default()
         };
         assert_eq!(batch.records_from(0).len(), BATCH_RECORDS);
-        assert!(batch.records_from(9).is_empty());
+        assert!(batch.records_from(BATCH_RECORDS + 1).is_empty());
         assert!(Batch::from_bytes(&[0; 10]).is_none());
     }
 
