@@ -709,11 +709,11 @@ fn sockets_whose_index_entry_is_held_go_to_the_overflow_table_and_count_exactly(
     // 1,024 slots: a socket index of 4,096 entries, by cookie. 20 connections held open keep
     // their entries while newer sockets pass, so the newer sockets whose cookie lands on a
     // held entry are filed in the overflow table. The kernel hands cookies out to each CPU
-    // in blocks of 4,096 (the other tests take blocks too): an index as long as a block
-    // makes every block of this test's CPU pass every entry, where a longer one would let a
-    // CPU's blocks miss the held entries' part of it for good (seen: 200,000 sockets, none
-    // landed). Landings are checked through SO_COOKIE; the churn goes on, within a bound,
-    // until a few sockets have landed.
+    // in blocks of 4,096 (the other tests take blocks too), so with a longer index a CPU's
+    // blocks can miss the held entries' part of it for a long time; an index as long as a
+    // block has every entry in every block. Client and server sockets take alternate
+    // cookies, so landings are counted on both sides (through SO_COOKIE), and the churn
+    // goes on, within a bound, until a few sockets have landed.
     const INDEX: u64 = 4_096;
     assert_eq!(sonde::ebpf::loader::socket_index_size(1024), INDEX as u32);
     let sonde = start_sonde(&["--connection.max-live=1024"]);
