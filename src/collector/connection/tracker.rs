@@ -317,6 +317,10 @@ mod tests {
         (key, stats)
     }
 
+    fn record(key: ConnKey, stats: ConnStats) -> ClosedConn {
+        ClosedConn { key, pad: 0, stats }
+    }
+
     fn sent(t: &Tracker) -> u64 {
         t.view().iter().map(|v| v.counters.bytes_sent).sum()
     }
@@ -334,11 +338,7 @@ mod tests {
         assert_eq!(sent(&t), 10);
         assert_eq!(t.view()[0].active, 0);
         s.bytes_sent = 25;
-        t.closed(&ClosedConn {
-            key: k,
-            pad: 0,
-            stats: s,
-        });
+        t.closed(&record(k, s));
         t.live_snapshot([], now);
         assert_eq!(sent(&t), 25);
         let view = t.view();
@@ -352,11 +352,7 @@ mod tests {
         let mut t = tracker(100);
         let now = Instant::now();
         let (k, s) = conn(40000, 80, 10, 1);
-        t.closed(&ClosedConn {
-            key: k,
-            pad: 0,
-            stats: s,
-        });
+        t.closed(&record(k, s));
         let (_, s2) = conn(40000, 80, 7, 2);
         t.live_snapshot([(k, s2)], now);
         assert_eq!(sent(&t), 17);
@@ -375,19 +371,11 @@ mod tests {
             flags: FLAG_LATE,
             ..s
         };
-        t.closed(&ClosedConn {
-            key: k,
-            pad: 0,
-            stats: late,
-        });
+        t.closed(&record(k, late));
         assert_eq!(sent(&t), 105);
         assert_eq!(t.live_len(), 1);
         s.bytes_sent = 150;
-        t.closed(&ClosedConn {
-            key: k,
-            pad: 0,
-            stats: s,
-        });
+        t.closed(&record(k, s));
         assert_eq!(sent(&t), 155);
         assert_eq!(t.live_len(), 0);
     }
@@ -408,11 +396,7 @@ mod tests {
         let mut t = tracker(2);
         for port in [81, 82, 83, 84] {
             let (k, s) = conn(40000, port, 5, u64::from(port));
-            t.closed(&ClosedConn {
-                key: k,
-                pad: 0,
-                stats: s,
-            });
+            t.closed(&record(k, s));
         }
         assert_eq!(t.folded, 2);
         let view = t.view();
