@@ -12,7 +12,7 @@
  * cookie and two inlined array indexes: a hash of the connection's key cost ~110 ns per
  * event, socket-local storage ~40 ns per event and ~400 ns to make per socket. A closed
  * connection's final record moves into its CPU's current batch, its slot goes back onto the
- * CPU's stack of free slots (or `free_slots`), and a full batch is announced through the
+ * CPU's stack of free slots (or the `free_ring`), and a full batch is announced through the
  * `full_batches` ring buffer. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -50,15 +50,40 @@ struct {
 } slots SEC(".maps");
 
 /* Slots given back: by closes that found their CPU's stack full or busy, and by user space
- * when it ages an idle UDP socket out. Sized like `slots`, so a push never finds it full. */
+ * when it ages an idle UDP socket out. A lock-free ring (a bounded queue after Vyukov): the
+ * queue map's spin lock cost ~110 ns a pop and ~70 ns a push where the CPU that connects
+ * is not the one that closes, as on loopback, where it is the rule. A cell holds
+ * (state << 32) | slot: state 2L waits for the push of lap L, 2L+1 holds lap L's slot, so
+ * the zeroed array waits for lap 0; entry 0 of `free_ring_pos` is the next push's position,
+ * entry 8 (another cache line) the next pop's. User space sizes the ring (a power of two,
+ * twice what holds all of `slots`, so a push never reaches a cell whose pop is under way:
+ * it finds the ring full only under contention it gives up on) and sets the mask and shift.
+ * src/ebpf/free_ring.rs is the same protocol in user space. */
+const volatile __u64 ring_mask = (1 << 16) - 1;
+const volatile __u32 ring_shift = 16;
 struct {
-	__uint(type, BPF_MAP_TYPE_QUEUE);
-	__uint(max_entries, 65536);
-	__type(value, __u32);
-} free_slots SEC(".maps");
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1 << 16);
+	__type(key, __u32);
+	__type(value, __u64);
+} free_ring SEC(".maps");
+
+#define RING_PUSH_POS 0
+#define RING_POP_POS 8
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 16);
+	__type(key, __u32);
+	__type(value, __u64);
+} free_ring_pos SEC(".maps");
+
+/* Tries a ring operation makes when other CPUs move the position it raced for. */
+#define RING_TRIES 4
 
 /* Each CPU's own stack of freed slots, so that most claims and frees take no lock and touch
- * no line another CPU writes; the shared queue takes what a full stack cannot, and serves a
+ * no line another CPU writes; the shared ring takes what a full stack cannot, and serves a
  * CPU whose stack is empty or busy (a program nested in another on the same CPU). */
 #define LOCAL_FREE 64
 struct free_stack {
@@ -325,7 +350,7 @@ static __always_inline struct live_slot *owned_slot(__u64 ref)
 }
 
 /* This CPU's stack of free slots, marked busy; NULL when a program that this one interrupted
- * on the same CPU holds it (the caller then uses the shared queue). */
+ * on the same CPU holds it (the caller then uses the shared ring). */
 static __always_inline struct free_stack *take_stack(void)
 {
 	__u32 zero = 0;
@@ -343,7 +368,76 @@ static __always_inline void put_stack(struct free_stack *st)
 	st->busy = 0;
 }
 
-/* A freed slot: from this CPU's stack, else from the shared queue; 0 when there is one. */
+/* Claims the next position of one end of the ring (RING_PUSH_POS or RING_POP_POS) once its
+ * cell is in the state that end waits for in this lap: 2L for a push, 2L+1 for a pop
+ * (`parity`). Returns the cell, and through *seen what it held, for the caller to write;
+ * NULL when the ring is full (push) or empty (pop), or after RING_TRIES lost races. */
+static __always_inline __u64 *ring_claim(__u32 end, __u32 parity, __u64 *seen)
+{
+	__u64 *next = bpf_map_lookup_elem(&free_ring_pos, &end);
+	if (!next)
+		return NULL;
+	__u64 pos = *(volatile __u64 *)next;
+	/* Not unrolled: the unrolled copies, inlined in every program, slowed the hot path of
+	 * sock_recv_length by ~10 ns (layout alone; its instructions stayed the same). */
+#pragma clang loop unroll(disable)
+	for (int tries = 0; tries < RING_TRIES; tries++) {
+		__u32 c = pos & ring_mask;
+		__u64 *cell = bpf_map_lookup_elem(&free_ring, &c);
+		if (!cell)
+			return NULL;
+		__u32 want = (__u32)(pos >> ring_shift) * 2 + parity;
+		__u64 held = *(volatile __u64 *)cell;
+		__s32 ahead = (__s32)((__u32)(held >> 32) - want);
+		if (ahead < 0)
+			return NULL; /* the previous lap is not done with this cell */
+		if (ahead == 0) {
+			__u64 was = __sync_val_compare_and_swap(next, pos, pos + 1);
+			if (was == pos) {
+				*seen = held;
+				return cell;
+			}
+			pos = was;
+		} else {
+			/* Another CPU took this position: start again from the current one. */
+			pos = *(volatile __u64 *)next;
+		}
+	}
+	return NULL;
+}
+
+/* The state a claimed cell moves on to, in the high half of the cell. */
+static __always_inline __u64 ring_next_state(__u64 seen)
+{
+	return (__u64)((__u32)(seen >> 32) + 1) << 32;
+}
+
+/* Appends a slot to the ring; 0 when it did. */
+static __always_inline int ring_push(__u32 index)
+{
+	__u64 seen;
+	__u64 *cell = ring_claim(RING_PUSH_POS, 0, &seen);
+	if (!cell)
+		return -1;
+	/* State and slot in one store: a pop sees both or neither. */
+	*(volatile __u64 *)cell = ring_next_state(seen) | index;
+	return 0;
+}
+
+/* Takes the oldest slot from the ring; 0 when there was one. A push that has claimed its
+ * position but not yet written its cell reads as empty. */
+static __always_inline int ring_pop(__u32 *index)
+{
+	__u64 seen;
+	__u64 *cell = ring_claim(RING_POP_POS, 1, &seen);
+	if (!cell)
+		return -1;
+	*index = (__u32)seen;
+	*(volatile __u64 *)cell = ring_next_state(seen);
+	return 0;
+}
+
+/* A freed slot: from this CPU's stack, else from the ring; 0 when there is one. */
 static __always_inline int pop_free(__u32 *index)
 {
 	struct free_stack *st = take_stack();
@@ -358,10 +452,10 @@ static __always_inline int pop_free(__u32 *index)
 		if (found)
 			return 0;
 	}
-	return bpf_map_pop_elem(&free_slots, index);
+	return ring_pop(index);
 }
 
-/* Gives a slot back: onto this CPU's stack, else into the shared queue. */
+/* Gives a slot back: onto this CPU's stack, else into the ring. */
 static __always_inline void push_free(__u32 index)
 {
 	struct free_stack *st = take_stack();
@@ -376,7 +470,8 @@ static __always_inline void push_free(__u32 index)
 		if (kept)
 			return;
 	}
-	bpf_map_push_elem(&free_slots, &index, 0);
+	if (ring_push(index))
+		count(TM_SLOT_LEAKED);
 }
 
 /* The slot `ref` names when it is the socket's with this cookie (live, or being published). */

@@ -30,7 +30,8 @@ enum telemetry {
 	TM_UNBATCHED_LOST = 3, /* a record sent alone could not be announced: lost */
 	TM_NESTED = 4,         /* closes that arrived while the CPU was appending (sent alone) */
 	TM_INDEX_COLLISION = 5, /* a socket filed in the overflow table: its index entry was taken */
-	TM_COUNT = 6,
+	TM_SLOT_LEAKED = 6,    /* a freed slot the free ring could not take (contended): not reused */
+	TM_COUNT = 7,
 };
 
 /* One connection as the live table keys it. IPv4 addresses fill the first 4 bytes. */

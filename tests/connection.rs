@@ -405,6 +405,62 @@ fn an_idle_udp_socket_leaves_the_live_table_and_its_next_datagrams_count_once() 
 }
 
 #[test]
+fn slots_that_sonde_frees_are_taken_again_by_the_probes() {
+    if !privileged() {
+        return;
+    }
+    // 1,024 slots and 2,400 client sockets, 400 at a time: from the third round on, new
+    // sockets find slots only because sonde gave the idle ones back (through the free ring
+    // the probes pop from); were one lost, the table would fill and count losses.
+    const ROUNDS: usize = 6;
+    const CLIENTS: usize = 400;
+    let sonde = start_sonde(&["--connection.max-live=1024", "--connection.udp-idle=1s"]);
+    let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    server.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let port = server.local_addr().expect("address").port();
+    let (mut requests, mut answers) = (0u64, 0u64);
+    let mut buf = vec![0u8; 2048];
+    for round in 0..ROUNDS {
+        let clients: Vec<UdpSocket> = (0..CLIENTS)
+            .map(|_| {
+                let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+                client.connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+                client.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+                client
+            })
+            .collect();
+        for (i, client) in clients.iter().enumerate() {
+            let (request, answer) = (1 + (round * CLIENTS + i) % 1000, 1 + i % 700);
+            client.send(&buf[..request]).expect("send");
+            let (got, from) = server.recv_from(&mut buf).expect("server receives");
+            assert_eq!(got, request);
+            server.send_to(&buf[..answer], from).expect("answer");
+            assert_eq!(client.recv(&mut buf).expect("client receives"), answer);
+            requests += request as u64;
+            answers += answer as u64;
+        }
+        drop(clients);
+        assert_exact_udp(&sonde, port, requests, answers);
+        // Idle past the window: this scrape gives the round's slots back.
+        std::thread::sleep(Duration::from_millis(1200));
+        scrape(&sonde);
+    }
+    let text = scrape(&sonde);
+    let closed = sample_value(&text, "sonde_connection_udp_idle_closed_total").unwrap_or(0.0);
+    assert!(
+        closed >= (ROUNDS * CLIENTS) as f64,
+        "{closed} idle UDP sockets freed\n{text}"
+    );
+    assert_eq!(sum(&text, "sonde_ebpf_events_lost_total", &[]), 0.0, "{text}");
+    assert_eq!(
+        sum(&text, "sonde_ebpf_events_total", &[("event", "slot_leaked")]),
+        0.0,
+        "{text}"
+    );
+    assert_exact_udp(&sonde, port, requests, answers);
+}
+
+#[test]
 fn connects_to_a_closed_port_are_failures() {
     if !privileged() {
         return;

@@ -22,16 +22,17 @@ pub const DIR_OUTBOUND: u8 = 1;
 pub const DIR_INBOUND: u8 = 2;
 
 /// The kernel's telemetry counters, by index, with the `reason` label each one gets.
-pub const TELEMETRY_REASONS: [&str; 6] = [
+pub const TELEMETRY_REASONS: [&str; 7] = [
     "no_socket",
     "live_table_full",
     "ring_buffer_full",
     "unbatched_lost",
     "nested_close",
     "index_collision",
+    "slot_leaked",
 ];
 /// Which telemetry counters are losses (the others are informational).
-pub const TELEMETRY_IS_LOSS: [bool; 6] = [true, true, false, true, false, false];
+pub const TELEMETRY_IS_LOSS: [bool; 7] = [true, true, false, true, false, false, false];
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]

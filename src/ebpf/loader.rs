@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, Queue, RingBuf};
+use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf};
 use aya::programs::BtfTracePoint;
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -177,12 +177,17 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let nr_cpus = u32::try_from(nr_cpus).map_err(|e| LoadError::Cpus(e.to_string()))?;
     let index_size = socket_index_size(options.max_live);
     let index_mask = u64::from(index_size - 1);
+    let ring_len = free_ring_size(options.max_live);
+    let ring_mask = u64::from(ring_len - 1);
+    let ring_shift = ring_len.trailing_zeros();
     let mut ebpf = EbpfLoader::new()
         .override_global("index_mask", &index_mask, true)
+        .override_global("ring_mask", &ring_mask, true)
+        .override_global("ring_shift", &ring_shift, true)
         .map_max_entries("sock_index", index_size)
         .map_max_entries("overflow_counts", index_size)
         .map_max_entries("slots", options.max_live)
-        .map_max_entries("free_slots", options.max_live)
+        .map_max_entries("free_ring", ring_len)
         .map_max_entries("sock_overflow", options.max_live)
         .map_max_entries("batches", nr_cpus * BATCH_SLOTS)
         .load(PROBES)
@@ -232,7 +237,6 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
 
     let batches = Array::try_from(take(&mut ebpf, "batches")?).map_err(|e| map_error("batches", e))?;
     let used = Array::try_from(take(&mut ebpf, "slots_used")?).map_err(|e| map_error("slots_used", e))?;
-    let free = Queue::try_from(take(&mut ebpf, "free_slots")?).map_err(|e| map_error("free_slots", e))?;
     let overflow = HashMap::try_from(take(&mut ebpf, "sock_overflow")?).map_err(|e| map_error("sock_overflow", e))?;
     let live = LiveTable::new(LiveMaps {
         slots: array_data(&mut ebpf, "slots")?,
@@ -240,7 +244,9 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         overflow_counts: array_data(&mut ebpf, "overflow_counts")?,
         index_len: index_size,
         used,
-        free,
+        free_ring: array_data(&mut ebpf, "free_ring")?,
+        free_ring_len: ring_len,
+        free_ring_positions: array_data(&mut ebpf, "free_ring_pos")?,
         overflow,
     })
     .map_err(|e| LoadError::Map {
@@ -265,6 +271,12 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
 /// (at least 1,024), so that a socket rarely finds its entry held by another live one.
 pub fn socket_index_size(max_live: u32) -> u32 {
     max_live.saturating_mul(4).clamp(1024, 1 << 30).next_power_of_two()
+}
+
+/// Cells of the ring of free slots: a power of two, twice what holds every slot of the live
+/// table, so that a push never reaches a cell whose pop is still under way on another CPU.
+pub fn free_ring_size(max_live: u32) -> u32 {
+    max_live.clamp(1, 1 << 29).next_power_of_two() * 2
 }
 
 /// An array map's own data, for mapping it into this process.

@@ -2,5 +2,7 @@
 
 pub mod batch;
 pub mod conn;
+pub mod free_ring;
 pub mod loader;
+pub mod mapped;
 pub mod table;

@@ -1,5 +1,5 @@
 //! The live-connection table: an array of slots the probes fill, read by user space through
-//! a shared mapping (no syscall per entry or per chunk), the queue of freed slots, and the
+//! a shared mapping (no syscall per entry or per chunk), the ring of freed slots, and the
 //! per-entry counts of the socket index's overflow table.
 //!
 //! A slot belongs to a connection while its generation is odd. The kernel writes a slot's
@@ -7,13 +7,13 @@
 //! connection's final record becomes visible; a read that sees the generation change while
 //! it copies the slot drops it, and the next scrape sees the slot as it is then.
 
-use std::os::fd::{AsFd, AsRawFd};
-use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering, fence};
 
-use aya::maps::{Array, HashMap, MapData, Queue};
+use aya::maps::{Array, HashMap, MapData};
 
 use super::conn::{ConnKey, ConnStats, LiveSlot};
+use super::free_ring::{FreeRing, POSITIONS};
+use super::mapped::Mapped;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
@@ -35,46 +35,6 @@ pub struct LiveEntry {
     pub stats: ConnStats,
 }
 
-/// An array map made with `BPF_F_MMAPABLE`, mapped into this process (read and write).
-struct Mapped {
-    base: NonNull<u8>,
-    len: usize,
-    /// Keeps the map alive alongside its mapping.
-    _map: MapData,
-}
-
-impl Mapped {
-    fn new(map: MapData, bytes: usize) -> std::io::Result<Self> {
-        // SAFETY: sysconf has no preconditions.
-        let page = usize::try_from(unsafe { libc::sysconf(libc::_SC_PAGESIZE) }).unwrap_or(4096);
-        let len = bytes.div_ceil(page).max(1) * page;
-        // SAFETY: a fresh shared mapping of the map's fd; the kernel checks the length
-        // against the array's size and refuses arrays made without BPF_F_MMAPABLE.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED,
-                map.fd().as_fd().as_raw_fd(),
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(std::io::Error::last_os_error());
-        }
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or_else(|| std::io::Error::other("mmap returned null"))?;
-        Ok(Self { base, len, _map: map })
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: the mapping made in `new`, unmapped once.
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-    }
-}
-
 /// The kernel's `slots` array and `overflow_counts`, mapped into this process.
 pub struct LiveTable {
     slots_map: Mapped,
@@ -83,7 +43,9 @@ pub struct LiveTable {
     overflow_counts: Mapped,
     index_mask: u64,
     used: Array<MapData, u64>,
-    free: Queue<MapData, u32>,
+    /// The ring of free slots: its cells and its positions.
+    free_cells: Mapped,
+    free_positions: Mapped,
     /// Sockets' slots the probes could not file in their index entry, by cookie.
     overflow: HashMap<MapData, u64, u64>,
 }
@@ -100,12 +62,14 @@ pub struct LiveMaps {
     pub overflow_counts: MapData,
     pub index_len: u32,
     pub used: Array<MapData, u64>,
-    pub free: Queue<MapData, u32>,
+    pub free_ring: MapData,
+    pub free_ring_len: u32,
+    pub free_ring_positions: MapData,
     pub overflow: HashMap<MapData, u64, u64>,
 }
 
 impl LiveTable {
-    /// Maps `slots` and `overflow_counts` (both made with `BPF_F_MMAPABLE`).
+    /// Maps `slots`, `overflow_counts` and the free ring (all made with `BPF_F_MMAPABLE`).
     pub fn new(maps: LiveMaps) -> Result<Self, TableError> {
         let slots = maps.slots_len;
         let slots_map = Mapped::new(
@@ -121,13 +85,30 @@ impl LiveTable {
             map: "overflow_counts",
             source,
         })?;
+        let free_cells =
+            Mapped::new(maps.free_ring, (maps.free_ring_len as usize).saturating_mul(8)).map_err(|source| {
+                TableError::Map {
+                    map: "free_ring",
+                    source,
+                }
+            })?;
+        let free_positions =
+            Mapped::new(maps.free_ring_positions, POSITIONS * 8).map_err(|source| TableError::Map {
+                map: "free_ring_pos",
+                source,
+            })?;
+        FreeRing::new(free_cells.u64s(), free_positions.u64s()).map_err(|e| TableError::Free {
+            index: 0,
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             slots_map,
             slots,
             overflow_counts,
             index_mask: u64::from(maps.index_len.max(1) - 1),
             used: maps.used,
-            free: maps.free,
+            free_cells,
+            free_positions,
             overflow: maps.overflow,
         })
     }
@@ -207,10 +188,12 @@ impl LiveTable {
             {
                 self.overflow_count_of(entry.cookie).fetch_sub(1, Ordering::AcqRel);
             }
-            self.free.push(entry.index, 0).map_err(|e| TableError::Free {
-                index: entry.index,
-                reason: e.to_string(),
-            })?;
+            FreeRing::new(self.free_cells.u64s(), self.free_positions.u64s())
+                .and_then(|ring| ring.push(entry.index))
+                .map_err(|e| TableError::Free {
+                    index: entry.index,
+                    reason: e.to_string(),
+                })?;
         }
         Ok(freed)
     }
