@@ -7,6 +7,11 @@
 //! state 2L waits for the push of lap L, 2L+1 holds lap L's slot, so a zeroed ring waits for
 //! lap 0. A push or pop claims its position with a compare-and-swap, then writes the cell in
 //! one store. conn.bpf.c implements the same protocol; change both together.
+//!
+//! A party that has claimed a position but not yet written its cell holds the ring up at that
+//! cell: pops meanwhile find it empty. The probes are never preempted there; this process
+//! may be, rarely, and then a new connection meanwhile takes a never-used slot instead (or,
+//! in a table that has been full, is counted as `live_table_full`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
