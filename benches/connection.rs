@@ -30,6 +30,8 @@ struct Sizes {
     connections: u32,
     /// Rounds of each (b) workload.
     cost_rounds: usize,
+    /// Bytes of each round of the (b) retransmit workload.
+    lossy_bytes: usize,
     read_all_runs: usize,
     live: u32,
     scrapes: usize,
@@ -55,6 +57,7 @@ fn main() {
             stream_bytes: 256 << 20,
             connections: 2_000,
             cost_rounds: 7,
+            lossy_bytes: 4 << 20,
             read_all_runs: 2_001,
             live: 50_000,
             scrapes: 51,
@@ -65,6 +68,7 @@ fn main() {
             stream_bytes: 16 << 20,
             connections: 50,
             cost_rounds: 1,
+            lossy_bytes: 1 << 20,
             read_all_runs: 11,
             live: 2_000,
             scrapes: 3,
@@ -238,6 +242,20 @@ fn per_event_cost(sizes: &Sizes) {
     let messages = sizes.connections * 10;
     println!("\n(b) steady: 10 long connections, {messages} echoed 100-byte messages each");
     print_cost(&probes.ebpf, sizes.cost_rounds, || steady_exchange(10, messages));
+    let lossy_mib = sizes.lossy_bytes >> 20;
+    println!(
+        "\n(b) retransmits: {lossy_mib} MiB over one connection between two network namespaces, one segment a packet, one packet in ten dropped"
+    );
+    let pair = common::netns::NetnsPair::new("bench");
+    pair.one_segment_per_packet();
+    pair.drop_incoming(0, "0.1");
+    print_cost(&probes.ebpf, sizes.cost_rounds, || {
+        assert_eq!(
+            pair.transfer(sizes.lossy_bytes).1,
+            sizes.lossy_bytes,
+            "the server read every byte"
+        );
+    });
     drop(stats);
 }
 

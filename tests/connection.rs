@@ -7,12 +7,12 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::netns::NetnsPair;
 use common::*;
 
 /// Whether the test may run: root, or (under CI) a failure.
@@ -483,112 +483,20 @@ fn connects_to_a_closed_port_are_failures() {
     assert_eq!(sum(&text, "sonde_tcp_connects_total", &out), 0.0, "{text}");
 }
 
-/// Two network namespaces joined by a veth pair (198.18.0.1 and 198.18.0.2), removed on drop.
-struct NetnsPair {
-    names: [String; 2],
-}
-
-fn run(cmd: &[&str]) {
-    let out = Command::new(cmd[0]).args(&cmd[1..]).output().expect("run a command");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl NetnsPair {
-    fn new(tag: &str) -> Self {
-        require_tool("ip");
-        let pid = std::process::id();
-        let pair = Self {
-            names: [format!("sonde-{tag}-{pid}-a"), format!("sonde-{tag}-{pid}-b")],
-        };
-        let [a, b] = &pair.names;
-        let (va, vb) = (format!("sv{pid}a"), format!("sv{pid}b"));
-        run(&["ip", "netns", "add", a]);
-        run(&["ip", "netns", "add", b]);
-        run(&[
-            "ip", "link", "add", &va, "netns", a, "type", "veth", "peer", "name", &vb, "netns", b,
-        ]);
-        for (ns, dev, addr) in [(a, &va, "198.18.0.1/30"), (b, &vb, "198.18.0.2/30")] {
-            run(&["ip", "-n", ns, "addr", "add", addr, "dev", dev]);
-            run(&["ip", "-n", ns, "link", "set", dev, "up"]);
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"]);
-        }
-        pair
-    }
-
-    /// Runs `f` on a thread that has entered namespace `index`.
-    fn spawn_in<T: Send + 'static>(&self, index: usize, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.names[index]);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open the namespace");
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
-    }
-}
-
-impl Drop for NetnsPair {
-    fn drop(&mut self) {
-        for ns in &self.names {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
 #[test]
 fn a_lossy_link_yields_retransmits_and_bytes_stay_exact() {
     if !privileged() {
         return;
     }
-    require_tool("iptables");
     let sonde = start_sonde(&[]);
     let pair = NetnsPair::new("rtx");
-    // One packet in ten reaching the server's namespace is dropped. (Not on the client's
-    // OUTPUT: TCP sees a local drop as a send that failed and sends again as new data.)
-    // The veth pair carries segments of up to 64 KiB, so 2 MiB made only ~30 packets, and
-    // about one run in thirty dropped none: 16 MiB make ~250 (0.9^250 ≈ 4e-12).
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &pair.names[0],
-        "iptables",
-        "-A",
-        "INPUT",
-        "-m",
-        "statistic",
-        "--mode",
-        "random",
-        "--probability",
-        "0.1",
-        "-j",
-        "DROP",
-    ]);
+    // One packet in ten reaching the server's namespace is dropped. The veth pair carries
+    // segments of up to 64 KiB, so 2 MiB made only ~30 packets, and about one run in thirty
+    // dropped none: 16 MiB make ~250 (0.9^250 ≈ 4e-12).
+    pair.drop_incoming(0, "0.1");
     const BYTES: usize = 16 << 20;
-    let (tx, rx) = std::sync::mpsc::channel();
-    let server = pair.spawn_in(0, move || {
-        let listener = TcpListener::bind((Ipv4Addr::new(198, 18, 0, 1), 0)).expect("bind");
-        tx.send(listener.local_addr().expect("address").port())
-            .expect("send port");
-        let (mut stream, _) = listener.accept().expect("accept");
-        let mut got = Vec::new();
-        stream.read_to_end(&mut got).expect("read");
-        got.len()
-    });
-    let port = rx.recv().expect("port");
-    let client = pair.spawn_in(1, move || {
-        let addr = SocketAddr::from((Ipv4Addr::new(198, 18, 0, 1), port));
-        let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(20)).expect("connect");
-        stream.write_all(&vec![b'x'; BYTES]).expect("send");
-    });
-    client.join().expect("client");
-    assert_eq!(server.join().expect("server"), BYTES);
+    let (port, received) = pair.transfer(BYTES);
+    assert_eq!(received, BYTES);
     let port = port.to_string();
     let out = [
         ("direction", "outbound"),

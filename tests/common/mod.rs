@@ -4,6 +4,7 @@
 
 pub mod dockerd;
 pub mod kit;
+pub mod netns;
 pub mod prometheus_server;
 
 use std::io::{BufRead, BufReader, Write};
