@@ -13,13 +13,13 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use common::netns::{read_one_connection, spawn_in};
 use common::*;
 use sonde::gateway::{GatewayConfig, GatewayLookup, Via};
 
@@ -158,32 +158,11 @@ impl Topology {
     }
 }
 
-/// Runs `f` on a thread that has entered namespace `ns`.
-fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-    let path = format!("/run/netns/{ns}");
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).expect("open the namespace");
-        use std::os::fd::AsRawFd;
-        // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
-        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-        f()
-    })
-}
-
 /// A server in `server_ns` (None: the host) on `addr` that reads one connection to its end;
 /// a client in `client_ns` that sends `bytes` to it. Returns the server's port.
 fn exchange(server_ns: Option<&str>, client_ns: Option<&str>, addr: Ipv4Addr, bytes: usize) -> u16 {
     let (tx, rx) = std::sync::mpsc::channel();
-    let serve = move || {
-        let listener = TcpListener::bind((addr, 0)).expect("bind");
-        tx.send(listener.local_addr().expect("address").port())
-            .expect("send port");
-        let (mut stream, _) = listener.accept().expect("accept");
-        let mut got = Vec::new();
-        stream.read_to_end(&mut got).expect("read");
-        got.len()
-    };
+    let serve = move || read_one_connection(addr, tx);
     let server = match server_ns {
         Some(ns) => spawn_in(ns, serve),
         None => std::thread::spawn(serve),
@@ -206,15 +185,7 @@ fn exchange(server_ns: Option<&str>, client_ns: Option<&str>, addr: Ipv4Addr, by
 /// (source, destination, netns) key whatever route they take).
 fn exchange_from(server_ns: &str, client_ns: &str, source: Ipv4Addr, addr: Ipv4Addr, bytes: usize) -> u16 {
     let (tx, rx) = std::sync::mpsc::channel();
-    let server = spawn_in(server_ns, move || {
-        let listener = TcpListener::bind((addr, 0)).expect("bind");
-        tx.send(listener.local_addr().expect("address").port())
-            .expect("send port");
-        let (mut stream, _) = listener.accept().expect("accept");
-        let mut got = Vec::new();
-        stream.read_to_end(&mut got).expect("read");
-        got.len()
-    });
+    let server = spawn_in(server_ns, move || read_one_connection(addr, tx));
     let port = rx.recv().expect("port");
     spawn_in(client_ns, move || {
         use socket2::{Domain, Socket, Type};

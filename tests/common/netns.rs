@@ -51,15 +51,7 @@ impl NetnsPair {
 
     /// Runs `f` on a thread that has entered namespace `index`.
     pub fn spawn_in<T: Send + 'static>(&self, index: usize, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
-        let path = format!("/run/netns/{}", self.names[index]);
-        std::thread::spawn(move || {
-            let file = std::fs::File::open(&path).expect("open the namespace");
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
-            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
-            assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
-            f()
-        })
+        spawn_in(&self.names[index], f)
     }
 }
 
@@ -100,15 +92,7 @@ impl NetnsPair {
     /// (198.18.0.1); returns the server's port and the bytes it read.
     pub fn transfer(&self, bytes: usize) -> (u16, usize) {
         let (tx, rx) = std::sync::mpsc::channel();
-        let server = self.spawn_in(0, move || {
-            let listener = TcpListener::bind((Ipv4Addr::new(198, 18, 0, 1), 0)).expect("bind");
-            tx.send(listener.local_addr().expect("address").port())
-                .expect("send port");
-            let (mut stream, _) = listener.accept().expect("accept");
-            let mut got = Vec::new();
-            stream.read_to_end(&mut got).expect("read");
-            got.len()
-        });
+        let server = self.spawn_in(0, move || read_one_connection(Ipv4Addr::new(198, 18, 0, 1), tx));
         let port = rx.recv().expect("port");
         let client = self.spawn_in(1, move || {
             let addr = SocketAddr::from((Ipv4Addr::new(198, 18, 0, 1), port));
@@ -126,4 +110,29 @@ impl Drop for NetnsPair {
             let _ = Command::new("ip").args(["netns", "del", ns]).status();
         }
     }
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns` (a name under /run/netns).
+pub fn spawn_in<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
+    let path = format!("/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("open the namespace");
+        use std::os::fd::AsRawFd;
+        // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+}
+
+/// Listens on `addr` (any port), says the port through `port`, then reads one connection to
+/// its end; returns the bytes read. Run it in the server's namespace.
+pub fn read_one_connection(addr: Ipv4Addr, port: std::sync::mpsc::Sender<u16>) -> usize {
+    let listener = TcpListener::bind((addr, 0)).expect("bind");
+    port.send(listener.local_addr().expect("address").port())
+        .expect("send port");
+    let (mut stream, _) = listener.accept().expect("accept");
+    let mut got = Vec::new();
+    stream.read_to_end(&mut got).expect("read");
+    got.len()
 }
