@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering, fence};
 use aya::maps::{Array, HashMap, MapData};
 
 use super::conn::{ConnKey, ConnStats, LiveSlot};
-use super::free_ring::{FreeRing, POSITIONS};
+use super::free_ring::{FreeRing, POSITIONS, RingError};
 use super::mapped::Mapped;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +23,8 @@ pub enum TableError {
     Used(String),
     #[error("giving slot {index} back: {reason}")]
     Free { index: u32, reason: String },
+    #[error("the probes' ring of free slots: {0}")]
+    Ring(#[from] RingError),
 }
 
 /// A connection as read from its slot.
@@ -97,10 +99,7 @@ impl LiveTable {
                 map: "free_ring_pos",
                 source,
             })?;
-        FreeRing::new(free_cells.u64s(), free_positions.u64s()).map_err(|e| TableError::Free {
-            index: 0,
-            reason: e.to_string(),
-        })?;
+        FreeRing::new(free_cells.u64s(), free_positions.u64s())?;
         Ok(Self {
             slots_map,
             slots,
