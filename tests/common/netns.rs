@@ -53,9 +53,7 @@ impl NetnsPair {
     pub fn spawn_in<T: Send + 'static>(&self, index: usize, f: impl FnOnce() -> T + Send + 'static) -> JoinHandle<T> {
         spawn_in(&self.names[index], f)
     }
-}
 
-impl NetnsPair {
     /// Drops a random share (`probability`, "0.1" for one in ten) of the packets reaching
     /// namespace `index`. (Not on the sender's OUTPUT: TCP takes a local drop for a send that
     /// failed and sends again as new data, no retransmit.)
