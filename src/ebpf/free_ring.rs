@@ -86,8 +86,10 @@ impl<'a> FreeRing<'a> {
         Ok(())
     }
 
-    /// Takes the oldest slot, as the probes do; `None` when the ring is empty.
-    pub fn pop(&self) -> Option<u32> {
+    /// Takes the oldest slot, as the probes do; `None` when the ring is empty. Only the
+    /// probes pop in sonde: this is their half, for the tests of the protocol.
+    #[cfg(test)]
+    fn pop(&self) -> Option<u32> {
         let (cell, held) = self.claim(POP_POSITION, 1)?;
         cell.store(next_state(held), Ordering::Release);
         Some(held as u32)
