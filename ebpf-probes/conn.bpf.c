@@ -4,15 +4,18 @@
  * the socket's fields are read with plain loads instead of probe-read helper calls, and no
  * tracefs is needed to attach.
  *
- * Live connections sit in the `slots` array, one slot each. A socket finds its slot by its
- * cookie (a per-socket number the kernel hands out in sequence, never reused): the cookie's
- * low bits index `sock_index`, whose entry names the slot, and the slot's own cookie
- * confirms it; the rare socket whose index entry another live socket holds is found in the
- * `sock_overflow` hash. So an event on a known connection costs a helper that reads the
- * cookie and two inlined array indexes: a hash of the connection's key cost ~110 ns per
- * event, socket-local storage ~40 ns per event and ~400 ns to make per socket. A closed
- * connection's final record moves into its CPU's current batch, its slot goes back onto the
- * CPU's stack of free slots (or the `free_ring`), and a full batch is announced through the
+ * Live connections sit in the `slots` array, one slot each. A socket's slot is, as a rule,
+ * its home: the slot its cookie's low bits name (the cookie is a per-socket number the
+ * kernel hands out in sequence and never reuses), which holds the cookie of the socket it
+ * belongs to. So an event on a known connection costs a helper that reads the cookie and one
+ * inlined array index, whose line holds everything the event reads and writes. A socket
+ * whose home another live socket holds takes a slot of the overflow part of the array
+ * (above the homes) and is found through the `sock_overflow` hash. (A hash of the
+ * connection's key cost ~110 ns per event, socket-local storage ~40 ns per event and ~400 ns
+ * to make per socket, and an index of slots by cookie ~40 ns: its lines passed between the
+ * CPUs that connect and the CPUs that close.) A closed connection's final record moves into
+ * its CPU's current batch, its slot is freed (an overflow slot goes back onto the CPU's stack
+ * of free slots, or the `free_ring`), and a full batch is announced through the
  * `full_batches` ring buffer. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -39,8 +42,10 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Live connections, one slot each; user space sets the size at load time
- * (--connection.max-live) and reads the slots through mmap. */
+/* Live connections, one slot each: the homes (home_mask + 1 of them, a power of two), then
+ * the overflow slots. User space sets both sizes at load time (from --connection.max-live)
+ * and reads the slots through mmap. */
+const volatile __u64 home_mask = (1 << 15) - 1;
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
@@ -49,14 +54,14 @@ struct {
 	__type(value, struct live_slot);
 } slots SEC(".maps");
 
-/* Slots given back: by closes that found their CPU's stack full or busy, and by user space
- * when it ages an idle UDP socket out. A lock-free ring (a bounded queue after Vyukov): the
+/* Overflow slots given back: by closes that found their CPU's stack full or busy, and by
+ * user space when it ages an idle UDP socket out. A lock-free ring (a bounded queue after Vyukov): the
  * queue map's spin lock cost ~110 ns a pop and ~70 ns a push where the CPU that connects
  * is not the one that closes, as on loopback, where it is the rule. A cell holds
  * (state << 32) | slot: state 2L waits for the push of lap L, 2L+1 holds lap L's slot, so
  * the zeroed array waits for lap 0; entry 0 of `free_ring_pos` is the next push's position,
  * entry 8 (another cache line) the next pop's. User space sizes the ring (a power of two,
- * twice what holds all of `slots`, so a push never reaches a cell whose pop is under way:
+ * twice what holds all the overflow slots, so a push never reaches a cell whose pop is under way:
  * it finds the ring full only under contention it gives up on) and sets the mask and shift.
  * src/ebpf/free_ring.rs is the same protocol in user space. */
 const volatile __u64 ring_mask = (1 << 16) - 1;
@@ -82,7 +87,7 @@ struct {
 /* Tries a ring operation makes when other CPUs move the position it raced for. */
 #define RING_TRIES 4
 
-/* Each CPU's own stack of freed slots, so that most claims and frees take no lock and touch
+/* Each CPU's own stack of freed overflow slots, so that most claims and frees take no lock and touch
  * no line another CPU writes; the shared ring takes what a full stack cannot, and serves a
  * CPU whose stack is empty or busy (a program nested in another on the same CPU). */
 #define LOCAL_FREE 64
@@ -98,9 +103,9 @@ struct {
 	__type(value, struct free_stack);
 } free_stacks SEC(".maps");
 
-/* Slots handed out from the top of the array, taken when no slot was given back. It may
- * pass the array's size (a claim that found the table full); user space reads the slots
- * below the smaller of the two. */
+/* Overflow slots handed out from the bottom of their part of the array, taken when no slot
+ * was given back. It may pass the part's size (a claim that found the table full); user
+ * space reads the overflow slots below the smaller of the two. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -108,29 +113,9 @@ struct {
 	__type(value, __u64);
 } slots_used SEC(".maps");
 
-/* Sockets' slots by the low bits of their cookie (consecutive cookies, consecutive entries).
- * User space sizes it (a power of two, four times the live table's) and sets the mask. */
-const volatile __u64 index_mask = (1 << 18) - 1;
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1 << 18);
-	__type(key, __u32);
-	__type(value, __u64);
-} sock_index SEC(".maps");
-
-/* Per index entry, how many sockets of that entry are in `sock_overflow`: a socket whose
- * entry has none is not looked for there (a hash lookup, ~45 ns of every new socket's first
- * event). Sized like `sock_index`; user space decrements it when it frees an overflow entry. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1 << 18);
-	__type(key, __u32);
-	__type(value, __u32);
-} overflow_counts SEC(".maps");
-
-/* Slots of sockets whose index entry holds another live socket, by cookie; user space sets
- * the size with the live table's. */
+/* Overflow slots of sockets whose home another live socket holds, by cookie; user space
+ * sizes it like the overflow part of `slots`. Only looked up when the home's `overflowed`
+ * count says one of its sockets is there (a hash lookup costs ~45 ns). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -474,60 +459,52 @@ static __always_inline void push_free(__u32 index)
 		count(TM_SLOT_LEAKED);
 }
 
-/* The slot `ref` names when it is the socket's with this cookie (live, or being published). */
+/* The overflow slot `ref` names when it is the socket's with this cookie (live, or being
+ * published). */
 static __always_inline struct live_slot *same_socket(__u64 ref, __u64 cookie)
 {
 	struct live_slot *slot = owned_slot(ref);
 	return slot && slot->cookie == cookie ? slot : NULL;
 }
 
+/* The socket's home slot (NULL only if the array were smaller than the mask says). */
+static __always_inline struct live_slot *home_of(__u64 cookie)
+{
+	__u32 home = cookie & home_mask;
+	return bpf_map_lookup_elem(&slots, &home);
+}
+
+/* A home slot's ref: its index alone (generation 0), which no overflow ref is. */
+static __always_inline int is_home(__u64 ref)
+{
+	return (ref >> 32) == 0;
+}
+
 /* The socket's slot, and through *ref_out its ref; NULL when it has none. */
 static __always_inline struct live_slot *find_slot(__u64 cookie, __u64 *ref_out)
 {
-	__u32 i = cookie & index_mask;
-	__u64 *entry = bpf_map_lookup_elem(&sock_index, &i);
-	struct live_slot *slot;
-	if (entry) {
-		*ref_out = *(volatile __u64 *)entry;
-		if ((slot = same_socket(*ref_out, cookie)))
-			return slot;
-	}
-	__u32 *overflowed = bpf_map_lookup_elem(&overflow_counts, &i);
-	if (!overflowed || *(volatile __u32 *)overflowed == 0)
+	struct live_slot *home = home_of(cookie);
+	if (!home)
 		return NULL;
-	entry = bpf_map_lookup_elem(&sock_overflow, &cookie);
+	/* A home holds its socket's cookie from the end of the claim to the start of the
+	 * release, and 0 otherwise; cookies are never 0 and never reused. */
+	if (*(volatile __u64 *)&home->cookie == cookie) {
+		*ref_out = cookie & home_mask;
+		return home;
+	}
+	if (*(volatile __u32 *)&home->overflowed == 0)
+		return NULL;
+	__u64 *entry = bpf_map_lookup_elem(&sock_overflow, &cookie);
 	if (!entry)
 		return NULL;
 	*ref_out = *(volatile __u64 *)entry;
 	return same_socket(*ref_out, cookie);
 }
 
-/* Gives the socket a slot holding `key` and `fresh`. Returns the socket's slot: the new one,
- * or (with *mine = 0) the one another CPU gave it meanwhile; NULL when the table is full. */
-static __always_inline struct live_slot *claim(__u64 cookie, struct conn_key *key,
-					       struct conn_stats *fresh, int *mine)
+/* Writes a claimed slot's contents, all but the cookie and the generation. */
+static __always_inline void fill(struct live_slot *slot, struct conn_key *key, struct conn_stats *fresh)
 {
-	__u32 index;
-	*mine = 0;
-	if (pop_free(&index) != 0) {
-		__u32 zero = 0;
-		__u64 *used = bpf_map_lookup_elem(&slots_used, &zero);
-		/* Far past any table size, so that the index below cannot wrap around. */
-		if (!used || *used > 0x7fffffff) {
-			count(TM_TABLE_FULL);
-			return NULL;
-		}
-		index = (__u32)__sync_fetch_and_add(used, 1);
-	}
-	struct live_slot *slot = bpf_map_lookup_elem(&slots, &index);
-	if (!slot) {
-		count(TM_TABLE_FULL);
-		return NULL;
-	}
-	/* Free slots have an even generation; the claim makes it the next odd one. */
-	__u32 gen = (slot->generation + 1) | 1;
 	slot->tgid = fresh->tgid;
-	slot->cookie = cookie;
 	slot->bytes_sent = fresh->bytes_sent;
 	slot->bytes_received = fresh->bytes_received;
 	slot->sends = fresh->sends;
@@ -539,39 +516,55 @@ static __always_inline struct live_slot *claim(__u64 cookie, struct conn_key *ke
 	slot->retransmits = 0;
 	slot->key = *key;
 	slot->cgroup_id = fresh->cgroup_id;
+}
+
+/* Reads of a taken home's cookie while its claim is under way on another CPU (a fill takes
+ * tens of ns); the claim may be this socket's, from an event racing this one. */
+#define FILL_WAIT 32
+
+/* Gives the socket an overflow slot holding `key` and `fresh`, for a socket whose home
+ * another one holds. As claim() returns. */
+static __always_inline struct live_slot *claim_overflow(__u64 cookie, struct live_slot *home,
+							struct conn_key *key, struct conn_stats *fresh,
+							int *mine)
+{
+	__u32 index;
+	if (pop_free(&index) != 0) {
+		__u32 zero = 0;
+		__u64 *used = bpf_map_lookup_elem(&slots_used, &zero);
+		/* Far past any table size, so that the index below cannot wrap around. */
+		if (!used || *used > 0x7fffffff) {
+			count(TM_TABLE_FULL);
+			return NULL;
+		}
+		index = (__u32)(home_mask + 1) + (__u32)__sync_fetch_and_add(used, 1);
+	}
+	struct live_slot *slot = bpf_map_lookup_elem(&slots, &index);
+	if (!slot) {
+		count(TM_TABLE_FULL);
+		return NULL;
+	}
+	/* Free slots have an even generation; the claim makes it the next odd one. */
+	__u32 gen = (slot->generation + 1) | 1;
+	fill(slot, key, fresh);
+	slot->cookie = cookie;
 	barrier();
 	__u64 ref = ((__u64)gen << 32) | index;
 	struct live_slot *other;
 
-	__u32 i = cookie & index_mask;
-	__u64 *entry = bpf_map_lookup_elem(&sock_index, &i);
-	if (!entry)
-		goto give_back;
-	__u64 old = *(volatile __u64 *)entry;
-	if ((other = same_socket(old, cookie)))
-		goto use_other;
-	if (!owned_slot(old)) {
-		/* Empty, or left by a socket whose slot was freed. */
-		__u64 was = __sync_val_compare_and_swap(entry, old, ref);
-		if (was == old)
-			goto publish;
-		if ((other = same_socket(was, cookie)))
-			goto use_other;
-	}
-	/* Another live socket holds the index entry. */
 	if (bpf_map_update_elem(&sock_overflow, &cookie, &ref, BPF_NOEXIST) == 0) {
-		__u32 *overflowed = bpf_map_lookup_elem(&overflow_counts, &i);
-		if (overflowed)
-			__sync_fetch_and_add(overflowed, 1);
-		count(TM_INDEX_COLLISION);
+		/* Counted after the entry is there: a socket's event that finds the count finds
+		 * the entry. */
+		__sync_fetch_and_add(&home->overflowed, 1);
+		count(TM_HOME_TAKEN);
 		goto publish;
 	}
-	entry = bpf_map_lookup_elem(&sock_overflow, &cookie);
+	__u64 *entry = bpf_map_lookup_elem(&sock_overflow, &cookie);
 	if (!entry) {
 		count(TM_TABLE_FULL);
 		goto give_back;
 	}
-	old = *(volatile __u64 *)entry;
+	__u64 old = *(volatile __u64 *)entry;
 	if ((other = same_socket(old, cookie)))
 		goto use_other;
 	/* This socket's earlier slot, freed (idle UDP aged out, or a TCP socket reconnecting). */
@@ -597,18 +590,53 @@ give_back:
 	return NULL;
 }
 
+/* Gives the socket a slot holding `key` and `fresh`: its home when that is free, else an
+ * overflow slot. Returns the socket's slot: the new one, or (with *mine = 0) the one another
+ * CPU gave it meanwhile; NULL when the table is full. */
+static __always_inline struct live_slot *claim(__u64 cookie, struct conn_key *key,
+					       struct conn_stats *fresh, int *mine)
+{
+	*mine = 0;
+	struct live_slot *home = home_of(cookie);
+	if (!home) {
+		count(TM_TABLE_FULL);
+		return NULL;
+	}
+	/* A free home has an even generation and cookie 0. Taking it makes the generation odd;
+	 * the cookie, written last, makes it the socket's for every other event. */
+	__u32 gen = *(volatile __u32 *)&home->generation;
+	if (!(gen & 1) && __sync_val_compare_and_swap(&home->generation, gen, gen + 1) == gen) {
+		fill(home, key, fresh);
+		barrier();
+		*(volatile __u64 *)&home->cookie = cookie;
+		*mine = 1;
+		return home;
+	}
+	__u64 holder = 0;
+#pragma clang loop unroll(disable)
+	for (int i = 0; i < FILL_WAIT; i++) {
+		holder = *(volatile __u64 *)&home->cookie;
+		if (holder)
+			break;
+	}
+	if (holder == cookie)
+		return home;
+	return claim_overflow(cookie, home, key, fresh, mine);
+}
+
 /* Frees the slot of a closing socket, before its final record becomes visible. */
 static __always_inline void release(__u64 cookie, __u64 ref, struct live_slot *slot)
 {
-	__u32 index = (__u32)ref;
-	__u32 i = cookie & index_mask;
-	__u64 *entry = bpf_map_lookup_elem(&sock_index, &i);
-	if (entry && __sync_val_compare_and_swap(entry, ref, 0) != ref &&
-	    bpf_map_delete_elem(&sock_overflow, &cookie) == 0) {
-		__u32 *overflowed = bpf_map_lookup_elem(&overflow_counts, &i);
-		if (overflowed)
-			__sync_fetch_and_sub(overflowed, 1);
+	if (is_home(ref)) {
+		*(volatile __u64 *)&slot->cookie = 0;
+		barrier();
+		*(volatile __u32 *)&slot->generation = slot->generation + 1;
+		return;
 	}
+	__u32 index = (__u32)ref;
+	struct live_slot *home = home_of(cookie);
+	if (bpf_map_delete_elem(&sock_overflow, &cookie) == 0 && home)
+		__sync_fetch_and_sub(&home->overflowed, 1);
 	barrier();
 	*(volatile __u32 *)&slot->generation = (__u32)(ref >> 32) + 1;
 	barrier();

@@ -29,7 +29,7 @@ enum telemetry {
 	TM_RINGBUF_FULL = 2,   /* a full batch could not be announced (still readable from the map) */
 	TM_UNBATCHED_LOST = 3, /* a record sent alone could not be announced: lost */
 	TM_NESTED = 4,         /* closes that arrived while the CPU was appending (sent alone) */
-	TM_INDEX_COLLISION = 5, /* a socket filed in the overflow table: its index entry was taken */
+	TM_HOME_TAKEN = 5,     /* a socket given an overflow slot: another live socket held its home */
 	TM_SLOT_LEAKED = 6,    /* a freed slot the free ring could not take (contended): not reused */
 	TM_COUNT = 7,
 };
@@ -72,9 +72,10 @@ struct closed_conn {
 	struct conn_stats stats;
 };
 
-/* One slot of the live table: a connection's while `generation` is odd, free while it is even.
- * User space reads the slots through mmap and skips a slot whose `generation` changed meanwhile.
- * A slot is named by a ref, (generation << 32) | index; 0 names none.
+/* One slot of the live table: a connection's while `generation` is odd (and, in a home slot,
+ * `cookie` is not 0), free while it is even. User space reads the slots through mmap and skips
+ * a slot whose `generation` or `cookie` changed meanwhile. An overflow slot is named by a ref,
+ * (generation << 32) | index; a home slot by its index alone.
  * Everything a send or receive on a known connection reads or writes lies in the first 64
  * bytes, one cache line (the slot is 64-byte aligned: the array's values are 128 bytes); the
  * second holds what only a new connection, a close and a scrape touch. */
@@ -94,7 +95,9 @@ struct live_slot {
 	__u8 pad;
 	__u32 retransmits;
 	struct conn_key key;
-	__u8 pad2[12];
+	/* Sockets of this home that hold an overflow slot (kept across the home's owners). */
+	__u32 overflowed;
+	__u8 pad2[8];
 	__u64 cgroup_id;
 };
 

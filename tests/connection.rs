@@ -409,9 +409,11 @@ fn slots_that_sonde_frees_are_taken_again_by_the_probes() {
     if !privileged() {
         return;
     }
-    // 1,024 slots and 2,400 client sockets, 400 at a time: from the third round on, new
-    // sockets find slots only because sonde gave the idle ones back (through the free ring
-    // the probes pop from); were one lost, the table would fill and count losses.
+    // 1,024 homes, 1,024 overflow slots and 2,400 client sockets, 400 at a time: by the last
+    // rounds, new sockets find slots only because sonde gave the idle ones back (homes freed
+    // in place, overflow slots through the free ring the probes pop from); had sonde kept
+    // them, new sockets would find their homes held, fill the overflow slots and count
+    // losses.
     const ROUNDS: usize = 6;
     const CLIENTS: usize = 400;
     let sonde = start_sonde(&["--connection.max-live=1024", "--connection.udp-idle=1s"]);
@@ -666,30 +668,28 @@ fn cookie(stream: &TcpStream) -> u64 {
 }
 
 #[test]
-fn sockets_whose_index_entry_is_held_go_to_the_overflow_table_and_count_exactly() {
+fn sockets_whose_home_is_held_take_an_overflow_slot_and_count_exactly() {
     if !privileged() {
         return;
     }
-    // 1,024 slots: a socket index of 4,096 entries, by cookie. 20 connections held open keep
-    // their entries while newer sockets pass, so the newer sockets whose cookie lands on a
-    // held entry are filed in the overflow table. The kernel hands cookies out to each CPU
-    // in blocks of 4,096 (the other tests take blocks too), so with a longer index a CPU's
-    // blocks can miss the held entries' part of it for a long time; an index as long as a
-    // block has every entry in every block. Client and server sockets take alternate
-    // cookies, so landings are counted on both sides (through SO_COOKIE), and the churn
-    // goes on, within a bound, until a few sockets have landed.
-    const INDEX: u64 = 4_096;
-    assert_eq!(sonde::ebpf::loader::socket_index_size(1024), INDEX as u32);
+    // 1,024 slots: 1,024 homes, by cookie. 20 connections held open keep their homes while
+    // newer sockets pass, so the newer sockets whose cookie names a held home take overflow
+    // slots. The kernel hands cookies out to each CPU in blocks of 4,096 (the other tests
+    // take blocks too), so every block names every home. Client and server sockets take
+    // alternate cookies, so landings are counted on both sides (through SO_COOKIE), and the
+    // churn goes on, within a bound, until a few sockets have landed.
+    const HOMES: u64 = 1_024;
+    assert_eq!(sonde::ebpf::loader::home_slots(1024), HOMES as u32);
     let sonde = start_sonde(&["--connection.max-live=1024"]);
     let (held_listener, held_port) = listener();
     let kept = Arc::default();
     let server = serve(held_listener, 20, false, Arc::clone(&kept), true);
     let (held, open) = clients(held_port, 20, 1, false, true);
     server.join().expect("server");
-    let held_entries: std::collections::HashSet<u64> = open
+    let held_homes: std::collections::HashSet<u64> = open
         .iter()
         .chain(kept.lock().expect("kept").iter())
-        .map(|s| cookie(s) % INDEX)
+        .map(|s| cookie(s) % HOMES)
         .collect();
 
     const ROUND: u32 = 2_000;
@@ -699,7 +699,7 @@ fn sockets_whose_index_entry_is_held_go_to_the_overflow_table_and_count_exactly(
     while landed < LANDINGS {
         assert!(
             made < 40_000,
-            "{made} connections made, and only {landed} of their sockets landed on a held index entry"
+            "{made} connections made, and only {landed} of their sockets landed on a held home"
         );
         let server = serve_churn(listener.try_clone().expect("listener"), ROUND);
         let clients = churn_cookies(port, ROUND);
@@ -707,15 +707,15 @@ fn sockets_whose_index_entry_is_held_go_to_the_overflow_table_and_count_exactly(
         landed += clients
             .iter()
             .chain(&servers)
-            .filter(|c| held_entries.contains(&(*c % INDEX)))
+            .filter(|c| held_homes.contains(&(*c % HOMES)))
             .count();
         made += ROUND;
     }
     let text = assert_exact_churn(&sonde, port, made);
-    let collisions = sum(&text, "sonde_ebpf_events_total", &[("event", "index_collision")]);
+    let taken = sum(&text, "sonde_ebpf_events_total", &[("event", "home_taken")]);
     assert!(
-        collisions >= 1.0,
-        "{landed} sockets landed on held entries, none was filed in the overflow table\n{text}"
+        taken >= 1.0,
+        "{landed} sockets landed on held homes, none took an overflow slot\n{text}"
     );
     assert_eq!(sum(&text, "sonde_ebpf_events_lost_total", &[]), 0.0, "{text}");
 

@@ -28,7 +28,7 @@ pub const TELEMETRY_REASONS: [&str; 7] = [
     "ring_buffer_full",
     "unbatched_lost",
     "nested_close",
-    "index_collision",
+    "home_taken",
     "slot_leaked",
 ];
 /// Which telemetry counters are losses (the others are informational).
@@ -95,7 +95,9 @@ pub struct LiveSlot {
     pub pad: u8,
     pub retransmits: u32,
     pub key: ConnKey,
-    pub pad2: [u8; 12],
+    /// Sockets of this home that hold an overflow slot.
+    pub overflowed: u32,
+    pub pad2: [u8; 8],
     pub cgroup_id: u64,
 }
 
@@ -194,6 +196,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(LiveSlot, generation), 0);
         assert_eq!(std::mem::offset_of!(LiveSlot, retransmits), 60);
         assert_eq!(std::mem::offset_of!(LiveSlot, key), 64);
+        assert_eq!(std::mem::offset_of!(LiveSlot, overflowed), 108);
         assert_eq!(std::mem::size_of::<Batch>(), 16 + BATCH_RECORDS * 120);
     }
 

@@ -175,18 +175,16 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let tracefs = ensure_tracefs();
     let nr_cpus = aya::util::nr_cpus().map_err(|(path, e)| LoadError::Cpus(format!("{path}: {e}")))?;
     let nr_cpus = u32::try_from(nr_cpus).map_err(|e| LoadError::Cpus(e.to_string()))?;
-    let index_size = socket_index_size(options.max_live);
-    let index_mask = u64::from(index_size - 1);
+    let homes = home_slots(options.max_live);
+    let home_mask = u64::from(homes - 1);
     let ring_len = free_ring_size(options.max_live);
     let ring_mask = u64::from(ring_len - 1);
     let ring_shift = ring_len.trailing_zeros();
     let mut ebpf = EbpfLoader::new()
-        .override_global("index_mask", &index_mask, true)
+        .override_global("home_mask", &home_mask, true)
         .override_global("ring_mask", &ring_mask, true)
         .override_global("ring_shift", &ring_shift, true)
-        .map_max_entries("sock_index", index_size)
-        .map_max_entries("overflow_counts", index_size)
-        .map_max_entries("slots", options.max_live)
+        .map_max_entries("slots", homes.saturating_add(options.max_live))
         .map_max_entries("free_ring", ring_len)
         .map_max_entries("sock_overflow", options.max_live)
         .map_max_entries("batches", nr_cpus * BATCH_SLOTS)
@@ -240,9 +238,8 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let overflow = HashMap::try_from(take(&mut ebpf, "sock_overflow")?).map_err(|e| map_error("sock_overflow", e))?;
     let live = LiveTable::new(LiveMaps {
         slots: array_data(&mut ebpf, "slots")?,
-        slots_len: options.max_live,
-        overflow_counts: array_data(&mut ebpf, "overflow_counts")?,
-        index_len: index_size,
+        homes,
+        overflow_slots: options.max_live,
         used,
         free_ring: array_data(&mut ebpf, "free_ring")?,
         free_ring_len: ring_len,
@@ -267,14 +264,16 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     })
 }
 
-/// Entries of the probes' socket index: a power of two, four times the live table's size
-/// (at least 1,024), so that a socket rarely finds its entry held by another live one.
-pub fn socket_index_size(max_live: u32) -> u32 {
-    max_live.saturating_mul(4).clamp(1024, 1 << 30).next_power_of_two()
+/// Home slots of the live table: a power of two, at least the table's size, so sockets with
+/// consecutive cookies have distinct homes. The overflow slots after them are as many as the
+/// table's size, so every socket finds a slot until that many are live, however their homes
+/// fall.
+pub fn home_slots(max_live: u32) -> u32 {
+    max_live.clamp(1, 1 << 29).next_power_of_two()
 }
 
-/// Cells of the ring of free slots: a power of two, twice what holds every slot of the live
-/// table, so that a push never reaches a cell whose pop is still under way on another CPU.
+/// Cells of the ring of free slots: a power of two, twice what holds every overflow slot of
+/// the live table, so that a push never reaches a cell whose pop is still under way on another CPU.
 pub fn free_ring_size(max_live: u32) -> u32 {
     max_live.clamp(1, 1 << 29).next_power_of_two() * 2
 }
@@ -315,13 +314,19 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::socket_index_size;
+    use super::{free_ring_size, home_slots};
 
     #[test]
-    fn the_socket_index_is_a_power_of_two_four_times_the_live_table() {
-        assert_eq!(socket_index_size(65_536), 262_144);
-        assert_eq!(socket_index_size(3_000), 16_384);
-        assert_eq!(socket_index_size(1), 1_024);
-        assert_eq!(socket_index_size(u32::MAX), 1 << 30);
+    fn homes_are_a_power_of_two_at_least_the_live_table() {
+        assert_eq!(home_slots(65_536), 65_536);
+        assert_eq!(home_slots(3_000), 4_096);
+        assert_eq!(home_slots(1), 1);
+        assert_eq!(home_slots(u32::MAX), 1 << 29);
+    }
+
+    #[test]
+    fn the_free_ring_holds_every_overflow_slot_twice() {
+        assert_eq!(free_ring_size(65_536), 131_072);
+        assert_eq!(free_ring_size(3_000), 8_192);
     }
 }

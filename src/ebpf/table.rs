@@ -1,13 +1,15 @@
 //! The live-connection table: an array of slots the probes fill, read by user space through
-//! a shared mapping (no syscall per entry or per chunk), the ring of freed slots, and the
-//! per-entry counts of the socket index's overflow table.
+//! a shared mapping (no syscall per entry or per chunk), and the ring of freed overflow slots.
 //!
-//! A slot belongs to a connection while its generation is odd. The kernel writes a slot's
-//! contents before making its generation odd, and makes it even (free) before the
-//! connection's final record becomes visible; a read that sees the generation change while
-//! it copies the slot drops it, and the next scrape sees the slot as it is then.
+//! The array holds the homes (a socket's home is the slot its cookie's low bits name), then
+//! the overflow slots of sockets whose home another live socket held. A slot belongs to a
+//! connection while its generation is odd and, for a home, its cookie is not 0. The kernel
+//! writes a slot's contents before it makes the slot the connection's (a home's cookie, an
+//! overflow slot's generation), and frees it (cookie 0, then an even generation) before the
+//! connection's final record becomes visible; a read that sees the generation or the cookie
+//! change while it copies the slot drops it, and the next scrape sees the slot as it is then.
 
-use std::sync::atomic::{AtomicU32, Ordering, fence};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
 use aya::maps::{Array, HashMap, MapData};
 
@@ -37,18 +39,17 @@ pub struct LiveEntry {
     pub stats: ConnStats,
 }
 
-/// The kernel's `slots` array and `overflow_counts`, mapped into this process.
+/// The kernel's `slots` array and free ring, mapped into this process.
 pub struct LiveTable {
     slots_map: Mapped,
-    slots: u32,
-    /// One count per socket index entry (`sock_index`).
-    overflow_counts: Mapped,
-    index_mask: u64,
+    /// Home slots (a power of two), then `overflow_slots` overflow slots.
+    homes: u32,
+    overflow_slots: u32,
     used: Array<MapData, u64>,
     /// The ring of free slots: its cells and its positions.
     free_cells: Mapped,
     free_positions: Mapped,
-    /// Sockets' slots the probes could not file in their index entry, by cookie.
+    /// Overflow slots of sockets whose home another live socket held, by cookie.
     overflow: HashMap<MapData, u64, u64>,
 }
 
@@ -60,9 +61,8 @@ unsafe impl Send for LiveTable {}
 /// The probes' maps that make the live table.
 pub struct LiveMaps {
     pub slots: MapData,
-    pub slots_len: u32,
-    pub overflow_counts: MapData,
-    pub index_len: u32,
+    pub homes: u32,
+    pub overflow_slots: u32,
     pub used: Array<MapData, u64>,
     pub free_ring: MapData,
     pub free_ring_len: u32,
@@ -71,22 +71,14 @@ pub struct LiveMaps {
 }
 
 impl LiveTable {
-    /// Maps `slots`, `overflow_counts` and the free ring (all made with `BPF_F_MMAPABLE`).
+    /// Maps `slots` and the free ring (made with `BPF_F_MMAPABLE`).
     pub fn new(maps: LiveMaps) -> Result<Self, TableError> {
-        let slots = maps.slots_len;
+        let slots = maps.homes.saturating_add(maps.overflow_slots);
         let slots_map = Mapped::new(
             maps.slots,
             (slots as usize).saturating_mul(std::mem::size_of::<LiveSlot>()),
         )
         .map_err(|source| TableError::Map { map: "slots", source })?;
-        let overflow_counts = Mapped::new(
-            maps.overflow_counts,
-            (maps.index_len as usize).saturating_mul(std::mem::size_of::<u32>()),
-        )
-        .map_err(|source| TableError::Map {
-            map: "overflow_counts",
-            source,
-        })?;
         let free_cells =
             Mapped::new(maps.free_ring, (maps.free_ring_len as usize).saturating_mul(8)).map_err(|source| {
                 TableError::Map {
@@ -102,9 +94,8 @@ impl LiveTable {
         FreeRing::new(free_cells.u64s(), free_positions.u64s())?;
         Ok(Self {
             slots_map,
-            slots,
-            overflow_counts,
-            index_mask: u64::from(maps.index_len.max(1) - 1),
+            homes: maps.homes.max(1),
+            overflow_slots: maps.overflow_slots,
             used: maps.used,
             free_cells,
             free_positions,
@@ -113,7 +104,7 @@ impl LiveTable {
     }
 
     fn slot_ptr(&self, index: u32) -> *mut LiveSlot {
-        debug_assert!(index < self.slots);
+        debug_assert!(index < self.homes + self.overflow_slots);
         // SAFETY: `index` is below the array's size, so the slot lies inside the mapping.
         unsafe { self.slots_map.base.as_ptr().cast::<LiveSlot>().add(index as usize) }
     }
@@ -124,38 +115,51 @@ impl LiveTable {
         unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*self.slot_ptr(index)).generation)) }
     }
 
-    /// The overflow count of the socket index entry of `cookie`.
-    fn overflow_count_of(&self, cookie: u64) -> &AtomicU32 {
-        let entry = (cookie & self.index_mask) as usize;
-        // SAFETY: `entry` is below the index's size (the mask), so the count lies inside the
-        // mapping, which lives as long as `self`; the counts are 4-byte aligned u32s.
-        unsafe { AtomicU32::from_ptr(self.overflow_counts.base.as_ptr().cast::<u32>().add(entry)) }
+    fn cookie_of(&self, index: u32) -> &AtomicU64 {
+        // SAFETY: as in `gen_of`; `cookie` is an 8-byte aligned u64 (the slots are 128-byte
+        // aligned in a page-aligned mapping).
+        unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*self.slot_ptr(index)).cookie)) }
     }
 
-    /// Slots handed out so far (the ones above were never used).
-    fn used(&self) -> Result<u32, TableError> {
+    /// How many sockets whose home is `cookie`'s hold an overflow slot.
+    fn overflow_count_of(&self, cookie: u64) -> &AtomicU32 {
+        let home = (cookie & u64::from(self.homes - 1)) as u32;
+        // SAFETY: as in `gen_of`; `overflowed` is a 4-byte aligned u32.
+        unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*self.slot_ptr(home)).overflowed)) }
+    }
+
+    /// Overflow slots handed out so far (the ones above were never used).
+    fn overflow_used(&self) -> Result<u32, TableError> {
         let used = self.used.get(&0, 0).map_err(|e| TableError::Used(e.to_string()))?;
-        Ok(u32::try_from(used).unwrap_or(u32::MAX).min(self.slots))
+        Ok(u32::try_from(used).unwrap_or(u32::MAX).min(self.overflow_slots))
     }
 
     /// Appends every live connection to `out`.
     pub fn read_all(&self, out: &mut Vec<LiveEntry>) -> Result<(), TableError> {
-        for index in 0..self.used()? {
+        let end = self.homes + self.overflow_used()?;
+        for index in 0..end {
             let generation = self.gen_of(index).load(Ordering::Acquire);
             if generation & 1 == 0 {
+                continue;
+            }
+            // A home's cookie is written last when it is claimed, first when it is freed.
+            let cookie = self.cookie_of(index).load(Ordering::Acquire);
+            if cookie == 0 {
                 continue;
             }
             // SAFETY: as in `gen_of`; LiveSlot is plain old data, and a volatile read
             // tolerates the kernel writing the slot meanwhile (checked just below).
             let slot = unsafe { std::ptr::read_volatile(self.slot_ptr(index)) };
             fence(Ordering::Acquire);
-            if self.gen_of(index).load(Ordering::Relaxed) != generation {
+            if self.cookie_of(index).load(Ordering::Relaxed) != cookie
+                || self.gen_of(index).load(Ordering::Relaxed) != generation
+            {
                 continue;
             }
             out.push(LiveEntry {
                 index,
                 generation,
-                cookie: slot.cookie,
+                cookie,
                 key: slot.key,
                 stats: slot.stats(),
             });
@@ -166,8 +170,22 @@ impl LiveTable {
     /// Frees the slot of a connection user space ends (an idle UDP socket): false when the
     /// slot moved on meanwhile. The socket, if it sends again, gets a new slot.
     pub fn free(&mut self, entry: &LiveEntry) -> Result<bool, TableError> {
-        if entry.index >= self.slots {
+        if entry.index >= self.homes + self.overflow_slots {
             return Ok(false);
+        }
+        if entry.index < self.homes {
+            // A home, as the probes free it: the cookie goes first (no event finds the slot
+            // from then on), then the generation becomes even (free to claim).
+            let ours = self.gen_of(entry.index).load(Ordering::Acquire) == entry.generation
+                && self
+                    .cookie_of(entry.index)
+                    .compare_exchange(entry.cookie, 0, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok();
+            if ours {
+                self.gen_of(entry.index)
+                    .store(entry.generation.wrapping_add(1), Ordering::Release);
+            }
+            return Ok(ours);
         }
         let freed = self
             .gen_of(entry.index)
@@ -180,7 +198,7 @@ impl LiveTable {
             .is_ok();
         if freed {
             // An overflow entry naming the freed slot would stay for good: the socket may be
-            // gone. (The index entry needs nothing: the next socket there takes it over.)
+            // gone.
             let reference = (u64::from(entry.generation) << 32) | u64::from(entry.index);
             if self.overflow.get(&entry.cookie, 0).ok() == Some(reference)
                 && self.overflow.remove(&entry.cookie).is_ok()
