@@ -643,6 +643,14 @@ static __always_inline void release(__u64 cookie, __u64 ref, struct live_slot *s
 	push_free(index);
 }
 
+/* The socket's cookie: read in place once the kernel has given it one, which saves the
+ * helper's call on every event; the helper gives the socket its cookie the first time. */
+static __always_inline __u64 cookie_of(struct sock *sk)
+{
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+	return cookie ? cookie : bpf_get_socket_cookie(sk);
+}
+
 /* Whether the probes count this socket's traffic: TCP and UDP over IPv4 and IPv6. Checked
  * before anything else, so the many unix-socket events cost two loads. */
 static __always_inline int tracked(struct sock *sk)
@@ -670,7 +678,7 @@ static __always_inline void account(struct sock *sk, int ret, int sent)
 	}
 	if (!inet_family(sk))
 		return;
-	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u64 cookie = cookie_of(sk);
 	__u64 ref;
 	/* The usual case: a connection seen before. */
 	struct live_slot *slot = find_slot(cookie, &ref);
@@ -758,7 +766,7 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	}
 	if (sk->sk_protocol != IPPROTO_TCP || !tracked(sk))
 		return 0;
-	__u64 cookie = bpf_get_socket_cookie(sk);
+	__u64 cookie = cookie_of(sk);
 	__u64 ref = 0;
 	struct live_slot *slot = find_slot(cookie, &ref);
 
@@ -848,7 +856,7 @@ int BPF_PROG(tcp_retransmit_skb, struct sock *sk)
 		return 0;
 	}
 	__u64 ref;
-	struct live_slot *slot = find_slot(bpf_get_socket_cookie(sk), &ref);
+	struct live_slot *slot = find_slot(cookie_of(sk), &ref);
 	if (slot)
 		__sync_fetch_and_add(&slot->retransmits, 1);
 	return 0;
