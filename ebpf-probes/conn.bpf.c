@@ -55,15 +55,15 @@ struct {
 } slots SEC(".maps");
 
 /* Overflow slots given back: by closes that found their CPU's stack full or busy, and by
- * user space when it ages an idle UDP socket out. A lock-free ring (a bounded queue after Vyukov): the
- * queue map's spin lock cost ~110 ns a pop and ~70 ns a push where the CPU that connects
- * is not the one that closes, as on loopback, where it is the rule. A cell holds
+ * user space when it ages an idle UDP socket out. A lock-free ring (a bounded queue after
+ * Vyukov): the queue map's spin lock cost ~110 ns a pop and ~70 ns a push where the CPU that
+ * connects is not the one that closes, as on loopback, where it is the rule. A cell holds
  * (state << 32) | slot: state 2L waits for the push of lap L, 2L+1 holds lap L's slot, so
  * the zeroed array waits for lap 0; entry 0 of `free_ring_pos` is the next push's position,
  * entry 8 (another cache line) the next pop's. User space sizes the ring (a power of two,
- * twice what holds all the overflow slots, so a push never reaches a cell whose pop is under way:
- * it finds the ring full only under contention it gives up on) and sets the mask and shift.
- * src/ebpf/free_ring.rs is the same protocol in user space. */
+ * twice what holds all the overflow slots, so a push never reaches a cell whose pop is under
+ * way: it finds the ring full only under contention it gives up on) and sets the mask and
+ * shift. src/ebpf/free_ring.rs is the same protocol in user space. */
 const volatile __u64 ring_mask = (1 << 16) - 1;
 const volatile __u32 ring_shift = 16;
 struct {
@@ -87,9 +87,9 @@ struct {
 /* Tries a ring operation makes when other CPUs move the position it raced for. */
 #define RING_TRIES 4
 
-/* Each CPU's own stack of freed overflow slots, so that most claims and frees take no lock and touch
- * no line another CPU writes; the shared ring takes what a full stack cannot, and serves a
- * CPU whose stack is empty or busy (a program nested in another on the same CPU). */
+/* Each CPU's own stack of freed overflow slots, so that most claims and frees take no lock
+ * and touch no line another CPU writes; the shared ring takes what a full stack cannot, and
+ * serves a CPU whose stack is empty or busy (a program nested in another on the same CPU). */
 #define LOCAL_FREE 64
 struct free_stack {
 	__u32 busy;
@@ -502,7 +502,8 @@ static __always_inline struct live_slot *find_slot(__u64 cookie, __u64 *ref_out)
 }
 
 /* Writes a claimed slot's contents, all but the cookie and the generation. */
-static __always_inline void fill(struct live_slot *slot, struct conn_key *key, struct conn_stats *fresh)
+static __always_inline void fill(struct live_slot *slot, struct conn_key *key,
+				 struct conn_stats *fresh)
 {
 	slot->tgid = fresh->tgid;
 	slot->bytes_sent = fresh->bytes_sent;
