@@ -42,9 +42,10 @@ pub struct LiveEntry {
 /// The kernel's `slots` array and free ring, mapped into this process.
 pub struct LiveTable {
     slots_map: Mapped,
-    /// Home slots (a power of two), then `overflow_slots` overflow slots.
+    /// Home slots (a power of two), then `overflow_slots` overflow slots: `slots` in all.
     homes: u32,
     overflow_slots: u32,
+    slots: u32,
     used: Array<MapData, u64>,
     /// The ring of free slots: its cells and its positions.
     free_cells: Mapped,
@@ -96,6 +97,7 @@ impl LiveTable {
             slots_map,
             homes: maps.homes.max(1),
             overflow_slots: maps.overflow_slots,
+            slots,
             used: maps.used,
             free_cells,
             free_positions,
@@ -104,7 +106,7 @@ impl LiveTable {
     }
 
     fn slot_ptr(&self, index: u32) -> *mut LiveSlot {
-        debug_assert!(index < self.homes + self.overflow_slots);
+        debug_assert!(index < self.slots);
         // SAFETY: `index` is below the array's size, so the slot lies inside the mapping.
         unsafe { self.slots_map.base.as_ptr().cast::<LiveSlot>().add(index as usize) }
     }
@@ -136,7 +138,7 @@ impl LiveTable {
 
     /// Appends every live connection to `out`.
     pub fn read_all(&self, out: &mut Vec<LiveEntry>) -> Result<(), TableError> {
-        let end = self.homes + self.overflow_used()?;
+        let end = self.homes.saturating_add(self.overflow_used()?).min(self.slots);
         for index in 0..end {
             let generation = self.gen_of(index).load(Ordering::Acquire);
             if generation & 1 == 0 {
@@ -170,7 +172,7 @@ impl LiveTable {
     /// Frees the slot of a connection user space ends (an idle UDP socket): false when the
     /// slot moved on meanwhile. The socket, if it sends again, gets a new slot.
     pub fn free(&mut self, entry: &LiveEntry) -> Result<bool, TableError> {
-        if entry.index >= self.homes + self.overflow_slots {
+        if entry.index >= self.slots {
             return Ok(false);
         }
         if entry.index < self.homes {
