@@ -74,7 +74,8 @@ pub struct LiveMaps {
 impl LiveTable {
     /// Maps `slots` and the free ring (made with `BPF_F_MMAPABLE`).
     pub fn new(maps: LiveMaps) -> Result<Self, TableError> {
-        let slots = maps.homes.saturating_add(maps.overflow_slots);
+        let homes = maps.homes.max(1);
+        let slots = homes.saturating_add(maps.overflow_slots);
         let slots_map = Mapped::new(
             maps.slots,
             (slots as usize).saturating_mul(std::mem::size_of::<LiveSlot>()),
@@ -95,7 +96,7 @@ impl LiveTable {
         FreeRing::new(free_cells.u64s(), free_positions.u64s())?;
         Ok(Self {
             slots_map,
-            homes: maps.homes.max(1),
+            homes,
             overflow_slots: maps.overflow_slots,
             slots,
             used: maps.used,
