@@ -273,7 +273,8 @@ pub fn home_slots(max_live: u32) -> u32 {
 }
 
 /// Cells of the ring of free slots: a power of two, twice what holds every overflow slot of
-/// the live table, so that a push never reaches a cell whose pop is still under way on another CPU.
+/// the live table, so that a push never reaches a cell whose pop is still under way on
+/// another CPU.
 pub fn free_ring_size(max_live: u32) -> u32 {
     max_live.clamp(1, 1 << 29).next_power_of_two() * 2
 }

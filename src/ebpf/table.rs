@@ -42,9 +42,8 @@ pub struct LiveEntry {
 /// The kernel's `slots` array and free ring, mapped into this process.
 pub struct LiveTable {
     slots_map: Mapped,
-    /// Home slots (a power of two), then `overflow_slots` overflow slots: `slots` in all.
+    /// Home slots (a power of two), then overflow slots: `slots` in all.
     homes: u32,
-    overflow_slots: u32,
     slots: u32,
     used: Array<MapData, u64>,
     /// The ring of free slots: its cells and its positions.
@@ -97,7 +96,6 @@ impl LiveTable {
         Ok(Self {
             slots_map,
             homes,
-            overflow_slots: maps.overflow_slots,
             slots,
             used: maps.used,
             free_cells,
@@ -134,13 +132,12 @@ impl LiveTable {
     /// Overflow slots handed out so far (the ones above were never used).
     fn overflow_used(&self) -> Result<u32, TableError> {
         let used = self.used.get(&0, 0).map_err(|e| TableError::Used(e.to_string()))?;
-        Ok(u32::try_from(used).unwrap_or(u32::MAX).min(self.overflow_slots))
+        Ok(u32::try_from(used).unwrap_or(u32::MAX).min(self.slots - self.homes))
     }
 
     /// Appends every live connection to `out`.
     pub fn read_all(&self, out: &mut Vec<LiveEntry>) -> Result<(), TableError> {
-        let end = self.homes.saturating_add(self.overflow_used()?).min(self.slots);
-        for index in 0..end {
+        for index in 0..self.homes + self.overflow_used()? {
             let generation = self.gen_of(index).load(Ordering::Acquire);
             if generation & 1 == 0 {
                 continue;
