@@ -56,7 +56,7 @@ fn main() {
             rounds: 21,
             stream_bytes: 256 << 20,
             connections: 2_000,
-            cost_rounds: 7,
+            cost_rounds: 15,
             lossy_bytes: 4 << 20,
             read_all_runs: 2_001,
             live: 50_000,
