@@ -5,7 +5,7 @@
 //!     one run, and the ratio of the medians;
 //! (b) each program's cost per event, from the kernel's BPF run-time statistics: under churn
 //!     (every connection new: inserts and closes included) and steady (long connections),
-//!     each workload run 7 times: median, min and max of the rounds;
+//!     each workload run 15 times: median, min and max of the rounds;
 //! (c) `BatchReader::read_all` latency across every CPU;
 //! (d) scrape latency of the real binary with 50,000 live connections.
 //!
@@ -349,24 +349,10 @@ fn read_all_latency(sizes: &Sizes) {
 
 /// Raises the soft open-file limit to the hard one (raising the hard one needs
 /// CAP_SYS_RESOURCE, which containers often drop).
-fn raise_fd_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: valid rlimit pointers; lowering nothing.
-    unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
-        limit.rlim_cur = limit.rlim_max;
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-    }
-    limit.rlim_cur
-}
-
 /// Child-process mode: holds `pairs` loopback connections (both ends) open until its
 /// standard input closes. One process cannot hold 50,000 sockets under a 20,000 fd limit.
 fn hold(pairs: u32) {
-    raise_fd_limit();
+    common::raise_fd_limit();
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
     let addr = listener.local_addr().expect("address");
     let acceptor = std::thread::spawn(move || {

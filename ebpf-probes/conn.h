@@ -97,7 +97,10 @@ struct live_slot {
 	struct conn_key key;
 	/* Sockets of this home that hold an overflow slot (kept across the home's owners). */
 	__u32 overflowed;
-	__u8 pad2[8];
+	/* The socket's home (its own index in a home slot): user space, which does not know the
+	 * socket's address, counts a freed overflow slot off its home's `overflowed` by it. */
+	__u32 home;
+	__u32 pad2;
 	__u64 cgroup_id;
 };
 

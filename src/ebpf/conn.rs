@@ -97,7 +97,9 @@ pub struct LiveSlot {
     pub key: ConnKey,
     /// Sockets of this home that hold an overflow slot.
     pub overflowed: u32,
-    pub pad2: [u8; 8],
+    /// The socket's home, named by the socket's address, which only the probes know.
+    pub home: u32,
+    pub pad2: u32,
     pub cgroup_id: u64,
 }
 
@@ -197,6 +199,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(LiveSlot, retransmits), 60);
         assert_eq!(std::mem::offset_of!(LiveSlot, key), 64);
         assert_eq!(std::mem::offset_of!(LiveSlot, overflowed), 108);
+        assert_eq!(std::mem::offset_of!(LiveSlot, home), 112);
         assert_eq!(std::mem::size_of::<Batch>(), 16 + BATCH_RECORDS * 120);
     }
 

@@ -1,8 +1,8 @@
 //! The live-connection table: an array of slots the probes fill, read by user space through
 //! a shared mapping (no syscall per entry or per chunk), and the ring of freed overflow slots.
 //!
-//! The array holds the homes (a socket's home is the slot its cookie's low bits name), then
-//! the overflow slots of sockets whose home another live socket held. A slot belongs to a
+//! The array holds the homes (a socket's home is the slot its address names, which
+//! the probes write into the slot), then the overflow slots of sockets whose home another live socket held. A slot belongs to a
 //! connection while its generation is odd and, for a home, its cookie is not 0. The kernel
 //! writes a slot's contents before it makes the slot the connection's (a home's cookie, an
 //! overflow slot's generation), and frees it (cookie 0, then an even generation) before the
@@ -35,6 +35,8 @@ pub struct LiveEntry {
     pub index: u32,
     pub generation: u32,
     pub cookie: u64,
+    /// The socket's home slot.
+    pub home: u32,
     pub key: ConnKey,
     pub stats: ConnStats,
 }
@@ -122,11 +124,14 @@ impl LiveTable {
         unsafe { AtomicU64::from_ptr(std::ptr::addr_of_mut!((*self.slot_ptr(index)).cookie)) }
     }
 
-    /// How many sockets whose home is `cookie`'s hold an overflow slot.
-    fn overflow_count_of(&self, cookie: u64) -> &AtomicU32 {
-        let home = (cookie & u64::from(self.homes - 1)) as u32;
+    /// How many sockets of home `home` hold an overflow slot; None for an index that names
+    /// no home (the probes wrote it, so it is checked).
+    fn overflow_count_of(&self, home: u32) -> Option<&AtomicU32> {
+        if home >= self.homes {
+            return None;
+        }
         // SAFETY: as in `gen_of`; `overflowed` is a 4-byte aligned u32.
-        unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*self.slot_ptr(home)).overflowed)) }
+        Some(unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*self.slot_ptr(home)).overflowed)) })
     }
 
     /// Overflow slots handed out so far (the ones above were never used).
@@ -160,6 +165,7 @@ impl LiveTable {
                 index,
                 generation,
                 cookie,
+                home: slot.home,
                 key: slot.key,
                 stats: slot.stats(),
             });
@@ -202,8 +208,9 @@ impl LiveTable {
             let reference = (u64::from(entry.generation) << 32) | u64::from(entry.index);
             if self.overflow.get(&entry.cookie, 0).ok() == Some(reference)
                 && self.overflow.remove(&entry.cookie).is_ok()
+                && let Some(count) = self.overflow_count_of(entry.home)
             {
-                self.overflow_count_of(entry.cookie).fetch_sub(1, Ordering::AcqRel);
+                count.fetch_sub(1, Ordering::AcqRel);
             }
             FreeRing::new(self.free_cells.u64s(), self.free_positions.u64s())
                 .and_then(|ring| ring.push(entry.index))

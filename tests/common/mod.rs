@@ -128,6 +128,22 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
 
 /// An external tool the README's test command installs; missing means a broken setup, so
 /// the test fails rather than skips.
+/// Raises this process's soft limit on open files to the hard one, for tests and benchmarks
+/// that hold more sockets than a default soft limit (1,024) allows; returns the new limit.
+pub fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid rlimit pointers; the soft limit only rises to the hard one.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    limit.rlim_cur
+}
+
 pub fn require_tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
