@@ -347,8 +347,6 @@ fn read_all_latency(sizes: &Sizes) {
     );
 }
 
-/// Raises the soft open-file limit to the hard one (raising the hard one needs
-/// CAP_SYS_RESOURCE, which containers often drop).
 /// Child-process mode: holds `pairs` loopback connections (both ends) open until its
 /// standard input closes. One process cannot hold 50,000 sockets under a 20,000 fd limit.
 fn hold(pairs: u32) {

@@ -269,9 +269,8 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
 /// share one; the share that takes an overflow slot (and pays a hash lookup per event) is
 /// about half the table's load: 0.8% with 1,000 live sockets in 65,536 homes, 7% with
 /// 10,000, 30% with 50,000 (measured: ~400 of 1,100 in 1,024 homes, where a random hash
-/// gives 426). The overflow slots
-/// after the homes are as many as the table's size, so every socket finds a slot until that
-/// many are live, however their homes fall.
+/// gives 426). The overflow slots after the homes are as many as the table's size, so every
+/// socket finds a slot until that many are live, however their homes fall.
 pub fn home_slots(max_live: u32) -> u32 {
     max_live.clamp(1, 1 << 29).next_power_of_two()
 }

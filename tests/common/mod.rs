@@ -126,10 +126,9 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
     None
 }
 
-/// An external tool the README's test command installs; missing means a broken setup, so
-/// the test fails rather than skips.
 /// Raises this process's soft limit on open files to the hard one, for tests and benchmarks
-/// that hold more sockets than a default soft limit (1,024) allows; returns the new limit.
+/// that hold more sockets than a default soft limit (1,024) allows (raising the hard one
+/// needs CAP_SYS_RESOURCE, which containers often drop); returns the new limit.
 pub fn raise_fd_limit() -> u64 {
     let mut limit = libc::rlimit {
         rlim_cur: 0,
@@ -144,6 +143,8 @@ pub fn raise_fd_limit() -> u64 {
     limit.rlim_cur
 }
 
+/// An external tool the README's test command installs; missing means a broken setup, so
+/// the test fails rather than skips.
 pub fn require_tool(name: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
