@@ -1,13 +1,14 @@
 //! The live-connection table: an array of slots the probes fill, read by user space through
 //! a shared mapping (no syscall per entry or per chunk), and the ring of freed overflow slots.
 //!
-//! The array holds the homes (a socket's home is the slot its address names, which
-//! the probes write into the slot), then the overflow slots of sockets whose home another live socket held. A slot belongs to a
-//! connection while its generation is odd and, for a home, its cookie is not 0. The kernel
-//! writes a slot's contents before it makes the slot the connection's (a home's cookie, an
-//! overflow slot's generation), and frees it (cookie 0, then an even generation) before the
-//! connection's final record becomes visible; a read that sees the generation or the cookie
-//! change while it copies the slot drops it, and the next scrape sees the slot as it is then.
+//! The array holds the homes (a socket's home is the slot its address names, which the probes
+//! write into the slot), then the overflow slots of sockets whose home another live socket
+//! held. A slot belongs to a connection while its generation is odd and, for a home, its
+//! cookie is not 0. The kernel writes a slot's contents before it makes the slot the
+//! connection's (a home's cookie, an overflow slot's generation), and frees it (cookie 0, then
+//! an even generation) before the connection's final record becomes visible; a read that sees
+//! the generation or the cookie change while it copies the slot drops it, and the next scrape
+//! sees the slot as it is then.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 
@@ -132,6 +133,12 @@ impl LiveTable {
         }
         // SAFETY: as in `gen_of`; `overflowed` is a 4-byte aligned u32.
         Some(unsafe { AtomicU32::from_ptr(std::ptr::addr_of_mut!((*self.slot_ptr(home)).overflowed)) })
+    }
+
+    /// How many sockets of home `home` hold an overflow slot now; None for an index that names
+    /// no home.
+    pub fn overflowed(&self, home: u32) -> Option<u32> {
+        self.overflow_count_of(home).map(|count| count.load(Ordering::Acquire))
     }
 
     /// Overflow slots handed out so far (the ones above were never used).
