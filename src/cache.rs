@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use prometheus::proto::MetricFamily;
 
-use crate::family::FamilyBuilder;
+use crate::exposition::family::FamilyBuilder;
 
 pub struct ValidityCache<V> {
     name: &'static str,

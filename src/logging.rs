@@ -4,10 +4,62 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
-use crate::config::LogFormat;
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Logfmt,
+    Json,
+}
+
+/// What to log and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogConfig {
+    pub level: tracing::Level,
+    pub format: LogFormat,
+}
+
+/// The `--log.*` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    #[arg(
+        id = "log.level",
+        long = "log.level",
+        value_name = "LEVEL",
+        default_value = "info",
+        value_parser = ["error", "warn", "info", "debug"],
+        help = "Only log messages with this severity or above"
+    )]
+    level: String,
+    #[arg(
+        id = "log.format",
+        long = "log.format",
+        value_name = "FORMAT",
+        default_value = "logfmt",
+        value_parser = ["logfmt", "json"],
+        help = "Log line format"
+    )]
+    format: String,
+}
+
+impl LogArgs {
+    pub fn resolve(&self) -> LogConfig {
+        LogConfig {
+            level: match self.level.as_str() {
+                "error" => tracing::Level::ERROR,
+                "warn" => tracing::Level::WARN,
+                "debug" => tracing::Level::DEBUG,
+                _ => tracing::Level::INFO,
+            },
+            format: match self.format.as_str() {
+                "json" => LogFormat::Json,
+                _ => LogFormat::Logfmt,
+            },
+        }
+    }
+}
 
 /// Installs the global subscriber. `RUST_LOG`, when set, refines the level per module.
-pub fn init(level: tracing::Level, format: LogFormat) -> anyhow::Result<()> {
+pub fn init(LogConfig { level, format }: LogConfig) -> anyhow::Result<()> {
     let filter = EnvFilter::builder()
         .with_default_directive(tracing::level_filters::LevelFilter::from_level(level).into())
         .from_env_lossy();

@@ -3,13 +3,13 @@
 use std::process::ExitCode;
 
 use anyhow::Context;
-use sonde::config::{self, ConfigError};
+use sonde::cli::{self, Config, ConfigError};
 use sonde::server::Server;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
     raise_open_file_limit();
-    let config = match config::from_args(std::env::args_os()) {
+    let config = match cli::from_args(std::env::args_os()) {
         Ok(config) => config,
         Err(ConfigError::Help(text) | ConfigError::Version(text)) => {
             print!("{text}");
@@ -20,7 +20,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if let Err(error) = sonde::logging::init(config.log_level, config.log_format) {
+    if let Err(error) = sonde::logging::init(config.log) {
         eprintln!("sonde: error: setting up logging: {error}");
         return ExitCode::FAILURE;
     }
@@ -70,17 +70,17 @@ fn limit_malloc_arenas() {
     }
 }
 
-async fn run(config: config::Config) -> anyhow::Result<()> {
+async fn run(config: Config) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
-    let collectors = sonde::collector::enabled(&config);
+    let collectors = sonde::collector::enabled(&config.collectors);
     let names: Vec<&str> = collectors.iter().map(|c| c.name()).collect();
-    let server = Server::bind(&config, collectors).await?;
+    let server = Server::bind(&config.web, &config.scrape, collectors).await?;
     let address = server.local_addr().context("reading the bound address")?;
     tracing::info!(
         version = sonde::build_info::VERSION,
         revision = sonde::build_info::REVISION,
         %address,
-        telemetry_path = %config.telemetry_path,
+        telemetry_path = %config.web.telemetry_path,
         collectors = %names.join(","),
         "listening"
     );

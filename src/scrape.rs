@@ -9,8 +9,48 @@ use futures::future::join_all;
 use tokio::time::Instant;
 
 use crate::collector::{CollectError, Collector, ScrapeContext};
-use crate::family::{self, Family, FamilyBuilder};
+use crate::exposition::family::{self, Family, FamilyBuilder};
 use crate::self_metrics::ExporterMetrics;
+use crate::settings::{self, InvalidValue};
+
+/// The scrape deadline's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScrapeConfig {
+    /// Scrape deadline when the scraper sends no `X-Prometheus-Scrape-Timeout-Seconds`.
+    pub timeout: Duration,
+    /// Taken off the scraper's own timeout so the answer arrives before it gives up.
+    pub timeout_offset: Duration,
+}
+
+/// The `--scrape.*` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ScrapeArgs {
+    #[arg(
+        id = "scrape.timeout",
+        long = "scrape.timeout",
+        value_name = "DURATION",
+        default_value = "10s",
+        help = "Scrape deadline when the scraper sends no X-Prometheus-Scrape-Timeout-Seconds"
+    )]
+    timeout: String,
+    #[arg(
+        id = "scrape.timeout-offset",
+        long = "scrape.timeout-offset",
+        value_name = "DURATION",
+        default_value = "500ms",
+        help = "Taken off the scraper's X-Prometheus-Scrape-Timeout-Seconds"
+    )]
+    timeout_offset: String,
+}
+
+impl ScrapeArgs {
+    pub fn resolve(&self) -> Result<ScrapeConfig, InvalidValue> {
+        Ok(ScrapeConfig {
+            timeout: settings::duration("scrape.timeout", &self.timeout)?,
+            timeout_offset: settings::duration("scrape.timeout-offset", &self.timeout_offset)?,
+        })
+    }
+}
 
 /// What the last collection of one collector came to; shown on the landing page.
 #[derive(Debug, Clone, Default)]

@@ -6,7 +6,7 @@ use prometheus::process_collector::ProcessCollector;
 use prometheus::proto::MetricFamily;
 
 use crate::build_info;
-use crate::family::FamilyBuilder;
+use crate::exposition::family::FamilyBuilder;
 
 pub struct ExporterMetrics {
     process: ProcessCollector,

@@ -23,12 +23,98 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::build_info;
 use crate::collector::Collector;
-use crate::config::Config;
 use crate::exposition::{EncodeError, Format, gzip};
-use crate::scrape::Scraper;
+use crate::scrape::{ScrapeConfig, Scraper};
+use crate::settings::{self, InvalidValue};
 
 /// The header Prometheus sends with its scrape timeout in seconds.
 pub const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
+
+/// What the HTTP side listens on and how much it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebConfig {
+    /// `host:port` as given (`:9977` means every address); resolved when binding.
+    pub listen_address: String,
+    pub telemetry_path: String,
+    /// Concurrent `/metrics` requests served; 0 means no limit.
+    pub max_requests: usize,
+    /// Hard limit on any one HTTP request, a safety net behind the scrape deadline.
+    pub request_timeout: Duration,
+}
+
+/// The `--web.*` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct WebArgs {
+    #[arg(
+        id = "web.listen-address",
+        long = "web.listen-address",
+        value_name = "ADDRESS",
+        default_value = ":9977",
+        help = "Address to listen on ([host]:port)"
+    )]
+    listen_address: String,
+    #[arg(
+        id = "web.telemetry-path",
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics",
+        help = "Path under which to expose metrics"
+    )]
+    telemetry_path: String,
+    #[arg(
+        id = "web.max-requests",
+        long = "web.max-requests",
+        value_name = "N",
+        default_value = "40",
+        help = "Concurrent scrapes served; more get 503 at once (0: no limit)"
+    )]
+    max_requests: usize,
+    #[arg(
+        id = "web.request-timeout",
+        long = "web.request-timeout",
+        value_name = "DURATION",
+        default_value = "60s",
+        help = "Hard limit on any one HTTP request"
+    )]
+    request_timeout: String,
+}
+
+impl WebArgs {
+    pub fn resolve(&self) -> Result<WebConfig, InvalidValue> {
+        validate_listen_address(&self.listen_address)?;
+        if !self.telemetry_path.starts_with('/') || self.telemetry_path.len() < 2 {
+            return Err(InvalidValue::new(
+                "web.telemetry-path",
+                &self.telemetry_path,
+                "must start with '/' and name a path other than '/'",
+            ));
+        }
+        Ok(WebConfig {
+            listen_address: self.listen_address.clone(),
+            telemetry_path: self.telemetry_path.clone(),
+            max_requests: self.max_requests,
+            request_timeout: settings::duration("web.request-timeout", &self.request_timeout)?,
+        })
+    }
+}
+
+/// Checks the shape of `[host]:port` now, so a typo fails at start with a clear message.
+fn validate_listen_address(address: &str) -> Result<(), InvalidValue> {
+    let invalid = |reason: &str| InvalidValue::new("web.listen-address", address, reason);
+    let (host, port) = address
+        .rsplit_once(':')
+        .ok_or_else(|| invalid("expected [host]:port, e.g. :9977 or 127.0.0.1:9977"))?;
+    port.parse::<u16>()
+        .map_err(|_| invalid("the port must be a number from 0 to 65535"))?;
+    let bracketed = host.starts_with('[') && host.ends_with(']');
+    if !bracketed && host.contains(':') {
+        return Err(invalid("IPv6 hosts must be in brackets, e.g. [::1]:9977"));
+    }
+    if host.chars().any(char::is_whitespace) {
+        return Err(invalid("the host contains white space"));
+    }
+    Ok(())
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -59,14 +145,18 @@ struct AppState {
 
 impl Server {
     /// Binds the listen address and builds the router over the given collectors.
-    pub async fn bind(config: &Config, collectors: Vec<Arc<dyn Collector>>) -> Result<Self, ServerError> {
-        let listener = bind(&config.listen_address).await?;
+    pub async fn bind(
+        web: &WebConfig,
+        scrape: &ScrapeConfig,
+        collectors: Vec<Arc<dyn Collector>>,
+    ) -> Result<Self, ServerError> {
+        let listener = bind(&web.listen_address).await?;
         let scraper = Arc::new(Scraper::new(collectors));
         Ok(Self {
             listener,
-            router: router(config, Arc::clone(&scraper)),
+            router: router(web, scrape, Arc::clone(&scraper)),
             scraper,
-            warm_up_timeout: config.scrape_timeout,
+            warm_up_timeout: scrape.timeout,
         })
     }
 
@@ -110,15 +200,15 @@ async fn bind(address: &str) -> Result<TcpListener, ServerError> {
     }
 }
 
-fn router(config: &Config, scraper: Arc<Scraper>) -> Router {
+fn router(web: &WebConfig, scrape: &ScrapeConfig, scraper: Arc<Scraper>) -> Router {
     let state = Arc::new(AppState {
         scraper,
-        telemetry_path: config.telemetry_path.clone(),
-        scrape_timeout: config.scrape_timeout,
-        scrape_timeout_offset: config.scrape_timeout_offset,
+        telemetry_path: web.telemetry_path.clone(),
+        scrape_timeout: scrape.timeout,
+        scrape_timeout_offset: scrape.timeout_offset,
     });
     // Excess scrapes are refused at once: a queue would only make every scraper time out.
-    let scrape_limit = (config.max_requests > 0).then(|| {
+    let scrape_limit = (web.max_requests > 0).then(|| {
         ServiceBuilder::new()
             .layer(HandleErrorLayer::new(|_: tower::BoxError| async {
                 (
@@ -127,14 +217,14 @@ fn router(config: &Config, scraper: Arc<Scraper>) -> Router {
                 )
             }))
             .load_shed()
-            .layer(GlobalConcurrencyLimitLayer::new(config.max_requests))
+            .layer(GlobalConcurrencyLimitLayer::new(web.max_requests))
     });
     let metrics_route = match scrape_limit {
         Some(limit) => get(metrics).layer(limit),
         None => get(metrics),
     };
     Router::new()
-        .route(&config.telemetry_path, metrics_route)
+        .route(&web.telemetry_path, metrics_route)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/", get(landing_page))
@@ -143,7 +233,7 @@ fn router(config: &Config, scraper: Arc<Scraper>) -> Router {
             ServiceBuilder::new()
                 .layer(TimeoutLayer::with_status_code(
                     StatusCode::SERVICE_UNAVAILABLE,
-                    config.request_timeout,
+                    web.request_timeout,
                 ))
                 .layer(CompressionLayer::new()),
         )

@@ -244,6 +244,9 @@ pub fn pressure(text: &str) -> Result<Pressure, ParseError> {
     Ok(result)
 }
 
+/// Interfaces cAdvisor leaves out of container network stats.
+pub const IGNORED_INTERFACE_PREFIXES: [&str; 4] = ["lo", "veth", "docker", "nerdctl"];
+
 /// One interface of `/proc/<pid>/net/dev`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Interface {

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use super::parse::ParseError;
-use crate::family::FamilyBuilder;
+use crate::exposition::family::FamilyBuilder;
 
 macro_rules! files {
     ($($variant:ident => $name:literal),* $(,)?) => {

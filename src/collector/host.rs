@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 
 use super::{CollectError, Collector, ScrapeContext};
-use crate::config::Paths;
-use crate::family::{self, Family, FamilyBuilder};
+use crate::paths::Paths;
+use crate::exposition::family::{self, Family, FamilyBuilder};
 
 /// Failed reads of the CPU list after which the runtime's count is used for good.
 const CPU_READ_ATTEMPTS: u32 = 3;

@@ -1,9 +1,13 @@
-//! The collector framework: one trait every source implements, and the list of built-in
-//! collectors that flags can switch on and off.
+//! The collectors: the trait each implements, their settings, and the one registry that
+//! builds them all over the metadata sources they share.
 
 pub mod connection;
 pub mod container;
+pub mod docker;
 pub mod host;
+pub mod kubelet;
+pub mod sources;
+mod switches;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -12,9 +16,15 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use crate::config::Config;
-use crate::family::Family;
-use crate::sources::Sources;
+pub use self::sources::Sources;
+pub use self::switches::CollectorSwitches;
+use self::connection::ConnectionConfig;
+use self::container::ContainerConfig;
+use crate::docker::settings::DockerConfig;
+use crate::exposition::family::Family;
+use crate::gateway::GatewayConfig;
+use crate::kubelet::settings::KubeletConfig;
+use crate::paths::Paths;
 
 /// What a collector learns about the scrape it is part of.
 #[derive(Debug, Clone, Copy)]
@@ -61,47 +71,90 @@ pub trait Collector: Send + Sync + 'static {
     fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>>;
 }
 
-/// A built-in collector: its flag name, whether it runs by default, and how to build it.
+/// What the collectors and the metadata sources they share are built from.
+#[derive(Debug, Clone)]
+pub struct CollectorSettings {
+    pub paths: Paths,
+    /// Which of the switchable collectors run (`--collector.<name>`, `--no-collector.<name>`).
+    pub switches: CollectorSwitches,
+    pub container: ContainerConfig,
+    pub connection: ConnectionConfig,
+    pub docker: DockerConfig,
+    pub kubelet: KubeletConfig,
+    pub gateway: GatewayConfig,
+}
+
+impl CollectorSettings {
+    pub fn collector_enabled(&self, name: &str) -> bool {
+        self.switches.enabled(name)
+    }
+}
+
+/// How a collector is switched on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Switch {
+    /// By its own `--collector.<name>` and `--no-collector.<name>` flags.
+    Flags { on_by_default: bool },
+    /// With the metadata source it reports on (`--docker`, `--kubelet.url`).
+    WithItsSource,
+}
+
+/// A collector of the registry: its name, how it is switched on, and how it is built.
 pub struct CollectorSpec {
     pub name: &'static str,
     pub help: &'static str,
-    pub enabled_by_default: bool,
-    pub build: fn(&Config, &Sources) -> Arc<dyn Collector>,
+    pub switch: Switch,
+    /// `None` when what it reports on is off.
+    pub build: fn(&CollectorSettings, &Sources) -> Option<Arc<dyn Collector>>,
 }
 
-/// Every built-in collector, in the order they are listed in `--help` and the README.
-pub fn builtin() -> &'static [CollectorSpec] {
+/// The registry: every collector, in the order their families are served and their flags
+/// are listed in `--help` and the README.
+pub fn registry() -> &'static [CollectorSpec] {
     &[
         CollectorSpec {
             name: "host",
             help: "machine_cpu_cores and machine_memory_bytes of the host",
-            enabled_by_default: true,
-            build: |config, _| Arc::new(host::HostCollector::new(&config.paths)),
+            switch: Switch::Flags { on_by_default: true },
+            build: |settings, _| Some(Arc::new(host::HostCollector::new(&settings.paths))),
         },
         CollectorSpec {
             name: "container",
             help: "cAdvisor-compatible container_* metrics from cgroups",
-            enabled_by_default: true,
-            build: |config, sources| Arc::new(container::ContainerCollector::new(config, sources)),
+            switch: Switch::Flags { on_by_default: true },
+            build: |settings, sources| Some(Arc::new(container::ContainerCollector::new(settings, sources))),
         },
         CollectorSpec {
             name: "connection",
             help: "per-container TCP/UDP connection metrics from eBPF (needs CAP_BPF, CAP_PERFMON)",
-            enabled_by_default: true,
-            build: |config, sources| Arc::new(connection::ConnectionCollector::new(config, sources)),
+            switch: Switch::Flags { on_by_default: true },
+            build: |settings, sources| Some(Arc::new(connection::ConnectionCollector::new(settings, sources))),
+        },
+        CollectorSpec {
+            name: "docker",
+            help: "whether the Docker engine answers, and the containers it described",
+            switch: Switch::WithItsSource,
+            build: |_, sources| sources.docker.clone(),
+        },
+        CollectorSpec {
+            name: "kubelet",
+            help: "pod network stats from the Kubelet, and whether it answers",
+            switch: Switch::WithItsSource,
+            build: |_, sources| sources.kubelet.clone(),
         },
     ]
 }
 
-/// The collectors the configuration enables, and those of the enabled metadata sources.
-/// Call inside the Tokio runtime (see [`Sources::from_config`]).
-pub fn enabled(config: &Config) -> Vec<Arc<dyn Collector>> {
-    let sources = Sources::from_config(config);
-    let mut collectors: Vec<Arc<dyn Collector>> = builtin()
+/// The collectors the settings enable, built over the metadata sources they share. Call
+/// inside the Tokio runtime (see [`Sources::start`]).
+pub fn enabled(settings: &CollectorSettings) -> Vec<Arc<dyn Collector>> {
+    let sources = Sources::start(settings);
+    registry()
         .iter()
-        .filter(|spec| config.collector_enabled(spec.name))
-        .map(|spec| (spec.build)(config, &sources))
-        .collect();
-    collectors.extend(sources.collectors.iter().cloned());
-    collectors
+        .filter(|spec| match spec.switch {
+            Switch::Flags { .. } => settings.collector_enabled(spec.name),
+            Switch::WithItsSource => true,
+        })
+        .filter_map(|spec| (spec.build)(settings, &sources))
+        .collect()
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use super::link::Link;
 use super::map::ContainerMap;
-use crate::container::discovery::Discovered;
-use crate::container::metadata::{Metadata, MetadataSource};
+use crate::identity::discovery::Discovered;
+use crate::identity::metadata::{Metadata, MetadataSource};
 
 pub struct DockerSource {
     pub(super) map: Arc<ContainerMap>,

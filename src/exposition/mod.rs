@@ -1,5 +1,7 @@
-//! Exposition formats and their negotiation from the scraper's `Accept` header.
+//! The metric families sonde builds, the exposition formats they are encoded in, and the
+//! format's negotiation from the scraper's `Accept` header.
 
+pub mod family;
 pub mod gzip;
 pub mod openmetrics;
 
@@ -10,7 +12,7 @@ use mediatype::MediaTypeList;
 use prometheus::Encoder;
 use prometheus::proto::MetricFamily;
 
-use crate::family::Family;
+use self::family::Family;
 
 /// The formats sonde can answer in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -218,7 +220,7 @@ mod tests {
 #[cfg(test)]
 mod shared_tests {
     use super::Format;
-    use crate::family::{self, FamilyBuilder};
+    use crate::exposition::family::{self, FamilyBuilder};
 
     #[test]
     fn shared_encodings_concatenate_to_the_whole_encoding() {

@@ -188,7 +188,7 @@ fn canonical(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::family::FamilyBuilder;
+    use crate::exposition::family::FamilyBuilder;
     use prometheus::core::Collector;
     use prometheus::{Histogram, HistogramOpts, Opts};
 

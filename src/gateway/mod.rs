@@ -1,5 +1,5 @@
 //! Gateway enrichment of connections: which router a connection leaves its network
-//! namespace through, on which interface and subnet (DESIGN.md, "Gateway lookup").
+//! namespace through, on which interface and subnet (docs/ARCHITECTURE.md, "Gateway enrichment").
 //!
 //! For a connection, the route cache, keyed by (source, destination, netns), holds the
 //! answer; on a miss the kernel is asked (`RTM_GETROUTE` for the destination from the
@@ -12,6 +12,7 @@
 
 pub mod netlink;
 pub mod netns;
+mod settings;
 pub mod subnet;
 pub mod telemetry;
 
@@ -29,6 +30,8 @@ use self::netns::{Handle, NetnsHandles};
 use self::subnet::Interface;
 use self::telemetry::{Snapshot, Telemetry};
 use crate::ebpf::conn::ConnKey;
+
+pub use self::settings::GatewayArgs;
 
 /// Failed lookups are cached this long before the kernel is asked again.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use prometheus::proto::MetricFamily;
 
-use crate::family::FamilyBuilder;
+use crate::exposition::family::FamilyBuilder;
 
 #[derive(Debug, Default)]
 pub struct Telemetry {

@@ -16,9 +16,9 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use prometheus::proto::MetricFamily;
 
-use super::config::KubeletConfig;
+use super::settings::KubeletConfig;
 use super::tls;
-use crate::family::FamilyBuilder;
+use crate::exposition::family::FamilyBuilder;
 
 /// The Kubelet endpoints sonde reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

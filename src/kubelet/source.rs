@@ -8,8 +8,8 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::pods::{PodIdentity, PodIndex};
-use crate::container::discovery::{Discovered, Kind};
-use crate::container::metadata::{Metadata, MetadataSource};
+use crate::identity::discovery::{Discovered, Kind};
+use crate::identity::metadata::{Metadata, MetadataSource};
 
 pub struct KubeletSource {
     identity: RwLock<Option<Identity>>,
@@ -112,7 +112,7 @@ impl MetadataSource for KubeletSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::container::discovery::classify;
+    use crate::identity::discovery::classify;
     use crate::kubelet::pods::PodList;
 
     const UID: &str = "8e1a3d5c-1b2f-4c6d-9e0a-112233445566";
@@ -139,7 +139,7 @@ mod tests {
     fn names_the_connection_series_of_a_pod_container() {
         use std::os::unix::fs::MetadataExt;
 
-        use crate::collector::connection::cgroup_names::{CgroupNames, CgroupPaths, ContainerLabels, SourceNames};
+        use crate::identity::cgroup_ids::{CgroupNames, ContainerLabels, InodePaths, SourceNames};
 
         let dir = tempfile::tempdir().expect("tempdir");
         let uid_ = UID.replace('-', "_");
@@ -150,7 +150,7 @@ mod tests {
         std::fs::create_dir_all(&scope).expect("mkdir");
         let source = Arc::new(KubeletSource::new(Duration::from_secs(60)));
         source.update(index(false));
-        let names = SourceNames::new(CgroupPaths::at(dir.path().to_owned()), vec![source]);
+        let names = SourceNames::new(InodePaths::at(dir.path().to_owned()), vec![source]);
         let inode = std::fs::metadata(&scope).expect("stat").ino();
         assert_eq!(
             names.labels(inode),

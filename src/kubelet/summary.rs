@@ -69,7 +69,7 @@ pub fn network_by_pod(summary: Summary) -> HashMap<String, Vec<PodInterface>> {
             .into_iter()
             .filter_map(|stats| {
                 let name = stats.name.clone().filter(|n| !n.is_empty())?;
-                let ignored = crate::collector::container::IGNORED_INTERFACE_PREFIXES
+                let ignored = crate::cgroup::parse::IGNORED_INTERFACE_PREFIXES
                     .iter()
                     .any(|p| name.starts_with(p));
                 (!ignored).then_some(PodInterface { name, stats })

@@ -7,11 +7,10 @@
 //! (no privileges, no BTF, missing tracepoints) every collection fails with the reason, and
 //! the rest of sonde is unaffected.
 
-pub mod cgroup_names;
 pub mod series;
+mod settings;
 pub mod tracker;
 
-use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -20,45 +19,20 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use futures::future::BoxFuture;
 use prometheus::proto::MetricFamily;
 
-use self::cgroup_names::{CgroupNames, CgroupPaths, SourceNames};
-use self::series::{LabelPolicy, RemoteMode};
+use crate::identity::cgroup_ids::{CgroupNames, InodePaths, SourceNames};
+use self::series::LabelPolicy;
 use self::tracker::Tracker;
-use super::{CollectError, Collector, ScrapeContext};
-use crate::config::Config;
+pub use self::settings::{ConnectionArgs, ConnectionConfig};
+use super::{CollectError, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
 use crate::ebpf::conn::{Batch, ClosedConn, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS};
 use crate::ebpf::loader::{self, MapBatches};
 use crate::ebpf::table::{LiveEntry, LiveTable};
-use crate::family::{self, Family, FamilyBuilder};
+use crate::exposition::family::{self, Family, FamilyBuilder};
 use crate::gateway::GatewayLookup;
-use crate::sources::Sources;
 
 /// How often full batches are taken from the ring buffer between scrapes.
 const RING_DRAIN_EVERY: Duration = Duration::from_millis(100);
-
-/// The collector's settings (`--connection.*`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConnectionConfig {
-    pub max_live: u32,
-    pub ephemeral_ports: RangeInclusive<u16>,
-    pub remote: RemoteMode,
-    pub max_series: usize,
-    /// A UDP socket idle this long leaves the live table as if closed (UDP has no close
-    /// event); its slot is freed, and a later datagram on it starts a new entry.
-    pub udp_idle: Duration,
-}
-
-impl Default for ConnectionConfig {
-    fn default() -> Self {
-        Self {
-            max_live: 65_536,
-            ephemeral_ports: 32768..=60999,
-            remote: RemoteMode::Ip,
-            max_series: 10_000,
-            udp_idle: Duration::from_secs(120),
-        }
-    }
-}
 
 pub struct ConnectionCollector {
     inner: Arc<Lazy>,
@@ -117,13 +91,13 @@ struct State {
 }
 
 impl ConnectionCollector {
-    pub fn new(config: &Config, sources: &Sources) -> Self {
+    pub fn new(config: &CollectorSettings, sources: &Sources) -> Self {
         Self {
             inner: Arc::new(Lazy {
                 config: config.connection.clone(),
                 sysfs: config.paths.sysfs.clone(),
                 names: Arc::new(SourceNames::filtered(
-                    CgroupPaths::new(&config.paths.sysfs),
+                    InodePaths::new(&config.paths.sysfs),
                     sources.metadata.clone(),
                     config.container.filters.clone(),
                 )),

@@ -4,6 +4,7 @@
 use regex::Regex;
 
 use super::metadata::Metadata;
+use crate::settings::{self, InvalidValue};
 
 /// Regexes match anywhere in the value (anchor them with `^…$` for whole values). A value
 /// sonde does not know is the empty string.
@@ -28,6 +29,66 @@ impl Filters {
             || hits_exclude(&self.exclude_name, &m.name)
             || hits_exclude(&self.exclude_image, &m.image)
             || hits_exclude(&self.exclude_namespace, &m.namespace)
+    }
+}
+
+/// The `--container.include-*` and `--container.exclude-*` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct FilterArgs {
+    #[arg(
+        id = "container.include-name",
+        long = "container.include-name",
+        value_name = "REGEX",
+        help = "Report only containers whose name matches this regex"
+    )]
+    include_name: Option<String>,
+    #[arg(
+        id = "container.exclude-name",
+        long = "container.exclude-name",
+        value_name = "REGEX",
+        help = "Do not report containers whose name matches this regex"
+    )]
+    exclude_name: Option<String>,
+    #[arg(
+        id = "container.include-image",
+        long = "container.include-image",
+        value_name = "REGEX",
+        help = "Report only containers whose image matches this regex"
+    )]
+    include_image: Option<String>,
+    #[arg(
+        id = "container.exclude-image",
+        long = "container.exclude-image",
+        value_name = "REGEX",
+        help = "Do not report containers whose image matches this regex"
+    )]
+    exclude_image: Option<String>,
+    #[arg(
+        id = "container.include-namespace",
+        long = "container.include-namespace",
+        value_name = "REGEX",
+        help = "Report only containers whose namespace matches this regex"
+    )]
+    include_namespace: Option<String>,
+    #[arg(
+        id = "container.exclude-namespace",
+        long = "container.exclude-namespace",
+        value_name = "REGEX",
+        help = "Do not report containers whose namespace matches this regex"
+    )]
+    exclude_namespace: Option<String>,
+}
+
+impl FilterArgs {
+    pub fn resolve(&self) -> Result<Filters, InvalidValue> {
+        Ok(Filters {
+            include_name: settings::regex("container.include-name", self.include_name.as_deref())?,
+            exclude_name: settings::regex("container.exclude-name", self.exclude_name.as_deref())?,
+            include_image: settings::regex("container.include-image", self.include_image.as_deref())?,
+            exclude_image: settings::regex("container.exclude-image", self.exclude_image.as_deref())?,
+            include_namespace: settings::regex("container.include-namespace", self.include_namespace.as_deref())?,
+            exclude_namespace: settings::regex("container.exclude-namespace", self.exclude_namespace.as_deref())?,
+        })
     }
 }
 

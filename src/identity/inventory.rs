@@ -12,6 +12,7 @@ use rayon::prelude::*;
 use super::discovery::{self, Discovered, Kind};
 use super::filter::Filters;
 use super::metadata::{Metadata, MetadataSource};
+use super::{Description, describe};
 use crate::cgroup::{CgroupPaths, KeptFiles, Layout, Reader, Spec};
 
 /// One reported cgroup.
@@ -63,11 +64,8 @@ impl Inventory {
         let entries = discovered
             .into_par_iter()
             .filter_map(|cgroup| {
-                let mut metadata = Metadata::default();
-                for source in &settings.sources {
-                    source.describe(&cgroup, &mut metadata);
-                }
-                if settings.filters.excludes(&metadata) {
+                let Description { metadata, excluded } = describe(&cgroup, &settings.sources, &settings.filters);
+                if excluded {
                     return None;
                 }
                 let paths = settings.layout.paths(&cgroup.id);

@@ -11,18 +11,16 @@ use futures::future::BoxFuture;
 use prometheus::proto::MetricType;
 use rayon::prelude::*;
 
-use super::{CollectError, Collector, ScrapeContext};
-use crate::cache::{self, CacheFigures, ValidityCache};
-use crate::cgroup::parse::{self, Interface};
-use crate::cgroup::{File, KeptFiles, Layout, Reader, Stats};
-use crate::config::Config;
-use crate::container::discovery::Kind;
-use crate::container::inventory::{Entry, Inventory, Settings};
-use crate::family::{self, Family, RenderedFamily};
-use crate::sources::Sources;
+mod settings;
 
-/// Interfaces cAdvisor leaves out of container network stats.
-pub(crate) const IGNORED_INTERFACE_PREFIXES: [&str; 4] = ["lo", "veth", "docker", "nerdctl"];
+pub use self::settings::{ContainerArgs, ContainerConfig};
+use super::{CollectError, Collector, CollectorSettings, ScrapeContext, Sources};
+use crate::cache::{self, CacheFigures, ValidityCache};
+use crate::cgroup::parse::{self, IGNORED_INTERFACE_PREFIXES, Interface};
+use crate::cgroup::{File, KeptFiles, Layout, Reader, Stats};
+use crate::identity::discovery::Kind;
+use crate::identity::inventory::{Entry, Inventory, Settings};
+use crate::exposition::family::{self, Family, RenderedFamily};
 
 pub struct ContainerCollector {
     state: Result<Arc<State>, String>,
@@ -56,24 +54,24 @@ struct Snapshot {
 }
 
 impl ContainerCollector {
-    pub fn new(config: &Config, sources: &Sources) -> Self {
-        let state = Layout::detect(&config.paths.sysfs)
+    pub fn new(settings: &CollectorSettings, sources: &Sources) -> Self {
+        let state = Layout::detect(&settings.paths.sysfs)
             .map(|layout| {
                 Arc::new(State {
                     settings: Settings {
                         layout,
-                        procfs: config.paths.procfs.clone(),
-                        raw_prefixes: config.container.raw_cgroup_prefixes.clone(),
-                        filters: config.container.filters.clone(),
+                        procfs: settings.paths.procfs.clone(),
+                        raw_prefixes: settings.container.raw_cgroup_prefixes.clone(),
+                        filters: settings.container.filters.clone(),
                         sources: sources.metadata.clone(),
                     },
                     sources_generation: AtomicU64::new(0),
                     reader: Reader::default(),
-                    procfs: config.paths.procfs.clone(),
-                    sysfs: config.paths.sysfs.clone(),
-                    inventory: ValidityCache::new("container_inventory", config.container.inventory_validity),
+                    procfs: settings.paths.procfs.clone(),
+                    sysfs: settings.paths.sysfs.clone(),
+                    inventory: ValidityCache::new("container_inventory", settings.container.inventory_validity),
                     last_inventory: Mutex::default(),
-                    stats: ValidityCache::new("container_stats", config.container.cache_validity),
+                    stats: ValidityCache::new("container_stats", settings.container.cache_validity),
                     devices: Mutex::default(),
                     line_bytes: (0..FAMILIES).map(|_| AtomicUsize::new(0)).collect(),
                 })

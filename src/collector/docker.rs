@@ -6,18 +6,21 @@ use std::sync::Arc;
 use futures::future::BoxFuture;
 use tokio::time::{Duration, Instant};
 
-use super::link::Link;
-use super::map::ContainerMap;
-use crate::collector::{CollectError, Collector, ScrapeContext};
-use crate::family::{Family, FamilyBuilder};
+use super::{CollectError, Collector, ScrapeContext};
+use crate::docker::Watched;
+use crate::exposition::family::{Family, FamilyBuilder};
 
 /// How long a scrape right after start waits for the first answer from the engine.
 const FIRST_ATTEMPT_PATIENCE: Duration = Duration::from_secs(1);
 
 pub struct DockerCollector {
-    pub(super) host: String,
-    pub(super) map: Arc<ContainerMap>,
-    pub(super) link: Arc<Link>,
+    watched: Watched,
+}
+
+impl DockerCollector {
+    pub fn new(watched: Watched) -> Self {
+        Self { watched }
+    }
 }
 
 impl Collector for DockerCollector {
@@ -30,12 +33,12 @@ impl Collector for DockerCollector {
             // Right after start, answer with the first attempt's outcome rather than "not
             // yet", but never hold a scrape long for an engine that hangs.
             let patience = ctx.deadline.min(Instant::now() + FIRST_ATTEMPT_PATIENCE);
-            let _ = tokio::time::timeout_at(patience, self.link.first_attempt()).await;
-            if !self.link.connected() {
+            let _ = tokio::time::timeout_at(patience, self.watched.link.first_attempt()).await;
+            if !self.watched.link.connected() {
                 return Err(CollectError::Failed(format!(
                     "Docker engine at {}: {}",
-                    self.host,
-                    self.link.last_error()
+                    self.watched.host,
+                    self.watched.link.last_error()
                 )));
             }
             let families = [
@@ -43,12 +46,12 @@ impl Collector for DockerCollector {
                     "sonde_docker_containers",
                     "Running containers the Docker engine described.",
                 )
-                .with_sample(&[], self.map.len() as f64),
+                .with_sample(&[], self.watched.map.len() as f64),
                 FamilyBuilder::counter(
                     "sonde_docker_events_total",
                     "Docker container events applied (start, die, destroy, rename, health_status).",
                 )
-                .with_sample(&[], self.link.events() as f64),
+                .with_sample(&[], self.watched.link.events() as f64),
             ];
             Ok(families
                 .into_iter()

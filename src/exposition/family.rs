@@ -10,8 +10,8 @@ use bytes::Bytes;
 
 use prometheus::proto::{Bucket, Counter, Gauge, Histogram, LabelPair, Metric, MetricFamily, MetricType};
 
-use crate::exposition::gzip::Segment;
-use crate::exposition::{EncodeError, Format, openmetrics};
+use super::gzip::Segment;
+use super::{EncodeError, Format, openmetrics};
 
 /// One family under construction: a name, a help text, a type and its samples.
 #[derive(Debug, Clone)]

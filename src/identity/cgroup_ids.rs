@@ -8,9 +8,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::container::discovery::classify;
-use crate::container::filter::Filters;
-use crate::container::metadata::{Metadata, MetadataSource};
+use super::discovery::classify;
+use super::filter::Filters;
+use super::metadata::MetadataSource;
+use super::{Description, describe};
 
 /// The labels a connection's cgroup gives its series; empty strings when unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -36,7 +37,7 @@ const RESCAN_EVERY: Duration = Duration::from_secs(5);
 
 /// Walks the cgroup v2 hierarchy and caches inode → path; an unknown id triggers a new walk,
 /// at most every [`RESCAN_EVERY`].
-pub struct CgroupPaths {
+pub struct InodePaths {
     root: PathBuf,
     cache: Mutex<Cache>,
 }
@@ -47,7 +48,7 @@ struct Cache {
     scanned: Option<Instant>,
 }
 
-impl CgroupPaths {
+impl InodePaths {
     /// The v2 hierarchy under `sysfs`: `fs/cgroup` on a unified host, `fs/cgroup/unified` on
     /// a hybrid one.
     pub fn new(sysfs: &Path) -> Self {
@@ -104,7 +105,7 @@ impl CgroupPaths {
     }
 }
 
-impl CgroupNames for CgroupPaths {
+impl CgroupNames for InodePaths {
     fn labels(&self, cgroup_id: u64) -> ContainerLabels {
         ContainerLabels {
             id: self.path(cgroup_id).unwrap_or_default(),
@@ -113,22 +114,22 @@ impl CgroupNames for CgroupPaths {
     }
 }
 
-/// [`CgroupPaths`] named by the metadata sources: the path is classified by the runtime
+/// [`InodePaths`] named by the metadata sources: the path is classified by the runtime
 /// layouts, as the container inventory does, described by each source in turn, and held
 /// against the container filters.
 pub struct SourceNames {
-    paths: CgroupPaths,
+    paths: InodePaths,
     sources: Vec<Arc<dyn MetadataSource>>,
     filters: Filters,
 }
 
 impl SourceNames {
-    pub fn new(paths: CgroupPaths, sources: Vec<Arc<dyn MetadataSource>>) -> Self {
+    pub fn new(paths: InodePaths, sources: Vec<Arc<dyn MetadataSource>>) -> Self {
         Self::filtered(paths, sources, Filters::default())
     }
 
     /// Names whose containers the filters exclude are marked [`ContainerLabels::excluded`].
-    pub fn filtered(paths: CgroupPaths, sources: Vec<Arc<dyn MetadataSource>>, filters: Filters) -> Self {
+    pub fn filtered(paths: InodePaths, sources: Vec<Arc<dyn MetadataSource>>, filters: Filters) -> Self {
         Self {
             paths,
             sources,
@@ -142,15 +143,10 @@ impl CgroupNames for SourceNames {
         let Some(id) = self.paths.path(cgroup_id) else {
             return ContainerLabels::default();
         };
-        let mut metadata = Metadata::default();
-        // Only containers are filtered: a host service's cgroup has no name to match.
-        let mut excluded = false;
-        if let Some(found) = classify(&id) {
-            for source in &self.sources {
-                source.describe(&found, &mut metadata);
-            }
-            excluded = self.filters.excludes(&metadata);
-        }
+        // Only containers are described and filtered: a host service's cgroup has no name.
+        let Description { metadata, excluded } = classify(&id)
+            .map(|found| describe(&found, &self.sources, &self.filters))
+            .unwrap_or_default();
         let container = if metadata.container.is_empty() {
             metadata.name
         } else {
@@ -169,13 +165,15 @@ impl CgroupNames for SourceNames {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::identity::discovery::Discovered;
+    use crate::identity::metadata::Metadata;
 
     #[test]
     fn ids_are_the_inodes_of_cgroup_directories() {
         let dir = tempfile::tempdir().expect("tempdir");
         let root = dir.path().to_owned();
         std::fs::create_dir_all(root.join("system.slice/docker-1.scope")).expect("mkdir");
-        let paths = CgroupPaths::at(root.clone());
+        let paths = InodePaths::at(root.clone());
         let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
         assert_eq!(paths.path(ino(&root)).as_deref(), Some("/"));
         let scope = root.join("system.slice/docker-1.scope");
@@ -186,7 +184,7 @@ mod tests {
     struct OnePod;
 
     impl MetadataSource for OnePod {
-        fn describe(&self, cgroup: &crate::container::discovery::Discovered, metadata: &mut Metadata) {
+        fn describe(&self, cgroup: &Discovered, metadata: &mut Metadata) {
             if cgroup.container_id.as_deref() == Some(ID) {
                 metadata.container = "web".into();
                 metadata.pod = "web-0".into();
@@ -205,7 +203,7 @@ mod tests {
         let other = root.join("system.slice/cron.service");
         std::fs::create_dir_all(&scope).expect("mkdir");
         std::fs::create_dir_all(&other).expect("mkdir");
-        let names = SourceNames::new(CgroupPaths::at(root), vec![Arc::new(OnePod)]);
+        let names = SourceNames::new(InodePaths::at(root), vec![Arc::new(OnePod)]);
         let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
         assert_eq!(
             names.labels(ino(&scope)),
@@ -230,7 +228,7 @@ mod tests {
     struct Docker;
 
     impl MetadataSource for Docker {
-        fn describe(&self, cgroup: &crate::container::discovery::Discovered, metadata: &mut Metadata) {
+        fn describe(&self, cgroup: &Discovered, metadata: &mut Metadata) {
             if let Some(id) = &cgroup.container_id {
                 metadata.name = format!("db-{}", &id[63..]);
                 metadata.image = "postgres:16".into();
@@ -254,7 +252,7 @@ mod tests {
             include_image: Some(regex::Regex::new("^postgres:").expect("regex")),
             ..Filters::default()
         };
-        let names = SourceNames::filtered(CgroupPaths::at(root), vec![Arc::new(Docker)], filters);
+        let names = SourceNames::filtered(InodePaths::at(root), vec![Arc::new(Docker)], filters);
         let ino = |p: &Path| std::fs::metadata(p).expect("stat").ino();
         assert_eq!(
             names.labels(ino(&dirs[0])),

@@ -11,18 +11,18 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::client::{Endpoint, KubeletClient, KubeletError};
-use super::pods::{PodIndex, PodList};
-use super::source::KubeletSource;
-use super::summary::{self, PodInterface, Summary};
+use super::{CollectError, Collector, CollectorSettings, ScrapeContext};
 use crate::cache::{self, CacheFigures, ValidityCache};
 use crate::cgroup::Layout;
-use crate::collector::{CollectError, Collector, ScrapeContext};
-use crate::config::Config;
-use crate::container::discovery::{self, Kind};
-use crate::container::filter::Filters;
-use crate::container::metadata::{Metadata, MetadataSource};
-use crate::family::{self, Family, FamilyBuilder};
+use crate::exposition::family::{self, Family, FamilyBuilder};
+use crate::identity::discovery::{self, Discovered, Kind};
+use crate::identity;
+use crate::identity::filter::Filters;
+use crate::identity::metadata::MetadataSource;
+use crate::kubelet::client::{Endpoint, KubeletClient, KubeletError};
+use crate::kubelet::pods::{PodIndex, PodList};
+use crate::kubelet::source::KubeletSource;
+use crate::kubelet::summary::{self, PodInterface, Summary};
 
 pub struct KubeletCollector {
     client: Result<KubeletClient, String>,
@@ -37,23 +37,23 @@ pub struct KubeletCollector {
 /// One `/stats/summary` read: each pod's interfaces and the pod cgroups they belong to.
 struct PodNetworks {
     by_pod: HashMap<String, Vec<PodInterface>>,
-    /// Pod UID → its pod-level cgroup paths (the `id` label).
-    cgroups: HashMap<String, Vec<String>>,
+    /// Pod UID → its pod-level cgroups (their path is the `id` label).
+    cgroups: HashMap<String, Vec<Discovered>>,
 }
 
 impl KubeletCollector {
-    pub fn new(config: &Config, url: &str) -> Self {
-        let client = KubeletClient::new(url, &config.kubelet);
+    pub fn new(settings: &CollectorSettings, url: &str) -> Self {
+        let client = KubeletClient::new(url, &settings.kubelet);
         if let Err(error) = &client {
             tracing::error!(%error, "the Kubelet source cannot start");
         }
         Self {
             client,
-            source: Arc::new(KubeletSource::new(config.kubelet.max_staleness)),
-            pods: ValidityCache::new("kubelet_pods", config.kubelet.cache_validity),
-            summary: ValidityCache::new("kubelet_summary", config.kubelet.cache_validity),
-            layout: Layout::detect(&config.paths.sysfs).ok(),
-            filters: config.container.filters.clone(),
+            source: Arc::new(KubeletSource::new(settings.kubelet.max_staleness)),
+            pods: ValidityCache::new("kubelet_pods", settings.kubelet.cache_validity),
+            summary: ValidityCache::new("kubelet_summary", settings.kubelet.cache_validity),
+            layout: Layout::detect(&settings.paths.sysfs).ok(),
+            filters: settings.container.filters.clone(),
         }
     }
 
@@ -111,6 +111,7 @@ impl KubeletCollector {
             .iter()
             .map(|(name, help, _)| FamilyBuilder::counter(name, help))
             .collect();
+        let sources = [self.source()];
         let mut pods: Vec<(&String, &Vec<PodInterface>)> = networks.by_pod.iter().collect();
         pods.sort_unstable_by_key(|(uid, _)| *uid);
         for (uid, interfaces) in pods {
@@ -118,20 +119,15 @@ impl KubeletCollector {
             if pod.host_network {
                 continue;
             }
-            let metadata = Metadata {
-                pod: pod.name.clone(),
-                namespace: pod.namespace.clone(),
-                exclude: pod.exclude,
-                ..Metadata::default()
-            };
-            if self.filters.excludes(&metadata) {
-                continue;
-            }
-            for id in networks.cgroups.get(uid).into_iter().flatten() {
+            for cgroup in networks.cgroups.get(uid).into_iter().flatten() {
+                // The pod as the container collector names and filters its series.
+                if identity::describe(cgroup, &sources, &self.filters).excluded {
+                    continue;
+                }
                 for interface in interfaces {
                     let labels = [
                         ("container", ""),
-                        ("id", id.as_str()),
+                        ("id", cgroup.id.as_str()),
                         ("image", ""),
                         ("interface", interface.name.as_str()),
                         ("name", ""),
@@ -242,13 +238,13 @@ const NETWORK_FAMILIES: [NetworkFamily; 4] = [
     ),
 ];
 
-/// Pod UID → pod-level cgroup paths under the hierarchy.
-fn pod_cgroups(layout: Option<&Layout>) -> HashMap<String, Vec<String>> {
-    let mut cgroups: HashMap<String, Vec<String>> = HashMap::new();
+/// Pod UID → pod-level cgroups under the hierarchy.
+fn pod_cgroups(layout: Option<&Layout>) -> HashMap<String, Vec<Discovered>> {
+    let mut cgroups: HashMap<String, Vec<Discovered>> = HashMap::new();
     let Some(layout) = layout else { return cgroups };
     for found in discovery::discover(layout.discovery_root(), &[]) {
-        if let (Kind::Pod, Some(uid)) = (found.kind, found.pod_uid) {
-            cgroups.entry(uid).or_default().push(found.id);
+        if let (Kind::Pod, Some(uid)) = (found.kind, found.pod_uid.clone()) {
+            cgroups.entry(uid).or_default().push(found);
         }
     }
     cgroups

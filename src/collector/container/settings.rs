@@ -1,0 +1,61 @@
+//! The `container` collector's settings and their flags (`--container.*`).
+
+use std::time::Duration;
+
+use crate::identity::filter::{FilterArgs, Filters};
+use crate::settings::{self, InvalidValue};
+
+/// Settings of the `container` collector.
+#[derive(Debug, Clone)]
+pub struct ContainerConfig {
+    /// Stats are read at most once per window; scrapes inside it share one read.
+    pub cache_validity: Duration,
+    /// The list of containers, their limits and names are rebuilt at most once per window.
+    pub inventory_validity: Duration,
+    /// cgroups at or below these paths are reported even without a runtime layout.
+    pub raw_cgroup_prefixes: Vec<String>,
+    /// Which containers are reported (by every collector that names containers).
+    pub filters: Filters,
+}
+
+/// The `--container.*` flags.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ContainerArgs {
+    #[arg(
+        id = "container.cache-validity",
+        long = "container.cache-validity",
+        value_name = "DURATION",
+        default_value = "2s",
+        help = "Container stats are read at most once per this window; scrapes inside it share one read"
+    )]
+    cache_validity: String,
+    #[arg(
+        id = "container.inventory-validity",
+        long = "container.inventory-validity",
+        value_name = "DURATION",
+        default_value = "10s",
+        help = "The container list, limits and names are rebuilt at most once per this window"
+    )]
+    inventory_validity: String,
+    #[arg(
+        id = "container.raw-cgroup-prefix",
+        long = "container.raw-cgroup-prefix",
+        value_name = "PATH",
+        value_delimiter = ',',
+        help = "Report cgroups at or below this path too (repeatable; comma-separated in the environment)"
+    )]
+    raw_cgroup_prefix: Vec<String>,
+    #[command(flatten)]
+    filters: FilterArgs,
+}
+
+impl ContainerArgs {
+    pub fn resolve(&self) -> Result<ContainerConfig, InvalidValue> {
+        Ok(ContainerConfig {
+            cache_validity: settings::duration("container.cache-validity", &self.cache_validity)?,
+            inventory_validity: settings::duration("container.inventory-validity", &self.inventory_validity)?,
+            raw_cgroup_prefixes: self.raw_cgroup_prefix.iter().filter(|v| !v.is_empty()).cloned().collect(),
+            filters: self.filters.resolve()?,
+        })
+    }
+}
