@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 use futures::future::join_all;
 use tokio::time::Instant;
 
-use crate::collector::{CollectError, Collector, ScrapeContext};
+use crate::collector::{CollectError, Collection, Collector, ScrapeContext};
 use crate::exposition::family::{self, Family, FamilyBuilder};
 use crate::self_metrics::ExporterMetrics;
 use crate::settings::{self, InvalidValue};
@@ -94,14 +94,10 @@ impl Scraper {
         let ctx = ScrapeContext::with_timeout(timeout);
         // Each status is recorded as soon as its collector finishes, not after the slowest.
         let outcomes = join_all(self.entries.iter().map(|entry| async move {
-            let (elapsed, outcome) = run(Arc::clone(&entry.collector), ctx).await;
-            record(
-                entry.collector.name(),
-                &entry.status,
-                elapsed,
-                outcome.as_ref().err().map(|f| &f.reason),
-            );
-            (elapsed, outcome)
+            let (elapsed, collection) = run(Arc::clone(&entry.collector), ctx).await;
+            let error = collection.failure.as_ref().map(ToString::to_string);
+            record(entry.collector.name(), &entry.status, elapsed, error.as_ref());
+            (elapsed, collection)
         }))
         .await;
 
@@ -114,14 +110,12 @@ impl Scraper {
             "Whether a collector succeeded in this scrape (1) or failed, panicked or missed the deadline (0).",
         );
         let mut merged = Families::default();
-        for (entry, (elapsed, outcome)) in self.entries.iter().zip(outcomes) {
+        for (entry, (elapsed, collection)) in self.entries.iter().zip(outcomes) {
             let name = entry.collector.name();
             duration.sample(&[("collector", name)], elapsed.as_secs_f64());
-            success.sample(&[("collector", name)], if outcome.is_ok() { 1.0 } else { 0.0 });
-            match outcome {
-                Ok(families) => merged.extend(families),
-                Err(failure) => merged.extend(failure.families),
-            }
+            let succeeded = collection.failure.is_none();
+            success.sample(&[("collector", name)], if succeeded { 1.0 } else { 0.0 });
+            merged.extend(collection.families);
         }
         merged.extend(family::shared(duration.build().into_iter().chain(success.build())));
         merged.extend(family::shared(self.exporter.collect()));
@@ -146,50 +140,32 @@ impl Scraper {
     }
 }
 
-/// Why a collector failed, and what it still had to show (see [`CollectError::Partial`]).
-struct Failure {
-    reason: String,
-    families: Vec<Arc<Family>>,
-}
-
-impl From<String> for Failure {
-    fn from(reason: String) -> Self {
-        Self {
-            reason,
-            families: Vec::new(),
-        }
-    }
-}
-
-impl From<CollectError> for Failure {
-    fn from(error: CollectError) -> Self {
-        match error {
-            CollectError::Partial { reason, families } => Self { reason, families },
-            other => other.to_string().into(),
-        }
-    }
+/// Why the scrape stopped waiting for a collector.
+#[derive(Debug, thiserror::Error)]
+enum Interrupted {
+    #[error("panicked: {0}")]
+    Panicked(String),
+    #[error("cancelled")]
+    Cancelled,
+    #[error("missed the scrape deadline of {0:.3}s")]
+    MissedDeadline(f64),
 }
 
 /// Runs one collector on its own task, so that a panic is caught and a missed deadline
-/// cancels it; returns how long it took and its families or why it failed.
-async fn run(collector: Arc<dyn Collector>, ctx: ScrapeContext) -> (Duration, Result<Vec<Arc<Family>>, Failure>) {
+/// cancels it; returns how long it took and what it came to.
+async fn run(collector: Arc<dyn Collector>, ctx: ScrapeContext) -> (Duration, Collection) {
     let start = Instant::now();
     let mut task = tokio::spawn(async move { collector.collect(ctx).await });
-    let outcome = match tokio::time::timeout_at(ctx.deadline, &mut task).await {
-        Ok(Ok(Ok(families))) => Ok(families),
-        Ok(Ok(Err(error))) => Err(error.into()),
-        Ok(Err(join)) if join.is_panic() => Err(format!("panicked: {}", panic_message(join.into_panic())).into()),
-        Ok(Err(_)) => Err("cancelled".to_owned().into()),
+    let interrupted = match tokio::time::timeout_at(ctx.deadline, &mut task).await {
+        Ok(Ok(collection)) => return (start.elapsed(), collection),
+        Ok(Err(join)) if join.is_panic() => Interrupted::Panicked(panic_message(join.into_panic())),
+        Ok(Err(_)) => Interrupted::Cancelled,
         Err(_) => {
             task.abort();
-            Err(format!(
-                "missed the scrape deadline of {:.3}s",
-                ctx.deadline.saturating_duration_since(start).as_secs_f64()
-            )
-            .into())
+            Interrupted::MissedDeadline(ctx.deadline.saturating_duration_since(start).as_secs_f64())
         }
     };
-    (start.elapsed(), outcome)
+    (start.elapsed(), Collection::failed(CollectError::other(interrupted)))
 }
 
 /// Updates a collector's status and logs only when its success changes (or it fails first).
@@ -271,13 +247,13 @@ mod tests {
         fn name(&self) -> &'static str {
             "flaky"
         }
-        fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+        fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Collection> {
             let failing = self.failing.load(Ordering::SeqCst);
             Box::pin(async move {
                 if failing {
-                    Err(CollectError::Failed("source unavailable".into()))
+                    Collection::failed(CollectError::other("source unavailable"))
                 } else {
-                    Ok(Vec::new())
+                    Collection::ok(Vec::new())
                 }
             })
         }
@@ -342,15 +318,15 @@ mod tests {
             fn name(&self) -> &'static str {
                 "degraded"
             }
-            fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+            fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Collection> {
                 let telemetry = FamilyBuilder::counter("zz_requests_total", "h")
                     .with_sample(&[("code", "500")], 1.0)
                     .build();
                 Box::pin(async move {
-                    Err(CollectError::Partial {
-                        reason: "source answered 500".into(),
+                    Collection {
                         families: family::shared(telemetry),
-                    })
+                        failure: Some(CollectError::other("source answered 500")),
+                    }
                 })
             }
         }
@@ -373,7 +349,7 @@ mod tests {
             fn name(&self) -> &'static str {
                 "two"
             }
-            fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+            fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Collection> {
                 let a = FamilyBuilder::gauge("zz_shared", "h")
                     .with_sample(&[("part", "a")], 1.0)
                     .build();
@@ -383,7 +359,7 @@ mod tests {
                 let c = FamilyBuilder::counter("aa_first_total", "h")
                     .with_sample(&[], 3.0)
                     .build();
-                Box::pin(async move { Ok(family::shared(a.into_iter().chain(b).chain(c))) })
+                Box::pin(async move { Collection::ok(family::shared(a.into_iter().chain(b).chain(c))) })
             }
         }
         let families = Scraper::new(vec![Arc::new(Two)]).scrape(Duration::from_secs(5)).await;

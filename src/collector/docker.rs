@@ -1,12 +1,11 @@
 //! The `docker` collector: whether the engine answers (`sonde_collector_success`), and what
 //! the source holds.
 
-use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use tokio::time::{Duration, Instant};
 
-use super::{CollectError, Collector, ScrapeContext};
+use super::{CollectError, Collection, Collector, ScrapeContext};
 use crate::docker::Watched;
 use crate::exposition::family::{Family, FamilyBuilder};
 
@@ -28,18 +27,17 @@ impl Collector for DockerCollector {
         "docker"
     }
 
-    fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+    fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Collection> {
         Box::pin(async move {
             // Right after start, answer with the first attempt's outcome rather than "not
             // yet", but never hold a scrape long for an engine that hangs.
             let patience = ctx.deadline.min(Instant::now() + FIRST_ATTEMPT_PATIENCE);
             let _ = tokio::time::timeout_at(patience, self.watched.link.first_attempt()).await;
             if !self.watched.link.connected() {
-                return Err(CollectError::Failed(format!(
-                    "Docker engine at {}: {}",
-                    self.watched.host,
-                    self.watched.link.last_error()
-                )));
+                return Collection::failed(CollectError::DockerEngine {
+                    host: self.watched.host.clone(),
+                    reason: self.watched.link.last_error(),
+                });
             }
             let families = [
                 FamilyBuilder::gauge(
@@ -53,11 +51,13 @@ impl Collector for DockerCollector {
                 )
                 .with_sample(&[], self.watched.link.events() as f64),
             ];
-            Ok(families
-                .into_iter()
-                .filter_map(FamilyBuilder::build)
-                .map(Family::new)
-                .collect())
+            Collection::ok(
+                families
+                    .into_iter()
+                    .filter_map(FamilyBuilder::build)
+                    .map(Family::new)
+                    .collect(),
+            )
         })
     }
 }

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
-use super::{CollectError, Collector, ScrapeContext};
+use super::{CollectError, Collection, Collector, ScrapeContext};
 use crate::paths::Paths;
 use crate::exposition::family::{self, Family, FamilyBuilder};
 
@@ -76,11 +76,17 @@ impl Collector for HostCollector {
         "host"
     }
 
-    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Collection> {
         // Two small pseudo-files that the kernel answers from memory: read them inline
         // rather than paying for a blocking-pool hop.
-        Box::pin(async move {
-            let cores = self.cpu_cores()?;
+        Box::pin(async move { self.families().into() })
+    }
+}
+
+impl HostCollector {
+    /// The two machine families.
+    fn families(&self) -> Result<Vec<Arc<Family>>, CollectError> {
+        let cores = self.cpu_cores()?;
             let memory = self.memory_bytes()?;
             Ok(family::shared(
                 [
@@ -92,7 +98,6 @@ impl Collector for HostCollector {
                 .into_iter()
                 .filter_map(FamilyBuilder::build),
             ))
-        })
     }
 }
 
@@ -202,6 +207,7 @@ mod tests {
         let families = host
             .collect(ScrapeContext::with_timeout(std::time::Duration::from_secs(1)))
             .await
+            .into_result()
             .expect("collects");
         assert_eq!(gauge(&families, "machine_cpu_cores"), 6.0);
         assert_eq!(gauge(&families, "machine_memory_bytes"), 2048.0 * 1024.0);
@@ -220,15 +226,15 @@ mod tests {
         let (dir, host) = fake_host(Some("garbage"));
         let ctx = ScrapeContext::with_timeout(std::time::Duration::from_secs(1));
         for attempt in 1..CPU_READ_ATTEMPTS {
-            let err = host.collect(ctx).await.expect_err("fails before the fallback");
+            let err = host.collect(ctx).await.into_result().expect_err("fails before the fallback");
             assert!(err.to_string().contains("online"), "attempt {attempt}: {err}");
         }
         let runtime = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
-        let families = host.collect(ctx).await.expect("falls back");
+        let families = host.collect(ctx).await.into_result().expect("falls back");
         assert_eq!(gauge(&families, "machine_cpu_cores"), runtime);
         // The fallback is cached: a list that appears later does not change the answer.
         std::fs::write(dir.path().join("sys/devices/system/cpu/online"), "0-63").expect("write");
-        let families = host.collect(ctx).await.expect("cached");
+        let families = host.collect(ctx).await.into_result().expect("cached");
         assert_eq!(gauge(&families, "machine_cpu_cores"), runtime);
     }
 }

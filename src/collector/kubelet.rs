@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-use super::{CollectError, Collector, CollectorSettings, ScrapeContext};
+use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext};
 use crate::cache::{self, CacheFigures, ValidityCache};
 use crate::cgroup::Layout;
 use crate::exposition::family::{self, Family, FamilyBuilder};
@@ -23,6 +23,23 @@ use crate::kubelet::client::{Endpoint, KubeletClient, KubeletError};
 use crate::kubelet::pods::{PodIndex, PodList};
 use crate::kubelet::source::KubeletSource;
 use crate::kubelet::summary::{self, PodInterface, Summary};
+
+/// Why one part of a collection (the pods, the summary) failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum KubeletFailure {
+    /// The client could not be built (a CA file that does not load, say).
+    #[error("{0}")]
+    NoClient(String),
+    #[error(transparent)]
+    Request(Arc<KubeletError>),
+    #[error("no answer from the Kubelet before the scrape deadline")]
+    Late,
+}
+
+/// The failures of one collection, shown together.
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+pub struct KubeletFailures(pub Vec<KubeletFailure>);
 
 pub struct KubeletCollector {
     client: Result<KubeletClient, String>,
@@ -66,18 +83,18 @@ impl KubeletCollector {
         let _ = self.refresh_pods(None).await;
     }
 
-    fn client(&self) -> Result<&KubeletClient, String> {
-        self.client.as_ref().map_err(Clone::clone)
+    fn client(&self) -> Result<&KubeletClient, KubeletFailure> {
+        self.client.as_ref().map_err(|e| KubeletFailure::NoClient(e.clone()))
     }
 
     /// The pods, fetched at most once per window; a fresh answer goes to the metadata source.
-    async fn refresh_pods(&self, deadline: Option<Instant>) -> Result<(), String> {
+    async fn refresh_pods(&self, deadline: Option<Instant>) -> Result<(), KubeletFailure> {
         let client = self.client()?;
         let fetch = async {
             let list: PodList = client.get(Endpoint::Pods, deadline).await.inspect_err(log)?;
             Ok::<_, KubeletError>(PodIndex::from_list(list))
         };
-        let (index, fresh) = self.pods.get(fetch).await.map_err(|e| e.to_string())?;
+        let (index, fresh) = self.pods.get(fetch).await.map_err(KubeletFailure::Request)?;
         if fresh {
             self.source.update(index);
         }
@@ -85,7 +102,7 @@ impl KubeletCollector {
     }
 
     /// The pod networks, fetched at most once per window.
-    async fn refresh_summary(&self, deadline: Option<Instant>) -> Result<Arc<PodNetworks>, String> {
+    async fn refresh_summary(&self, deadline: Option<Instant>) -> Result<Arc<PodNetworks>, KubeletFailure> {
         let client = self.client()?;
         let layout = self.layout.clone();
         let fetch = async {
@@ -97,7 +114,11 @@ impl KubeletCollector {
                 .unwrap_or_default();
             Ok::<_, KubeletError>(PodNetworks { by_pod, cgroups })
         };
-        self.summary.get(fetch).await.map(|(v, _)| v).map_err(|e| e.to_string())
+        self.summary
+            .get(fetch)
+            .await
+            .map(|(v, _)| v)
+            .map_err(KubeletFailure::Request)
     }
 
     /// `container_network_*_total{interface}` on each pod's pod-level series, with the label
@@ -191,16 +212,15 @@ impl KubeletCollector {
     }
 }
 
-/// `work`'s result, or `late()` once `deadline` passes.
+/// `work`'s result, or [`KubeletFailure::Late`] once `deadline` passes.
 async fn within<T>(
     deadline: Option<Instant>,
-    work: impl Future<Output = Result<T, String>>,
-    late: impl FnOnce() -> String,
-) -> Result<T, String> {
+    work: impl Future<Output = Result<T, KubeletFailure>>,
+) -> Result<T, KubeletFailure> {
     match deadline {
         Some(deadline) => tokio::time::timeout_at(deadline, work)
             .await
-            .unwrap_or_else(|_| Err(late())),
+            .unwrap_or(Err(KubeletFailure::Late)),
         None => work.await,
     }
 }
@@ -255,7 +275,7 @@ impl Collector for KubeletCollector {
         "kubelet"
     }
 
-    fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+    fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Collection> {
         Box::pin(async move {
             // Give up on the Kubelet a little before the scrape's deadline, so the failure is
             // counted and reported with this collector's telemetry rather than cut off.
@@ -263,10 +283,9 @@ impl Collector for KubeletCollector {
             let (requests_end, wait_end) = (before(2 * DEADLINE_MARGIN), before(DEADLINE_MARGIN));
             // The wait is bounded too (a little later, so a request of this scrape ends by its
             // own timeout and is counted): a caller may be waiting on another's refresh.
-            let late = || "no answer from the Kubelet before the scrape deadline".to_owned();
             let (pods, networks) = tokio::join!(
-                within(wait_end, self.refresh_pods(requests_end), late),
-                within(wait_end, self.refresh_summary(requests_end), late)
+                within(wait_end, self.refresh_pods(requests_end)),
+                within(wait_end, self.refresh_summary(requests_end))
             );
             let mut families = match &networks {
                 Ok(networks) => self.render(networks),
@@ -274,14 +293,10 @@ impl Collector for KubeletCollector {
             };
             let with_network = networks.as_ref().map_or(0, |n| n.by_pod.len());
             families.extend(self.telemetry(with_network));
-            let errors: Vec<String> = [pods.err(), networks.err()].into_iter().flatten().collect();
-            if errors.is_empty() {
-                Ok(families)
-            } else {
-                Err(CollectError::Partial {
-                    reason: errors.join("; "),
-                    families,
-                })
+            let failures: Vec<KubeletFailure> = [pods.err(), networks.err()].into_iter().flatten().collect();
+            Collection {
+                families,
+                failure: (!failures.is_empty()).then(|| CollectError::from(KubeletFailures(failures))),
             }
         })
     }

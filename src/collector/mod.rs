@@ -20,7 +20,11 @@ pub use self::sources::Sources;
 pub use self::switches::CollectorSwitches;
 use self::connection::ConnectionConfig;
 use self::container::ContainerConfig;
+use crate::cgroup::CgroupError;
 use crate::docker::settings::DockerConfig;
+use crate::ebpf::batch::BatchError;
+use crate::ebpf::loader::LoadError;
+use crate::ebpf::table::TableError;
 use crate::exposition::family::Family;
 use crate::gateway::GatewayConfig;
 use crate::kubelet::settings::KubeletConfig;
@@ -42,7 +46,51 @@ impl ScrapeContext {
     }
 }
 
-/// Why a collector produced nothing this time.
+/// What one collection came to: the families to serve, and why the collection failed if it
+/// did. A failed collection may still have families worth showing (its own telemetry, what
+/// it kept from the last good read): they are served, and its success is 0.
+#[derive(Debug, Default)]
+pub struct Collection {
+    pub families: Vec<Arc<Family>>,
+    pub failure: Option<CollectError>,
+}
+
+impl Collection {
+    pub fn ok(families: Vec<Arc<Family>>) -> Self {
+        Self {
+            families,
+            failure: None,
+        }
+    }
+
+    /// Nothing to show, and why.
+    pub fn failed(error: impl Into<CollectError>) -> Self {
+        Self {
+            families: Vec::new(),
+            failure: Some(error.into()),
+        }
+    }
+}
+
+impl Collection {
+    /// The families of a collection that succeeded, or its failure (what a failed
+    /// collection still had to show is dropped).
+    pub fn into_result(self) -> Result<Vec<Arc<Family>>, CollectError> {
+        match self.failure {
+            None => Ok(self.families),
+            Some(failure) => Err(failure),
+        }
+    }
+}
+
+impl From<Result<Vec<Arc<Family>>, CollectError>> for Collection {
+    fn from(result: Result<Vec<Arc<Family>>, CollectError>) -> Self {
+        result.map_or_else(Self::failed, Self::ok)
+    }
+}
+
+/// Why a collection failed, with the cause's own type kept up to where it is shown (the
+/// landing page, the log).
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
     #[error("reading {path}: {source}")]
@@ -53,12 +101,40 @@ pub enum CollectError {
     },
     #[error("parsing {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
-    #[error("{0}")]
-    Failed(String),
-    /// The collector failed, but still has families worth showing (its own telemetry, what
-    /// it kept from the last good read): they are served, and its success is 0.
-    #[error("{reason}")]
-    Partial { reason: String, families: Vec<Arc<Family>> },
+    /// No cgroup hierarchy where one was expected.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// Blocking work handed to a thread of its own stopped before it answered.
+    #[error("{work}: {source}")]
+    Stopped {
+        work: &'static str,
+        #[source]
+        source: tokio::task::JoinError,
+    },
+    /// The eBPF probes did not load; every collection reports it.
+    #[error(transparent)]
+    Probes(Arc<LoadError>),
+    #[error(transparent)]
+    Drain(#[from] BatchError),
+    #[error("reading the live-connection table: {0}")]
+    LiveTable(#[source] TableError),
+    #[error("Docker engine at {host}: {reason}")]
+    DockerEngine { host: String, reason: String },
+    #[error(transparent)]
+    Kubelet(#[from] kubelet::KubeletFailures),
+    /// A failure shared by every scrape of one validity window.
+    #[error(transparent)]
+    Shared(#[from] Arc<CollectError>),
+    /// A collector's own failure, of any type.
+    #[error(transparent)]
+    Other(Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl CollectError {
+    /// A failure of any error type (or a message).
+    pub fn other(error: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        Self::Other(error.into())
+    }
 }
 
 /// A source of metric families. A collector owns its source, its cache and its failure:
@@ -68,7 +144,7 @@ pub trait Collector: Send + Sync + 'static {
     fn name(&self) -> &'static str;
 
     /// Reads the source and returns its families. Called concurrently by overlapping scrapes.
-    fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>>;
+    fn collect(&self, ctx: ScrapeContext) -> BoxFuture<'_, Collection>;
 }
 
 /// What the collectors and the metadata sources they share are built from.

@@ -23,12 +23,12 @@ use crate::identity::cgroup_ids::{CgroupNames, InodePaths, SourceNames};
 use self::series::LabelPolicy;
 use self::tracker::Tracker;
 pub use self::settings::{ConnectionArgs, ConnectionConfig};
-use super::{CollectError, Collector, CollectorSettings, ScrapeContext, Sources};
+use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
 use crate::ebpf::conn::{Batch, ClosedConn, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS};
 use crate::ebpf::loader::{self, MapBatches};
 use crate::ebpf::table::{LiveEntry, LiveTable};
-use crate::exposition::family::{self, Family, FamilyBuilder};
+use crate::exposition::family::{self, FamilyBuilder};
 use crate::gateway::GatewayLookup;
 
 /// How often full batches are taken from the ring buffer between scrapes.
@@ -46,11 +46,11 @@ struct Lazy {
     sysfs: PathBuf,
     names: Arc<dyn CgroupNames>,
     gateway: Option<Arc<GatewayLookup>>,
-    engine: OnceLock<Result<Arc<Engine>, String>>,
+    engine: OnceLock<Result<Arc<Engine>, Arc<loader::LoadError>>>,
 }
 
 impl Lazy {
-    fn engine(&self) -> Result<Arc<Engine>, String> {
+    fn engine(&self) -> Result<Arc<Engine>, CollectError> {
         self.engine
             .get_or_init(|| {
                 let engine =
@@ -60,10 +60,11 @@ impl Lazy {
                 }
                 engine.map_err(|e| {
                     tracing::warn!(collector = "connection", reason = %e, "eBPF probes not loaded; the connection collector will report failure");
-                    e.to_string()
+                    Arc::new(e)
                 })
             })
             .clone()
+            .map_err(CollectError::Probes)
     }
 }
 
@@ -219,7 +220,7 @@ impl Engine {
         for record in partial.into_inner().unwrap_or_else(|p| p.into_inner()) {
             state.tracker.closed(&record);
         }
-        drained.map_err(|e| CollectError::Failed(e.to_string()))?;
+        drained?;
 
         // (3) The live table; idle UDP entries leave it as if closed.
         let now_ns = monotonic_ns();
@@ -228,7 +229,7 @@ impl Engine {
         state
             .live
             .read_all(&mut live)
-            .map_err(|e| CollectError::Failed(format!("reading the live-connection table: {e}")))?;
+            .map_err(CollectError::LiveTable)?;
         let idle =
             |e: &LiveEntry| e.key.protocol == IPPROTO_UDP && now_ns.saturating_sub(e.stats.last_ns) > udp_idle_ns;
         let idle_udp: Vec<LiveEntry> = live.iter().filter(|e| idle(e)).copied().collect();
@@ -431,13 +432,17 @@ impl Collector for ConnectionCollector {
         "connection"
     }
 
-    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Collection> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || inner.engine().map_err(CollectError::Failed)?.collect())
+            tokio::task::spawn_blocking(move || inner.engine()?.collect())
                 .await
-                .map_err(|e| CollectError::Failed(format!("the drain stopped: {e}")))?
-                .map(family::shared)
+                .map_err(|source| CollectError::Stopped {
+                    work: "the drain stopped",
+                    source,
+                })
+                .and_then(|collected| collected.map(family::shared))
+                .into()
         })
     }
 }

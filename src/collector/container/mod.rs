@@ -14,7 +14,7 @@ use rayon::prelude::*;
 mod settings;
 
 pub use self::settings::{ContainerArgs, ContainerConfig};
-use super::{CollectError, Collector, CollectorSettings, ScrapeContext, Sources};
+use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::cache::{self, CacheFigures, ValidityCache};
 use crate::cgroup::parse::{self, IGNORED_INTERFACE_PREFIXES, Interface};
 use crate::cgroup::{File, KeptFiles, Layout, Reader, Stats};
@@ -23,7 +23,8 @@ use crate::identity::inventory::{Entry, Inventory, Settings};
 use crate::exposition::family::{self, Family, RenderedFamily};
 
 pub struct ContainerCollector {
-    state: Result<Arc<State>, String>,
+    /// Without a cgroup hierarchy every collection fails with why.
+    state: Result<Arc<State>, Arc<CollectError>>,
 }
 
 struct State {
@@ -76,7 +77,7 @@ impl ContainerCollector {
                     line_bytes: (0..FAMILIES).map(|_| AtomicUsize::new(0)).collect(),
                 })
             })
-            .map_err(|e| e.to_string());
+            .map_err(|e| Arc::new(CollectError::from(e)));
         Self { state }
     }
 
@@ -91,35 +92,39 @@ impl Collector for ContainerCollector {
         "container"
     }
 
-    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
-        Box::pin(async move {
-            let state = self.state.as_ref().map_err(|e| CollectError::Failed(e.clone()))?;
-            let snapshot = state.snapshot().await?;
-            let mut families = snapshot.families.clone();
-            families.extend(family::shared(cache::telemetry(&[
-                CacheFigures {
-                    name: state.inventory.name(),
-                    hits: state.inventory.requests().0,
-                    misses: state.inventory.requests().1,
-                    entries: snapshot.inventory.entries.len(),
-                },
-                CacheFigures {
-                    name: state.stats.name(),
-                    hits: state.stats.requests().0,
-                    misses: state.stats.requests().1,
-                    entries: snapshot.containers,
-                },
-            ])));
-            families.extend(family::shared(state.reader.counters().families()));
-            Ok(families)
-        })
+    fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Collection> {
+        Box::pin(async move { self.families().await.into() })
+    }
+}
+
+impl ContainerCollector {
+    /// The containers' families, with the caches' and the reader's telemetry.
+    async fn families(&self) -> Result<Vec<Arc<Family>>, CollectError> {
+        let state = self.state.as_ref().map_err(|e| CollectError::Shared(Arc::clone(e)))?;
+        let snapshot = state.snapshot().await?;
+        let mut families = snapshot.families.clone();
+        families.extend(family::shared(cache::telemetry(&[
+            CacheFigures {
+                name: state.inventory.name(),
+                hits: state.inventory.requests().0,
+                misses: state.inventory.requests().1,
+                entries: snapshot.inventory.entries.len(),
+            },
+            CacheFigures {
+                name: state.stats.name(),
+                hits: state.stats.requests().0,
+                misses: state.stats.requests().1,
+                entries: snapshot.containers,
+            },
+        ])));
+        families.extend(family::shared(state.reader.counters().families()));
+        Ok(families)
     }
 }
 
 impl State {
     /// The current stats, read once per validity window whatever the number of scrapes.
     async fn snapshot(self: &Arc<Self>) -> Result<Arc<Snapshot>, CollectError> {
-        let failed = |e: Arc<CollectError>| CollectError::Failed(e.to_string());
         let state = Arc::clone(self);
         let generation = Sources::generation_of(&self.settings.sources);
         if self.sources_generation.swap(generation, Ordering::Relaxed) != generation {
@@ -133,7 +138,7 @@ impl State {
                 Inventory::build(&state.settings, &state.reader, last.as_deref())
             }))
             .await
-            .map_err(failed)?;
+            .map_err(CollectError::Shared)?;
         if rebuilt {
             *self.last_inventory.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&inventory));
             // New containers should show at once, not when the stats window ends.
@@ -144,7 +149,7 @@ impl State {
             .stats
             .get(blocking(move || state.read_stats(inventory)))
             .await
-            .map_err(failed)?;
+            .map_err(CollectError::Shared)?;
         Ok(snapshot)
     }
 
@@ -249,7 +254,10 @@ impl State {
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, CollectError> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| CollectError::Failed(format!("reading cgroups: {e}")))
+        .map_err(|source| CollectError::Stopped {
+            work: "reading cgroups",
+            source,
+        })
 }
 
 /// The extra label names (`container_label_*`, `container_env_*`) of any reported container:
