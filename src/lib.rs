@@ -19,3 +19,4 @@ pub mod scrape;
 pub mod self_metrics;
 pub mod server;
 pub mod settings;
+pub mod sync;

@@ -2,7 +2,7 @@
 //! outcome is recorded as `sonde_collector_duration_seconds` and `sonde_collector_success`.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use futures::future::join_all;
@@ -12,6 +12,7 @@ use crate::collector::{CollectError, Collection, Collector, ScrapeContext};
 use crate::exposition::family::{self, Family, FamilyBuilder};
 use crate::self_metrics::ExporterMetrics;
 use crate::settings::{self, InvalidValue};
+use crate::sync;
 
 /// The scrape deadline's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +127,7 @@ impl Scraper {
     pub fn statuses(&self) -> Vec<(&'static str, CollectorStatus)> {
         self.entries
             .iter()
-            .map(|e| (e.collector.name(), lock(&e.status).clone()))
+            .map(|e| (e.collector.name(), sync::lock(&e.status).clone()))
             .collect()
     }
 
@@ -134,7 +135,7 @@ impl Scraper {
     pub fn pending(&self) -> Vec<&'static str> {
         self.entries
             .iter()
-            .filter(|e| lock(&e.status).collections == 0)
+            .filter(|e| sync::lock(&e.status).collections == 0)
             .map(|e| e.collector.name())
             .collect()
     }
@@ -170,7 +171,7 @@ async fn run(collector: Arc<dyn Collector>, ctx: ScrapeContext) -> (Duration, Co
 
 /// Updates a collector's status and logs only when its success changes (or it fails first).
 fn record(name: &str, status: &Mutex<CollectorStatus>, elapsed: Duration, error: Option<&String>) {
-    let mut status = lock(status);
+    let mut status = sync::lock(status);
     let was_ok = status.collections == 0 || status.success;
     match (was_ok, error) {
         (true, Some(error)) => tracing::warn!(collector = name, %error, "collector failed"),
@@ -184,10 +185,6 @@ fn record(name: &str, status: &Mutex<CollectorStatus>, elapsed: Duration, error:
     status.finished_at = Some(SystemTime::now());
 }
 
-fn lock(status: &Mutex<CollectorStatus>) -> MutexGuard<'_, CollectorStatus> {
-    // A status is plain data: one left behind by a panicking writer is still usable.
-    status.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
@@ -265,7 +262,7 @@ mod tests {
 
     impl std::io::Write for Captured {
         fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap_or_else(|p| p.into_inner()).extend_from_slice(buf);
+            sync::lock(&self.0).extend_from_slice(buf);
             Ok(buf.len())
         }
         fn flush(&mut self) -> std::io::Result<()> {
@@ -291,7 +288,7 @@ mod tests {
             failing.store(phase, Ordering::SeqCst);
             scraper.scrape(Duration::from_secs(5)).await;
         }
-        let log = String::from_utf8(captured.0.lock().unwrap_or_else(|p| p.into_inner()).clone()).expect("utf-8");
+        let log = String::from_utf8(sync::lock(&captured.0).clone()).expect("utf-8");
         let lines: Vec<&str> = log.lines().collect();
         assert_eq!(lines.len(), 3, "{log}");
         assert!(

@@ -8,6 +8,7 @@ use futures::future::BoxFuture;
 use super::{CollectError, Collection, Collector, ScrapeContext};
 use crate::paths::Paths;
 use crate::exposition::family::{self, Family, FamilyBuilder};
+use crate::sync;
 
 /// Failed reads of the CPU list after which the runtime's count is used for good.
 const CPU_READ_ATTEMPTS: u32 = 3;
@@ -36,7 +37,7 @@ impl HostCollector {
     /// Logical CPUs of the host, read once and cached; after repeated failures, the
     /// runtime's parallelism, cached too (and said in the log).
     fn cpu_cores(&self) -> Result<u64, CollectError> {
-        let mut state = self.cpu_cores.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = sync::lock(&self.cpu_cores);
         if let Some(cores) = state.known {
             return Ok(cores);
         }

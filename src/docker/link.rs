@@ -4,6 +4,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use tokio::sync::watch;
+use crate::sync;
 
 /// The state of the link to the engine, written by the watcher.
 #[derive(Debug)]
@@ -42,14 +43,14 @@ impl Link {
 
     /// The engine could not be reached or went away. Returns whether this is a change.
     pub fn down(&self, error: String) -> bool {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+        *sync::lock(&self.last_error) = error;
         let changed = self.connected.swap(false, Ordering::Relaxed);
         self.attempted.send_replace(true);
         changed
     }
 
     pub fn last_error(&self) -> String {
-        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        sync::lock(&self.last_error).clone()
     }
 
     pub fn event_applied(&self) {

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
 
 use super::labels::{self, Allowlists};
+use crate::sync;
 
 /// One container as the engine describes it.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -127,11 +128,11 @@ impl ContainerMap {
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Arc<Known>>> {
-        self.containers.read().unwrap_or_else(|p| p.into_inner())
+        sync::read(&self.containers)
     }
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Known>>> {
-        self.containers.write().unwrap_or_else(|p| p.into_inner())
+        sync::write(&self.containers)
     }
 }
 

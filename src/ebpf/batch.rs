@@ -9,10 +9,11 @@
 //! every record is counted exactly once.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use super::conn::{BATCH_SLOTS, Batch, ClosedConn, UNBATCHED_ID};
+use crate::sync;
 
 /// Upper bound on the drain's worker threads, whatever the CPU count (as in the source).
 pub const MAX_WORKERS: usize = 32;
@@ -81,9 +82,6 @@ pub struct BatchReader<S> {
     pub counters: ReaderCounters,
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 impl<S: BatchSource> BatchReader<S> {
     /// A reader of the given possible CPUs' rings.
@@ -127,28 +125,25 @@ impl<S: BatchSource> BatchReader<S> {
         F: Fn(u32, &[ClosedConn]) + Sync,
         S: Sync,
     {
-        let stopped = lock(&self.stopped);
+        let stopped = sync::lock(&self.stopped);
         if *stopped {
             return Ok(());
         }
-        let _drain = self.in_flight.read().unwrap_or_else(|p| p.into_inner());
+        let _drain = sync::read(&self.in_flight);
         let first_error: Mutex<Option<BatchError>> = Mutex::new(None);
         let (f, first) = (&f, &first_error);
         self.pool.in_place_scope(|scope| {
             for &cpu in &self.cpus {
                 scope.spawn(move |_| {
                     if let Err(e) = self.drain_cpu(cpu, f) {
-                        lock(first).get_or_insert(e);
+                        sync::lock(first).get_or_insert(e);
                     }
                 });
             }
             // Every job is enqueued; `stop()` may now proceed to wait for them.
             drop(stopped);
         });
-        first_error
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .map_or(Ok(()), Err)
+        sync::into_inner(first_error).map_or(Ok(()), Err)
     }
 
     /// Reads one CPU's unconsumed records from the map: the current batch from the recorded
@@ -158,7 +153,7 @@ impl<S: BatchSource> BatchReader<S> {
         let Some(cursor) = self.cursor(cpu) else {
             return Err(BatchError::UnknownCpu(cpu));
         };
-        let mut c = lock(cursor);
+        let mut c = sync::lock(cursor);
         let now = Instant::now();
         loop {
             let stale = now.duration_since(c.touched) >= self.stale_after;
@@ -204,7 +199,7 @@ impl<S: BatchSource> BatchReader<S> {
         let Some(cursor) = self.cursor(batch.cpu) else {
             return Err(BatchError::UnknownCpu(batch.cpu));
         };
-        let mut c = lock(cursor);
+        let mut c = sync::lock(cursor);
         let now = Instant::now();
         // Batches before this one that the ring buffer did not bring: from the map if they
         // are still there, else lost.
@@ -231,8 +226,8 @@ impl<S: BatchSource> BatchReader<S> {
 
     /// Makes every later `read_all` a no-op, and waits for the drains in flight to finish.
     pub fn stop(&self) {
-        *lock(&self.stopped) = true;
-        drop(self.in_flight.write().unwrap_or_else(|p| p.into_inner()));
+        *sync::lock(&self.stopped) = true;
+        drop(sync::write(&self.in_flight));
     }
 }
 
@@ -257,9 +252,9 @@ mod tests {
         /// Appends a record carrying `value` in its byte count; returns the full batch the
         /// kernel would copy to the ring buffer.
         fn append(&self, cpu: u32, value: u64) -> Option<Batch> {
-            let mut idx = lock(&self.idx);
+            let mut idx = sync::lock(&self.idx);
             let id = *idx.entry(cpu).or_default();
-            let mut slots = lock(&self.slots);
+            let mut slots = sync::lock(&self.slots);
             let b = slots.entry((cpu, (id % u64::from(BATCH_SLOTS)) as u32)).or_default();
             if b.id != id {
                 *b = Batch {
@@ -290,10 +285,10 @@ mod tests {
 
     impl BatchSource for Arc<FakeKernel> {
         fn slot(&self, cpu: u32, slot: u32) -> Result<Batch, BatchError> {
-            if let Some(hook) = lock(&self.on_read).as_ref() {
+            if let Some(hook) = sync::lock(&self.on_read).as_ref() {
                 hook();
             }
-            Ok(lock(&self.slots).get(&(cpu, slot)).copied().unwrap_or_default())
+            Ok(sync::lock(&self.slots).get(&(cpu, slot)).copied().unwrap_or_default())
         }
     }
 
@@ -313,7 +308,7 @@ mod tests {
     fn drain(reader: &BatchReader<Arc<FakeKernel>>) -> Vec<u64> {
         let seen = Mutex::new(Vec::new());
         reader
-            .read_all(|_, records| lock(&seen).extend(values(records)))
+            .read_all(|_, records| sync::lock(&seen).extend(values(records)))
             .expect("read_all");
         let mut v = seen.into_inner().expect("not poisoned");
         v.sort_unstable();
@@ -424,7 +419,7 @@ mod tests {
         let release = Arc::new(AtomicBool::new(false));
         {
             let (entered, release) = (entered.clone(), release.clone());
-            *lock(&kernel.on_read) = Some(Box::new(move || {
+            *sync::lock(&kernel.on_read) = Some(Box::new(move || {
                 entered.store(true, Ordering::SeqCst);
                 while !release.load(Ordering::SeqCst) {
                     std::thread::yield_now();

@@ -32,6 +32,7 @@ use self::telemetry::{Snapshot, Telemetry};
 use crate::ebpf::conn::ConnKey;
 
 pub use self::settings::GatewayArgs;
+use crate::sync;
 
 /// Failed lookups are cached this long before the kernel is asked again.
 pub const NEGATIVE_TTL: Duration = Duration::from_secs(5);
@@ -252,7 +253,7 @@ impl GatewayLookup {
     /// Once per scrape: every [`PRUNE_EVERY`], drops the sockets of vanished namespaces
     /// (a scan of `/proc`, skipped while only sonde's own namespace has one).
     pub fn maintain(&self) {
-        let mut last = self.last_prune.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = sync::lock(&self.last_prune);
         if last.elapsed() >= PRUNE_EVERY && self.handles.holds_foreign() {
             *last = Instant::now();
             drop(last);

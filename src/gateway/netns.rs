@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::netlink::RouteSocket;
+use crate::sync;
 
 /// A namespace that could not be found or entered is not tried again for this long: a scan
 /// of `/proc` (and a thread) per connection of such a namespace would be a storm of its own.
@@ -63,7 +64,7 @@ pub struct Handle {
 
 impl Handle {
     pub fn socket(&self) -> MutexGuard<'_, RouteSocket> {
-        self.socket.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.socket)
     }
 }
 
@@ -103,7 +104,7 @@ impl NetnsHandles {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<u32, Arc<Handle>>> {
-        self.handles.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.handles)
     }
 
     /// Sockets kept now.

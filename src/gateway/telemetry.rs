@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use prometheus::proto::MetricFamily;
 
 use crate::exposition::family::FamilyBuilder;
+use crate::sync;
 
 #[derive(Debug, Default)]
 pub struct Telemetry {
@@ -36,7 +37,7 @@ pub struct Snapshot {
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
-    *map.lock().unwrap_or_else(|p| p.into_inner()).entry(key).or_default() += 1;
+    *sync::lock(&map).entry(key).or_default() += 1;
 }
 
 impl Telemetry {
@@ -59,8 +60,8 @@ impl Telemetry {
             subnet_lookups: self.subnet_lookups.load(Relaxed),
             subnet_misses: self.subnet_misses.load(Relaxed),
             netns_handles,
-            netlink_errors: self.netlink_errors.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            lookup_errors: self.lookup_errors.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            netlink_errors: sync::lock(&self.netlink_errors).clone(),
+            lookup_errors: sync::lock(&self.lookup_errors).clone(),
         }
     }
 }

@@ -12,6 +12,7 @@ use super::discovery::classify;
 use super::filter::Filters;
 use super::metadata::MetadataSource;
 use super::{Description, describe};
+use crate::sync;
 
 /// The labels a connection's cgroup gives its series; empty strings when unknown.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,7 +93,7 @@ impl InodePaths {
 
     /// The path of a cgroup id, or `None` when the hierarchy does not have it.
     pub fn path(&self, cgroup_id: u64) -> Option<String> {
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+        let mut cache = sync::lock(&self.cache);
         if let Some(path) = cache.paths.get(&cgroup_id) {
             return Some(path.clone());
         }

@@ -19,6 +19,7 @@ use prometheus::proto::MetricFamily;
 use super::settings::KubeletConfig;
 use super::tls;
 use crate::exposition::family::FamilyBuilder;
+use crate::sync;
 
 /// The Kubelet endpoints sonde reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -189,7 +190,7 @@ impl KubeletClient {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<(Endpoint, String), u64>> {
-        self.requests.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.requests)
     }
 
     /// `sonde_kubelet_requests_total{endpoint,code}`.

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use super::pods::{PodIdentity, PodIndex};
 use crate::identity::discovery::{Discovered, Kind};
 use crate::identity::metadata::{Metadata, MetadataSource};
+use crate::sync;
 
 pub struct KubeletSource {
     identity: RwLock<Option<Identity>>,
@@ -35,7 +36,7 @@ impl KubeletSource {
     /// Takes a fresh `/pods` answer; moves the generation when the pods changed, so the
     /// container inventory is rebuilt with the new names at once.
     pub fn update(&self, index: Arc<PodIndex>) {
-        let mut identity = self.identity.write().unwrap_or_else(|p| p.into_inner());
+        let mut identity = sync::write(&self.identity);
         let changed = identity.as_ref().is_none_or(|old| old.index != index);
         *identity = Some(Identity {
             index,
@@ -49,12 +50,12 @@ impl KubeletSource {
     /// The pod identity in use and its age; `None` once it is older than the staleness limit
     /// (it is then dropped, and the generation moves so names go away at once).
     pub fn current(&self) -> Option<(Arc<PodIndex>, Duration)> {
-        let identity = self.identity.read().unwrap_or_else(|p| p.into_inner()).clone()?;
+        let identity = sync::read(&self.identity).clone()?;
         let age = identity.fetched_at.elapsed();
         if age <= self.max_staleness {
             return Some((identity.index, age));
         }
-        let mut slot = self.identity.write().unwrap_or_else(|p| p.into_inner());
+        let mut slot = sync::write(&self.identity);
         if slot.as_ref().is_some_and(|i| i.fetched_at == identity.fetched_at) {
             *slot = None;
             self.generation.fetch_add(1, Ordering::Relaxed);

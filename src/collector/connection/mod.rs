@@ -12,7 +12,7 @@ mod settings;
 pub mod tracker;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use aya::maps::{MapData, PerCpuArray, RingBuf};
@@ -30,6 +30,7 @@ use crate::ebpf::loader::{self, MapBatches};
 use crate::ebpf::table::{LiveEntry, LiveTable};
 use crate::exposition::family::{self, FamilyBuilder};
 use crate::gateway::GatewayLookup;
+use crate::sync;
 
 /// How often full batches are taken from the ring buffer between scrapes.
 const RING_DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -115,9 +116,6 @@ impl ConnectionCollector {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the probes' timestamps.
 fn monotonic_ns() -> u64 {
@@ -194,7 +192,7 @@ impl Engine {
             loop {
                 std::thread::sleep(RING_DRAIN_EVERY);
                 let Some(engine) = weak.upgrade() else { return };
-                let mut state = lock(&engine.state);
+                let mut state = sync::lock(&engine.state);
                 engine.drain_ring(&mut state);
             }
         });
@@ -205,7 +203,7 @@ impl Engine {
 
     /// One scrape's worth of work; blocking (map syscalls, the drain's worker threads).
     fn collect(&self) -> Result<Vec<MetricFamily>, CollectError> {
-        let mut state = lock(&self.state);
+        let mut state = sync::lock(&self.state);
         let state = &mut *state;
 
         // (1) Full batches announced since the last drain.
@@ -215,9 +213,9 @@ impl Engine {
         let partial = Mutex::new(Vec::new());
         let drained = self
             .reader
-            .read_all(|_, records| lock(&partial).extend_from_slice(records));
+            .read_all(|_, records| sync::lock(&partial).extend_from_slice(records));
         let read_all_duration = started.elapsed();
-        for record in partial.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        for record in sync::into_inner(partial) {
             state.tracker.closed(&record);
         }
         drained?;

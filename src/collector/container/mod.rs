@@ -21,6 +21,7 @@ use crate::cgroup::{File, KeptFiles, Layout, Reader, Stats};
 use crate::identity::discovery::Kind;
 use crate::identity::inventory::{Entry, Inventory, Settings};
 use crate::exposition::family::{self, Family, RenderedFamily};
+use crate::sync;
 
 pub struct ContainerCollector {
     /// Without a cgroup hierarchy every collection fails with why.
@@ -134,13 +135,13 @@ impl State {
         let (inventory, rebuilt) = self
             .inventory
             .get(blocking(move || {
-                let last = state.last_inventory.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let last = sync::lock(&state.last_inventory).take();
                 Inventory::build(&state.settings, &state.reader, last.as_deref())
             }))
             .await
             .map_err(CollectError::Shared)?;
         if rebuilt {
-            *self.last_inventory.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::clone(&inventory));
+            *sync::lock(&self.last_inventory) = Some(Arc::clone(&inventory));
             // New containers should show at once, not when the stats window ends.
             self.stats.invalidate().await;
         }
@@ -236,7 +237,7 @@ impl State {
 
     /// `/dev/<name>` for a block device number, from sysfs; `major:minor` when unknown.
     fn device_name(&self, major: u64, minor: u64) -> String {
-        let mut devices = self.devices.lock().unwrap_or_else(|p| p.into_inner());
+        let mut devices = sync::lock(&self.devices);
         devices
             .entry((major, minor))
             .or_insert_with(|| {
