@@ -1,11 +1,13 @@
 //! The `connection` collector: per-container TCP and UDP connection metrics taken in the
 //! kernel by the probes in `ebpf-probes/`.
 //!
-//! Each scrape (1) takes the full batches the ring buffer announced, (2) drains every CPU's
-//! partial batch (`BatchReader::read_all`), (3) reads the live table, and (4) turns totals of
-//! closed connections plus values of live ones into series. When the probes cannot load
-//! (no privileges, no BTF, missing tracepoints) every collection fails with the reason, and
-//! the rest of sonde is unaffected.
+//! Each scrape, in [`Engine::collect`]: **drain** — take the full batches the ring buffer
+//! announced, every CPU's partial batch (`BatchReader::read_all`) and the live table;
+//! **enrich** — each connection the tracker has not seen yet gets the gateway, interface and
+//! subnet it leaves its network namespace through ([`Engine::route`], `crate::gateway`);
+//! **series** — totals of closed connections plus values of live ones become families.
+//! When the probes cannot load (no privileges, no BTF, missing tracepoints) every
+//! collection fails with the reason, and the rest of sonde is unaffected.
 
 pub mod series;
 mod settings;
@@ -25,11 +27,11 @@ use self::tracker::Tracker;
 pub use self::settings::{ConnectionArgs, ConnectionConfig};
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
-use crate::ebpf::conn::{Batch, ClosedConn, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS};
+use crate::ebpf::conn::{Batch, ClosedConn, ConnKey, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS};
 use crate::ebpf::loader::{self, MapBatches};
 use crate::ebpf::table::{LiveEntry, LiveTable};
 use crate::exposition::family::{self, FamilyBuilder};
-use crate::gateway::GatewayLookup;
+use crate::gateway::{GatewayLookup, Via};
 use crate::sync;
 
 /// How often full batches are taken from the ring buffer between scrapes.
@@ -152,7 +154,7 @@ impl Engine {
         Ok(Self {
             reader,
             state: Mutex::new(State {
-                tracker: Tracker::new(policy).with_gateway(gateway.clone()),
+                tracker: Tracker::new(policy),
                 ring: probes.ring,
                 live: probes.live,
                 telemetry: probes.telemetry,
@@ -181,8 +183,15 @@ impl Engine {
             }
         }
         for record in &closed {
-            state.tracker.closed(record);
+            state.tracker.closed(record, &|key| self.route(key));
         }
+    }
+
+    /// Scrape step 2, gateway enrichment: where a connection leaves its network namespace
+    /// (gateway, interface, subnet), asked by the tracker once per connection, when it first
+    /// sees it. `None` with `--no-gateway` or for a connection that is not routed.
+    fn route(&self, key: &ConnKey) -> Option<Arc<Via>> {
+        self.gateway.as_ref()?.lookup(key)
     }
 
     /// Drains the ring buffer every [`RING_DRAIN_EVERY`] until the engine is dropped.
@@ -206,9 +215,10 @@ impl Engine {
         let mut state = sync::lock(&self.state);
         let state = &mut *state;
 
-        // (1) Full batches announced since the last drain.
+        // Drain, and enrich the connections not seen before (`route`, step 2), as they are
+        // tracked. First the full batches announced since the last drain.
         self.drain_ring(state);
-        // (2) Every CPU's partial batch.
+        // Every CPU's partial batch.
         let started = Instant::now();
         let partial = Mutex::new(Vec::new());
         let drained = self
@@ -216,11 +226,11 @@ impl Engine {
             .read_all(|_, records| sync::lock(&partial).extend_from_slice(records));
         let read_all_duration = started.elapsed();
         for record in sync::into_inner(partial) {
-            state.tracker.closed(&record);
+            state.tracker.closed(&record, &|key| self.route(key));
         }
         drained?;
 
-        // (3) The live table; idle UDP entries leave it as if closed.
+        // The live table; idle UDP entries leave it as if closed.
         let now_ns = monotonic_ns();
         let udp_idle_ns = u64::try_from(self.udp_idle.as_nanos()).unwrap_or(u64::MAX);
         let mut live = Vec::with_capacity(state.tracker.live_len() + 1024);
@@ -247,23 +257,28 @@ impl Engine {
                 Err(e) => tracing::warn!(collector = "connection", error = %e, "idle UDP slot not given back"),
             }
             state.udp_idle_closed += 1;
-            state.tracker.closed(&ClosedConn {
-                key: entry.key,
-                pad: 0,
-                stats: entry.stats,
-            });
+            state.tracker.closed(
+                &ClosedConn {
+                    key: entry.key,
+                    pad: 0,
+                    stats: entry.stats,
+                },
+                &|key| self.route(key),
+            );
         }
         let live_entries = live.len();
         let read_live_done = Instant::now();
-        state
-            .tracker
-            .live_snapshot(live.into_iter().map(|e| (e.key, e.stats)), Instant::now());
+        state.tracker.live_snapshot(
+            live.into_iter().map(|e| (e.key, e.stats)),
+            Instant::now(),
+            &|key| self.route(key),
+        );
         if let Some(gateway) = &self.gateway {
-            gateway.maintain();
+            gateway.maintain(); // the enrichment's caches: namespaces that went away
         }
         let tracked = Instant::now();
 
-        // (4) Families.
+        // Series.
         let mut families = self.series_families(&state.tracker);
         families.extend(self.self_families(state, read_all_duration, live_entries));
         tracing::debug!(

@@ -16,7 +16,17 @@ use foldhash::fast::RandomState;
 
 use super::series::{LabelPolicy, SeriesKey};
 use crate::ebpf::conn::{ClosedConn, ConnKey, ConnStats, FLAG_CONNECT_FAILED, FLAG_CONNECTED, FLAG_LATE, IPPROTO_TCP};
-use crate::gateway::GatewayLookup;
+use crate::gateway::Via;
+
+/// Where a connection leaves its network namespace: the gateway enrichment of its series,
+/// asked once per connection, when the tracker first sees it (so scrapes of known
+/// connections cost no lookup). [`no_route`] when connections are not enriched.
+pub type Route<'a> = &'a dyn Fn(&ConnKey) -> Option<Arc<Via>>;
+
+/// The [`Route`] of connections that are not enriched.
+pub fn no_route(_: &ConnKey) -> Option<Arc<Via>> {
+    None
+}
 
 /// Upper bounds (seconds) of the RTT histogram's buckets.
 pub const RTT_BUCKETS: [f64; 14] = [
@@ -130,9 +140,6 @@ type Identity = (ConnKey, u64);
 /// connections without hashing a label set for each.
 pub struct Tracker {
     policy: LabelPolicy,
-    /// Labels a new connection with its gateway; looked up once per connection, when it
-    /// is first seen, so scrapes of known connections cost no lookup.
-    gateway: Option<Arc<GatewayLookup>>,
     series: Vec<SeriesKey>,
     index: HashMap<SeriesKey, usize, RandomState>,
     /// Closed totals, by series index.
@@ -150,7 +157,6 @@ impl Tracker {
     pub fn new(policy: LabelPolicy) -> Self {
         Self {
             policy,
-            gateway: None,
             series: Vec::new(),
             index: HashMap::default(),
             totals: Vec::new(),
@@ -159,12 +165,6 @@ impl Tracker {
             generation: 0,
             folded: 0,
         }
-    }
-
-    /// The same tracker, labelling new connections with their gateway.
-    pub fn with_gateway(mut self, gateway: Option<Arc<GatewayLookup>>) -> Self {
-        self.gateway = gateway;
-        self
     }
 
     fn intern(&mut self, series: SeriesKey) -> usize {
@@ -179,11 +179,9 @@ impl Tracker {
     }
 
     /// The series of a connection not seen before, after the cap.
-    fn assign(&mut self, key: &ConnKey, stats: &ConnStats) -> usize {
+    fn assign(&mut self, key: &ConnKey, stats: &ConnStats, route: Route<'_>) -> usize {
         let mut series = self.policy.series(key, stats);
-        if let Some(gateway) = &self.gateway {
-            series.via = gateway.lookup(key);
-        }
+        series.via = route(key);
         if let Some(&i) = self.index.get(&series) {
             return i;
         }
@@ -196,7 +194,7 @@ impl Tracker {
     }
 
     /// A closed connection's final record.
-    pub fn closed(&mut self, record: &ClosedConn) {
+    pub fn closed(&mut self, record: &ClosedConn, route: Route<'_>) {
         let stats = &record.stats;
         let counters = Counters::of(stats);
         // A late record (bytes after the close) is not the connection's final record: the
@@ -208,7 +206,7 @@ impl Tracker {
         };
         let series = match live {
             Some(live) => live.series,
-            None => self.assign(&record.key, stats),
+            None => self.assign(&record.key, stats, route),
         };
         let totals = &mut self.totals[series];
         totals.counters.add(&counters);
@@ -220,7 +218,12 @@ impl Tracker {
 
     /// The live table as just read. Connections gone from it wait for their closed record;
     /// after [`PENDING_CLOSE_TTL`] their last values become final.
-    pub fn live_snapshot(&mut self, entries: impl IntoIterator<Item = (ConnKey, ConnStats)>, now: Instant) {
+    pub fn live_snapshot(
+        &mut self,
+        entries: impl IntoIterator<Item = (ConnKey, ConnStats)>,
+        now: Instant,
+        route: Route<'_>,
+    ) {
         self.generation += 1;
         let generation = self.generation;
         for (key, stats) in entries {
@@ -232,7 +235,7 @@ impl Tracker {
                 live.seen = now;
                 continue;
             }
-            let series = self.assign(&key, &stats);
+            let series = self.assign(&key, &stats, route);
             self.live.insert(
                 identity,
                 Live {
@@ -330,16 +333,16 @@ mod tests {
         let mut t = tracker(100);
         let now = Instant::now();
         let (k, mut s) = conn(40000, 80, 10, 1);
-        t.live_snapshot([(k, s)], now);
+        t.live_snapshot([(k, s)], now, &no_route);
         assert_eq!(sent(&t), 10);
         assert_eq!(t.view()[0].active, 1);
         // Gone from the live table, record not here yet: the last value stays.
-        t.live_snapshot([], now);
+        t.live_snapshot([], now, &no_route);
         assert_eq!(sent(&t), 10);
         assert_eq!(t.view()[0].active, 0);
         s.bytes_sent = 25;
-        t.closed(&record(k, s));
-        t.live_snapshot([], now);
+        t.closed(&record(k, s), &no_route);
+        t.live_snapshot([], now, &no_route);
         assert_eq!(sent(&t), 25);
         let view = t.view();
         assert_eq!(view.len(), 1);
@@ -352,9 +355,9 @@ mod tests {
         let mut t = tracker(100);
         let now = Instant::now();
         let (k, s) = conn(40000, 80, 10, 1);
-        t.closed(&record(k, s));
+        t.closed(&record(k, s), &no_route);
         let (_, s2) = conn(40000, 80, 7, 2);
-        t.live_snapshot([(k, s2)], now);
+        t.live_snapshot([(k, s2)], now, &no_route);
         assert_eq!(sent(&t), 17);
         assert_eq!(t.view()[0].counters.connects, 2);
     }
@@ -364,18 +367,18 @@ mod tests {
         let mut t = tracker(100);
         let now = Instant::now();
         let (k, mut s) = conn(40000, 80, 100, 7);
-        t.live_snapshot([(k, s)], now);
+        t.live_snapshot([(k, s)], now, &no_route);
         // Bytes read after the close, same socket (same cookie), before its final record.
         let late = ConnStats {
             bytes_sent: 5,
             flags: FLAG_LATE,
             ..s
         };
-        t.closed(&record(k, late));
+        t.closed(&record(k, late), &no_route);
         assert_eq!(sent(&t), 105);
         assert_eq!(t.live_len(), 1);
         s.bytes_sent = 150;
-        t.closed(&record(k, s));
+        t.closed(&record(k, s), &no_route);
         assert_eq!(sent(&t), 155);
         assert_eq!(t.live_len(), 0);
     }
@@ -385,8 +388,8 @@ mod tests {
         let mut t = tracker(100);
         let start = Instant::now();
         let (k, s) = conn(40000, 80, 10, 1);
-        t.live_snapshot([(k, s)], start);
-        t.live_snapshot([], start + PENDING_CLOSE_TTL);
+        t.live_snapshot([(k, s)], start, &no_route);
+        t.live_snapshot([], start + PENDING_CLOSE_TTL, &no_route);
         assert_eq!(t.live_len(), 0);
         assert_eq!(sent(&t), 10);
     }
@@ -396,7 +399,7 @@ mod tests {
         let mut t = tracker(2);
         for port in [81, 82, 83, 84] {
             let (k, s) = conn(40000, port, 5, u64::from(port));
-            t.closed(&record(k, s));
+            t.closed(&record(k, s), &no_route);
         }
         assert_eq!(t.folded, 2);
         let view = t.view();
