@@ -371,7 +371,8 @@ mod tests {
         .expect("parses");
         assert_eq!(c.collectors.container.raw_cgroup_prefixes, ["/a", "/b", "/c"]);
         assert!(
-            c.collectors.container
+            c.collectors
+                .container
                 .filters
                 .exclude_image
                 .is_some_and(|re| re.is_match("k8s/pause:3"))
@@ -405,7 +406,10 @@ mod tests {
         assert_eq!(c.collectors.connection.udp_idle, Duration::from_secs(30));
         assert_eq!(c.collectors.connection.remote, RemoteMode::Prefix(24));
         assert_eq!(c.collectors.connection.ephemeral_ports, 49152..=65535);
-        assert_eq!((c.collectors.connection.max_series, c.collectors.connection.max_live), (5, 1024));
+        assert_eq!(
+            (c.collectors.connection.max_series, c.collectors.connection.max_live),
+            (5, 1024)
+        );
         for bad in [
             "--connection.remote-address=cidr",
             "--connection.ephemeral-port-range=9-1",
@@ -430,11 +434,17 @@ mod tests {
         assert!(!c.collectors.docker.enabled);
         assert_eq!(c.collectors.docker.host, "unix:///run/other.sock");
         assert!(
-            c.collectors.docker
+            c.collectors
+                .docker
                 .label_allowlist
                 .is_some_and(|re| re.is_match("com.example.team"))
         );
-        assert!(c.collectors.docker.env_allowlist.is_some_and(|re| re.is_match("APP_MODE")));
+        assert!(
+            c.collectors
+                .docker
+                .env_allowlist
+                .is_some_and(|re| re.is_match("APP_MODE"))
+        );
         assert!(
             from_args(args(&["--no-docker", "--docker"]))
                 .expect("parses")
@@ -456,11 +466,19 @@ mod tests {
         assert_eq!(c.collectors.kubelet.url, None, "empty: off");
         let d = crate::kubelet::settings::KubeletConfig::default();
         assert_eq!(
-            (c.collectors.kubelet.timeout, c.collectors.kubelet.cache_validity, c.collectors.kubelet.max_staleness),
+            (
+                c.collectors.kubelet.timeout,
+                c.collectors.kubelet.cache_validity,
+                c.collectors.kubelet.max_staleness
+            ),
             (d.timeout, d.cache_validity, d.max_staleness)
         );
         assert_eq!(
-            (&c.collectors.kubelet.token_file, &c.collectors.kubelet.ca_file, c.collectors.kubelet.max_body_bytes),
+            (
+                &c.collectors.kubelet.token_file,
+                &c.collectors.kubelet.ca_file,
+                c.collectors.kubelet.max_body_bytes
+            ),
             (&d.token_file, &d.ca_file, d.max_body_bytes)
         );
         let c = from_args(args(&[
@@ -489,7 +507,10 @@ mod tests {
     #[test]
     fn gateway_flags() {
         assert_eq!(Config::defaults().collectors.gateway, GatewayConfig::default());
-        assert_eq!(Config::defaults().collectors.gateway.route_cache_ttl, Duration::from_secs(120));
+        assert_eq!(
+            Config::defaults().collectors.gateway.route_cache_ttl,
+            Duration::from_secs(120)
+        );
         let c = from_args(args(&[
             "--gateway.route-cache-ttl=5s",
             "--gateway.route-cache-size=10",

@@ -24,11 +24,29 @@ impl Default for Paths {
 /// The `--path.*` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PathArgs {
-    #[arg(id = "path.procfs", long = "path.procfs", value_name = "DIR", default_value = "/proc", help = "procfs mountpoint")]
+    #[arg(
+        id = "path.procfs",
+        long = "path.procfs",
+        value_name = "DIR",
+        default_value = "/proc",
+        help = "procfs mountpoint"
+    )]
     procfs: String,
-    #[arg(id = "path.sysfs", long = "path.sysfs", value_name = "DIR", default_value = "/sys", help = "sysfs mountpoint")]
+    #[arg(
+        id = "path.sysfs",
+        long = "path.sysfs",
+        value_name = "DIR",
+        default_value = "/sys",
+        help = "sysfs mountpoint"
+    )]
     sysfs: String,
-    #[arg(id = "path.rootfs", long = "path.rootfs", value_name = "DIR", default_value = "/", help = "Root of the host filesystem")]
+    #[arg(
+        id = "path.rootfs",
+        long = "path.rootfs",
+        value_name = "DIR",
+        default_value = "/",
+        help = "Root of the host filesystem"
+    )]
     rootfs: String,
 }
 

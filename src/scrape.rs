@@ -64,14 +64,14 @@ pub struct CollectorStatus {
     pub finished_at: Option<SystemTime>,
 }
 
-struct Entry {
+struct CollectorEntry {
     collector: Arc<dyn Collector>,
     status: Mutex<CollectorStatus>,
 }
 
 /// Runs the enabled collectors and assembles the families of a scrape.
 pub struct Scraper {
-    entries: Vec<Entry>,
+    entries: Vec<CollectorEntry>,
     exporter: ExporterMetrics,
 }
 
@@ -80,7 +80,7 @@ impl Scraper {
         Self {
             entries: collectors
                 .into_iter()
-                .map(|collector| Entry {
+                .map(|collector| CollectorEntry {
                     collector,
                     status: Mutex::default(),
                 })
@@ -110,7 +110,7 @@ impl Scraper {
             "sonde_collector_success",
             "Whether a collector succeeded in this scrape (1) or failed, panicked or missed the deadline (0).",
         );
-        let mut merged = Families::default();
+        let mut merged = FamiliesByName::default();
         for (entry, (elapsed, collection)) in self.entries.iter().zip(outcomes) {
             let name = entry.collector.name();
             duration.sample(&[("collector", name)], elapsed.as_secs_f64());
@@ -185,7 +185,6 @@ fn record(name: &str, status: &Mutex<CollectorStatus>, elapsed: Duration, error:
     status.finished_at = Some(SystemTime::now());
 }
 
-
 fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
     payload
         .downcast_ref::<&str>()
@@ -194,11 +193,11 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "non-text panic payload".to_owned())
 }
 
-/// Families keyed by name, so two sources of one family become one family in the output.
+/// FamiliesByName keyed by name, so two sources of one family become one family in the output.
 #[derive(Default)]
-struct Families(BTreeMap<String, Vec<Arc<Family>>>);
+struct FamiliesByName(BTreeMap<String, Vec<Arc<Family>>>);
 
-impl Families {
+impl FamiliesByName {
     fn extend(&mut self, families: impl IntoIterator<Item = Arc<Family>>) {
         for family in families {
             self.0.entry(family.name().to_owned()).or_default().push(family);

@@ -64,7 +64,10 @@ mod tests {
         assert_eq!(duration("x", "2m"), Ok(Duration::from_secs(120)));
         assert_eq!(duration("x", "0.25"), Ok(Duration::from_millis(250)));
         let zero = duration("x", "0s").expect_err("zero");
-        assert_eq!(zero.to_string(), "invalid value \"0s\" for --x: must be greater than zero");
+        assert_eq!(
+            zero.to_string(),
+            "invalid value \"0s\" for --x: must be greater than zero"
+        );
         assert!(duration("x", "soon").is_err());
         assert!(duration("x", "-1").is_err());
     }

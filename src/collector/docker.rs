@@ -1,7 +1,6 @@
 //! The `docker` collector: whether the engine answers (`sonde_collector_success`), and what
 //! the source holds.
 
-
 use futures::future::BoxFuture;
 use tokio::time::{Duration, Instant};
 

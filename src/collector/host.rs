@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 
 use super::{CollectError, Collection, Collector, ScrapeContext};
-use crate::paths::Paths;
 use crate::exposition::family::{self, Family, FamilyBuilder};
+use crate::paths::Paths;
 use crate::sync;
 
 /// Failed reads of the CPU list after which the runtime's count is used for good.
@@ -88,17 +88,17 @@ impl HostCollector {
     /// The two machine families.
     fn families(&self) -> Result<Vec<Arc<Family>>, CollectError> {
         let cores = self.cpu_cores()?;
-            let memory = self.memory_bytes()?;
-            Ok(family::shared(
-                [
-                    FamilyBuilder::gauge("machine_cpu_cores", "Number of logical CPU cores.")
-                        .with_sample(&[], cores as f64),
-                    FamilyBuilder::gauge("machine_memory_bytes", "Amount of memory installed on the machine.")
-                        .with_sample(&[], memory as f64),
-                ]
-                .into_iter()
-                .filter_map(FamilyBuilder::build),
-            ))
+        let memory = self.memory_bytes()?;
+        Ok(family::shared(
+            [
+                FamilyBuilder::gauge("machine_cpu_cores", "Number of logical CPU cores.")
+                    .with_sample(&[], cores as f64),
+                FamilyBuilder::gauge("machine_memory_bytes", "Amount of memory installed on the machine.")
+                    .with_sample(&[], memory as f64),
+            ]
+            .into_iter()
+            .filter_map(FamilyBuilder::build),
+        ))
     }
 }
 
@@ -227,7 +227,11 @@ mod tests {
         let (dir, host) = fake_host(Some("garbage"));
         let ctx = ScrapeContext::with_timeout(std::time::Duration::from_secs(1));
         for attempt in 1..CPU_READ_ATTEMPTS {
-            let err = host.collect(ctx).await.into_result().expect_err("fails before the fallback");
+            let err = host
+                .collect(ctx)
+                .await
+                .into_result()
+                .expect_err("fails before the fallback");
             assert!(err.to_string().contains("online"), "attempt {attempt}: {err}");
         }
         let runtime = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;

@@ -15,8 +15,8 @@ use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContex
 use crate::cache::{self, CacheFigures, ValidityCache};
 use crate::cgroup::Layout;
 use crate::exposition::family::{self, Family, FamilyBuilder};
-use crate::identity::discovery::{self, Discovered, Kind};
 use crate::identity;
+use crate::identity::discovery::{self, Discovered, Kind};
 use crate::identity::filter::Filters;
 use crate::identity::metadata::MetadataSource;
 use crate::kubelet::client::{Endpoint, KubeletClient, KubeletError};

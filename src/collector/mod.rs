@@ -16,10 +16,10 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use tokio::time::Instant;
 
-pub use self::sources::Sources;
-pub use self::switches::CollectorSwitches;
 use self::connection::ConnectionConfig;
 use self::container::ContainerConfig;
+pub use self::sources::Sources;
+pub use self::switches::CollectorSwitches;
 use crate::cgroup::CgroupError;
 use crate::docker::settings::DockerConfig;
 use crate::ebpf::batch::BatchError;

@@ -3,8 +3,8 @@
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use tokio::sync::watch;
 use crate::sync;
+use tokio::sync::watch;
 
 /// The state of the link to the engine, written by the watcher.
 #[derive(Debug)]

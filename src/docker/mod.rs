@@ -15,10 +15,10 @@ use std::sync::Arc;
 
 pub use source::DockerSource;
 
-use self::settings::DockerConfig;
 use self::labels::Allowlists;
 use self::link::Link;
 use self::map::ContainerMap;
+use self::settings::DockerConfig;
 use self::watcher::Watcher;
 
 /// What the watcher keeps up to date, for the `docker` collector to report.

@@ -82,7 +82,6 @@ pub struct BatchReader<S> {
     pub counters: ReaderCounters,
 }
 
-
 impl<S: BatchSource> BatchReader<S> {
     /// A reader of the given possible CPUs' rings.
     pub fn new(source: S, cpus: &[u32], stale_after: Duration) -> Result<Self, BatchError> {

@@ -27,8 +27,8 @@ use moka::sync::Cache;
 use prometheus::proto::MetricFamily;
 
 use self::netns::{Handle, NetnsHandles};
-use self::subnet::Interface;
-use self::telemetry::{Snapshot, Telemetry};
+use self::subnet::InterfaceSubnets;
+use self::telemetry::{Telemetry, TelemetrySnapshot};
 use crate::ebpf::conn::ConnKey;
 
 pub use self::settings::GatewayArgs;
@@ -115,11 +115,11 @@ struct SubnetExpiry {
     ttl: Duration,
 }
 
-impl moka::Expiry<(u32, u32), Option<Arc<Interface>>> for SubnetExpiry {
+impl moka::Expiry<(u32, u32), Option<Arc<InterfaceSubnets>>> for SubnetExpiry {
     fn expire_after_create(
         &self,
         _key: &(u32, u32),
-        interface: &Option<Arc<Interface>>,
+        interface: &Option<Arc<InterfaceSubnets>>,
         _created_at: Instant,
     ) -> Option<Duration> {
         Some(if interface.is_some() {
@@ -133,7 +133,7 @@ impl moka::Expiry<(u32, u32), Option<Arc<Interface>>> for SubnetExpiry {
 pub struct GatewayLookup {
     handles: NetnsHandles,
     routes: Cache<RouteKey, Answer>,
-    subnets: Cache<(u32, u32), Option<Arc<Interface>>>,
+    subnets: Cache<(u32, u32), Option<Arc<InterfaceSubnets>>>,
     telemetry: Arc<Telemetry>,
     last_prune: Mutex<Instant>,
 }
@@ -230,7 +230,7 @@ impl GatewayLookup {
         })))
     }
 
-    fn interface(&self, netns: u32, index: u32, handle: &Handle) -> Option<Arc<Interface>> {
+    fn interface(&self, netns: u32, index: u32, handle: &Handle) -> Option<Arc<InterfaceSubnets>> {
         self.telemetry.subnet_lookups.fetch_add(1, Relaxed);
         let key = (netns, index);
         if let Some(cached) = self.subnets.get(&key) {
@@ -290,7 +290,7 @@ impl GatewayLookup {
 
     /// The counters and cache sizes now (pending cache work done first, so expirations and
     /// entries are current).
-    pub fn snapshot(&self) -> Snapshot {
+    pub fn snapshot(&self) -> TelemetrySnapshot {
         self.routes.run_pending_tasks();
         self.telemetry
             .snapshot(self.routes.entry_count(), self.handles.len() as u64)

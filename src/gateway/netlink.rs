@@ -12,7 +12,7 @@ use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, Ro
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use netlink_sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
 
-use super::subnet::{Interface, Prefix};
+use super::subnet::{InterfaceSubnets, Prefix};
 
 /// A kernel that does not answer within this time is taken as failing, so one stuck
 /// namespace cannot hold a scrape.
@@ -139,7 +139,7 @@ impl RouteSocket {
     }
 
     /// The interface's name and every address on it.
-    pub fn interface(&mut self, index: u32) -> Result<Interface, NetlinkError> {
+    pub fn interface(&mut self, index: u32) -> Result<InterfaceSubnets, NetlinkError> {
         let mut link = LinkMessage::default();
         link.header.index = index;
         let name = self
@@ -161,7 +161,7 @@ impl RouteSocket {
                 _ => None,
             })
             .collect();
-        Ok(Interface { name, prefixes })
+        Ok(InterfaceSubnets { name, prefixes })
     }
 
     /// Sends one request and collects the answers to it (all parts of a dump).

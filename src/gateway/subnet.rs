@@ -47,12 +47,12 @@ impl Prefix {
 
 /// What the subnet cache keeps per (netns, interface index).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Interface {
+pub struct InterfaceSubnets {
     pub name: String,
     pub prefixes: Vec<Prefix>,
 }
 
-impl Interface {
+impl InterfaceSubnets {
     /// The subnet of the connection: the interface's network that holds the source address;
     /// when none does (the source lives on another interface), the one that holds the
     /// gateway, which is on-link here by definition. The most specific wins.
@@ -105,7 +105,7 @@ mod tests {
 
     #[test]
     fn the_subnet_is_the_one_holding_the_source_else_the_gateway() {
-        let iface = Interface {
+        let iface = InterfaceSubnets {
             name: "eth0".into(),
             prefixes: vec![p("198.18.1.2", 24), p("198.18.1.2", 16), p("198.18.3.2", 24)],
         };

@@ -23,7 +23,7 @@ pub struct Telemetry {
 
 /// The counters at one moment, for tests and benchmarks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Snapshot {
+pub struct TelemetrySnapshot {
     pub route_lookups: u64,
     pub route_misses: u64,
     pub route_expirations: u64,
@@ -37,7 +37,7 @@ pub struct Snapshot {
 }
 
 fn bump<K: Ord>(map: &Mutex<BTreeMap<K, u64>>, key: K) {
-    *sync::lock(&map).entry(key).or_default() += 1;
+    *sync::lock(map).entry(key).or_default() += 1;
 }
 
 impl Telemetry {
@@ -50,8 +50,8 @@ impl Telemetry {
     }
 
     /// The counters; the gauges come from the caches (`entries`, `handles`).
-    pub fn snapshot(&self, route_entries: u64, netns_handles: u64) -> Snapshot {
-        Snapshot {
+    pub fn snapshot(&self, route_entries: u64, netns_handles: u64) -> TelemetrySnapshot {
+        TelemetrySnapshot {
             route_lookups: self.route_lookups.load(Relaxed),
             route_misses: self.route_misses.load(Relaxed),
             route_expirations: self.route_expirations.load(Relaxed),
@@ -66,7 +66,7 @@ impl Telemetry {
     }
 }
 
-impl Snapshot {
+impl TelemetrySnapshot {
     pub fn families(&self) -> Vec<MetricFamily> {
         let counter =
             |name: &str, help: &str, value: u64| FamilyBuilder::counter(name, help).with_sample(&[], value as f64);

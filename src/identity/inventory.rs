@@ -17,7 +17,7 @@ use crate::cgroup::{CgroupPaths, KeptFiles, Layout, Reader, Spec};
 
 /// One reported cgroup.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub struct InventoryEntry {
     pub cgroup: Discovered,
     pub paths: CgroupPaths,
     pub spec: Spec,
@@ -37,11 +37,11 @@ pub struct Entry {
 
 #[derive(Debug, Default)]
 pub struct Inventory {
-    pub entries: Vec<Entry>,
+    pub entries: Vec<InventoryEntry>,
 }
 
 /// What building the inventory needs.
-pub struct Settings {
+pub struct InventorySettings {
     pub layout: Layout,
     pub procfs: PathBuf,
     pub raw_prefixes: Vec<String>,
@@ -52,10 +52,10 @@ pub struct Settings {
 impl Inventory {
     /// Walks the hierarchy, names and filters what it finds, and reads limits in parallel.
     /// Cgroups of the `previous` inventory whose directory is the same keep their open files.
-    pub fn build(settings: &Settings, reader: &Reader, previous: Option<&Inventory>) -> Inventory {
+    pub fn build(settings: &InventorySettings, reader: &Reader, previous: Option<&Inventory>) -> Inventory {
         let discovered = discovery::discover(settings.layout.discovery_root(), &settings.raw_prefixes);
         let host_netns = host_netns(&settings.procfs);
-        let kept: HashMap<(&str, (u64, i64, i64)), &Entry> = previous
+        let kept: HashMap<(&str, (u64, i64, i64)), &InventoryEntry> = previous
             .map(|p| p.entries.as_slice())
             .unwrap_or_default()
             .iter()
@@ -91,7 +91,7 @@ impl Inventory {
                     .and_then(|identity| kept.get(&(cgroup.id.as_str(), identity)))
                     .filter(|previous| previous.net_pid == net_pid)
                     .map_or_else(Arc::default, |previous| Arc::clone(&previous.files));
-                Some(Entry {
+                Some(InventoryEntry {
                     cgroup,
                     paths,
                     spec,
@@ -130,7 +130,7 @@ mod tests {
     fn a_rebuild_keeps_the_open_files_of_the_same_directory_only() {
         let root = tempfile::tempdir().expect("tempdir");
         write_v2(root.path(), &FakeCgroup::seeded(ID, 0)).expect("write");
-        let settings = Settings {
+        let settings = InventorySettings {
             layout: Layout::detect(root.path()).expect("layout"),
             procfs: root.path().join("proc"),
             raw_prefixes: Vec::new(),

@@ -1,10 +1,10 @@
 //! The `connection` collector: per-container TCP and UDP connection metrics taken in the
 //! kernel by the probes in `ebpf-probes/`.
 //!
-//! Each scrape, in [`Engine::collect`]: **drain** — take the full batches the ring buffer
+//! Each scrape, in [`LoadedProbes::collect`]: **drain** — take the full batches the ring buffer
 //! announced, every CPU's partial batch (`BatchReader::read_all`) and the live table;
 //! **enrich** — each connection the tracker has not seen yet gets the gateway, interface and
-//! subnet it leaves its network namespace through ([`Engine::route`], `crate::gateway`);
+//! subnet it leaves its network namespace through ([`LoadedProbes::route`], `crate::gateway`);
 //! **series** — totals of closed connections plus values of live ones become families.
 //! When the probes cannot load (no privileges, no BTF, missing tracepoints) every
 //! collection fails with the reason, and the rest of sonde is unaffected.
@@ -21,10 +21,9 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use futures::future::BoxFuture;
 use prometheus::proto::MetricFamily;
 
-use crate::identity::cgroup_ids::{CgroupNames, InodePaths, SourceNames};
 use self::series::LabelPolicy;
-use self::tracker::Tracker;
 pub use self::settings::{ConnectionArgs, ConnectionConfig};
+use self::tracker::Tracker;
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
 use crate::ebpf::conn::{Batch, ClosedConn, ConnKey, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS};
@@ -32,34 +31,35 @@ use crate::ebpf::loader::{self, MapBatches};
 use crate::ebpf::table::{LiveEntry, LiveTable};
 use crate::exposition::family::{self, FamilyBuilder};
 use crate::gateway::{GatewayLookup, Via};
+use crate::identity::cgroup_ids::{CgroupNames, InodePaths, SourceNames};
 use crate::sync;
 
 /// How often full batches are taken from the ring buffer between scrapes.
 const RING_DRAIN_EVERY: Duration = Duration::from_millis(100);
 
 pub struct ConnectionCollector {
-    inner: Arc<Lazy>,
+    inner: Arc<ProbesOnDemand>,
 }
 
 /// The probes load at the first collection (which sonde runs right after it starts
 /// listening), so a start that fails earlier, on a bad flag or a taken port, loads nothing.
-struct Lazy {
+struct ProbesOnDemand {
     config: ConnectionConfig,
     /// The host's sysfs, where the kernel's BTF is.
     sysfs: PathBuf,
     names: Arc<dyn CgroupNames>,
     gateway: Option<Arc<GatewayLookup>>,
-    engine: OnceLock<Result<Arc<Engine>, Arc<loader::LoadError>>>,
+    engine: OnceLock<Result<Arc<LoadedProbes>, Arc<loader::LoadError>>>,
 }
 
-impl Lazy {
-    fn engine(&self) -> Result<Arc<Engine>, CollectError> {
+impl ProbesOnDemand {
+    fn engine(&self) -> Result<Arc<LoadedProbes>, CollectError> {
         self.engine
             .get_or_init(|| {
                 let engine =
-                    Engine::load(&self.config, &self.sysfs, self.names.clone(), self.gateway.clone()).map(Arc::new);
+                    LoadedProbes::load(&self.config, &self.sysfs, self.names.clone(), self.gateway.clone()).map(Arc::new);
                 if let Ok(engine) = &engine {
-                    Engine::spawn_ring_drain(engine);
+                    LoadedProbes::spawn_ring_drain(engine);
                 }
                 engine.map_err(|e| {
                     tracing::warn!(collector = "connection", reason = %e, "eBPF probes not loaded; the connection collector will report failure");
@@ -72,9 +72,9 @@ impl Lazy {
 }
 
 /// The loaded probes and everything user space keeps about them.
-struct Engine {
+struct LoadedProbes {
     reader: BatchReader<MapBatches>,
-    state: Mutex<State>,
+    state: Mutex<TrackingState>,
     names: Arc<dyn CgroupNames>,
     /// Labels connections with their gateway (`--no-gateway`: none).
     gateway: Option<Arc<GatewayLookup>>,
@@ -83,7 +83,7 @@ struct Engine {
     _ebpf: Mutex<aya::Ebpf>,
 }
 
-struct State {
+struct TrackingState {
     tracker: Tracker,
     ring: RingBuf<MapData>,
     live: LiveTable,
@@ -97,7 +97,7 @@ struct State {
 impl ConnectionCollector {
     pub fn new(config: &CollectorSettings, sources: &Sources) -> Self {
         Self {
-            inner: Arc::new(Lazy {
+            inner: Arc::new(ProbesOnDemand {
                 config: config.connection.clone(),
                 sysfs: config.paths.sysfs.clone(),
                 names: Arc::new(SourceNames::filtered(
@@ -118,7 +118,6 @@ impl ConnectionCollector {
     }
 }
 
-
 /// CLOCK_MONOTONIC in nanoseconds: the clock of the probes' timestamps.
 fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -129,7 +128,7 @@ fn monotonic_ns() -> u64 {
         .saturating_add(ts.tv_nsec as u64)
 }
 
-impl Engine {
+impl LoadedProbes {
     fn load(
         config: &ConnectionConfig,
         sysfs: &Path,
@@ -153,7 +152,7 @@ impl Engine {
             .map_err(|e| loader::LoadError::Load(e.to_string()))?;
         Ok(Self {
             reader,
-            state: Mutex::new(State {
+            state: Mutex::new(TrackingState {
                 tracker: Tracker::new(policy),
                 ring: probes.ring,
                 live: probes.live,
@@ -171,7 +170,7 @@ impl Engine {
     /// Takes every full batch the ring buffer holds into the tracker. Runs at each scrape
     /// and, between scrapes, every [`RING_DRAIN_EVERY`] on a thread of its own: the ring
     /// buffer must not fill up while nobody scrapes.
-    fn drain_ring(&self, state: &mut State) {
+    fn drain_ring(&self, state: &mut TrackingState) {
         let mut closed: Vec<ClosedConn> = Vec::new();
         while let Some(item) = state.ring.next() {
             let consumed = Batch::from_bytes(&item).map(|batch| {
@@ -195,7 +194,7 @@ impl Engine {
     }
 
     /// Drains the ring buffer every [`RING_DRAIN_EVERY`] until the engine is dropped.
-    fn spawn_ring_drain(engine: &Arc<Engine>) {
+    fn spawn_ring_drain(engine: &Arc<LoadedProbes>) {
         let weak = Arc::downgrade(engine);
         let spawned = std::thread::Builder::new().name("sonde-ring".into()).spawn(move || {
             loop {
@@ -234,10 +233,7 @@ impl Engine {
         let now_ns = monotonic_ns();
         let udp_idle_ns = u64::try_from(self.udp_idle.as_nanos()).unwrap_or(u64::MAX);
         let mut live = Vec::with_capacity(state.tracker.live_len() + 1024);
-        state
-            .live
-            .read_all(&mut live)
-            .map_err(CollectError::LiveTable)?;
+        state.live.read_all(&mut live).map_err(CollectError::LiveTable)?;
         let idle =
             |e: &LiveEntry| e.key.protocol == IPPROTO_UDP && now_ns.saturating_sub(e.stats.last_ns) > udp_idle_ns;
         let idle_udp: Vec<LiveEntry> = live.iter().filter(|e| idle(e)).copied().collect();
@@ -268,11 +264,11 @@ impl Engine {
         }
         let live_entries = live.len();
         let read_live_done = Instant::now();
-        state.tracker.live_snapshot(
-            live.into_iter().map(|e| (e.key, e.stats)),
-            Instant::now(),
-            &|key| self.route(key),
-        );
+        state
+            .tracker
+            .live_snapshot(live.into_iter().map(|e| (e.key, e.stats)), Instant::now(), &|key| {
+                self.route(key)
+            });
         if let Some(gateway) = &self.gateway {
             gateway.maintain(); // the enrichment's caches: namespaces that went away
         }
@@ -379,7 +375,7 @@ impl Engine {
         .collect()
     }
 
-    fn self_families(&self, state: &State, read_all: Duration, live_entries: usize) -> Vec<MetricFamily> {
+    fn self_families(&self, state: &TrackingState, read_all: Duration, live_entries: usize) -> Vec<MetricFamily> {
         use std::sync::atomic::Ordering::Relaxed;
         let kernel: Vec<u64> = (0..TELEMETRY_REASONS.len() as u32)
             .map(|i| state.telemetry.get(&i, 0).map_or(0, |per_cpu| per_cpu.iter().sum()))

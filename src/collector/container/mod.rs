@@ -18,18 +18,18 @@ use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContex
 use crate::cache::{self, CacheFigures, ValidityCache};
 use crate::cgroup::parse::{self, IGNORED_INTERFACE_PREFIXES, Interface};
 use crate::cgroup::{File, KeptFiles, Layout, Reader, Stats};
-use crate::identity::discovery::Kind;
-use crate::identity::inventory::{Entry, Inventory, Settings};
 use crate::exposition::family::{self, Family, RenderedFamily};
+use crate::identity::discovery::Kind;
+use crate::identity::inventory::{Inventory, InventoryEntry, InventorySettings};
 use crate::sync;
 
 pub struct ContainerCollector {
     /// Without a cgroup hierarchy every collection fails with why.
-    state: Result<Arc<State>, Arc<CollectError>>,
+    state: Result<Arc<ContainerState>, Arc<CollectError>>,
 }
 
-struct State {
-    settings: Settings,
+struct ContainerState {
+    settings: InventorySettings,
     /// The sources' generation when the inventory was last asked for.
     sources_generation: AtomicU64,
     reader: Reader,
@@ -38,7 +38,7 @@ struct State {
     inventory: ValidityCache<Inventory>,
     /// The last inventory built, whose open files the next one takes over.
     last_inventory: Mutex<Option<Arc<Inventory>>>,
-    stats: ValidityCache<Snapshot>,
+    stats: ValidityCache<StatsSnapshot>,
     /// `major:minor` → `/dev/<name>`; device numbers do not change under a running kernel.
     devices: Mutex<HashMap<(u64, u64), String>>,
     /// Bytes of sample lines per container in each family at the last read: each chunk's
@@ -48,7 +48,7 @@ struct State {
 
 /// One read of every container's changing stats, rendered: every scrape inside the window
 /// serves these same families (and their encodings).
-struct Snapshot {
+struct StatsSnapshot {
     inventory: Arc<Inventory>,
     families: Vec<Arc<Family>>,
     /// Containers that were read (the others went away since the inventory was built).
@@ -59,8 +59,8 @@ impl ContainerCollector {
     pub fn new(settings: &CollectorSettings, sources: &Sources) -> Self {
         let state = Layout::detect(&settings.paths.sysfs)
             .map(|layout| {
-                Arc::new(State {
-                    settings: Settings {
+                Arc::new(ContainerState {
+                    settings: InventorySettings {
                         layout,
                         procfs: settings.paths.procfs.clone(),
                         raw_prefixes: settings.container.raw_cgroup_prefixes.clone(),
@@ -123,9 +123,9 @@ impl ContainerCollector {
     }
 }
 
-impl State {
+impl ContainerState {
     /// The current stats, read once per validity window whatever the number of scrapes.
-    async fn snapshot(self: &Arc<Self>) -> Result<Arc<Snapshot>, CollectError> {
+    async fn snapshot(self: &Arc<Self>) -> Result<Arc<StatsSnapshot>, CollectError> {
         let state = Arc::clone(self);
         let generation = Sources::generation_of(&self.settings.sources);
         if self.sources_generation.swap(generation, Ordering::Relaxed) != generation {
@@ -156,7 +156,7 @@ impl State {
 
     /// Reads and renders every container, in parallel chunks: each chunk renders its own
     /// part of every family, and the parts are joined (without copying) in inventory order.
-    fn read_stats(&self, inventory: Arc<Inventory>) -> Snapshot {
+    fn read_stats(&self, inventory: Arc<Inventory>) -> StatsSnapshot {
         let read_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -167,11 +167,11 @@ impl State {
             .len()
             .div_ceil(rayon::current_num_threads() * 4)
             .max(1);
-        let parts: Vec<(Families, usize)> = inventory
+        let parts: Vec<(ContainerFamilies, usize)> = inventory
             .entries
             .par_chunks(chunk)
             .map(|entries| {
-                let mut families = Families::new();
+                let mut families = ContainerFamilies::new();
                 families.reserve(&self.line_bytes, entries.len());
                 let mut base = BaseLabels::default();
                 let mut containers = 0;
@@ -189,8 +189,8 @@ impl State {
             // A little over, so a container that grew a series fits without a copy.
             per_container.store((bytes / containers.max(1)) * 9 / 8, Ordering::Relaxed);
         }
-        Snapshot {
-            families: Families::join(parts.into_iter().map(|(f, _)| f)),
+        StatsSnapshot {
+            families: ContainerFamilies::join(parts.into_iter().map(|(f, _)| f)),
             containers,
             inventory,
         }
@@ -200,11 +200,11 @@ impl State {
     /// inventory was built.
     fn read_and_render(
         &self,
-        entry: &Entry,
+        entry: &InventoryEntry,
         extra_keys: &[&str],
         read_at: f64,
         base: &mut BaseLabels,
-        families: &mut Families,
+        families: &mut ContainerFamilies,
     ) -> bool {
         let Ok(stats) = entry
             .paths
@@ -214,7 +214,7 @@ impl State {
         };
         let network = entry.net_pid.and_then(|pid| self.network(pid, &entry.files));
         base.set(entry, extra_keys);
-        let mut out = Out { base, f: families };
+        let mut out = SampleWriter { base, families };
         render_spec(&mut out, entry);
         render_health(&mut out, entry);
         render_stats(&mut out, &stats, &|major, minor| self.device_name(major, minor));
@@ -222,9 +222,9 @@ impl State {
             render_network(&mut out, interfaces);
         }
         if let Some(start) = entry.start_time {
-            out.gauge(G::StartTime, None, start);
+            out.gauge(GaugeKind::StartTime, None, start);
         }
-        out.gauge(G::LastSeen, None, read_at);
+        out.gauge(GaugeKind::LastSeen, None, read_at);
         true
     }
 
@@ -283,7 +283,7 @@ struct BaseLabels {
 }
 
 impl BaseLabels {
-    fn set(&mut self, entry: &Entry, extra_keys: &[&str]) {
+    fn set(&mut self, entry: &InventoryEntry, extra_keys: &[&str]) {
         let m = &entry.metadata;
         let container = match entry.cgroup.kind {
             Kind::Pod => "",
@@ -351,7 +351,7 @@ macro_rules! family_kinds {
     };
 }
 
-family_kinds!(G, MetricType::GAUGE,
+family_kinds!(GaugeKind, MetricType::GAUGE,
     MemoryUsage => ("container_memory_usage_bytes", "Current memory usage in bytes, including all memory regardless of when it was accessed"),
     MemoryWorkingSet => ("container_memory_working_set_bytes", "Current working set in bytes."),
     MemoryRss => ("container_memory_rss", "Size of RSS in bytes."),
@@ -376,7 +376,7 @@ family_kinds!(G, MetricType::GAUGE,
     HealthState => ("container_health_state", "Health check state of the container: 1 for its current state, 0 for the others."),
 );
 
-family_kinds!(C, MetricType::COUNTER,
+family_kinds!(CounterKind, MetricType::COUNTER,
     CpuUsage => ("container_cpu_usage_seconds_total", "Cumulative cpu time consumed in seconds."),
     CpuUser => ("container_cpu_user_seconds_total", "Cumulative user cpu time consumed in seconds."),
     CpuSystem => ("container_cpu_system_seconds_total", "Cumulative system cpu time consumed in seconds."),
@@ -405,19 +405,19 @@ family_kinds!(C, MetricType::COUNTER,
     TxErrors => ("container_network_transmit_errors_total", "Cumulative count of errors encountered while transmitting"),
 );
 
-struct Families {
+struct ContainerFamilies {
     gauges: Vec<RenderedFamily>,
     counters: Vec<RenderedFamily>,
 }
 
 /// How many families the collector renders.
-const FAMILIES: usize = G::ALL.len() + C::ALL.len();
+const FAMILIES: usize = GaugeKind::ALL.len() + CounterKind::ALL.len();
 
-impl Families {
+impl ContainerFamilies {
     fn new() -> Self {
         Self {
-            gauges: G::ALL.iter().map(|g| g.family()).collect(),
-            counters: C::ALL.iter().map(|c| c.family()).collect(),
+            gauges: GaugeKind::ALL.iter().map(|g| g.family()).collect(),
+            counters: CounterKind::ALL.iter().map(|c| c.family()).collect(),
         }
     }
 
@@ -436,7 +436,7 @@ impl Families {
     }
 
     /// Every family, from the parts rendered apart, joined in the order given.
-    fn join(parts: impl IntoIterator<Item = Families>) -> Vec<Arc<Family>> {
+    fn join(parts: impl IntoIterator<Item = ContainerFamilies>) -> Vec<Arc<Family>> {
         let mut by_family: Vec<Vec<RenderedFamily>> = (0..FAMILIES).map(|_| Vec::new()).collect();
         for part in parts {
             for (slot, family) in by_family.iter_mut().zip(part.gauges.into_iter().chain(part.counters)) {
@@ -448,33 +448,33 @@ impl Families {
 }
 
 /// Adds samples for one container: its base labels plus the family's own, in name order.
-struct Out<'a> {
+struct SampleWriter<'a> {
     base: &'a BaseLabels,
-    f: &'a mut Families,
+    families: &'a mut ContainerFamilies,
 }
 
-impl Out<'_> {
-    fn gauge(&mut self, g: G, own: Option<(&str, &str)>, value: f64) {
+impl SampleWriter<'_> {
+    fn gauge(&mut self, g: GaugeKind, own: Option<(&str, &str)>, value: f64) {
         let base = self.base;
-        self.f.gauges[g as usize].sample_with(|out| base.write_with(own.as_slice(), out), value);
+        self.families.gauges[g as usize].sample_with(|out| base.write_with(own.as_slice(), out), value);
     }
 
-    fn counter(&mut self, c: C, own: &[(&str, &str)], value: f64) {
+    fn counter(&mut self, c: CounterKind, own: &[(&str, &str)], value: f64) {
         let base = self.base;
-        self.f.counters[c as usize].sample_with(|out| base.write_with(own, out), value);
+        self.families.counters[c as usize].sample_with(|out| base.write_with(own, out), value);
     }
 }
 
-fn render_spec(out: &mut Out, entry: &Entry) {
+fn render_spec(out: &mut SampleWriter, entry: &InventoryEntry) {
     let spec = &entry.spec;
     let pairs = [
-        (G::SpecCpuPeriod, spec.cpu_period),
-        (G::SpecCpuQuota, spec.cpu_quota),
-        (G::SpecCpuShares, spec.cpu_shares),
-        (G::SpecMemoryLimit, spec.memory_limit),
-        (G::SpecMemorySwapLimit, spec.memory_swap_limit),
-        (G::SpecMemoryReservation, spec.memory_reservation),
-        (G::ThreadsMax, spec.threads_max),
+        (GaugeKind::SpecCpuPeriod, spec.cpu_period),
+        (GaugeKind::SpecCpuQuota, spec.cpu_quota),
+        (GaugeKind::SpecCpuShares, spec.cpu_shares),
+        (GaugeKind::SpecMemoryLimit, spec.memory_limit),
+        (GaugeKind::SpecMemorySwapLimit, spec.memory_swap_limit),
+        (GaugeKind::SpecMemoryReservation, spec.memory_reservation),
+        (GaugeKind::ThreadsMax, spec.threads_max),
     ];
     for (g, value) in pairs {
         if let Some(value) = value {
@@ -486,11 +486,11 @@ fn render_spec(out: &mut Out, entry: &Entry) {
 /// The states of a Docker health check, each a series: 1 for the current one.
 const HEALTH_STATES: [&str; 3] = ["healthy", "starting", "unhealthy"];
 
-fn render_health(out: &mut Out, entry: &Entry) {
+fn render_health(out: &mut SampleWriter, entry: &InventoryEntry) {
     if let Some(current) = entry.metadata.health.as_deref() {
         for state in HEALTH_STATES {
             out.gauge(
-                G::HealthState,
+                GaugeKind::HealthState,
                 Some(("state", state)),
                 f64::from(u8::from(state == current)),
             );
@@ -501,31 +501,31 @@ fn render_health(out: &mut Out, entry: &Entry) {
 const NANOS: f64 = 1e9;
 const MICROS: f64 = 1e6;
 
-fn render_stats(out: &mut Out, stats: &Stats, device_name: &dyn Fn(u64, u64) -> String) {
+fn render_stats(out: &mut SampleWriter, stats: &Stats, device_name: &dyn Fn(u64, u64) -> String) {
     if let Some(cpu) = stats.cpu {
-        out.counter(C::CpuUsage, &[("cpu", "total")], cpu.usage_ns as f64 / NANOS);
+        out.counter(CounterKind::CpuUsage, &[("cpu", "total")], cpu.usage_ns as f64 / NANOS);
         if let Some(user) = cpu.user_ns {
-            out.counter(C::CpuUser, &[], user as f64 / NANOS);
+            out.counter(CounterKind::CpuUser, &[], user as f64 / NANOS);
         }
         if let Some(system) = cpu.system_ns {
-            out.counter(C::CpuSystem, &[], system as f64 / NANOS);
+            out.counter(CounterKind::CpuSystem, &[], system as f64 / NANOS);
         }
     }
     if let Some(cfs) = stats.cfs {
-        out.counter(C::CfsPeriods, &[], cfs.periods as f64);
-        out.counter(C::CfsThrottledPeriods, &[], cfs.throttled_periods as f64);
-        out.counter(C::CfsThrottledSeconds, &[], cfs.throttled_ns as f64 / NANOS);
+        out.counter(CounterKind::CfsPeriods, &[], cfs.periods as f64);
+        out.counter(CounterKind::CfsThrottledPeriods, &[], cfs.throttled_periods as f64);
+        out.counter(CounterKind::CfsThrottledSeconds, &[], cfs.throttled_ns as f64 / NANOS);
     }
     if let Some(m) = stats.memory {
-        out.gauge(G::MemoryUsage, None, m.usage as f64);
-        out.gauge(G::MemoryWorkingSet, None, m.working_set as f64);
-        out.gauge(G::MemoryRss, None, m.rss as f64);
-        out.gauge(G::MemoryCache, None, m.cache as f64);
-        out.gauge(G::MemoryMappedFile, None, m.mapped_file as f64);
-        out.gauge(G::MemoryMaxUsage, None, m.max_usage as f64);
-        out.gauge(G::MemoryFailcnt, None, m.failcnt as f64);
+        out.gauge(GaugeKind::MemoryUsage, None, m.usage as f64);
+        out.gauge(GaugeKind::MemoryWorkingSet, None, m.working_set as f64);
+        out.gauge(GaugeKind::MemoryRss, None, m.rss as f64);
+        out.gauge(GaugeKind::MemoryCache, None, m.cache as f64);
+        out.gauge(GaugeKind::MemoryMappedFile, None, m.mapped_file as f64);
+        out.gauge(GaugeKind::MemoryMaxUsage, None, m.max_usage as f64);
+        out.gauge(GaugeKind::MemoryFailcnt, None, m.failcnt as f64);
         if let Some(swap) = m.swap {
-            out.gauge(G::MemorySwap, None, swap as f64);
+            out.gauge(GaugeKind::MemorySwap, None, swap as f64);
         }
         for (kind, scope, value) in [
             ("pgfault", "container", m.pgfault),
@@ -534,33 +534,37 @@ fn render_stats(out: &mut Out, stats: &Stats, device_name: &dyn Fn(u64, u64) -> 
             ("pgmajfault", "hierarchy", m.hierarchy_pgmajfault),
         ] {
             out.counter(
-                C::MemoryFailures,
+                CounterKind::MemoryFailures,
                 &[("failure_type", kind), ("scope", scope)],
                 value as f64,
             );
         }
     }
     if let Some(oom) = stats.oom_events {
-        out.counter(C::OomEvents, &[], oom as f64);
+        out.counter(CounterKind::OomEvents, &[], oom as f64);
     }
     for io in stats.io.iter().flatten() {
         let device = device_name(io.major, io.minor);
         let label = [("device", device.as_str())];
-        out.counter(C::FsReadsBytes, &label, io.read_bytes as f64);
-        out.counter(C::FsWritesBytes, &label, io.write_bytes as f64);
-        out.counter(C::FsReads, &label, io.reads as f64);
-        out.counter(C::FsWrites, &label, io.writes as f64);
+        out.counter(CounterKind::FsReadsBytes, &label, io.read_bytes as f64);
+        out.counter(CounterKind::FsWritesBytes, &label, io.write_bytes as f64);
+        out.counter(CounterKind::FsReads, &label, io.reads as f64);
+        out.counter(CounterKind::FsWrites, &label, io.writes as f64);
     }
     if let Some(processes) = stats.processes {
-        out.gauge(G::Processes, None, processes as f64);
+        out.gauge(GaugeKind::Processes, None, processes as f64);
     }
     if let Some(threads) = stats.threads {
-        out.gauge(G::Threads, None, threads as f64);
+        out.gauge(GaugeKind::Threads, None, threads as f64);
     }
     for (pressure, waiting, stalled) in [
-        (stats.cpu_pressure, C::CpuWaiting, C::CpuStalled),
-        (stats.memory_pressure, C::MemoryWaiting, C::MemoryStalled),
-        (stats.io_pressure, C::IoWaiting, C::IoStalled),
+        (stats.cpu_pressure, CounterKind::CpuWaiting, CounterKind::CpuStalled),
+        (
+            stats.memory_pressure,
+            CounterKind::MemoryWaiting,
+            CounterKind::MemoryStalled,
+        ),
+        (stats.io_pressure, CounterKind::IoWaiting, CounterKind::IoStalled),
     ] {
         if let Some(p) = pressure {
             out.counter(waiting, &[], p.some_us as f64 / MICROS);
@@ -569,18 +573,18 @@ fn render_stats(out: &mut Out, stats: &Stats, device_name: &dyn Fn(u64, u64) -> 
     }
 }
 
-fn render_network(out: &mut Out, interfaces: &[Interface]) {
+fn render_network(out: &mut SampleWriter, interfaces: &[Interface]) {
     for i in interfaces {
         let label = [("interface", i.name.as_str())];
         for (c, value) in [
-            (C::RxBytes, i.rx_bytes),
-            (C::RxPackets, i.rx_packets),
-            (C::RxDropped, i.rx_dropped),
-            (C::RxErrors, i.rx_errors),
-            (C::TxBytes, i.tx_bytes),
-            (C::TxPackets, i.tx_packets),
-            (C::TxDropped, i.tx_dropped),
-            (C::TxErrors, i.tx_errors),
+            (CounterKind::RxBytes, i.rx_bytes),
+            (CounterKind::RxPackets, i.rx_packets),
+            (CounterKind::RxDropped, i.rx_dropped),
+            (CounterKind::RxErrors, i.rx_errors),
+            (CounterKind::TxBytes, i.tx_bytes),
+            (CounterKind::TxPackets, i.tx_packets),
+            (CounterKind::TxDropped, i.tx_dropped),
+            (CounterKind::TxErrors, i.tx_errors),
         ] {
             out.counter(c, &label, value as f64);
         }

@@ -54,7 +54,12 @@ impl ContainerArgs {
         Ok(ContainerConfig {
             cache_validity: settings::duration("container.cache-validity", &self.cache_validity)?,
             inventory_validity: settings::duration("container.inventory-validity", &self.inventory_validity)?,
-            raw_cgroup_prefixes: self.raw_cgroup_prefix.iter().filter(|v| !v.is_empty()).cloned().collect(),
+            raw_cgroup_prefixes: self
+                .raw_cgroup_prefix
+                .iter()
+                .filter(|v| !v.is_empty())
+                .cloned()
+                .collect(),
             filters: self.filters.resolve()?,
         })
     }
