@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use prometheus::proto::MetricFamily;
 use sonde::exposition::Format;
-use sonde::family::FamilyBuilder;
+use sonde::exposition::family::FamilyBuilder;
 
 const FAMILIES: usize = 50;
 const SERIES_PER_FAMILY: usize = 2_000;

@@ -290,24 +290,26 @@ fn connections(sizes: &Sizes, namespaces: &Namespaces) -> Vec<(ConnKey, ConnStat
         .collect()
 }
 
-fn tracker(gateway: Option<Arc<GatewayLookup>>) -> Tracker {
+fn tracker() -> Tracker {
     Tracker::new(LabelPolicy {
         ephemeral_ports: 32768..=60999,
         remote: RemoteMode::Ip,
         max_series: 10_000,
     })
-    .with_gateway(gateway)
 }
 
-/// Times `live_snapshot` of `conns`: the first (every connection new) and three more.
-fn scrapes(tracker: &mut Tracker, conns: &[(ConnKey, ConnStats)]) -> (Duration, Duration) {
+/// Times `live_snapshot` of `conns`, enriched by `gateway` as the connection collector does:
+/// the first (every connection new) and three more.
+fn scrapes(gateway: Option<Arc<GatewayLookup>>, conns: &[(ConnKey, ConnStats)]) -> (Duration, Duration) {
+    let mut tracker = tracker();
+    let route = |key: &ConnKey| gateway.as_ref()?.lookup(key);
     let start = Instant::now();
-    tracker.live_snapshot(conns.iter().copied(), Instant::now());
+    tracker.live_snapshot(conns.iter().copied(), Instant::now(), &route);
     let first = start.elapsed();
     let mut later = Vec::new();
     for _ in 0..3 {
         let start = Instant::now();
-        tracker.live_snapshot(conns.iter().copied(), Instant::now());
+        tracker.live_snapshot(conns.iter().copied(), Instant::now(), &route);
         later.push(start.elapsed());
     }
     later.sort();
@@ -322,11 +324,11 @@ fn enrichment_per_scrape(sizes: &Sizes, namespaces: &Namespaces) {
     let (mut warm_first, mut warm_later) = (Vec::new(), Vec::new());
     for _ in 0..sizes.rounds {
         // Interleaved, so drift of the machine's load touches every variant alike.
-        let (first, later) = scrapes(&mut tracker(None), &conns);
+        let (first, later) = scrapes(None, &conns);
         off_first.push(first);
         off_later.push(later);
         let gw = Arc::new(new_lookup());
-        let (first, later) = scrapes(&mut tracker(Some(gw.clone())), &conns);
+        let (first, later) = scrapes(Some(gw.clone()), &conns);
         cold_first.push(first);
         cold_later.push(later);
         let s = gw.snapshot();
@@ -336,7 +338,7 @@ fn enrichment_per_scrape(sizes: &Sizes, namespaces: &Namespaces) {
             "one lookup per new connection; one kernel query per distinct key"
         );
         // The same keys again with a warm cache: new connections, no kernel query.
-        let (first, later) = scrapes(&mut tracker(Some(gw.clone())), &conns);
+        let (first, later) = scrapes(Some(gw.clone()), &conns);
         warm_first.push(first);
         warm_later.push(later);
         assert_eq!(gw.snapshot().route_misses, distinct as u64);

@@ -8,8 +8,8 @@
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use sonde::container::discovery::classify;
-use sonde::container::metadata::{Metadata, MetadataSource};
+use sonde::identity::discovery::classify;
+use sonde::identity::metadata::{Metadata, MetadataSource};
 use sonde::kubelet::pods::{PodIndex, PodList};
 use sonde::kubelet::source::KubeletSource;
 use sonde::kubelet::summary::{self, Summary};

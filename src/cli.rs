@@ -11,7 +11,7 @@ use std::collections::HashSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use clap::{ArgMatches, Command, CommandFactory, FromArgMatches};
+use clap::{Arg, ArgMatches, Command, CommandFactory, FromArgMatches};
 
 use crate::collector::connection::ConnectionArgs;
 use crate::collector::container::ContainerArgs;
@@ -76,12 +76,8 @@ pub enum ConfigError {
     about = "Prometheus/OpenMetrics exporter for container and connection metrics"
 )]
 struct Cli {
-    #[arg(
-        id = "config.file",
-        long = "config.file",
-        value_name = "FILE",
-        help = "YAML file whose keys are flag names without dashes"
-    )]
+    /// YAML file whose keys are flag names without dashes
+    #[arg(long = "config.file", value_name = "FILE")]
     config_file: Option<String>,
     #[command(flatten)]
     web: WebArgs,
@@ -126,17 +122,28 @@ pub fn command() -> Command {
 /// Gives every flag its environment variable, except a `--no-<flag>` that only negates
 /// another flag (the variable of `<flag>` says both).
 fn with_environment(cmd: Command) -> Command {
-    let ids: HashSet<String> = cmd.get_arguments().map(|arg| arg.get_id().to_string()).collect();
+    let flags: HashSet<String> = cmd
+        .get_arguments()
+        .filter_map(Arg::get_long)
+        .map(str::to_owned)
+        .collect();
     cmd.mut_args(|arg| {
-        let id = arg.get_id().as_str();
-        let negates_another = id.strip_prefix("no-").is_some_and(|negated| ids.contains(negated));
+        let Some(flag) = arg.get_long() else { return arg };
+        let negates_another = flag.strip_prefix("no-").is_some_and(|negated| flags.contains(negated));
         if negates_another {
             arg
         } else {
-            let name = env_name(id);
+            let name = env_name(flag);
             arg.env(name)
         }
     })
+}
+
+/// The id clap knows a flag by (the field it fills), from the flag's name.
+fn id_of(cmd: &Command, flag: &str) -> Option<String> {
+    cmd.get_arguments()
+        .find(|arg| arg.get_long() == Some(flag))
+        .map(|arg| arg.get_id().to_string())
 }
 
 /// Resolves the configuration from process arguments (the first one is the program name).
@@ -148,9 +155,10 @@ where
     let args: Vec<OsString> = args.into_iter().map(Into::into).collect();
     let mut cmd = command();
     let first = parse(cmd.clone(), &args)?;
-    if let Some(path) = first.get_one::<String>("config.file") {
-        for (key, values) in read_config_file(Path::new(path), &cmd)? {
-            cmd = cmd.mut_arg(key, |arg| arg.default_values(values));
+    let config_file = id_of(&cmd, "config.file").and_then(|id| first.get_one::<String>(&id).cloned());
+    if let Some(path) = config_file {
+        for (id, values) in read_config_file(Path::new(&path), &cmd)? {
+            cmd = cmd.mut_arg(id, |arg| arg.default_values(values));
         }
     }
     let matches = parse(cmd, &args)?;
@@ -175,8 +183,8 @@ fn parse(cmd: Command, args: &[OsString]) -> Result<ArgMatches, ConfigError> {
     })
 }
 
-/// Reads the YAML config file into (flag name, values) pairs, rejecting keys that are not
-/// flags. A list gives a repeatable flag several values.
+/// Reads the YAML config file into (flag id, values) pairs, rejecting keys that are not
+/// flag names. A list gives a repeatable flag several values.
 fn read_config_file(path: &Path, cmd: &Command) -> Result<Vec<(String, Vec<String>)>, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
         path: path.to_owned(),
@@ -198,9 +206,10 @@ fn read_config_file(path: &Path, cmd: &Command) -> Result<Vec<(String, Vec<Strin
             serde_yaml_ng::Value::String(key) => key,
             other => return Err(bad(format!("key {other:?} is not a string"))),
         };
-        if key == "config.file" || !cmd.get_arguments().any(|arg| arg.get_id() == key.as_str()) {
-            return Err(bad(format!("unknown key {key:?}")));
-        }
+        let id = match id_of(cmd, &key) {
+            Some(id) if key != "config.file" => id,
+            _ => return Err(bad(format!("unknown key {key:?}"))),
+        };
         let scalar = |value: serde_yaml_ng::Value| match value {
             serde_yaml_ng::Value::String(s) => Ok(s),
             serde_yaml_ng::Value::Bool(b) => Ok(b.to_string()),
@@ -213,7 +222,7 @@ fn read_config_file(path: &Path, cmd: &Command) -> Result<Vec<(String, Vec<Strin
             serde_yaml_ng::Value::Sequence(items) => items.into_iter().map(scalar).collect::<Result<_, _>>()?,
             value => vec![scalar(value)?],
         };
-        pairs.push((key, values));
+        pairs.push((id, values));
     }
     Ok(pairs)
 }

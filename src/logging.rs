@@ -21,23 +21,11 @@ pub struct LogConfig {
 /// The `--log.*` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct LogArgs {
-    #[arg(
-        id = "log.level",
-        long = "log.level",
-        value_name = "LEVEL",
-        default_value = "info",
-        value_parser = ["error", "warn", "info", "debug"],
-        help = "Only log messages with this severity or above"
-    )]
+    /// Only log messages with this severity or above
+    #[arg(long = "log.level", value_name = "LEVEL", default_value = "info", value_parser = ["error", "warn", "info", "debug"])]
     level: String,
-    #[arg(
-        id = "log.format",
-        long = "log.format",
-        value_name = "FORMAT",
-        default_value = "logfmt",
-        value_parser = ["logfmt", "json"],
-        help = "Log line format"
-    )]
+    /// Log line format
+    #[arg(long = "log.format", value_name = "FORMAT", default_value = "logfmt", value_parser = ["logfmt", "json"])]
     format: String,
 }
 

@@ -24,29 +24,14 @@ impl Default for Paths {
 /// The `--path.*` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PathArgs {
-    #[arg(
-        id = "path.procfs",
-        long = "path.procfs",
-        value_name = "DIR",
-        default_value = "/proc",
-        help = "procfs mountpoint"
-    )]
+    /// procfs mountpoint
+    #[arg(long = "path.procfs", value_name = "DIR", default_value = "/proc")]
     procfs: String,
-    #[arg(
-        id = "path.sysfs",
-        long = "path.sysfs",
-        value_name = "DIR",
-        default_value = "/sys",
-        help = "sysfs mountpoint"
-    )]
+    /// sysfs mountpoint
+    #[arg(long = "path.sysfs", value_name = "DIR", default_value = "/sys")]
     sysfs: String,
-    #[arg(
-        id = "path.rootfs",
-        long = "path.rootfs",
-        value_name = "DIR",
-        default_value = "/",
-        help = "Root of the host filesystem"
-    )]
+    /// Root of the host filesystem
+    #[arg(long = "path.rootfs", value_name = "DIR", default_value = "/")]
     rootfs: String,
 }
 

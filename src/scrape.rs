@@ -26,29 +26,19 @@ pub struct ScrapeConfig {
 /// The `--scrape.*` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ScrapeArgs {
-    #[arg(
-        id = "scrape.timeout",
-        long = "scrape.timeout",
-        value_name = "DURATION",
-        default_value = "10s",
-        help = "Scrape deadline when the scraper sends no X-Prometheus-Scrape-Timeout-Seconds"
-    )]
-    timeout: String,
-    #[arg(
-        id = "scrape.timeout-offset",
-        long = "scrape.timeout-offset",
-        value_name = "DURATION",
-        default_value = "500ms",
-        help = "Taken off the scraper's X-Prometheus-Scrape-Timeout-Seconds"
-    )]
-    timeout_offset: String,
+    /// Scrape deadline when the scraper sends no X-Prometheus-Scrape-Timeout-Seconds
+    #[arg(long = "scrape.timeout", value_name = "DURATION", default_value = "10s")]
+    scrape_timeout: String,
+    /// Taken off the scraper's X-Prometheus-Scrape-Timeout-Seconds
+    #[arg(long = "scrape.timeout-offset", value_name = "DURATION", default_value = "500ms")]
+    scrape_timeout_offset: String,
 }
 
 impl ScrapeArgs {
     pub fn resolve(&self) -> Result<ScrapeConfig, InvalidValue> {
         Ok(ScrapeConfig {
-            timeout: settings::duration("scrape.timeout", &self.timeout)?,
-            timeout_offset: settings::duration("scrape.timeout-offset", &self.timeout_offset)?,
+            timeout: settings::duration("scrape.timeout", &self.scrape_timeout)?,
+            timeout_offset: settings::duration("scrape.timeout-offset", &self.scrape_timeout_offset)?,
         })
     }
 }

@@ -45,37 +45,17 @@ pub struct WebConfig {
 /// The `--web.*` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct WebArgs {
-    #[arg(
-        id = "web.listen-address",
-        long = "web.listen-address",
-        value_name = "ADDRESS",
-        default_value = ":9977",
-        help = "Address to listen on ([host]:port)"
-    )]
+    /// Address to listen on ([host]:port)
+    #[arg(long = "web.listen-address", value_name = "ADDRESS", default_value = ":9977")]
     listen_address: String,
-    #[arg(
-        id = "web.telemetry-path",
-        long = "web.telemetry-path",
-        value_name = "PATH",
-        default_value = "/metrics",
-        help = "Path under which to expose metrics"
-    )]
+    /// Path under which to expose metrics
+    #[arg(long = "web.telemetry-path", value_name = "PATH", default_value = "/metrics")]
     telemetry_path: String,
-    #[arg(
-        id = "web.max-requests",
-        long = "web.max-requests",
-        value_name = "N",
-        default_value = "40",
-        help = "Concurrent scrapes served; more get 503 at once (0: no limit)"
-    )]
+    /// Concurrent scrapes served; more get 503 at once (0: no limit)
+    #[arg(long = "web.max-requests", value_name = "N", default_value = "40")]
     max_requests: usize,
-    #[arg(
-        id = "web.request-timeout",
-        long = "web.request-timeout",
-        value_name = "DURATION",
-        default_value = "60s",
-        help = "Hard limit on any one HTTP request"
-    )]
+    /// Hard limit on any one HTTP request
+    #[arg(long = "web.request-timeout", value_name = "DURATION", default_value = "60s")]
     request_timeout: String,
 }
 

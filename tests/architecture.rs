@@ -46,10 +46,7 @@ fn arrows_in(text: &str) -> BTreeSet<String> {
     let single = Regex::new(r"crate::(\w+)").expect("regex");
     let group = Regex::new(r"crate::\{([^}]*)\}").expect("regex");
     let head = Regex::new(r"(?:^|[{,])\s*(\w+)").expect("regex");
-    let mut names: BTreeSet<String> = single
-        .captures_iter(text)
-        .map(|c| c[1].to_owned())
-        .collect();
+    let mut names: BTreeSet<String> = single.captures_iter(text).map(|c| c[1].to_owned()).collect();
     for c in group.captures_iter(text) {
         names.extend(head.captures_iter(&c[1]).map(|h| h[1].to_owned()));
     }
@@ -119,7 +116,10 @@ fn top_level_modules_import_each_other_without_cycles() {
     let graph = import_graph();
     assert!(graph.len() >= 10, "too few modules found: {graph:?}");
     let found = cycles(&graph);
-    assert!(found.is_empty(), "import cycles between top-level modules: {found:?}\ngraph: {graph:#?}");
+    assert!(
+        found.is_empty(),
+        "import cycles between top-level modules: {found:?}\ngraph: {graph:#?}"
+    );
 }
 
 #[test]
@@ -168,12 +168,22 @@ fn every_document_the_code_cites_exists_with_its_section() {
             };
             if let Some(wanted) = c.get(2) {
                 if !headings.iter().any(|h| anchor(h) == wanted.as_str()) {
-                    missing.push(format!("{}: {} has no section #{}", file.display(), &c[1], wanted.as_str()));
+                    missing.push(format!(
+                        "{}: {} has no section #{}",
+                        file.display(),
+                        &c[1],
+                        wanted.as_str()
+                    ));
                 }
             }
             if let Some(wanted) = c.get(3) {
                 if !headings.iter().any(|h| h.contains(wanted.as_str())) {
-                    missing.push(format!("{}: {} has no section \"{}\"", file.display(), &c[1], wanted.as_str()));
+                    missing.push(format!(
+                        "{}: {} has no section \"{}\"",
+                        file.display(),
+                        &c[1],
+                        wanted.as_str()
+                    ));
                 }
             }
         }

@@ -36,48 +36,20 @@ impl Default for DockerConfig {
 /// `--docker`, `--no-docker` and the `--docker.*` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct DockerArgs {
-    #[arg(
-        id = "docker",
-        long = "docker",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "true",
-        action = ArgAction::Set,
-        value_parser = BoolishValueParser::new(),
-        overrides_with = "no-docker",
-        help = "Ask the Docker engine for container names, images and labels"
-    )]
+    /// Ask the Docker engine for container names, images and labels
+    #[arg(long = "docker", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "true", action = ArgAction::Set, value_parser = BoolishValueParser::new(), overrides_with = "no_docker")]
     docker: bool,
-    #[arg(
-        id = "no-docker",
-        long = "no-docker",
-        overrides_with = "docker",
-        help = "Do not ask the Docker engine"
-    )]
+    /// Do not ask the Docker engine
+    #[arg(long = "no-docker", overrides_with = "docker")]
     no_docker: bool,
-    #[arg(
-        id = "docker.host",
-        long = "docker.host",
-        value_name = "URL",
-        default_value_t = default_host(),
-        help = "Docker engine address (unix:///path, tcp://host:port); default: DOCKER_HOST or unix:///var/run/docker.sock"
-    )]
+    /// Docker engine address (unix:///path, tcp://host:port); default: DOCKER_HOST or unix:///var/run/docker.sock
+    #[arg(long = "docker.host", value_name = "URL", default_value_t = default_host())]
     host: String,
-    #[arg(
-        id = "docker.label-allowlist",
-        long = "docker.label-allowlist",
-        value_name = "REGEX",
-        help = "Container labels whose keys match become container_label_<key> labels (default: none)"
-    )]
+    /// Container labels whose keys match become container_label_<key> labels (default: none)
+    #[arg(long = "docker.label-allowlist", value_name = "REGEX")]
     label_allowlist: Option<String>,
-    #[arg(
-        id = "docker.env-allowlist",
-        long = "docker.env-allowlist",
-        value_name = "REGEX",
-        help = "Container environment variables whose names match become container_env_<name> labels (default: none)"
-    )]
+    /// Container environment variables whose names match become container_env_<name> labels (default: none)
+    #[arg(long = "docker.env-allowlist", value_name = "REGEX")]
     env_allowlist: Option<String>,
 }
 

@@ -6,28 +6,14 @@ use crate::settings::{self, InvalidValue};
 /// The `--gateway.*` and `--no-gateway` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct GatewayArgs {
-    #[arg(
-        id = "gateway.route-cache-ttl",
-        long = "gateway.route-cache-ttl",
-        value_name = "DURATION",
-        default_value = "2m",
-        help = "How long a connection's route (gateway, interface, subnet) is cached"
-    )]
+    /// How long a connection's route (gateway, interface, subnet) is cached
+    #[arg(long = "gateway.route-cache-ttl", value_name = "DURATION", default_value = "2m")]
     route_cache_ttl: String,
-    #[arg(
-        id = "gateway.route-cache-size",
-        long = "gateway.route-cache-size",
-        value_name = "N",
-        default_value = "65536",
-        value_parser = clap::value_parser!(u64).range(1..),
-        help = "Routes cached at most, keyed by (source, destination, network namespace)"
-    )]
+    /// Routes cached at most, keyed by (source, destination, network namespace)
+    #[arg(long = "gateway.route-cache-size", value_name = "N", default_value = "65536", value_parser = clap::value_parser!(u64).range(1..))]
     route_cache_size: u64,
-    #[arg(
-        id = "no-gateway",
-        long = "no-gateway",
-        help = "Do not label connections with their gateway, interface and subnet"
-    )]
+    /// Do not label connections with their gateway, interface and subnet
+    #[arg(long = "no-gateway")]
     no_gateway: bool,
 }
 

@@ -32,63 +32,80 @@ impl Filters {
     }
 }
 
-/// The `--container.include-*` and `--container.exclude-*` flags.
-#[derive(Debug, Clone, clap::Args)]
-pub struct FilterArgs {
-    #[arg(
-        id = "container.include-name",
-        long = "container.include-name",
-        value_name = "REGEX",
-        help = "Report only containers whose name matches this regex"
-    )]
-    include_name: Option<String>,
-    #[arg(
-        id = "container.exclude-name",
-        long = "container.exclude-name",
-        value_name = "REGEX",
-        help = "Do not report containers whose name matches this regex"
-    )]
-    exclude_name: Option<String>,
-    #[arg(
-        id = "container.include-image",
-        long = "container.include-image",
-        value_name = "REGEX",
-        help = "Report only containers whose image matches this regex"
-    )]
-    include_image: Option<String>,
-    #[arg(
-        id = "container.exclude-image",
-        long = "container.exclude-image",
-        value_name = "REGEX",
-        help = "Do not report containers whose image matches this regex"
-    )]
-    exclude_image: Option<String>,
-    #[arg(
-        id = "container.include-namespace",
-        long = "container.include-namespace",
-        value_name = "REGEX",
-        help = "Report only containers whose namespace matches this regex"
-    )]
-    include_namespace: Option<String>,
-    #[arg(
-        id = "container.exclude-namespace",
-        long = "container.exclude-namespace",
-        value_name = "REGEX",
-        help = "Do not report containers whose namespace matches this regex"
-    )]
-    exclude_namespace: Option<String>,
-}
+/// `(flag, help)` of the filter flags, in `--help` order: include and exclude, for the name,
+/// the image and the namespace.
+const FLAGS: [(&str, &str); 6] = [
+    (
+        "container.include-name",
+        "Report only containers whose name matches this regex",
+    ),
+    (
+        "container.exclude-name",
+        "Do not report containers whose name matches this regex",
+    ),
+    (
+        "container.include-image",
+        "Report only containers whose image matches this regex",
+    ),
+    (
+        "container.exclude-image",
+        "Do not report containers whose image matches this regex",
+    ),
+    (
+        "container.include-namespace",
+        "Report only containers whose namespace matches this regex",
+    ),
+    (
+        "container.exclude-namespace",
+        "Do not report containers whose namespace matches this regex",
+    ),
+];
+
+/// The `--container.include-*` and `--container.exclude-*` flags: their patterns, in the
+/// order of [`FLAGS`]. Written against clap's `Args` by hand: six flags of one shape.
+#[derive(Debug, Clone, Default)]
+pub struct FilterArgs([Option<String>; 6]);
 
 impl FilterArgs {
     pub fn resolve(&self) -> Result<Filters, InvalidValue> {
+        let regex = |i: usize| settings::regex(FLAGS[i].0, self.0[i].as_deref());
         Ok(Filters {
-            include_name: settings::regex("container.include-name", self.include_name.as_deref())?,
-            exclude_name: settings::regex("container.exclude-name", self.exclude_name.as_deref())?,
-            include_image: settings::regex("container.include-image", self.include_image.as_deref())?,
-            exclude_image: settings::regex("container.exclude-image", self.exclude_image.as_deref())?,
-            include_namespace: settings::regex("container.include-namespace", self.include_namespace.as_deref())?,
-            exclude_namespace: settings::regex("container.exclude-namespace", self.exclude_namespace.as_deref())?,
+            include_name: regex(0)?,
+            exclude_name: regex(1)?,
+            include_image: regex(2)?,
+            exclude_image: regex(3)?,
+            include_namespace: regex(4)?,
+            exclude_namespace: regex(5)?,
         })
+    }
+}
+
+impl clap::Args for FilterArgs {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        FLAGS.iter().fold(cmd, |cmd, (flag, help)| {
+            cmd.arg(
+                clap::Arg::new(*flag)
+                    .long(*flag)
+                    .value_name("REGEX")
+                    .help(*help)
+                    .action(clap::ArgAction::Set),
+            )
+        })
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl clap::FromArgMatches for FilterArgs {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        Ok(Self(FLAGS.map(|(flag, _)| m.get_one::<String>(flag).cloned())))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
     }
 }
 

@@ -52,73 +52,30 @@ impl Default for KubeletConfig {
 /// The `--kubelet.*` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct KubeletArgs {
-    #[arg(
-        id = "kubelet.url",
-        long = "kubelet.url",
-        value_name = "URL",
-        help = "The Kubelet's base URL (default in a pod: https://$NODE_IP:10250 with NODE_IP from the downward API; otherwise, or empty: the Kubelet source is off)"
-    )]
+    /// The Kubelet's base URL (default in a pod: https://$NODE_IP:10250 with NODE_IP from the downward API; otherwise,
+    /// or empty: the Kubelet source is off)
+    #[arg(long = "kubelet.url", value_name = "URL")]
     url: Option<String>,
-    #[arg(
-        id = "kubelet.token-file",
-        long = "kubelet.token-file",
-        value_name = "FILE",
-        default_value = SERVICE_ACCOUNT_TOKEN,
-        help = "Bearer token for the Kubelet, re-read for every request (it is rotated)"
-    )]
+    /// Bearer token for the Kubelet, re-read for every request (it is rotated)
+    #[arg(long = "kubelet.token-file", value_name = "FILE", default_value = SERVICE_ACCOUNT_TOKEN)]
     token_file: String,
-    #[arg(
-        id = "kubelet.ca-file",
-        long = "kubelet.ca-file",
-        value_name = "FILE",
-        default_value = SERVICE_ACCOUNT_CA,
-        help = "CA certificates (PEM) that signed the Kubelet's serving certificate"
-    )]
+    /// CA certificates (PEM) that signed the Kubelet's serving certificate
+    #[arg(long = "kubelet.ca-file", value_name = "FILE", default_value = SERVICE_ACCOUNT_CA)]
     ca_file: String,
-    #[arg(
-        id = "kubelet.insecure-skip-verify",
-        long = "kubelet.insecure-skip-verify",
-        value_name = "BOOL",
-        num_args = 0..=1,
-        require_equals = true,
-        default_missing_value = "true",
-        default_value = "false",
-        action = ArgAction::Set,
-        value_parser = BoolishValueParser::new(),
-        help = "Do not check the Kubelet's certificate (only when asked: anyone on the path can read the token)"
-    )]
+    /// Do not check the Kubelet's certificate (only when asked: anyone on the path can read the token)
+    #[arg(long = "kubelet.insecure-skip-verify", value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", default_value = "false", action = ArgAction::Set, value_parser = BoolishValueParser::new())]
     insecure_skip_verify: bool,
-    #[arg(
-        id = "kubelet.timeout",
-        long = "kubelet.timeout",
-        value_name = "DURATION",
-        default_value = "10s",
-        help = "Limit on one request to the Kubelet"
-    )]
-    timeout: String,
-    #[arg(
-        id = "kubelet.cache-validity",
-        long = "kubelet.cache-validity",
-        value_name = "DURATION",
-        default_value = "10s",
-        help = "/pods and /stats/summary are fetched at most once per this window; scrapes inside it share one fetch"
-    )]
-    cache_validity: String,
-    #[arg(
-        id = "kubelet.max-staleness",
-        long = "kubelet.max-staleness",
-        value_name = "DURATION",
-        default_value = "5m",
-        help = "The last good pod list stays in use this long while the Kubelet fails"
-    )]
+    /// Limit on one request to the Kubelet
+    #[arg(long = "kubelet.timeout", value_name = "DURATION", default_value = "10s")]
+    kubelet_timeout: String,
+    /// /pods and /stats/summary are fetched at most once per this window; scrapes inside it share one fetch
+    #[arg(long = "kubelet.cache-validity", value_name = "DURATION", default_value = "10s")]
+    kubelet_cache_validity: String,
+    /// The last good pod list stays in use this long while the Kubelet fails
+    #[arg(long = "kubelet.max-staleness", value_name = "DURATION", default_value = "5m")]
     max_staleness: String,
-    #[arg(
-        id = "kubelet.max-body-size",
-        long = "kubelet.max-body-size",
-        value_name = "SIZE",
-        default_value = "16MiB",
-        help = "Kubelet answers larger than this are refused (B, KiB, MiB, GiB)"
-    )]
+    /// Kubelet answers larger than this are refused (B, KiB, MiB, GiB)
+    #[arg(long = "kubelet.max-body-size", value_name = "SIZE", default_value = "16MiB")]
     max_body_size: String,
 }
 
@@ -136,8 +93,8 @@ impl KubeletArgs {
             token_file: self.token_file.clone().into(),
             ca_file: Some(self.ca_file.clone()).filter(|f| !f.is_empty()).map(Into::into),
             insecure_skip_verify: self.insecure_skip_verify,
-            timeout: settings::duration("kubelet.timeout", &self.timeout)?,
-            cache_validity: settings::duration("kubelet.cache-validity", &self.cache_validity)?,
+            timeout: settings::duration("kubelet.timeout", &self.kubelet_timeout)?,
+            cache_validity: settings::duration("kubelet.cache-validity", &self.kubelet_cache_validity)?,
             max_staleness: settings::duration("kubelet.max-staleness", &self.max_staleness)?,
             max_body_bytes: parse_size(&self.max_body_size)
                 .map_err(|reason| InvalidValue::new("kubelet.max-body-size", &self.max_body_size, reason))?,

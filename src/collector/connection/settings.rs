@@ -33,46 +33,24 @@ impl Default for ConnectionConfig {
 /// The `--connection.*` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConnectionArgs {
-    #[arg(
-        id = "connection.max-live",
-        long = "connection.max-live",
-        value_name = "N",
-        default_value = "65536",
-        value_parser = clap::value_parser!(u32).range(1..),
-        help = "Size of the eBPF live-connection table (connections tracked at once)"
-    )]
+    /// Size of the eBPF live-connection table (connections tracked at once)
+    #[arg(long = "connection.max-live", value_name = "N", default_value = "65536", value_parser = clap::value_parser!(u32).range(1..))]
     max_live: u32,
-    #[arg(
-        id = "connection.udp-idle",
-        long = "connection.udp-idle",
-        value_name = "DURATION",
-        default_value = "2m",
-        help = "A UDP socket idle this long leaves the live table as if closed (UDP has no close event)"
-    )]
+    /// A UDP socket idle this long leaves the live table as if closed (UDP has no close event)
+    #[arg(long = "connection.udp-idle", value_name = "DURATION", default_value = "2m")]
     udp_idle: String,
+    /// Client-side ports, which never become a port label
     #[arg(
-        id = "connection.ephemeral-port-range",
         long = "connection.ephemeral-port-range",
         value_name = "LOW-HIGH",
-        default_value = "32768-60999",
-        help = "Client-side ports, which never become a port label"
+        default_value = "32768-60999"
     )]
     ephemeral_port_range: String,
-    #[arg(
-        id = "connection.remote-address",
-        long = "connection.remote-address",
-        value_name = "MODE",
-        default_value = "ip",
-        help = "The remote label: ip, prefix:<N> (the address's /N network) or none"
-    )]
+    /// The remote label: ip, prefix:<N> (the address's /N network) or none
+    #[arg(long = "connection.remote-address", value_name = "MODE", default_value = "ip")]
     remote_address: String,
-    #[arg(
-        id = "connection.max-series",
-        long = "connection.max-series",
-        value_name = "N",
-        default_value = "10000",
-        help = "Connection series beyond this fold into one remote=\"overflow\" series"
-    )]
+    /// Connection series beyond this fold into one remote="overflow" series
+    #[arg(long = "connection.max-series", value_name = "N", default_value = "10000")]
     max_series: usize,
 }
 

@@ -21,29 +21,18 @@ pub struct ContainerConfig {
 /// The `--container.*` flags.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ContainerArgs {
-    #[arg(
-        id = "container.cache-validity",
-        long = "container.cache-validity",
-        value_name = "DURATION",
-        default_value = "2s",
-        help = "Container stats are read at most once per this window; scrapes inside it share one read"
-    )]
+    /// Container stats are read at most once per this window; scrapes inside it share one read
+    #[arg(long = "container.cache-validity", value_name = "DURATION", default_value = "2s")]
     cache_validity: String,
+    /// The container list, limits and names are rebuilt at most once per this window
     #[arg(
-        id = "container.inventory-validity",
         long = "container.inventory-validity",
         value_name = "DURATION",
-        default_value = "10s",
-        help = "The container list, limits and names are rebuilt at most once per this window"
+        default_value = "10s"
     )]
     inventory_validity: String,
-    #[arg(
-        id = "container.raw-cgroup-prefix",
-        long = "container.raw-cgroup-prefix",
-        value_name = "PATH",
-        value_delimiter = ',',
-        help = "Report cgroups at or below this path too (repeatable; comma-separated in the environment)"
-    )]
+    /// Report cgroups at or below this path too (repeatable; comma-separated in the environment)
+    #[arg(long = "container.raw-cgroup-prefix", value_name = "PATH", value_delimiter = ',')]
     raw_cgroup_prefix: Vec<String>,
     #[command(flatten)]
     filters: FilterArgs,
