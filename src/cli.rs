@@ -66,8 +66,9 @@ pub enum ConfigError {
     Invalid(#[from] InvalidValue),
 }
 
-// The flags in `--help` order; each group belongs to the part named by its type. No doc
-// comments here: clap would take them for the command's help text.
+// The flags in `--help` order; each group belongs to the part named by its type, whose doc
+// comments are the flags' help. No doc comment on this struct: clap would make it the
+// command's description.
 #[derive(Debug, Clone, clap::Parser)]
 #[command(
     name = "sonde",

@@ -93,6 +93,9 @@ impl From<Result<Vec<Arc<Family>>, CollectError>> for Collection {
 /// landing page, the log).
 #[derive(Debug, thiserror::Error)]
 pub enum CollectError {
+    /// No cgroup hierarchy where one was expected.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
     #[error("reading {path}: {source}")]
     Read {
         path: PathBuf,
@@ -101,9 +104,6 @@ pub enum CollectError {
     },
     #[error("parsing {path}: {reason}")]
     Parse { path: PathBuf, reason: String },
-    /// No cgroup hierarchy where one was expected.
-    #[error(transparent)]
-    Cgroup(#[from] CgroupError),
     /// Blocking work handed to a thread of its own stopped before it answered.
     #[error("{work}: {source}")]
     Stopped {

@@ -40,11 +40,7 @@ pub struct ConnectionArgs {
     #[arg(long = "connection.udp-idle", value_name = "DURATION", default_value = "2m")]
     udp_idle: String,
     /// Client-side ports, which never become a port label
-    #[arg(
-        long = "connection.ephemeral-port-range",
-        value_name = "LOW-HIGH",
-        default_value = "32768-60999"
-    )]
+    #[arg(long = "connection.ephemeral-port-range", value_name = "LOW-HIGH", default_value = "32768-60999")]
     ephemeral_port_range: String,
     /// The remote label: ip, prefix:<N> (the address's /N network) or none
     #[arg(long = "connection.remote-address", value_name = "MODE", default_value = "ip")]

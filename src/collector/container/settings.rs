@@ -25,11 +25,7 @@ pub struct ContainerArgs {
     #[arg(long = "container.cache-validity", value_name = "DURATION", default_value = "2s")]
     cache_validity: String,
     /// The container list, limits and names are rebuilt at most once per this window
-    #[arg(
-        long = "container.inventory-validity",
-        value_name = "DURATION",
-        default_value = "10s"
-    )]
+    #[arg(long = "container.inventory-validity", value_name = "DURATION", default_value = "10s")]
     inventory_validity: String,
     /// Report cgroups at or below this path too (repeatable; comma-separated in the environment)
     #[arg(long = "container.raw-cgroup-prefix", value_name = "PATH", value_delimiter = ',')]
@@ -41,14 +37,14 @@ pub struct ContainerArgs {
 impl ContainerArgs {
     pub fn resolve(&self) -> Result<ContainerConfig, InvalidValue> {
         Ok(ContainerConfig {
-            cache_validity: settings::duration("container.cache-validity", &self.cache_validity)?,
-            inventory_validity: settings::duration("container.inventory-validity", &self.inventory_validity)?,
             raw_cgroup_prefixes: self
                 .raw_cgroup_prefix
                 .iter()
                 .filter(|v| !v.is_empty())
                 .cloned()
                 .collect(),
+            cache_validity: settings::duration("container.cache-validity", &self.cache_validity)?,
+            inventory_validity: settings::duration("container.inventory-validity", &self.inventory_validity)?,
             filters: self.filters.resolve()?,
         })
     }
