@@ -19,6 +19,7 @@ use crate::identity;
 use crate::identity::discovery::{self, Discovered, Kind};
 use crate::identity::filter::Filters;
 use crate::identity::metadata::MetadataSource;
+use crate::kubelet::TlsError;
 use crate::kubelet::client::{Endpoint, KubeletClient, KubeletError};
 use crate::kubelet::pods::{PodIndex, PodList};
 use crate::kubelet::source::KubeletSource;
@@ -28,8 +29,8 @@ use crate::kubelet::summary::{self, PodInterface, Summary};
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KubeletFailure {
     /// The client could not be built (a CA file that does not load, say).
-    #[error("{0}")]
-    NoClient(String),
+    #[error(transparent)]
+    NoClient(Arc<TlsError>),
     #[error(transparent)]
     Request(Arc<KubeletError>),
     #[error("no answer from the Kubelet before the scrape deadline")]
@@ -42,7 +43,7 @@ pub enum KubeletFailure {
 pub struct KubeletFailures(pub Vec<KubeletFailure>);
 
 pub struct KubeletCollector {
-    client: Result<KubeletClient, String>,
+    client: Result<KubeletClient, Arc<TlsError>>,
     source: Arc<KubeletSource>,
     pods: ValidityCache<PodIndex>,
     summary: ValidityCache<PodNetworks>,
@@ -60,7 +61,7 @@ struct PodNetworks {
 
 impl KubeletCollector {
     pub fn new(settings: &CollectorSettings, url: &str) -> Self {
-        let client = KubeletClient::new(url, &settings.kubelet);
+        let client = KubeletClient::new(url, &settings.kubelet).map_err(Arc::new);
         if let Err(error) = &client {
             tracing::error!(%error, "the Kubelet source cannot start");
         }
@@ -84,7 +85,9 @@ impl KubeletCollector {
     }
 
     fn client(&self) -> Result<&KubeletClient, KubeletFailure> {
-        self.client.as_ref().map_err(|e| KubeletFailure::NoClient(e.clone()))
+        self.client
+            .as_ref()
+            .map_err(|e| KubeletFailure::NoClient(Arc::clone(e)))
     }
 
     /// The pods, fetched at most once per window; a fresh answer goes to the metadata source.

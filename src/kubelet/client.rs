@@ -17,7 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use prometheus::proto::MetricFamily;
 
 use super::settings::KubeletConfig;
-use super::tls;
+use super::tls::{self, TlsError};
 use crate::exposition::family::FamilyBuilder;
 use crate::sync;
 
@@ -87,9 +87,8 @@ pub struct KubeletClient {
 
 impl KubeletClient {
     /// A client of the Kubelet at `base` (`https://host:port`). Fails on a bad CA file.
-    pub fn new(base: &str, config: &KubeletConfig) -> Result<Self, String> {
-        let tls =
-            tls::client_config(config.ca_file.as_deref(), config.insecure_skip_verify).map_err(|e| e.to_string())?;
+    pub fn new(base: &str, config: &KubeletConfig) -> Result<Self, TlsError> {
+        let tls = tls::client_config(config.ca_file.as_deref(), config.insecure_skip_verify)?;
         let mut tcp = HttpConnector::new();
         tcp.enforce_http(false);
         tcp.set_connect_timeout(Some(config.timeout));

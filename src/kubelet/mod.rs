@@ -8,3 +8,5 @@ pub mod settings;
 pub mod source;
 pub mod summary;
 mod tls;
+
+pub use self::tls::TlsError;
