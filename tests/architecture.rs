@@ -136,15 +136,26 @@ fn no_source_file_is_over_800_lines() {
     assert!(long.is_empty(), "files over {MAX_LINES} lines: {long:?}");
 }
 
-/// `name.md` citations, with the section when one is quoted after it
-/// (`docs/ARCHITECTURE.md, "Gateway enrichment"`) or given as an anchor (`#gateway-enrichment`).
+/// The probes' sources: C files and headers of `ebpf-probes/`.
+fn probe_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(root().join("ebpf-probes"))
+        .expect("read ebpf-probes/")
+        .map(|entry| entry.expect("dir entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "c" || e == "h"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// `name.md` citations in `src/` and `ebpf-probes/`, with the section when one is quoted
+/// after it (`docs/ARCHITECTURE.md, "Gateway enrichment"`) or given as an anchor
+/// (`docs/ARCHITECTURE.md#gateway-enrichment`).
 #[test]
 fn every_document_the_code_cites_exists_with_its_section() {
     let citation = Regex::new(r#"([\w./-]*\.md)(?:#([\w-]+)|,? "([^"]+)")?"#).expect("regex");
-    let src = root().join("src");
     let mut checked = 0;
     let mut missing = Vec::new();
-    for file in rust_files(&src) {
+    for file in rust_files(&root().join("src")).into_iter().chain(probe_files()) {
         let text = std::fs::read_to_string(&file).expect("read source");
         for c in citation.captures_iter(&text) {
             checked += 1;

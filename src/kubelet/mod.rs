@@ -1,6 +1,6 @@
 //! The Kubelet source: pod identity from `/pods` and pod network stats from `/stats/summary`
 //! (the `kubelet` collector, `collector::kubelet`, refreshes both at most once per validity
-//! window; see docs/ARCHITECTURE.md).
+//! window; see docs/ARCHITECTURE.md#container-stats).
 
 pub mod client;
 pub mod pods;
