@@ -12,9 +12,9 @@ use std::time::Duration;
 use common::*;
 use sonde::cgroup::File;
 use sonde::cgroup::fixture::{FakeCgroup, write_v1, write_v2};
+use sonde::collector::Sources;
 use sonde::collector::container::ContainerCollector;
 use sonde::collector::{Collector, ScrapeContext};
-use sonde::sources::Sources;
 
 const DOCKER: &str = "/docker/1111111111111111111111111111111111111111111111111111111111111111";
 const SCOPE: &str = "/system.slice/docker-2222222222222222222222222222222222222222222222222222222222222222.scope";
@@ -321,7 +321,7 @@ async fn fifty_concurrent_scrapes_in_one_window_read_each_file_once() {
         CONTAINERS,
         &["--container.cache-validity=1s", "--container.inventory-validity=1h"],
     );
-    let collector = Arc::new(ContainerCollector::new(&config, &Sources::default()));
+    let collector = Arc::new(ContainerCollector::new(&config.collectors, &Sources::default()));
     let collect_50 = || {
         let scrapes = (0..50).map(|_| {
             let collector = Arc::clone(&collector);
@@ -329,6 +329,7 @@ async fn fifty_concurrent_scrapes_in_one_window_read_each_file_once() {
                 collector
                     .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
                     .await
+                    .into_result()
             })
         });
         futures::future::join_all(scrapes)
@@ -382,6 +383,7 @@ async fn collect_text(collector: &ContainerCollector) -> String {
     let families = collector
         .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
         .await
+        .into_result()
         .expect("collects");
     let mut text = Vec::new();
     sonde::exposition::Format::Text
@@ -394,11 +396,11 @@ async fn collect_text(collector: &ContainerCollector) -> String {
 /// one with the `sonde.io/exclude` label.
 struct FakeRuntime;
 
-impl sonde::container::metadata::MetadataSource for FakeRuntime {
+impl sonde::identity::metadata::MetadataSource for FakeRuntime {
     fn describe(
         &self,
-        cgroup: &sonde::container::discovery::Discovered,
-        metadata: &mut sonde::container::metadata::Metadata,
+        cgroup: &sonde::identity::discovery::Discovered,
+        metadata: &mut sonde::identity::metadata::Metadata,
     ) {
         let Some(id) = &cgroup.container_id else { return };
         let seed = u64::from_str_radix(&id[56..], 16).unwrap_or_default();
@@ -422,7 +424,7 @@ async fn metadata_names_containers_and_filters_drop_them() {
         &["--container.exclude-image=pause", "--container.exclude-name=^web-4$"],
     );
     let collector = ContainerCollector::new(
-        &config,
+        &config.collectors,
         &Sources {
             metadata: vec![Arc::new(FakeRuntime)],
             ..Sources::default()
@@ -446,11 +448,11 @@ async fn metadata_names_containers_and_filters_drop_them() {
 /// Names every container `gen-<generation>`; its generation moves as events would move it.
 struct RenamingRuntime(std::sync::atomic::AtomicU64);
 
-impl sonde::container::metadata::MetadataSource for RenamingRuntime {
+impl sonde::identity::metadata::MetadataSource for RenamingRuntime {
     fn describe(
         &self,
-        _cgroup: &sonde::container::discovery::Discovered,
-        metadata: &mut sonde::container::metadata::Metadata,
+        _cgroup: &sonde::identity::discovery::Discovered,
+        metadata: &mut sonde::identity::metadata::Metadata,
     ) {
         metadata.name = format!("gen-{}", self.generation());
     }
@@ -472,7 +474,7 @@ async fn a_source_generation_change_rebuilds_the_inventory_inside_its_window() {
     );
     let runtime = Arc::new(RenamingRuntime(std::sync::atomic::AtomicU64::new(0)));
     let collector = ContainerCollector::new(
-        &config,
+        &config.collectors,
         &Sources {
             metadata: vec![runtime.clone()],
             ..Sources::default()
@@ -501,11 +503,11 @@ struct LabellingRuntime;
 
 const AWKWARD: &str = "a \"b\" \\ c\nd ü";
 
-impl sonde::container::metadata::MetadataSource for LabellingRuntime {
+impl sonde::identity::metadata::MetadataSource for LabellingRuntime {
     fn describe(
         &self,
-        cgroup: &sonde::container::discovery::Discovered,
-        metadata: &mut sonde::container::metadata::Metadata,
+        cgroup: &sonde::identity::discovery::Discovered,
+        metadata: &mut sonde::identity::metadata::Metadata,
     ) {
         let Some(id) = &cgroup.container_id else { return };
         let seed = u64::from_str_radix(&id[56..], 16).unwrap_or_default();
@@ -522,7 +524,7 @@ async fn extra_labels_are_on_every_series_and_health_is_one_series_per_state() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = fake_forest(dir.path(), "v2", 2, &[]);
     let collector = ContainerCollector::new(
-        &config,
+        &config.collectors,
         &Sources {
             metadata: vec![Arc::new(LabellingRuntime)],
             ..Sources::default()
@@ -531,6 +533,7 @@ async fn extra_labels_are_on_every_series_and_health_is_one_series_per_state() {
     let families = collector
         .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
         .await
+        .into_result()
         .expect("collects");
     let mut text = Vec::new();
     sonde::exposition::Format::Text

@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{family_names, promtool_check_metrics, python_openmetrics_families, sample_value};
 use futures::future::BoxFuture;
-use sonde::collector::{CollectError, Collector, ScrapeContext};
-use sonde::config::{self, Config};
-use sonde::family::{self, Family, FamilyBuilder};
+use sonde::cli::{self, Config};
+use sonde::collector::{CollectError, Collection, Collector, ScrapeContext};
+use sonde::exposition::family::{self, FamilyBuilder};
 use sonde::server::Server;
 use tokio::sync::{Notify, Semaphore, oneshot};
 
@@ -27,10 +27,10 @@ impl Collector for Sleeper {
     fn name(&self) -> &'static str {
         "sleeper"
     }
-    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Collection> {
         Box::pin(async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(family::shared(
+            Collection::ok(family::shared(
                 FamilyBuilder::gauge("sleeper_value", "never seen")
                     .with_sample(&[], 1.0)
                     .build(),
@@ -43,8 +43,8 @@ impl Collector for Failer {
     fn name(&self) -> &'static str {
         "failer"
     }
-    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
-        Box::pin(async { Err(CollectError::Failed("failing on purpose".into())) })
+    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Collection> {
+        Box::pin(async { Collection::failed(CollectError::other("failing on purpose")) })
     }
 }
 
@@ -52,7 +52,7 @@ impl Collector for Panicker {
     fn name(&self) -> &'static str {
         "panicker"
     }
-    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Collection> {
         Box::pin(async { panic!("panicking on purpose") })
     }
 }
@@ -96,17 +96,14 @@ impl Collector for Gated {
     fn name(&self) -> &'static str {
         "gated"
     }
-    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Result<Vec<Arc<Family>>, CollectError>> {
+    fn collect(&self, _: ScrapeContext) -> BoxFuture<'_, Collection> {
         Box::pin(async move {
             self.0.entered.fetch_add(1, Ordering::SeqCst);
             self.0.arrivals.notify_waiters();
-            let _permit = self
-                .0
-                .release
-                .acquire()
-                .await
-                .map_err(|e| CollectError::Failed(e.to_string()))?;
-            Ok(family::shared(
+            let Ok(_permit) = self.0.release.acquire().await else {
+                return Collection::failed(CollectError::other("the gate closed"));
+            };
+            Collection::ok(family::shared(
                 FamilyBuilder::gauge("gated_value", "Released.")
                     .with_sample(&[], 1.0)
                     .build(),
@@ -117,7 +114,7 @@ impl Collector for Gated {
 
 fn config(extra: &[&str]) -> Config {
     let args = ["sonde", "--web.listen-address=127.0.0.1:0"].iter().chain(extra);
-    config::from_args(args).expect("valid test configuration")
+    cli::from_args(args).expect("valid test configuration")
 }
 
 /// Starts a server with the given collectors; returns its base URL and a shutdown trigger.
@@ -125,7 +122,9 @@ async fn serve(
     config: &Config,
     collectors: Vec<Arc<dyn Collector>>,
 ) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
-    let server = Server::bind(config, collectors).await.expect("bind");
+    let server = Server::bind(&config.web, &config.scrape, collectors)
+        .await
+        .expect("bind");
     let base = format!("http://{}", server.local_addr().expect("addr"));
     let (stop, stopped) = oneshot::channel::<()>();
     let handle = tokio::spawn(async move {
@@ -135,7 +134,7 @@ async fn serve(
 }
 
 fn host(config: &Config) -> Arc<dyn Collector> {
-    Arc::new(sonde::collector::host::HostCollector::new(&config.paths))
+    Arc::new(sonde::collector::host::HostCollector::new(&config.collectors.paths))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -493,8 +493,9 @@ fn known_connections_are_not_looked_up_again() {
         ephemeral_ports: 32768..=60999,
         remote: RemoteMode::Ip,
         max_series: 1_000,
-    })
-    .with_gateway(Some(gw.clone()));
+    });
+    // The connection collector's enrichment step: the tracker asks for a new connection's route.
+    let route = |key: &ConnKey| gw.lookup(key);
     // 100 connections from A to B (routed) and 100 from A to R (direct).
     let conns: Vec<(ConnKey, ConnStats)> = (0..200u16)
         .map(|i| {
@@ -519,7 +520,7 @@ fn known_connections_are_not_looked_up_again() {
         })
         .collect();
     for scrape in 0..4 {
-        tracker.live_snapshot(conns.iter().copied(), Instant::now());
+        tracker.live_snapshot(conns.iter().copied(), Instant::now(), &route);
         let s = gw.snapshot();
         // Every connection was looked up once, at its first scrape; two went to the kernel.
         assert_eq!(

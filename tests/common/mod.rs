@@ -392,7 +392,7 @@ pub fn decode_protobuf(body: &[u8]) -> Vec<prometheus::proto::MetricFamily> {
 
 /// A fake host of `count` Docker containers (`/docker/<seed as 64 hex>`, seeded values) in
 /// the given cgroup version, and the configuration that points sonde at it.
-pub fn fake_forest(dir: &std::path::Path, version: &str, count: u64, flags: &[&str]) -> sonde::config::Config {
+pub fn fake_forest(dir: &std::path::Path, version: &str, count: u64, flags: &[&str]) -> sonde::cli::Config {
     use sonde::cgroup::fixture::{FakeCgroup, write_v1, write_v2};
     let sysfs = dir.join("sys");
     for seed in 0..count {
@@ -409,7 +409,7 @@ pub fn fake_forest(dir: &std::path::Path, version: &str, count: u64, flags: &[&s
         format!("--path.sysfs={}", sysfs.display()),
         format!("--path.procfs={}", dir.join("proc").display()),
     ];
-    sonde::config::from_args(args.into_iter().chain(flags.iter().map(|f| (*f).to_owned()))).expect("config")
+    sonde::cli::from_args(args.into_iter().chain(flags.iter().map(|f| (*f).to_owned()))).expect("config")
 }
 
 /// The label set of a `container_*` series of a named container (a Docker one): the six
