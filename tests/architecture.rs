@@ -177,25 +177,25 @@ fn every_document_the_code_cites_exists_with_its_section() {
                     .map(|ch| if ch == ' ' { '-' } else { ch })
                     .collect::<String>()
             };
-            if let Some(wanted) = c.get(2) {
-                if !headings.iter().any(|h| anchor(h) == wanted.as_str()) {
-                    missing.push(format!(
-                        "{}: {} has no section #{}",
-                        file.display(),
-                        &c[1],
-                        wanted.as_str()
-                    ));
-                }
+            if let Some(wanted) = c.get(2)
+                && !headings.iter().any(|h| anchor(h) == wanted.as_str())
+            {
+                missing.push(format!(
+                    "{}: {} has no section #{}",
+                    file.display(),
+                    &c[1],
+                    wanted.as_str()
+                ));
             }
-            if let Some(wanted) = c.get(3) {
-                if !headings.iter().any(|h| h.contains(wanted.as_str())) {
-                    missing.push(format!(
-                        "{}: {} has no section \"{}\"",
-                        file.display(),
-                        &c[1],
-                        wanted.as_str()
-                    ));
-                }
+            if let Some(wanted) = c.get(3)
+                && !headings.iter().any(|h| h.contains(wanted.as_str()))
+            {
+                missing.push(format!(
+                    "{}: {} has no section \"{}\"",
+                    file.display(),
+                    &c[1],
+                    wanted.as_str()
+                ));
             }
         }
     }
