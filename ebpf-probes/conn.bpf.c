@@ -1,26 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 /* sonde's kernel side: per-connection bytes, calls, retransmits and state, from stable
- * tracepoints, attached as BTF-typed raw tracepoints (tp_btf): the cheapest way in, since
- * the socket's fields are read with plain loads instead of probe-read helper calls, and no
- * tracefs is needed to attach.
+ * tracepoints attached as BTF-typed raw tracepoints (tp_btf): plain loads of the socket's
+ * fields, no tracefs needed (docs/ARCHITECTURE.md#hooks).
  *
  * Live connections sit in the `slots` array, one slot each. A socket's slot is, as a rule,
  * its home: the slot the socket's address names (see home_index), which holds the cookie of
- * the socket it belongs to (the cookie is a per-socket number the kernel hands out and never
- * reuses; an address is reused once its socket is freed). So an event on a known connection
- * costs a load of the cookie and one inlined array index, whose line holds everything the
- * event reads and writes. The index needs nothing loaded from the socket, so when the
- * socket's line that holds the cookie and the slot's line both miss the cache (a socket's
- * first receive, on another CPU than its handshake) the two are fetched at once: homes named
- * by the cookie's low bits waited for one and then the other, ~40 ns more per receive under
- * churn. A socket whose home another live socket holds takes a slot of the overflow part of
- * the array (above the homes) and is found through the `sock_overflow` hash. (A hash of the
- * connection's key cost ~110 ns per event, socket-local storage ~40 ns per event and ~400 ns
- * to make per socket, and an index of slots by cookie ~40 ns: its lines passed between the
- * CPUs that connect and the CPUs that close.) A closed connection's final record moves into
- * its CPU's current batch, its slot is freed (an overflow slot goes back onto the CPU's stack
- * of free slots, or the `free_ring`), and a full batch is announced through the
- * `full_batches` ring buffer. */
+ * the socket it belongs to (a per-socket number the kernel never reuses). A socket whose
+ * home another live socket holds takes an overflow slot, above the homes, found through the
+ * `sock_overflow` hash. A closed connection's final record goes into its CPU's current
+ * batch, its slot is freed (an overflow slot onto the CPU's stack of free slots, or the
+ * `free_ring`), and a full batch is announced through the `full_batches` ring buffer.
+ *
+ * The maps and records are an ABI shared with src/ebpf/
+ * (docs/ARCHITECTURE.md#kernel-and-user-abi); why the probes are shaped so, with the
+ * measurements, is in docs/ARCHITECTURE.md#probe-design. */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -60,14 +53,15 @@ struct {
 
 /* Overflow slots given back: by closes that found their CPU's stack full or busy, and by
  * user space when it ages an idle UDP socket out. A lock-free ring (a bounded queue after
- * Vyukov): the queue map's spin lock cost ~110 ns a pop and ~70 ns a push where the CPU that
- * connects is not the one that closes, as on loopback, where it is the rule. A cell holds
+ * Vyukov), not the queue map, whose spin lock is costly where the CPU that connects is not
+ * the one that closes (docs/ARCHITECTURE.md#free-slots). A cell holds
  * (state << 32) | slot: state 2L waits for the push of lap L, 2L+1 holds lap L's slot, so
  * the zeroed array waits for lap 0; entry 0 of `free_ring_pos` is the next push's position,
  * entry 8 (another cache line) the next pop's. User space sizes the ring (a power of two,
  * twice what holds all the overflow slots, so a push never reaches a cell whose pop is under
  * way: it finds the ring full only under contention it gives up on) and sets the mask and
- * shift. src/ebpf/free_ring.rs is the same protocol in user space. */
+ * shift. src/ebpf/free_ring.rs is the same protocol in user space
+ * (docs/ARCHITECTURE.md#free-ring). */
 const volatile __u64 ring_mask = (1 << 16) - 1;
 const volatile __u32 ring_shift = 16;
 struct {
@@ -119,7 +113,8 @@ struct {
 
 /* Overflow slots of sockets whose home another live socket holds, by cookie; user space
  * sizes it like the overflow part of `slots`. Only looked up when the home's `overflowed`
- * count says one of its sockets is there (a hash lookup costs ~45 ns). */
+ * count says one of its sockets is there: a hash lookup is the dearest step of an event
+ * (docs/ARCHITECTURE.md#overflow-slots). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
@@ -128,7 +123,7 @@ struct {
 } sock_overflow SEC(".maps");
 
 /* Every CPU's ring of batch slots, keyed cpu * BATCH_SLOTS + slot; user space sets the
- * size to possible CPUs * BATCH_SLOTS. */
+ * size to possible CPUs * BATCH_SLOTS and drains them (docs/ARCHITECTURE.md#batches). */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 256 * BATCH_SLOTS);
@@ -195,8 +190,8 @@ static __always_inline int read_key(struct sock *sk, struct conn_key *key)
 	/* skc_num, the bound local port, is a plain load. The kernel zeroes it when it
 	 * releases the port, before the CLOSE state change is traced; then inet_sport, which
 	 * stays (the tracepoint itself reads it), gives the same port. It lies past struct
-	 * sock, where the verifier allows no direct load: a probe read, which costs as much
-	 * as the rest of the event (measured: ~80 ns), so only in that case. */
+	 * sock, where the verifier allows no direct load: a probe read, which costs about as
+	 * much as the rest of the event, so only in that case (docs/ARCHITECTURE.md#hooks). */
 	__u16 num = sk->__sk_common.skc_num;
 	key->sport = num ? num : __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	key->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
@@ -367,8 +362,8 @@ static __always_inline __u64 *ring_claim(__u32 end, __u32 parity, __u64 *seen)
 	if (!next)
 		return NULL;
 	__u64 pos = *(volatile __u64 *)next;
-	/* Not unrolled: the unrolled copies, inlined in every program, slowed the hot path of
-	 * sock_recv_length by ~10 ns (layout alone; its instructions stayed the same). */
+	/* Not unrolled: the unrolled copies, inlined in every program, slowed the steady path
+	 * (docs/ARCHITECTURE.md#steady-path). */
 #pragma clang loop unroll(disable)
 	for (int tries = 0; tries < RING_TRIES; tries++) {
 		__u32 c = pos & ring_mask;
@@ -472,15 +467,13 @@ static __always_inline struct live_slot *same_socket(__u64 ref, __u64 cookie)
 }
 
 /* The index of the socket's home: its address in KiB plus a hash of its 32 KiB block, modulo
- * the homes. Every TCP and UDP socket takes more than 1 KiB (UDP 1,344 bytes, TCP 2,368 here)
- * and their slabs are at most 32 KiB, so the sockets of one slab, which are the sockets made
- * one after the other (a connection's two ends, connections in a row), have distinct homes a
- * few slots apart, which the cache and the TLB reward: a hash of the whole address cost
- * ~10 ns more per send and ~90 ns more per state change of long connections. The block's
- * hash spreads the slabs, which are aligned, over every home: the address alone gave TCP
- * sockets 13 homes of each 32. The address is taken as its distance from the `slots` map:
- * the verifier lets a program that may read kernel memory (CAP_PERFMON, which tracing needs
- * anyway) subtract one pointer from another, and turn a pointer into a number no other way. */
+ * the homes. Sockets of one slab (made one after the other) get distinct homes a few slots
+ * apart; the block's hash spreads the aligned slabs over every home. The index needs nothing
+ * loaded from the socket, so the socket's line and the slot's line are fetched at once
+ * (docs/ARCHITECTURE.md#home-slots). The address is taken as its distance from the `slots`
+ * map: the verifier lets a program that may read kernel memory (CAP_PERFMON, which tracing
+ * needs anyway) subtract one pointer from another, and turn a pointer into a number no other
+ * way. */
 static __always_inline __u32 home_index(struct sock *sk)
 {
 	__u64 addr = (__u64)((char *)sk - (char *)&slots);
@@ -687,7 +680,7 @@ static __always_inline int tracked(struct sock *sk)
 }
 
 /* IPv4 or IPv6: all the steady path checks. The protocol lies in a line of the socket
- * that the receive path does not otherwise touch (~50 ns when it misses the cache), and a
+ * that the receive path does not otherwise touch (docs/ARCHITECTURE.md#steady-path), and a
  * socket that has a slot was checked when it got one; read_key checks it for a new one. */
 static __always_inline int inet_family(struct sock *sk)
 {
@@ -697,8 +690,7 @@ static __always_inline int inet_family(struct sock *sk)
 
 /* The first send or receive seen on a socket that has no slot: it gets one. A call of its
  * own (a BPF-to-BPF call, JITed apart) rather than inlined, so that the steady path of
- * account() stays short and contiguous: sends measured 15-30 ns cheaper per event, under
- * churn and steady alike (cargo bench --bench connection -- b). */
+ * account() stays short and contiguous (docs/ARCHITECTURE.md#steady-path). */
 static __attribute__((noinline)) void first_event(struct sock *sk, __u64 cookie, int ret, int sent)
 {
 	struct conn_key key = {};
@@ -874,7 +866,8 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		rec->stats.cgroup_id = socket_cgroup(sk, 0);
 		rec->stats.cookie = cookie;
 	}
-	/* A plain load through the helper's typed pointer; a probe read cost ~80 ns. */
+	/* A plain load through the helper's typed pointer, not a probe read
+	 * (docs/ARCHITECTURE.md#hooks). */
 	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
 	if (tp)
 		rec->stats.srtt_us = tp->srtt_us >> 3;
@@ -894,8 +887,7 @@ int BPF_PROG(tcp_retransmit_skb, struct sock *sk)
 	/* A plain add, not an atomic one: the kernel retransmits with the socket locked, so a
 	 * socket's retransmits never run at once, and its close (which frees the slot) takes
 	 * the same lock. The store then completes while the program returns, instead of
-	 * stalling it until the slot's line is this CPU's own: ~20 ns less per retransmit
-	 * (cargo bench --bench connection -- b). */
+	 * stalling it until the slot's line is this CPU's own (docs/ARCHITECTURE.md#steady-path). */
 	if (slot)
 		slot->retransmits += 1;
 	return 0;

@@ -1,5 +1,7 @@
 /* Records shared by the probes (conn.bpf.c) and user space (src/ebpf/conn.rs).
- * Change both together: user space checks the sizes at load time. */
+ * Change both together: aya checks the value size of the maps user space opens typed when
+ * it loads them, and a unit test in conn.rs checks every layout, the live slot's among them
+ * (docs/ARCHITECTURE.md#versions). */
 #ifndef SONDE_CONN_H
 #define SONDE_CONN_H
 
@@ -78,7 +80,8 @@ struct closed_conn {
  * (generation << 32) | index; a home slot by its index alone.
  * Everything a send or receive on a known connection reads or writes lies in the first 64
  * bytes, one cache line (the slot is 64-byte aligned: the array's values are 128 bytes); the
- * second holds what only a new connection, a close and a scrape touch. */
+ * second holds what only a new connection, a close and a scrape touch
+ * (docs/ARCHITECTURE.md#live-slots). */
 struct live_slot {
 	__u32 generation;
 	__u32 tgid;
