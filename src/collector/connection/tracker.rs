@@ -2,10 +2,10 @@
 //! current values of live ones, each connection counted once however its close races with
 //! the scrape.
 //!
-//! A connection's identity is its key and the time its live entry was made. The kernel
-//! deletes the live entry before the closed record becomes visible, and a scrape reads the
-//! batches before the live table, so a live snapshot never holds a connection whose final
-//! record was already consumed. A connection that left the live table but whose record has
+//! A connection's identity is its key and its socket's cookie (docs/ARCHITECTURE.md#drain).
+//! The kernel deletes the live entry before the closed record becomes visible, and a scrape
+//! reads the batches before the live table, so a live snapshot never holds a connection whose
+//! final record was already consumed. A connection that left the live table but whose record has
 //! not come yet keeps its last values until it comes.
 
 use std::collections::HashMap;
