@@ -4,6 +4,7 @@
 
 pub mod dockerd;
 pub mod kit;
+pub mod kubelet;
 pub mod netns;
 pub mod prometheus_server;
 
