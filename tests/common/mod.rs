@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test crate uses its own subset
 
 pub mod dockerd;
+pub mod fake_docker;
 pub mod kit;
 pub mod kubelet;
 pub mod netns;
@@ -49,7 +50,8 @@ impl Sonde {
         Self::start_command(cmd, args)
     }
 
-    fn start_command(mut cmd: Command, args: &[&str]) -> Sonde {
+    /// Starts `cmd` (the binary, set up by the caller) with `args` on an ephemeral port.
+    pub fn start_command(mut cmd: Command, args: &[&str]) -> Sonde {
         cmd.arg("--web.listen-address=127.0.0.1:0")
             .args(args)
             .stdin(Stdio::null())
