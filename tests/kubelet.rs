@@ -9,38 +9,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use common::cgroup_fixture::FakeCgroup;
 use common::kubelet::*;
 use common::*;
-use sonde::cgroup::fixture::FakeCgroup;
-
-async fn scrape(sonde: &Sonde) -> String {
-    scrape_url(&sonde.url("/metrics")).await
-}
-
-async fn scrape_url(url: &str) -> String {
-    let response = reqwest::get(url).await.expect("scrape");
-    assert_eq!(response.status(), 200);
-    response.text().await.expect("body")
-}
-
-/// Every sample of a family: series (name and labels) → value.
-fn samples(text: &str, family: &str) -> BTreeMap<String, f64> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")))
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
-}
-
-/// The label set of a container series, sorted by name.
-fn labels(pairs: &[(&str, &str)]) -> String {
-    let mut pairs = pairs.to_vec();
-    pairs.sort_unstable();
-    let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
-    format!("{{{}}}", inner.join(","))
-}
 
 fn k8s_labels(id: &str, container: &str, image: &str, namespace: &str, pod: &str) -> Vec<(&'static str, String)> {
     vec![
@@ -56,24 +27,11 @@ fn k8s_labels(id: &str, container: &str, image: &str, namespace: &str, pod: &str
 fn series(family: &str, base: &[(&'static str, String)], extra: &[(&str, &str)]) -> String {
     let mut pairs: Vec<(&str, &str)> = base.iter().map(|(k, v)| (*k, v.as_str())).collect();
     pairs.extend_from_slice(extra);
-    format!("{family}{}", labels(&pairs))
+    format!("{family}{}", label_set(&pairs))
 }
 
 fn memory_usage(seed: u64) -> f64 {
     FakeCgroup::seeded("/x", seed).memory_usage as f64
-}
-
-/// Scrapes until `ready` holds for a scrape (the first inventory may be built before the
-/// first `/pods` answer arrives); bounded in count.
-async fn scrape_until(sonde: &Sonde, what: &str, ready: impl Fn(&str) -> bool) -> String {
-    for _ in 0..200 {
-        let text = scrape(sonde).await;
-        if ready(&text) {
-            return text;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("never saw {what}:\n{}", scrape(sonde).await);
 }
 
 /// Waits until `/readyz` answers 200: the start-up collection has finished.
@@ -88,29 +46,12 @@ async fn wait_ready(sonde: &Sonde) {
     panic!("sonde never got ready");
 }
 
-fn success(text: &str, collector: &str) -> Option<f64> {
-    sample_value(text, &format!("sonde_collector_success{{collector=\"{collector}\"}}"))
-}
-
 fn requests(text: &str, endpoint: &str, code: &str) -> f64 {
     sample_value(
         text,
         &format!("sonde_kubelet_requests_total{{code=\"{code}\",endpoint=\"{endpoint}\"}}"),
     )
     .unwrap_or(0.0)
-}
-
-/// Waits for a log line that contains every one of `parts`.
-fn wait_for_log(sonde: &Sonde, parts: &[&str]) -> String {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Ok(line) = sonde.log.recv_timeout(Duration::from_millis(200))
-            && parts.iter().all(|p| line.contains(p))
-        {
-            return line;
-        }
-    }
-    panic!("no log line with {parts:?}");
 }
 
 fn sonde_args(sysfs: &Path, procfs: &Path, kubelet: &[String], extra: &[&str]) -> Vec<String> {
@@ -201,10 +142,9 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
     let text = scrape_until(&sonde, "the pods' names and networks", |t| {
         t.contains(&app_series)
             && t.contains("container_network_receive_bytes_total{")
-            && samples(t, "container_memory_usage_bytes") == expected_memory
-    })
-    .await;
-    assert_eq!(samples(&text, "container_memory_usage_bytes"), expected_memory);
+            && series_values(t, "container_memory_usage_bytes") == expected_memory
+    });
+    assert_eq!(series_values(&text, "container_memory_usage_bytes"), expected_memory);
 
     // Pod networks on the pod-level series only, with exactly that series' labels plus
     // `interface`; the host-network pod, the excluded ones and the unknown one have none.
@@ -245,7 +185,7 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
         "container_network_transmit_packets_dropped_total",
     ]
     .iter()
-    .flat_map(|family| samples(&text, family))
+    .flat_map(|family| series_values(&text, family))
     .collect();
     assert_eq!(network, expected_network);
     // One family of each name in the exposition, though two collectors fill it.
@@ -258,8 +198,8 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
         1
     );
 
-    assert_eq!(success(&text, "kubelet"), Some(1.0));
-    assert_eq!(success(&text, "container"), Some(1.0));
+    assert_eq!(collector_success(&text, "kubelet"), Some(1.0));
+    assert_eq!(collector_success(&text, "container"), Some(1.0));
     assert_eq!(sample_value(&text, "sonde_kubelet_pods"), Some(6.0));
     assert_eq!(
         sample_value(&text, "sonde_cache_entries{cache=\"kubelet_pods\"}"),
@@ -293,11 +233,8 @@ async fn fifty_concurrent_scrapes_in_one_window_make_one_summary_request() {
         &kubelet.flags(),
         &["--kubelet.cache-validity=1h", "--web.max-requests=0"],
     ));
-    let url = sonde.url("/metrics");
-    let scrapes = (0..50).map(|_| {
-        let url = url.clone();
-        tokio::spawn(async move { scrape_url(&url).await })
-    });
+    let addr = sonde.addr;
+    let scrapes = (0..50).map(|_| tokio::task::spawn_blocking(move || scrape(&addr)));
     let web_eth0 = series(
         "container_network_receive_bytes_total",
         &k8s_labels(&web_pod(), "", "", "shop", "web-0"),
@@ -305,7 +242,7 @@ async fn fifty_concurrent_scrapes_in_one_window_make_one_summary_request() {
     );
     for text in futures::future::join_all(scrapes).await {
         let text = text.expect("scrape task");
-        assert_eq!(success(&text, "kubelet"), Some(1.0));
+        assert_eq!(collector_success(&text, "kubelet"), Some(1.0));
         assert_eq!(
             sample_value(&text, &web_eth0),
             Some(1_000_001.0),
@@ -315,7 +252,7 @@ async fn fifty_concurrent_scrapes_in_one_window_make_one_summary_request() {
     assert_eq!(kubelet.requests("/stats/summary"), 1);
     assert_eq!(kubelet.requests("/pods"), 1, "the start-up fetch serves the window");
     // The start-up collection and the 51 scrapes: one refresh (a miss), every other a hit.
-    let text = scrape(&sonde).await;
+    let text = scrape(&sonde);
     assert_eq!(requests(&text, "/stats/summary", "200"), 1.0);
     assert_eq!(
         sample_value(
@@ -361,9 +298,8 @@ async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread()
         &[],
     );
     let mut text = scrape_until(&sonde, "a healthy Kubelet source", |t| {
-        t.contains(&app_series) && success(t, "kubelet") == Some(1.0)
-    })
-    .await;
+        t.contains(&app_series) && collector_success(t, "kubelet") == Some(1.0)
+    });
 
     let faults: [(&str, Fault, &str); 6] = [
         ("unauthorized (the token rotated)", Fault::None, "401"),
@@ -380,11 +316,11 @@ async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread()
         kubelet.set_fault(fault);
         let before = [requests(&text, "/pods", code), requests(&text, "/stats/summary", code)];
         let started = Instant::now();
-        let failed = scrape(&sonde).await;
+        let failed = scrape(&sonde);
         let took = started.elapsed();
         println!("{what}: the scrape took {:.3} s", took.as_secs_f64());
-        assert_eq!(success(&failed, "kubelet"), Some(0.0), "{what}");
-        assert_eq!(success(&failed, "container"), Some(1.0), "{what}");
+        assert_eq!(collector_success(&failed, "kubelet"), Some(0.0), "{what}");
+        assert_eq!(collector_success(&failed, "container"), Some(1.0), "{what}");
         assert_eq!(
             [
                 requests(&failed, "/pods", code),
@@ -393,7 +329,7 @@ async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread()
             [before[0] + 1.0, before[1] + 1.0],
             "{what}: one failed request per endpoint, counted as {code}"
         );
-        let line = wait_for_log(&sonde, &["Kubelet request failed", &format!("code={code}")]);
+        let line = sonde.wait_for_log(&["Kubelet request failed", &format!("code={code}")]);
         println!("{what}: {line}");
         // The last good pod list is still in use: names stay on the container series.
         assert!(failed.contains(&app_series), "{what}: pod names kept");
@@ -407,8 +343,8 @@ async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread()
         if code == "401" {
             std::fs::write(kubelet.token_file(), "token-2\n").expect("rotate the token");
         }
-        text = scrape(&sonde).await;
-        assert_eq!(success(&text, "kubelet"), Some(1.0), "{what}: recovered");
+        text = scrape(&sonde);
+        assert_eq!(collector_success(&text, "kubelet"), Some(1.0), "{what}: recovered");
         assert!(text.contains("container_network_receive_bytes_total{"), "{what}");
         if code == "401" {
             assert_eq!(
@@ -436,16 +372,16 @@ async fn a_stalled_kubelet_is_given_up_before_the_scrape_deadline_and_counted() 
     // The start-up collection's request first (it times out at its own deadline).
     wait_ready(&sonde).await;
     let started = Instant::now();
-    let text = scrape(&sonde).await;
+    let text = scrape(&sonde);
     println!(
         "stalled Kubelet, 2s scrape deadline: the scrape took {:.3} s",
         started.elapsed().as_secs_f64()
     );
-    assert_eq!(success(&text, "kubelet"), Some(0.0));
-    assert_eq!(success(&text, "container"), Some(1.0));
+    assert_eq!(collector_success(&text, "kubelet"), Some(0.0));
+    assert_eq!(collector_success(&text, "container"), Some(1.0));
     // Counted, in the same scrape: the collector handed over its telemetry, not cut off.
     assert_eq!(requests(&text, "/stats/summary", "timeout"), 2.0);
-    wait_for_log(&sonde, &["Kubelet request failed", "code=timeout", "/stats/summary"]);
+    sonde.wait_for_log(&["Kubelet request failed", "code=timeout", "/stats/summary"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -469,18 +405,17 @@ async fn pod_names_expire_after_max_staleness() {
         &k8s_labels(&app, "app", "registry.local/shop/web:2.1", "shop", "web-0"),
         &[],
     );
-    scrape_until(&sonde, "the pods' names", |t| t.contains(&named)).await;
+    scrape_until(&sonde, "the pods' names", |t| t.contains(&named));
     kubelet.set_fault(Fault::Status(500));
     let unnamed = series("container_memory_usage_bytes", &k8s_labels(&app, "", "", "", ""), &[]);
     let text = scrape_until(&sonde, "the names dropped after max-staleness", |t| {
         t.contains(&unnamed)
-    })
-    .await;
+    });
     assert!(!text.contains(&named));
     assert_eq!(sample_value(&text, "sonde_kubelet_pods"), Some(0.0));
-    wait_for_log(&sonde, &["too old"]);
+    sonde.wait_for_log(&["too old"]);
     kubelet.set_fault(Fault::None);
-    scrape_until(&sonde, "the names back", |t| t.contains(&named)).await;
+    scrape_until(&sonde, "the names back", |t| t.contains(&named));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -496,10 +431,10 @@ async fn a_certificate_from_another_ca_is_refused_unless_verification_is_skipped
         format!("--kubelet.token-file={}", kubelet.token_file().display()),
     ];
     let sonde = start(&sonde_args(&sysfs, &procfs, &wrong_ca, &[]));
-    let text = scrape(&sonde).await;
-    assert_eq!(success(&text, "kubelet"), Some(0.0));
+    let text = scrape(&sonde);
+    assert_eq!(collector_success(&text, "kubelet"), Some(0.0));
     assert!(requests(&text, "/pods", "connect_error") + requests(&text, "/stats/summary", "connect_error") >= 1.0);
-    wait_for_log(&sonde, &["Kubelet request failed", "code=connect_error"]);
+    sonde.wait_for_log(&["Kubelet request failed", "code=connect_error"]);
     assert_eq!(
         kubelet.requests("/pods"),
         0,
@@ -510,9 +445,8 @@ async fn a_certificate_from_another_ca_is_refused_unless_verification_is_skipped
     insecure.push("--kubelet.insecure-skip-verify".to_owned());
     let sonde = start(&sonde_args(&sysfs, &procfs, &insecure, &[]));
     scrape_until(&sonde, "the Kubelet without verification", |t| {
-        success(t, "kubelet") == Some(1.0)
-    })
-    .await;
+        collector_success(t, "kubelet") == Some(1.0)
+    });
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -533,7 +467,7 @@ async fn cgroup_and_docker_sources_work_with_the_kubelet_configured_but_down() {
         .collect();
     let sysfs = write_forest(dir.path(), &cgroups);
     let sonde = start(&sonde_args(&sysfs, &dir.path().join("proc"), &down, &[]));
-    let text = scrape(&sonde).await;
+    let text = scrape(&sonde);
     let expected: BTreeMap<String, f64> = cgroups
         .iter()
         .map(|(id, seed)| {
@@ -543,11 +477,11 @@ async fn cgroup_and_docker_sources_work_with_the_kubelet_configured_but_down() {
             )
         })
         .collect();
-    assert_eq!(samples(&text, "container_memory_usage_bytes"), expected);
-    assert_eq!(success(&text, "container"), Some(1.0));
-    assert_eq!(success(&text, "kubelet"), Some(0.0));
+    assert_eq!(series_values(&text, "container_memory_usage_bytes"), expected);
+    assert_eq!(collector_success(&text, "container"), Some(1.0));
+    assert_eq!(collector_success(&text, "kubelet"), Some(0.0));
     assert!(requests(&text, "/stats/summary", "connect_error") >= 1.0);
-    wait_for_log(&sonde, &["Kubelet request failed", "code=connect_error"]);
+    sonde.wait_for_log(&["Kubelet request failed", "code=connect_error"]);
 
     // A real Docker container on the real hierarchy, the Kubelet still down.
     let test = "cgroup_and_docker_sources_work_with_the_kubelet_configured_but_down";
@@ -559,9 +493,9 @@ async fn cgroup_and_docker_sources_work_with_the_kubelet_configured_but_down() {
     let mut args: Vec<String> = vec!["--no-collector.host".into(), "--no-collector.connection".into()];
     args.extend(down.iter().cloned());
     let sonde = start(&args);
-    let text = scrape(&sonde).await;
-    assert_eq!(success(&text, "container"), Some(1.0));
-    assert_eq!(success(&text, "kubelet"), Some(0.0));
+    let text = scrape(&sonde);
+    assert_eq!(collector_success(&text, "container"), Some(1.0));
+    assert_eq!(collector_success(&text, "kubelet"), Some(0.0));
     let found = text
         .lines()
         .filter(|l| l.starts_with("container_memory_usage_bytes{"))

@@ -19,12 +19,12 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 
+use common::cgroup_fixture::{FakeCgroup, write_v2};
 use common::fake_docker::{FakeContainer, FakeDocker};
 use common::kubelet::{PLAIN_DOCKER, TestKubelet, cid, forest, write_forest};
 use common::*;
-use sonde::cgroup::fixture::{FakeCgroup, write_v2};
 
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/output_unchanged");
 
@@ -148,18 +148,6 @@ fn sonde_command() -> Command {
         }
     }
     cmd
-}
-
-/// One GET of `/metrics`, with an `Accept` header when given.
-async fn get(sonde: &Sonde, accept: Option<&str>) -> String {
-    let client = reqwest::Client::builder().no_gzip().build().expect("http client");
-    let mut request = client.get(sonde.url("/metrics"));
-    if let Some(accept) = accept {
-        request = request.header("accept", accept);
-    }
-    let response = request.send().await.expect("scrape");
-    assert_eq!(response.status(), 200);
-    response.text().await.expect("body")
 }
 
 /// What stands in for a value that moves by itself.
@@ -339,10 +327,6 @@ fn check_golden(name: &str, actual: &str) -> Result<(), String> {
     ))
 }
 
-fn success(text: &str, collector: &str) -> Option<f64> {
-    sample_value(text, &format!("sonde_collector_success{{collector=\"{collector}\"}}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_help_are_unchanged() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -372,28 +356,16 @@ async fn metrics_and_help_are_unchanged() {
     let sonde = Sonde::start_command(sonde_command(), &args);
 
     // Until the sources are connected and two scrapes in a row say the same.
-    let start = Instant::now();
     let mut last = String::new();
-    let text = loop {
-        let text = get(&sonde, None).await;
-        let normalised = normalise(&text);
-        let connected = success(&text, "docker") == Some(1.0) && success(&text, "kubelet") == Some(1.0);
-        if connected && normalised == last {
-            break text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(120),
-            "the output never settled (docker {:?}, kubelet {:?}; the Docker stand-in was asked for {:?}); \
-             the last two scrapes:\n{}",
-            success(&text, "docker"),
-            success(&text, "kubelet"),
-            docker.requests(),
-            first_differences(&last, &normalised, 60)
-        );
+    let text = scrape_until(&sonde, "the sources connected and two equal scrapes in a row", |text| {
+        let normalised = normalise(text);
+        let connected =
+            collector_success(text, "docker") == Some(1.0) && collector_success(text, "kubelet") == Some(1.0);
+        let settled = connected && normalised == last;
         last = normalised;
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let openmetrics = get(&sonde, Some(OPENMETRICS_ACCEPT)).await;
+        settled
+    });
+    let openmetrics = scrape_as(&sonde, OPENMETRICS_ACCEPT);
 
     let help = sonde_command().arg("--help").output().expect("run sonde --help");
     assert!(help.status.success(), "sonde --help: {help:?}");

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::cgroup_fixture::{FakeCgroup, write_v2};
 use serde_json::json;
-use sonde::cgroup::fixture::{FakeCgroup, write_v2};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
