@@ -67,6 +67,15 @@ fn sonde_args(sysfs: &Path, procfs: &Path, kubelet: &[String], extra: &[&str]) -
     args
 }
 
+/// sonde on the Kubelet's fake node (in a new temporary directory, kept as long as the
+/// first value) and pointed at `kubelet`, with `extra` flags.
+fn start_on_node(kubelet: &TestKubelet, extra: &[&str]) -> (tempfile::TempDir, Sonde) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sysfs = write_forest(dir.path(), &forest());
+    let sonde = start(&sonde_args(&sysfs, &dir.path().join("proc"), &kubelet.flags(), extra));
+    (dir, sonde)
+}
+
 fn start(args: &[String]) -> Sonde {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Sonde::start(&args)
@@ -75,9 +84,7 @@ fn start(args: &[String]) -> Sonde {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
     let kubelet = TestKubelet::start("token-1").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sysfs = write_forest(dir.path(), &forest());
-    let sonde = start(&sonde_args(&sysfs, &dir.path().join("proc"), &kubelet.flags(), &[]));
+    let (_dir, sonde) = start_on_node(&kubelet, &[]);
     let app = format!("{}/{}", web_pod(), cid(APP));
     let app_series = series(
         "container_memory_usage_bytes",
@@ -225,14 +232,7 @@ async fn fifty_concurrent_scrapes_in_one_window_make_one_summary_request() {
     let kubelet = TestKubelet::start("token-1").await;
     // Slow enough that the scrapes arrive while the one refresh is in flight.
     *lock(&kubelet.state.summary_delay) = Duration::from_secs(2);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sysfs = write_forest(dir.path(), &forest());
-    let sonde = start(&sonde_args(
-        &sysfs,
-        &dir.path().join("proc"),
-        &kubelet.flags(),
-        &["--kubelet.cache-validity=1h", "--web.max-requests=0"],
-    ));
+    let (_dir, sonde) = start_on_node(&kubelet, &["--kubelet.cache-validity=1h", "--web.max-requests=0"]);
     let addr = sonde.addr;
     let scrapes = (0..50).map(|_| tokio::task::spawn_blocking(move || scrape(&addr)));
     let web_eth0 = series(
@@ -273,19 +273,15 @@ async fn fifty_concurrent_scrapes_in_one_window_make_one_summary_request() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread() {
     let kubelet = TestKubelet::start("token-1").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sysfs = write_forest(dir.path(), &forest());
     // A window shorter than the time between scrapes: every scrape asks the Kubelet again.
-    let sonde = start(&sonde_args(
-        &sysfs,
-        &dir.path().join("proc"),
-        &kubelet.flags(),
+    let (_dir, sonde) = start_on_node(
+        &kubelet,
         &[
             "--kubelet.cache-validity=1ms",
             "--kubelet.timeout=2s",
             "--scrape.timeout=60s",
         ],
-    ));
+    );
     let app_series = series(
         "container_memory_usage_bytes",
         &k8s_labels(
@@ -360,15 +356,8 @@ async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread()
 async fn a_stalled_kubelet_is_given_up_before_the_scrape_deadline_and_counted() {
     let kubelet = TestKubelet::start("token-1").await;
     kubelet.set_fault(Fault::Stall);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sysfs = write_forest(dir.path(), &forest());
     // The Kubelet's own timeout (default 10s) is longer than the scrape's deadline.
-    let sonde = start(&sonde_args(
-        &sysfs,
-        &dir.path().join("proc"),
-        &kubelet.flags(),
-        &["--scrape.timeout=2s"],
-    ));
+    let (_dir, sonde) = start_on_node(&kubelet, &["--scrape.timeout=2s"]);
     // The start-up collection's request first (it times out at its own deadline).
     wait_ready(&sonde).await;
     let started = Instant::now();
@@ -387,18 +376,14 @@ async fn a_stalled_kubelet_is_given_up_before_the_scrape_deadline_and_counted() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pod_names_expire_after_max_staleness() {
     let kubelet = TestKubelet::start("token-1").await;
-    let dir = tempfile::tempdir().expect("tempdir");
-    let sysfs = write_forest(dir.path(), &forest());
-    let sonde = start(&sonde_args(
-        &sysfs,
-        &dir.path().join("proc"),
-        &kubelet.flags(),
+    let (_dir, sonde) = start_on_node(
+        &kubelet,
         &[
             "--kubelet.cache-validity=1ms",
             "--kubelet.max-staleness=1s",
             "--container.inventory-validity=1ms",
         ],
-    ));
+    );
     let app = format!("{}/{}", web_pod(), cid(APP));
     let named = series(
         "container_memory_usage_bytes",
