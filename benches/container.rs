@@ -21,7 +21,10 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sonde::cgroup::fixture::{FakeCgroup, write_v1};
+#[path = "../tests/common/cgroup_fixture.rs"]
+mod cgroup_fixture;
+
+use cgroup_fixture::{FakeCgroup, write_v1};
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)

@@ -6,11 +6,11 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{Ipv4Addr, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::netns::NetnsPair;
 use common::*;
@@ -37,59 +37,11 @@ fn start_sonde(extra: &[&str]) -> Sonde {
     let sonde = Sonde::start(&args);
     let text = scrape(&sonde);
     assert_eq!(
-        sample_value(&text, "sonde_collector_success{collector=\"connection\"}"),
+        collector_success(&text, "connection"),
         Some(1.0),
         "the probes did not load:\n{text}"
     );
     sonde
-}
-
-/// One scrape in Prometheus text, over a plain blocking HTTP/1.0 request.
-fn scrape(sonde: &Sonde) -> String {
-    scrape_addr(sonde.addr, "text/plain")
-}
-
-fn scrape_addr(addr: SocketAddr, accept: &str) -> String {
-    let mut stream = TcpStream::connect(addr).expect("connect to sonde");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.0\r\nHost: sonde\r\nAccept: {accept}\r\n\r\n"
-    )
-    .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    body.to_owned()
-}
-
-/// The sum of a family's samples whose labels include every pair of `filter`.
-fn sum(text: &str, name: &str, filter: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (sample_name, labels) = match series.split_once('{') {
-                Some((n, rest)) => (n, rest.trim_end_matches('}')),
-                None => (series, ""),
-            };
-            if sample_name != name {
-                return None;
-            }
-            let pairs: Vec<(&str, &str)> = labels
-                .split("\",")
-                .filter_map(|p| p.split_once("=\""))
-                .map(|(k, v)| (k, v.trim_end_matches('"')))
-                .collect();
-            filter
-                .iter()
-                .all(|f| pairs.contains(f))
-                .then(|| value.parse::<f64>().ok())?
-        })
-        .sum()
 }
 
 /// The cgroup v2 path of this process: the `id` label its connections get.
@@ -99,21 +51,6 @@ fn own_cgroup() -> String {
         .find_map(|l| l.strip_prefix("0::"))
         .expect("a cgroup v2 line")
         .to_owned()
-}
-
-/// Scrapes until `done` holds (or 10 s pass); on every scrape, `never` must hold too.
-fn scrape_until(sonde: &Sonde, done: impl Fn(&str) -> bool, never: impl Fn(&str) -> Option<String>) -> String {
-    let start = Instant::now();
-    loop {
-        let text = scrape(sonde);
-        if let Some(problem) = never(&text) {
-            panic!("{problem}\n{text}");
-        }
-        if done(&text) || start.elapsed() > Duration::from_secs(10) {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn pin_to_cpu(cpu: usize) {
@@ -244,20 +181,19 @@ fn assert_exact_tcp(sonde: &Sonde, port: u16, n: u32, e: Exchanged, open: u32) {
     let closed = u64::from(n - open);
     // A closed connection's live values can be in before its final record (which carries
     // the RTT): wait for both.
-    let text = scrape_until(
-        sonde,
-        |text| {
-            expected.iter().all(|(name, f, v)| sum(text, name, f) == *v as f64)
-                && sum(text, "sonde_tcp_rtt_seconds_count", &out) == closed as f64
-        },
-        |text| {
-            expected
-                .iter()
-                .filter(|(name, _, _)| name.ends_with("_total"))
-                .find(|(name, f, v)| sum(text, name, f) > *v as f64)
-                .map(|(name, f, v)| format!("{name}{f:?} = {} exceeds the truth {v}", sum(text, name, f)))
-        },
-    );
+    let text = scrape_until(sonde, "every connection and RTT sample counted", |text| {
+        // Never over the truth, on any scrape on the way.
+        let over = expected
+            .iter()
+            .filter(|(name, _, _)| name.ends_with("_total"))
+            .find(|(name, f, v)| sum(text, name, f) > *v as f64)
+            .map(|(name, f, v)| format!("{name}{f:?} = {} exceeds the truth {v}", sum(text, name, f)));
+        if let Some(problem) = over {
+            panic!("{problem}\n{text}");
+        }
+        expected.iter().all(|(name, f, v)| sum(text, name, f) == *v as f64)
+            && sum(text, "sonde_tcp_rtt_seconds_count", &out) == closed as f64
+    });
     for (name, filter, value) in expected {
         assert_eq!(sum(&text, name, filter), value as f64, "{name} {filter:?}\n{text}");
     }
@@ -363,11 +299,9 @@ fn assert_exact_udp(sonde: &Sonde, port: u16, requests: u64, answers: u64) {
         ("sonde_udp_bytes_sent_total", &inb, answers),
         ("sonde_udp_bytes_received_total", &inb, requests),
     ];
-    let text = scrape_until(
-        sonde,
-        |text| expected.iter().all(|(name, f, v)| sum(text, name, &f[..]) == *v as f64),
-        |_| None,
-    );
+    let text = scrape_until(sonde, "every datagram counted", |text| {
+        expected.iter().all(|(name, f, v)| sum(text, name, &f[..]) == *v as f64)
+    });
     for (name, filter, value) in expected {
         assert_eq!(sum(&text, name, &filter[..]), value as f64, "{name} {filter:?}\n{text}");
     }
@@ -476,11 +410,9 @@ fn connects_to_a_closed_port_are_failures() {
     }
     let port = port.to_string();
     let out = [("direction", "outbound"), ("port", port.as_str())];
-    let text = scrape_until(
-        &sonde,
-        |text| sum(text, "sonde_tcp_connect_failures_total", &out) == 5.0,
-        |_| None,
-    );
+    let text = scrape_until(&sonde, "five connect failures", |text| {
+        sum(text, "sonde_tcp_connect_failures_total", &out) == 5.0
+    });
     assert_eq!(sum(&text, "sonde_tcp_connect_failures_total", &out), 5.0, "{text}");
     assert_eq!(sum(&text, "sonde_tcp_connects_total", &out), 0.0, "{text}");
 }
@@ -510,15 +442,11 @@ fn a_lossy_link_yields_retransmits_and_bytes_stay_exact() {
         ("port", port.as_str()),
         ("remote", "198.18.0.2"),
     ];
-    let text = scrape_until(
-        &sonde,
-        |text| {
-            sum(text, "sonde_tcp_bytes_sent_total", &out) == BYTES as f64
-                && sum(text, "sonde_tcp_bytes_received_total", &inb) == BYTES as f64
-                && sum(text, "sonde_tcp_retransmits_total", &out) > 0.0
-        },
-        |_| None,
-    );
+    let text = scrape_until(&sonde, "the bytes over the lossy link and a retransmit", |text| {
+        sum(text, "sonde_tcp_bytes_sent_total", &out) == BYTES as f64
+            && sum(text, "sonde_tcp_bytes_received_total", &inb) == BYTES as f64
+            && sum(text, "sonde_tcp_retransmits_total", &out) > 0.0
+    });
     assert_eq!(sum(&text, "sonde_tcp_bytes_sent_total", &out), BYTES as f64, "{text}");
     assert_eq!(
         sum(&text, "sonde_tcp_bytes_received_total", &inb),
@@ -548,7 +476,7 @@ fn churn_of_20000_connections_is_monotonic_exact_and_loses_nothing() {
             let mut previous: std::collections::BTreeMap<String, f64> = Default::default();
             let mut scrapes = 0;
             while !finished.load(Ordering::SeqCst) {
-                let text = scrape_addr(addr, "text/plain");
+                let text = scrape(&addr);
                 for line in text.lines().filter(|l| !l.starts_with('#')) {
                     let Some((series, value)) = line.rsplit_once(' ') else {
                         continue;
@@ -597,11 +525,9 @@ fn assert_exact_churn(sonde: &Sonde, port: u16, n: u32) -> String {
         ("sonde_tcp_active_connections", &out, 0.0),
         ("sonde_tcp_active_connections", &inb, 0.0),
     ];
-    let text = scrape_until(
-        sonde,
-        |text| expected.iter().all(|(name, f, v)| sum(text, name, &f[..]) == *v),
-        |_| None,
-    );
+    let text = scrape_until(sonde, "every connection counted", |text| {
+        expected.iter().all(|(name, f, v)| sum(text, name, &f[..]) == *v)
+    });
     for (name, filter, value) in expected {
         assert_eq!(sum(&text, name, &filter[..]), value, "{name} {filter:?}\n{text}");
     }
@@ -690,12 +616,10 @@ fn connection_families_pass_the_strict_parsers() {
     let _ = clients(port, 3, 1, false, false);
     server.join().expect("server");
     let port = port.to_string();
-    scrape_until(
-        &sonde,
-        |text| sum(text, "sonde_tcp_rtt_seconds_count", &[("port", port.as_str())]) == 6.0,
-        |_| None,
-    );
-    let text = scrape_addr(sonde.addr, OPENMETRICS_ACCEPT);
+    scrape_until(&sonde, "six RTT samples", |text| {
+        sum(text, "sonde_tcp_rtt_seconds_count", &[("port", port.as_str())]) == 6.0
+    });
+    let text = scrape_as(&sonde, OPENMETRICS_ACCEPT);
     let families =
         python_openmetrics_families(text.as_bytes()).unwrap_or_else(|e| panic!("strict parser refused:\n{e}\n{text}"));
     for family in [
@@ -719,16 +643,8 @@ fn without_privileges_only_the_connection_collector_fails() {
     }
     let mut sonde = Sonde::start_as_user(&[], 65534);
     let text = scrape(&sonde);
-    assert_eq!(
-        sample_value(&text, "sonde_collector_success{collector=\"connection\"}"),
-        Some(0.0),
-        "{text}"
-    );
-    assert_eq!(
-        sample_value(&text, "sonde_collector_success{collector=\"host\"}"),
-        Some(1.0),
-        "{text}"
-    );
+    assert_eq!(collector_success(&text, "connection"), Some(0.0), "{text}");
+    assert_eq!(collector_success(&text, "host"), Some(1.0), "{text}");
     assert!(sum(&text, "sonde_tcp_bytes_sent_total", &[]) == 0.0);
     sonde.terminate();
     let log: Vec<String> = sonde.log.try_iter().collect();
@@ -754,11 +670,9 @@ fn ephemeral_server_ports_never_become_a_label() {
     server.join().expect("server");
     let id = own_cgroup();
     let out = [("direction", "outbound"), ("port", ""), ("id", id.as_str())];
-    let text = scrape_until(
-        &sonde,
-        |text| sum(text, "sonde_tcp_bytes_sent_total", &out) >= exchanged.client_sent as f64,
-        |_| None,
-    );
+    let text = scrape_until(&sonde, "the bytes the client sent", |text| {
+        sum(text, "sonde_tcp_bytes_sent_total", &out) >= exchanged.client_sent as f64
+    });
     assert!(
         sum(&text, "sonde_tcp_bytes_sent_total", &out) >= exchanged.client_sent as f64,
         "{text}"
@@ -778,11 +692,9 @@ fn series_beyond_the_cap_fold_into_the_overflow_series() {
         let _ = clients(port, 2, 1, false, false);
         server.join().expect("server");
     }
-    let text = scrape_until(
-        &sonde,
-        |text| sum(text, "sonde_connection_series_folded_total", &[]) >= 4.0,
-        |_| None,
-    );
+    let text = scrape_until(&sonde, "four folded series", |text| {
+        sum(text, "sonde_connection_series_folded_total", &[]) >= 4.0
+    });
     assert!(sum(&text, "sonde_connection_series_folded_total", &[]) >= 4.0, "{text}");
     let overflow = [("remote", "overflow"), ("port", ""), ("direction", "")];
     assert!(sum(&text, "sonde_tcp_bytes_sent_total", &overflow) > 0.0, "{text}");
@@ -800,8 +712,8 @@ fn without_btf_only_the_connection_collector_fails_and_says_why() {
     // A host sysfs without kernel/btf: real cgroups are not needed, so no root either.
     let dir = tempfile::tempdir().expect("tempdir");
     let sysfs = dir.path().join("sys");
-    let cgroup = sonde::cgroup::fixture::FakeCgroup::seeded(format!("/docker/{:064x}", 7), 7);
-    sonde::cgroup::fixture::write_v2(&sysfs, &cgroup).expect("write the fake cgroup");
+    let cgroup = common::cgroup_fixture::FakeCgroup::seeded(format!("/docker/{:064x}", 7), 7);
+    common::cgroup_fixture::write_v2(&sysfs, &cgroup).expect("write the fake cgroup");
     let cpu = sysfs.join("devices/system/cpu");
     std::fs::create_dir_all(&cpu).expect("mkdir");
     std::fs::write(cpu.join("online"), "0-1\n").expect("write cpu/online");
@@ -809,7 +721,7 @@ fn without_btf_only_the_connection_collector_fails_and_says_why() {
     let text = scrape(&sonde);
     for (collector, success) in [("connection", 0.0), ("host", 1.0), ("container", 1.0)] {
         assert_eq!(
-            sample_value(&text, &format!("sonde_collector_success{{collector=\"{collector}\"}}")),
+            collector_success(&text, collector),
             Some(success),
             "{collector}:\n{text}"
         );

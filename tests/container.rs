@@ -9,9 +9,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::cgroup_fixture::{FakeCgroup, write_v1, write_v2};
 use common::*;
 use sonde::cgroup::File;
-use sonde::cgroup::fixture::{FakeCgroup, write_v1, write_v2};
 use sonde::collector::Sources;
 use sonde::collector::container::ContainerCollector;
 use sonde::collector::{Collector, ScrapeContext};
@@ -66,6 +66,27 @@ fn fake_host(root: &Path, version: &str) {
     }
 }
 
+/// A fake host of `count` Docker containers (`/docker/<seed as 64 hex>`, seeded values) in
+/// the given cgroup version, and the configuration that points sonde at it.
+pub fn fake_forest(dir: &std::path::Path, version: &str, count: u64, flags: &[&str]) -> sonde::cli::Config {
+    let sysfs = dir.join("sys");
+    for seed in 0..count {
+        let cgroup = FakeCgroup::seeded(format!("/docker/{seed:064x}"), seed);
+        match version {
+            "v2" => write_v2(&sysfs, &cgroup),
+            _ => write_v1(&sysfs, &cgroup),
+        }
+        .expect("write the fake cgroup");
+    }
+    std::fs::create_dir_all(dir.join("proc")).expect("mkdir");
+    let args = [
+        "sonde".to_owned(),
+        format!("--path.sysfs={}", sysfs.display()),
+        format!("--path.procfs={}", dir.join("proc").display()),
+    ];
+    sonde::cli::from_args(args.into_iter().chain(flags.iter().map(|f| (*f).to_owned()))).expect("config")
+}
+
 fn series(id: &str, extra: &[(&str, &str)]) -> String {
     container_labels(id, extra)
 }
@@ -73,24 +94,14 @@ fn series(id: &str, extra: &[(&str, &str)]) -> String {
 /// For every `container_*` family: the label key sets of its series.
 fn label_keys(text: &str) -> BTreeMap<String, BTreeSet<Vec<String>>> {
     let mut families: BTreeMap<String, BTreeSet<Vec<String>>> = BTreeMap::new();
-    for line in text.lines().filter(|l| l.starts_with("container_")) {
-        let (name, rest) = line.split_once('{').expect("labels");
-        let labels = rest.rsplit_once('}').expect("closing brace").0;
-        let keys = labels
-            .split("\",")
-            .map(|kv| kv.split('=').next().unwrap_or_default().to_owned())
-            .collect();
-        families.entry(name.to_owned()).or_default().insert(keys);
+    for sample in parse_samples(text)
+        .into_iter()
+        .filter(|s| s.name.starts_with("container_"))
+    {
+        let keys = sample.labels.iter().map(|(k, _)| k.clone()).collect();
+        families.entry(sample.name.to_owned()).or_default().insert(keys);
     }
     families
-}
-
-async fn scrape(sonde: &Sonde, accept: Option<&str>) -> String {
-    let mut request = reqwest::Client::new().get(sonde.url("/metrics"));
-    if let Some(accept) = accept {
-        request = request.header("Accept", accept);
-    }
-    request.send().await.expect("scrape").text().await.expect("body")
 }
 
 async fn check_fake_host(version: &str) {
@@ -104,23 +115,15 @@ async fn check_fake_host(version: &str) {
         "--container.raw-cgroup-prefix=/sonde-raw",
         "--no-collector.host",
     ]);
-    let text = scrape(&sonde, None).await;
+    let text = scrape(&sonde);
 
     let (ok, complaints) = promtool_check_metrics(text.as_bytes());
     assert!(ok && complaints.trim().is_empty(), "promtool: {complaints}");
-    let openmetrics = scrape(&sonde, Some(OPENMETRICS_ACCEPT)).await;
+    let openmetrics = scrape_as(&sonde, OPENMETRICS_ACCEPT);
     python_openmetrics_families(openmetrics.as_bytes()).expect("strict OpenMetrics");
 
     // Protobuf: the rendered families read back into the model carry the same samples.
-    let protobuf = reqwest::Client::new()
-        .get(sonde.url("/metrics"))
-        .header("Accept", PROTOBUF_ACCEPT)
-        .send()
-        .await
-        .expect("scrape")
-        .bytes()
-        .await
-        .expect("body");
+    let protobuf = fetch(&sonde, PROTOBUF_ACCEPT).unwrap_or_else(|e| panic!("protobuf scrape: {e}"));
     let usage = decode_protobuf(&protobuf)
         .into_iter()
         .find(|f| f.name() == "container_cpu_usage_seconds_total");
@@ -137,11 +140,8 @@ async fn check_fake_host(version: &str) {
     assert!(docker.get_counter().value() >= 2.0);
 
     // Exactly the container, pod and raw cgroups, not the system service.
-    let ids: BTreeSet<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("container_last_seen{"))
-        .filter_map(|l| l.split("id=\"").nth(1)?.split('"').next())
-        .collect();
+    let ids = label_values(&text, "container_last_seen", "id");
+    let ids: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     let k8s = k8s_container();
     let expected: BTreeSet<&str> = [DOCKER, SCOPE, POD, k8s.as_str(), "/sonde-raw", RAW].into();
     assert_eq!(ids, expected);
@@ -268,10 +268,7 @@ async fn check_fake_host(version: &str) {
             Some(600.0)
         );
     }
-    assert_eq!(
-        sample_value(&text, "sonde_collector_success{collector=\"container\"}"),
-        Some(1.0)
-    );
+    assert_eq!(collector_success(&text, "container"), Some(1.0));
     assert_eq!(
         sample_value(&text, "sonde_cgroup_read_errors_total{file=\"memory.stat\"}"),
         Some(0.0)
@@ -297,7 +294,7 @@ async fn the_host_namespace_falls_back_to_sondes_own_when_init_is_out_of_reach()
     let sysfs = format!("--path.sysfs={}", dir.path().join("sys").display());
     let procfs = format!("--path.procfs={}", proc.display());
     let sonde = Sonde::start(&[&sysfs, &procfs, "--no-collector.host", "--no-collector.connection"]);
-    let text = scrape(&sonde, None).await;
+    let text = scrape(&sonde);
     let rx = |id: &str| {
         sample_value(
             &text,
@@ -431,11 +428,8 @@ async fn metadata_names_containers_and_filters_drop_them() {
         },
     );
     let text = collect_text(&collector).await;
-    let names: BTreeSet<&str> = text
-        .lines()
-        .filter(|l| l.starts_with("container_last_seen{"))
-        .filter_map(|l| l.split("name=\"").nth(1)?.split('"').next())
-        .collect();
+    let names = label_values(&text, "container_last_seen", "name");
+    let names: BTreeSet<&str> = names.iter().map(String::as_str).collect();
     // web-2 runs the pause image, web-3 carries sonde.io/exclude, web-4 is excluded by name.
     assert_eq!(names, BTreeSet::from(["web-0", "web-1"]));
     let series = format!(
@@ -482,9 +476,8 @@ async fn a_source_generation_change_rebuilds_the_inventory_inside_its_window() {
     );
     let names = || async {
         let text = collect_text(&collector).await;
-        text.lines()
-            .filter(|l| l.starts_with("container_last_seen{"))
-            .filter_map(|l| Some(l.split("name=\"").nth(1)?.split('"').next()?.to_owned()))
+        label_values(&text, "container_last_seen", "name")
+            .into_iter()
             .collect::<BTreeSet<String>>()
     };
     assert_eq!(names().await, BTreeSet::from(["gen-0".to_owned()]));

@@ -14,39 +14,20 @@ const PAYLOAD: u64 = 8 << 20;
 
 /// The `id` label of the cgroup of a Docker container, as found in a scrape.
 fn cgroup_of(text: &str, container_id: &str) -> String {
-    text.lines()
-        .filter(|l| l.starts_with("container_last_seen{"))
-        .filter_map(|l| l.split("id=\"").nth(1)?.split('"').next())
-        .find(|id| id.contains(container_id))
+    common::cgroup_of(text, container_id)
         .unwrap_or_else(|| panic!("no cgroup for container {container_id} in:\n{text}"))
-        .to_owned()
-}
-
-async fn scrape(sonde: &Sonde) -> String {
-    let response = reqwest::get(sonde.url("/metrics")).await.expect("scrape");
-    assert_eq!(response.status(), 200);
-    response.text().await.expect("body")
 }
 
 /// Scrapes until every container's series carry its Docker name.
-async fn scrape_until_named(sonde: &Sonde, containers: &[&Container]) -> String {
-    let start = std::time::Instant::now();
-    loop {
-        let text = scrape(sonde).await;
-        let named = containers.iter().all(|c| {
-            text.lines()
-                .filter(|l| l.starts_with("container_last_seen{") && l.contains(&c.id))
-                .any(|l| l.contains(&format!("name=\"{}\"", c.name)))
-        });
-        if named {
-            return text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "containers never named:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+fn scrape_until_named(sonde: &Sonde, containers: &[&Container]) -> String {
+    scrape_until(sonde, "every container named", |text| {
+        containers.iter().all(|c| {
+            parse_samples(text)
+                .iter()
+                .filter(|s| s.name == "container_last_seen" && s.series.contains(&c.id))
+                .any(|s| s.label("name") == Some(c.name.as_str()))
+        })
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +63,7 @@ async fn docker_containers_cpu_memory_and_network() {
         "--container.inventory-validity=100ms",
     ]);
     // The Docker source lists the engine's containers right after start: wait for the names.
-    let before = scrape_until_named(&sonde, &[&burner, &holder, &server]).await;
+    let before = scrape_until_named(&sonde, &[&burner, &holder, &server]);
     let burner_id = cgroup_of(&before, &burner.id);
     let image = busybox_image();
     let cpu = |text: &str| {
@@ -105,7 +86,7 @@ async fn docker_containers_cpu_memory_and_network() {
     );
     client.wait_for_log("fetched", Duration::from_secs(60));
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let after = scrape_until_named(&sonde, &[&burner, &holder, &server, &client]).await;
+    let after = scrape_until_named(&sonde, &[&burner, &holder, &server, &client]);
 
     let grew = cpu(&after) - cpu(&before);
     println!("burner: CPU grew {grew:.3} s in about 1.5 s");

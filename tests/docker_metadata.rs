@@ -18,60 +18,6 @@ const AWKWARD: &str = "say \"hi\" \\ back\\slash\nline two: ünïcødé ✓ 日�
 /// `AWKWARD` as both exposition formats write it inside a label value.
 const AWKWARD_ESCAPED: &str = "say \\\"hi\\\" \\\\ back\\\\slash\\nline two: ünïcødé ✓ 日本";
 
-fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_gzip().build().expect("http client")
-}
-
-/// A scrape in the given format; every scrape must answer 200.
-async fn scrape_as(sonde: &Sonde, accept: Option<&str>) -> String {
-    let mut request = client().get(sonde.url("/metrics"));
-    if let Some(accept) = accept {
-        request = request.header("accept", accept);
-    }
-    let response = request.send().await.expect("scrape");
-    assert_eq!(response.status(), 200);
-    response.text().await.expect("body")
-}
-
-async fn scrape(sonde: &Sonde) -> String {
-    scrape_as(sonde, None).await
-}
-
-/// Scrapes until `ready` holds for the scrape (the engine's events arrive asynchronously);
-/// returns that scrape and how long it took.
-async fn scrape_until(sonde: &Sonde, what: &str, ready: impl Fn(&str) -> bool) -> (String, Duration) {
-    let start = Instant::now();
-    loop {
-        let text = scrape(sonde).await;
-        if ready(&text) {
-            return (text, start.elapsed());
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "never saw {what}; last scrape:\n{text}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// The sample lines of `family` for the cgroup of a Docker container.
-fn lines_of<'t>(text: &'t str, family: &str, container_id: &str) -> Vec<&'t str> {
-    text.lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(container_id))
-        .collect()
-}
-
-/// The `id` label (cgroup path) of a Docker container in a scrape.
-fn cgroup_of(text: &str, container_id: &str) -> Option<String> {
-    lines_of(text, "container_last_seen", container_id)
-        .first()
-        .and_then(|l| l.split("id=\"").nth(1)?.split('"').next().map(str::to_owned))
-}
-
-fn docker_success(text: &str) -> Option<f64> {
-    sample_value(text, "sonde_collector_success{collector=\"docker\"}")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_labels_and_health_follow_the_engine_events() {
     let test = "names_labels_and_health_follow_the_engine_events";
@@ -89,7 +35,9 @@ async fn names_labels_and_health_follow_the_engine_events() {
         "--docker.label-allowlist=^com\\.example/",
         "--docker.env-allowlist=^APP_",
     ]);
-    scrape_until(&sonde, "the engine connected", |t| docker_success(t) == Some(1.0)).await;
+    scrape_until(&sonde, "the engine connected", |t| {
+        collector_success(t, "docker") == Some(1.0)
+    });
 
     let label = format!("com.example/note={AWKWARD}");
     let env = format!("APP_NOTE={AWKWARD}");
@@ -120,16 +68,19 @@ async fn names_labels_and_health_follow_the_engine_events() {
 
     let image = busybox_image();
     let health = |text: &str, c: &Container, state: &str| {
-        lines_of(text, "container_health_state", &c.id)
+        samples_containing(text, "container_health_state", &[&c.id])
             .iter()
-            .find(|l| l.contains(&format!("state=\"{state}\"")))
-            .and_then(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .find(|s| s.label("state") == Some(state))
+            .map(|s| s.value)
     };
-    let (text, waited) = scrape_until(&sonde, "both health checks settled", |t| {
+    let started = Instant::now();
+    let text = scrape_until(&sonde, "both health checks settled", |t| {
         health(t, &labelled, "healthy") == Some(1.0) && health(t, &failing, "unhealthy") == Some(1.0)
-    })
-    .await;
-    println!("health states arrived {waited:?} after the containers started");
+    });
+    println!(
+        "health states arrived {:?} after the containers started",
+        started.elapsed()
+    );
     for (c, state) in [(&labelled, "healthy"), (&failing, "unhealthy")] {
         let values: Vec<(&str, f64)> = ["healthy", "starting", "unhealthy"]
             .into_iter()
@@ -142,7 +93,7 @@ async fn names_labels_and_health_follow_the_engine_events() {
         assert_eq!(values, expected, "{}", c.name);
     }
     assert!(
-        lines_of(&text, "container_health_state", &plain.id).is_empty(),
+        samples_containing(&text, "container_health_state", &[&plain.id]).is_empty(),
         "no health series without a health check"
     );
 
@@ -184,7 +135,7 @@ async fn names_labels_and_health_follow_the_engine_events() {
     }
 
     // Both formats, read back by Python's parsers (the strict one for OpenMetrics).
-    let openmetrics = scrape_as(&sonde, Some(OPENMETRICS_ACCEPT)).await;
+    let openmetrics = scrape_as(&sonde, OPENMETRICS_ACCEPT);
     python_openmetrics_families(openmetrics.as_bytes())
         .unwrap_or_else(|e| panic!("the strict OpenMetrics parser refused:\n{e}"));
     for (body, is_openmetrics) in [(openmetrics.as_bytes(), true), (text.as_bytes(), false)] {
@@ -203,13 +154,13 @@ async fn names_labels_and_health_follow_the_engine_events() {
         .expect("run docker rename");
     assert!(status.success());
     let wanted = format!("name=\"{renamed}\"");
-    let (_, waited) = scrape_until(&sonde, "the new name", |t| {
-        lines_of(t, "container_last_seen", &labelled.id)
+    let started = Instant::now();
+    scrape_until(&sonde, "the new name", |t| {
+        samples_containing(t, "container_last_seen", &[&labelled.id])
             .iter()
-            .any(|l| l.contains(&wanted))
-    })
-    .await;
-    println!("the rename arrived after {waited:?}");
+            .any(|s| s.series.contains(&wanted))
+    });
+    println!("the rename arrived after {:?}", started.elapsed());
 }
 
 /// Docker's own figures for a container, computed as `docker stats` does: CPU is the
@@ -270,12 +221,12 @@ async fn cpu_and_memory_agree_with_the_docker_stats_api() {
     let ids = |text: &str| (cgroup_of(text, &burner.id), cgroup_of(text, &holder.id));
     let named = |t: &str| {
         [&burner, &holder].iter().all(|c| {
-            lines_of(t, "container_last_seen", &c.id)
+            samples_containing(t, "container_last_seen", &[&c.id])
                 .iter()
-                .any(|l| l.contains(&c.name))
+                .any(|s| s.series.contains(&c.name))
         })
     };
-    let (text, _) = scrape_until(&sonde, "both containers named", named).await;
+    let text = scrape_until(&sonde, "both containers named", named);
     let (Some(burner_cgroup), Some(holder_cgroup)) = ids(&text) else {
         panic!("both containers are reported")
     };
@@ -287,7 +238,7 @@ async fn cpu_and_memory_agree_with_the_docker_stats_api() {
     for (container, cgroup) in [(&burner, &burner_cgroup), (&holder, &holder_cgroup)] {
         // Docker, sonde, Docker again, back to back: sonde's figure is of a moment between.
         let before = docker_figures(&docker, &container.id).await;
-        let text = scrape(&sonde).await;
+        let text = scrape(&sonde);
         let after = docker_figures(&docker, &container.id).await;
         let series = |family: &str, extra: &[(&str, &str)]| {
             let labels = named_container_labels(cgroup, &container.name, image, extra);
@@ -335,42 +286,47 @@ async fn the_engine_goes_away_and_comes_back() {
         &host,
     ]);
     let named = |id: &str, name: &str, t: &str| {
-        lines_of(t, "container_cpu_usage_seconds_total", id)
+        samples_containing(t, "container_cpu_usage_seconds_total", &[id])
             .iter()
-            .any(|l| l.contains(&format!("name=\"{name}\"")))
+            .any(|s| s.series.contains(&format!("name=\"{name}\"")))
     };
     scrape_until(&sonde, "the first container named", |t| {
-        docker_success(t) == Some(1.0) && named(&first_id, &first_name, t)
-    })
-    .await;
+        collector_success(t, "docker") == Some(1.0) && named(&first_id, &first_name, t)
+    });
 
     engine.stop();
-    let (away, waited) = scrape_until(&sonde, "docker success 0", |t| docker_success(t) == Some(0.0)).await;
-    println!("docker success went to 0 {waited:?} after the engine stopped");
-    assert!(!engine.answers());
-    assert_eq!(
-        sample_value(&away, "sonde_collector_success{collector=\"container\"}"),
-        Some(1.0)
+    let started = Instant::now();
+    let away = scrape_until(&sonde, "docker success 0", |t| {
+        collector_success(t, "docker") == Some(0.0)
+    });
+    println!(
+        "docker success went to 0 {:?} after the engine stopped",
+        started.elapsed()
     );
+    assert!(!engine.answers());
+    assert_eq!(collector_success(&away, "container"), Some(1.0));
     assert!(
         named(&first_id, &first_name, &away),
         "the running container keeps its cgroup metrics and last known name:\n{away}"
     );
     // More scrapes while it is away: still 200, still named, still 0.
     for _ in 0..3 {
-        let text = scrape(&sonde).await;
-        assert_eq!(docker_success(&text), Some(0.0));
+        let text = scrape(&sonde);
+        assert_eq!(collector_success(&text, "docker"), Some(0.0));
         assert!(named(&first_id, &first_name, &text));
     }
 
     engine.resume();
     let (second_id, second_name) = engine.run("sonde-fault-second", "sleep 3600");
-    let (back, waited) = scrape_until(&sonde, "the new container named", |t| {
+    let started = Instant::now();
+    let back = scrape_until(&sonde, "the new container named", |t| {
         named(&second_id, &second_name, t)
-    })
-    .await;
-    println!("the container started after the engine came back was named {waited:?} after it started");
-    assert_eq!(docker_success(&back), Some(1.0));
+    });
+    println!(
+        "the container started after the engine came back was named {:?} after it started",
+        started.elapsed()
+    );
+    assert_eq!(collector_success(&back, "docker"), Some(1.0));
     assert!(named(&first_id, &first_name, &back));
 }
 
@@ -379,28 +335,16 @@ async fn an_engine_that_is_not_there_costs_only_the_docker_collector() {
     let dir = tempfile::tempdir().expect("tempdir");
     let host = format!("--docker.host=unix://{}", dir.path().join("no-engine.sock").display());
     let sonde = Sonde::start(&["--no-collector.connection", &host]);
-    let text = scrape(&sonde).await;
-    assert_eq!(docker_success(&text), Some(0.0), "{text}");
+    let text = scrape(&sonde);
+    assert_eq!(collector_success(&text, "docker"), Some(0.0), "{text}");
     for other in ["host", "container"] {
-        assert_eq!(
-            sample_value(&text, &format!("sonde_collector_success{{collector=\"{other}\"}}")),
-            Some(1.0),
-            "{other}"
-        );
+        assert_eq!(collector_success(&text, other), Some(1.0), "{other}");
     }
     assert!(
         !text.contains("sonde_docker_containers"),
         "no figures from a source that failed"
     );
-    let start = Instant::now();
-    let said_why = loop {
-        let log: Vec<String> = sonde.log.try_iter().collect();
-        if let Some(line) = log.into_iter().find(|l| l.contains("collector=docker")) {
-            break line;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "the failure is logged");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let said_why = sonde.wait_for_log(&["collector=docker"]);
     assert!(
         said_why.contains("no-engine.sock"),
         "the log names the engine: {said_why}"
@@ -409,13 +353,8 @@ async fn an_engine_that_is_not_there_costs_only_the_docker_collector() {
 
 /// The value of the one series of `family` whose labels contain every item of `labels`.
 fn series_value(text: &str, family: &str, labels: &[&str]) -> Option<f64> {
-    let matching: Vec<f64> = text
-        .lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")) && labels.iter().all(|want| l.contains(want)))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse().ok())
-        .collect();
-    match matching.as_slice() {
-        [one] => Some(*one),
+    match samples_containing(text, family, labels).as_slice() {
+        [one] => Some(one.value),
         _ => None,
     }
 }
@@ -440,9 +379,8 @@ async fn connection_series_carry_docker_names() {
     let sonde = Sonde::start(&["--no-collector.host", "--connection.ephemeral-port-range=32768-60999"]);
     // The probes attach at the first collection: the fetch must come after.
     scrape_until(&sonde, "the probes attached", |text| {
-        text.contains("sonde_collector_success{collector=\"connection\"} 1")
-    })
-    .await;
+        collector_success(text, "connection") == Some(1.0)
+    });
     let client = Container::run(
         "sonde-conn-client",
         &[],
@@ -451,7 +389,7 @@ async fn connection_series_carry_docker_names() {
     client.wait_for_log("fetched", Duration::from_secs(30));
     let client_name = format!("container=\"{}\"", client.name);
     let server_name = format!("container=\"{}\"", server.name);
-    let (text, _) = scrape_until(&sonde, "the fetch under both Docker names", |text| {
+    let text = scrape_until(&sonde, "the fetch under both Docker names", |text| {
         series_value(
             text,
             "sonde_tcp_bytes_received_total",
@@ -464,8 +402,7 @@ async fn connection_series_carry_docker_names() {
                 &[&server_name, "direction=\"inbound\"", "port=\"8080\""],
             )
             .is_some()
-    })
-    .await;
+    });
     let received = series_value(
         &text,
         "sonde_tcp_bytes_received_total",

@@ -8,7 +8,7 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::kit::repo_path;
 use common::*;
@@ -49,12 +49,23 @@ impl Drop for Removed {
     }
 }
 
+/// The largest value among the samples of `name` whose series contain both strings.
 fn sample(text: &str, name: &str, id_contains: &str, label: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| l.contains(id_contains) && l.contains(label))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+    samples_containing(text, name, &[id_contains, label])
+        .iter()
+        .map(|s| s.value)
         .reduce(f64::max)
+}
+
+/// Prints the image's log when the test fails while it is alive.
+struct LogsOnFailure<'a>(&'a dyn Fn() -> String);
+
+impl Drop for LogsOnFailure<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("the image's log:\n{}", (self.0)());
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,26 +161,14 @@ async fn the_scratch_image_runs_with_the_documented_privileges_and_sees_the_host
     };
 
     // Scrape until every collector has succeeded and the client's fetches show up.
-    let start = Instant::now();
-    let text = loop {
-        let text = match reqwest::get(format!("http://{sonde_ip}:9977/metrics")).await {
-            Ok(response) => response.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        let ready = ["host", "container", "connection"]
+    let sonde_addr: std::net::SocketAddr = format!("{sonde_ip}:9977").parse().expect("the container's address");
+    let _logs = LogsOnFailure(&logs);
+    let text = scrape_until(&sonde_addr, "every collector and the server's connections", |text| {
+        ["host", "container", "connection"]
             .iter()
-            .all(|c| text.contains(&format!("sonde_collector_success{{collector=\"{c}\"}} 1")))
-            && sample(&text, "sonde_tcp_bytes_sent_total", &server.id, "port=\"8080\"").is_some_and(|v| v > 0.0);
-        if ready {
-            break text;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "the image never served every collector and the server's connections; its log:\n{}\nlast scrape:\n{text}",
-            logs()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    };
+            .all(|c| collector_success(text, c) == Some(1.0))
+            && sample(text, "sonde_tcp_bytes_sent_total", &server.id, "port=\"8080\"").is_some_and(|v| v > 0.0)
+    });
 
     // Container metrics for both containers of the host, network included (host PID
     // namespace, CAP_SYS_PTRACE, the host's /proc).

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{family_names, promtool_check_metrics, python_openmetrics_families, sample_value};
+use common::{collector_success, family_names, promtool_check_metrics, python_openmetrics_families, sample_value};
 use futures::future::BoxFuture;
 use sonde::cli::{self, Config};
 use sonde::collector::{CollectError, Collection, Collector, ScrapeContext};
@@ -154,8 +154,11 @@ async fn failing_collectors_cost_only_their_own_families() {
     assert_eq!(response.status(), 200);
     let text = response.text().await.expect("body");
     for (collector, success) in [("host", 1.0), ("sleeper", 0.0), ("failer", 0.0), ("panicker", 0.0)] {
-        let series = format!("sonde_collector_success{{collector=\"{collector}\"}}");
-        assert_eq!(sample_value(&text, &series), Some(success), "{collector}:\n{text}");
+        assert_eq!(
+            collector_success(&text, collector),
+            Some(success),
+            "{collector}:\n{text}"
+        );
     }
     let names = family_names(&text);
     assert!(names.contains(&"machine_cpu_cores".to_owned()) && names.contains(&"machine_memory_bytes".to_owned()));

@@ -12,7 +12,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::os::unix::fs::MetadataExt;
 use std::process::{Command, Stdio};
@@ -227,71 +227,14 @@ fn open_fds() -> usize {
 
 // ---- through the real binary: probes, lookup, labels ----
 
-fn scrape(sonde: &Sonde) -> String {
-    let mut stream = TcpStream::connect(sonde.addr).expect("connect to sonde");
-    write!(
-        stream,
-        "GET /metrics HTTP/1.0\r\nHost: sonde\r\nAccept: text/plain\r\n\r\n"
-    )
-    .expect("request");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
-    assert!(head.contains(" 200 "), "{head}");
-    body.to_owned()
-}
-
-/// The samples of family `name` whose labels include every pair of `filter`: (labels, value).
-fn samples(text: &str, name: &str, filter: &[(&str, &str)]) -> Vec<(Vec<(String, String)>, f64)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .filter_map(|line| {
-            let (series, value) = line.rsplit_once(' ')?;
-            let (sample_name, labels) = series.split_once('{').unwrap_or((series, "}"));
-            if sample_name != name {
-                return None;
-            }
-            let pairs: Vec<(String, String)> = labels
-                .trim_end_matches('}')
-                .split("\",")
-                .filter_map(|p| p.split_once("=\""))
-                .map(|(k, v)| (k.to_owned(), v.trim_end_matches('"').to_owned()))
-                .collect();
-            let wanted = filter
-                .iter()
-                .all(|(k, v)| pairs.iter().any(|(pk, pv)| pk == k && pv == v));
-            wanted.then(|| Some((pairs, value.parse().ok()?)))?
-        })
-        .collect()
-}
-
-fn label<'a>(labels: &'a [(String, String)], key: &str) -> &'a str {
-    labels
-        .iter()
-        .find(|(k, _)| k == key)
-        .map_or("<absent>", |(_, v)| v.as_str())
-}
-
-/// Scrapes until `done` holds, or 20 s pass; returns the last scrape.
-fn scrape_until(sonde: &Sonde, done: impl Fn(&str) -> bool) -> String {
-    let start = Instant::now();
-    loop {
-        let text = scrape(sonde);
-        if done(&text) || start.elapsed() > Duration::from_secs(20) {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The one series of `sonde_tcp_bytes_sent_total` with these labels: its gateway labels,
 /// after checking it counted exactly `bytes`.
 fn gateway_labels(text: &str, filter: &[(&str, &str)], bytes: usize) -> [String; 3] {
-    let found = samples(text, "sonde_tcp_bytes_sent_total", filter);
+    let found = samples_with(text, "sonde_tcp_bytes_sent_total", filter);
     assert_eq!(found.len(), 1, "one series for {filter:?}:\n{text}");
-    let (labels, value) = &found[0];
-    assert_eq!(*value, bytes as f64, "{filter:?}\n{text}");
-    ["gateway", "interface", "subnet"].map(|k| label(labels, k).to_owned())
+    let sample = &found[0];
+    assert_eq!(sample.value, bytes as f64, "{filter:?}\n{text}");
+    ["gateway", "interface", "subnet"].map(|k| sample.label(k).unwrap_or("<absent>").to_owned())
 }
 
 /// A connection's series (by labels), the bytes it sent, and its gateway labels.
@@ -307,7 +250,7 @@ fn connections_through_a_router_carry_its_gateway_interface_and_subnet() {
     let sonde = Sonde::start(&["--no-collector.host", "--connection.ephemeral-port-range=1-1"]);
     let first = scrape(&sonde);
     assert_eq!(
-        sample_value(&first, "sonde_collector_success{collector=\"connection\"}"),
+        collector_success(&first, "connection"),
         Some(1.0),
         "the probes did not load:\n{first}"
     );
@@ -355,14 +298,14 @@ fn connections_through_a_router_carry_its_gateway_interface_and_subnet() {
             ["", "", ""],
         ),
     ];
-    let text = scrape_until(&sonde, |text| {
+    let text = scrape_until(&sonde, "every case's bytes and connect", |text| {
         cases.iter().all(|(filter, bytes, _)| {
-            samples(text, "sonde_tcp_bytes_sent_total", filter)
+            samples_with(text, "sonde_tcp_bytes_sent_total", filter)
                 .iter()
-                .map(|(_, v)| v)
+                .map(|s| s.value)
                 .sum::<f64>()
                 == *bytes as f64
-                && !samples(text, "sonde_tcp_connects_total", filter).is_empty()
+                && !samples_with(text, "sonde_tcp_connects_total", filter).is_empty()
         })
     });
     for (filter, bytes, expected) in cases {
@@ -407,14 +350,14 @@ fn no_gateway_leaves_the_labels_and_families_out() {
     scrape(&sonde);
     let port = exchange(None, None, Ipv4Addr::LOCALHOST, 1_234).to_string();
     let filter = [("direction", "outbound"), ("port", port.as_str())];
-    let text = scrape_until(&sonde, |text| {
-        samples(text, "sonde_tcp_bytes_sent_total", &filter)
+    let text = scrape_until(&sonde, "the 1,234 bytes", |text| {
+        samples_with(text, "sonde_tcp_bytes_sent_total", &filter)
             .iter()
-            .any(|(_, v)| *v == 1_234.0)
+            .any(|s| s.value == 1_234.0)
     });
-    let found = samples(&text, "sonde_tcp_bytes_sent_total", &filter);
+    let found = samples_with(&text, "sonde_tcp_bytes_sent_total", &filter);
     assert_eq!(found.len(), 1, "{text}");
-    let keys: Vec<&str> = found[0].0.iter().map(|(k, _)| k.as_str()).collect();
+    let keys: Vec<&str> = found[0].labels.iter().map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         keys,
         ["id", "container", "pod", "namespace", "direction", "port", "remote"],
@@ -666,11 +609,11 @@ fn the_binary_follows_a_replaced_route_after_one_ttl() {
     let (source, server) = (Ipv4Addr::new(198, 18, 1, 2), Ipv4Addr::new(198, 18, 2, 2));
     let before = exchange_from(&topology.b, &topology.a, source, server, 501).to_string();
     let seen = |text: &str, port: &str, bytes: f64| {
-        samples(text, "sonde_tcp_bytes_sent_total", &outbound_to_b(port))
+        samples_with(text, "sonde_tcp_bytes_sent_total", &outbound_to_b(port))
             .iter()
-            .any(|(_, v)| *v == bytes)
+            .any(|s| s.value == bytes)
     };
-    let text = scrape_until(&sonde, |text| seen(text, &before, 501.0));
+    let text = scrape_until(&sonde, "the first connection", |text| seen(text, &before, 501.0));
     assert_eq!(
         gateway_labels(&text, &outbound_to_b(&before), 501),
         ["198.18.1.1", "a0", "198.18.1.0/24"],
@@ -691,7 +634,7 @@ fn the_binary_follows_a_replaced_route_after_one_ttl() {
     ]);
     std::thread::sleep(TTL + Duration::from_millis(100));
     let after = exchange_from(&topology.b, &topology.a, source, server, 502).to_string();
-    let text = scrape_until(&sonde, |text| seen(text, &after, 502.0));
+    let text = scrape_until(&sonde, "the connection after the TTL", |text| seen(text, &after, 502.0));
     assert_eq!(
         gateway_labels(&text, &outbound_to_b(&after), 502),
         ["198.18.3.1", "a1", "198.18.3.0/24"],

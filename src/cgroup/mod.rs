@@ -2,7 +2,11 @@
 //! limits. Parsing lives in [`parse`], free of file access; every path is under
 //! `--path.sysfs` (and `--path.procfs` for network).
 
-pub mod fixture;
+// The fake cgroup forest lives with the tests (it is no part of the exporter); the unit tests
+// here include it by path, as the integration tests, benchmarks and the example do.
+#[cfg(test)]
+#[path = "../../tests/common/cgroup_fixture.rs"]
+pub(crate) mod fixture;
 pub mod parse;
 mod read;
 pub mod stats;

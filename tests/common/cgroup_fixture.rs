@@ -1,5 +1,10 @@
 //! Writes cgroup trees in the real file formats under a fake sysfs root, for tests and
 //! benchmarks that cannot or should not create thousands of real cgroups.
+//!
+//! Standard library only, so that it can be included by path anywhere: the integration tests
+//! and benchmarks (`mod cgroup_fixture;` under `tests/common`, or `#[path]`), and unit tests
+//! in `src`.
+#![allow(dead_code)] // each includer uses its own subset
 
 use std::io;
 use std::path::Path;
