@@ -160,14 +160,31 @@ async fn the_scratch_image_runs_with_the_documented_privileges_and_sees_the_host
         )
     };
 
-    // Scrape until every collector has succeeded and the client's fetches show up.
+    // Scrape until every collector has succeeded and a whole fetch of the client shows up on
+    // both sides: a scrape taken while the server has sent and the client not yet read (or
+    // inside the container stats' cache window) would see only part of one.
     let sonde_addr: std::net::SocketAddr = format!("{sonde_ip}:9977").parse().expect("the container's address");
     let _logs = LogsOnFailure(&logs);
-    let text = scrape_until(&sonde_addr, "every collector and the server's connections", |text| {
+    let whole_fetch = 64.0 * 1024.0;
+    let text = scrape_until(&sonde_addr, "every collector and a whole fetch of the client", |text| {
         ["host", "container", "connection"]
             .iter()
             .all(|c| collector_success(text, c) == Some(1.0))
             && sample(text, "sonde_tcp_bytes_sent_total", &server.id, "port=\"8080\"").is_some_and(|v| v > 0.0)
+            && sample(
+                text,
+                "sonde_tcp_bytes_received_total",
+                &client.id,
+                "direction=\"outbound\"",
+            )
+            .is_some_and(|v| v >= whole_fetch)
+            && sample(
+                text,
+                "container_network_transmit_bytes_total",
+                &server.id,
+                "interface=\"eth0\"",
+            )
+            .is_some_and(|v| v >= whole_fetch)
     });
 
     // Container metrics for both containers of the host, network included (host PID
