@@ -49,19 +49,19 @@ struct ProbesOnDemand {
     sysfs: PathBuf,
     names: Arc<dyn CgroupNames>,
     gateway: Option<Arc<GatewayLookup>>,
-    engine: OnceLock<Result<Arc<LoadedProbes>, Arc<loader::LoadError>>>,
+    loaded: OnceLock<Result<Arc<LoadedProbes>, Arc<loader::LoadError>>>,
 }
 
 impl ProbesOnDemand {
-    fn engine(&self) -> Result<Arc<LoadedProbes>, CollectError> {
-        self.engine
+    fn loaded(&self) -> Result<Arc<LoadedProbes>, CollectError> {
+        self.loaded
             .get_or_init(|| {
-                let engine =
+                let probes =
                     LoadedProbes::load(&self.config, &self.sysfs, self.names.clone(), self.gateway.clone()).map(Arc::new);
-                if let Ok(engine) = &engine {
-                    LoadedProbes::spawn_ring_drain(engine);
+                if let Ok(probes) = &probes {
+                    LoadedProbes::spawn_ring_drain(probes);
                 }
-                engine.map_err(|e| {
+                probes.map_err(|e| {
                     tracing::warn!(collector = "connection", reason = %e, "eBPF probes not loaded; the connection collector will report failure");
                     Arc::new(e)
                 })
@@ -112,7 +112,7 @@ impl ConnectionCollector {
                         &config.paths.rootfs.join("run/netns"),
                     ))
                 }),
-                engine: OnceLock::new(),
+                loaded: OnceLock::new(),
             }),
         }
     }
@@ -193,15 +193,15 @@ impl LoadedProbes {
         self.gateway.as_ref()?.lookup(key)
     }
 
-    /// Drains the ring buffer every [`RING_DRAIN_EVERY`] until the engine is dropped.
-    fn spawn_ring_drain(engine: &Arc<LoadedProbes>) {
-        let weak = Arc::downgrade(engine);
+    /// Drains the ring buffer every [`RING_DRAIN_EVERY`] until the probes are dropped.
+    fn spawn_ring_drain(probes: &Arc<LoadedProbes>) {
+        let weak = Arc::downgrade(probes);
         let spawned = std::thread::Builder::new().name("sonde-ring".into()).spawn(move || {
             loop {
                 std::thread::sleep(RING_DRAIN_EVERY);
-                let Some(engine) = weak.upgrade() else { return };
-                let mut state = sync::lock(&engine.state);
-                engine.drain_ring(&mut state);
+                let Some(probes) = weak.upgrade() else { return };
+                let mut state = sync::lock(&probes.state);
+                probes.drain_ring(&mut state);
             }
         });
         if let Err(e) = spawned {
@@ -444,7 +444,7 @@ impl Collector for ConnectionCollector {
     fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Collection> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || inner.engine()?.collect())
+            tokio::task::spawn_blocking(move || inner.loaded()?.collect())
                 .await
                 .map_err(|source| CollectError::Stopped {
                     work: "the drain stopped",
