@@ -169,8 +169,9 @@ impl CollectorSettings {
 /// How a collector is switched on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Switch {
-    /// By its own `--collector.<name>` and `--no-collector.<name>` flags.
-    Flags { on_by_default: bool },
+    /// By its own `--collector.<name>` and `--no-collector.<name>` flags; `help` says what
+    /// it collects, in `--help`.
+    Flags { on_by_default: bool, help: &'static str },
     /// With the metadata source it reports on (`--docker`, `--kubelet.url`).
     WithItsSource,
 }
@@ -178,7 +179,6 @@ pub enum Switch {
 /// A collector of the registry: its name, how it is switched on, and how it is built.
 pub struct CollectorSpec {
     pub name: &'static str,
-    pub help: &'static str,
     pub switch: Switch,
     /// `None` when what it reports on is off.
     pub build: fn(&CollectorSettings, &Sources) -> Option<Arc<dyn Collector>>,
@@ -190,31 +190,35 @@ pub fn registry() -> &'static [CollectorSpec] {
     &[
         CollectorSpec {
             name: "host",
-            help: "machine_cpu_cores and machine_memory_bytes of the host",
-            switch: Switch::Flags { on_by_default: true },
+            switch: Switch::Flags {
+                on_by_default: true,
+                help: "machine_cpu_cores and machine_memory_bytes of the host",
+            },
             build: |settings, _| Some(Arc::new(host::HostCollector::new(&settings.paths))),
         },
         CollectorSpec {
             name: "container",
-            help: "cAdvisor-compatible container_* metrics from cgroups",
-            switch: Switch::Flags { on_by_default: true },
+            switch: Switch::Flags {
+                on_by_default: true,
+                help: "cAdvisor-compatible container_* metrics from cgroups",
+            },
             build: |settings, sources| Some(Arc::new(container::ContainerCollector::new(settings, sources))),
         },
         CollectorSpec {
             name: "connection",
-            help: "per-container TCP/UDP connection metrics from eBPF (needs CAP_BPF, CAP_PERFMON)",
-            switch: Switch::Flags { on_by_default: true },
+            switch: Switch::Flags {
+                on_by_default: true,
+                help: "per-container TCP/UDP connection metrics from eBPF (needs CAP_BPF, CAP_PERFMON)",
+            },
             build: |settings, sources| Some(Arc::new(connection::ConnectionCollector::new(settings, sources))),
         },
         CollectorSpec {
             name: "docker",
-            help: "whether the Docker engine answers, and the containers it described",
             switch: Switch::WithItsSource,
             build: |_, sources| sources.docker.clone(),
         },
         CollectorSpec {
             name: "kubelet",
-            help: "pod network stats from the Kubelet, and whether it answers",
             switch: Switch::WithItsSource,
             build: |_, sources| sources.kubelet.clone(),
         },

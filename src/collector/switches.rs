@@ -22,7 +22,7 @@ impl CollectorSwitches {
 /// The switchable collectors: name, help, and whether they run by default.
 fn switchable() -> impl Iterator<Item = (&'static str, &'static str, bool)> {
     registry().iter().filter_map(|spec| match spec.switch {
-        Switch::Flags { on_by_default } => Some((spec.name, spec.help, on_by_default)),
+        Switch::Flags { on_by_default, help } => Some((spec.name, help, on_by_default)),
         Switch::WithItsSource => None,
     })
 }
