@@ -1,19 +1,24 @@
 // SPDX-License-Identifier: GPL-2.0
-/* sonde's kernel side: per-connection bytes, calls, retransmits and state, from stable
- * tracepoints attached as BTF-typed raw tracepoints (tp_btf): plain loads of the socket's
- * fields, no tracefs needed (docs/ARCHITECTURE.md#hooks).
+/* sonde's kernel side: per-connection bytes, retransmits and state
+ * (docs/ARCHITECTURE.md#hooks).
  *
- * Live connections sit in the `slots` array, one slot each. A socket's slot is, as a rule,
- * its home: the slot the socket's address names (see home_index), which holds the cookie of
- * the socket it belongs to (a per-socket number the kernel never reuses). A socket whose
- * home another live socket holds takes an overflow slot, above the homes, found through the
- * `sock_overflow` hash. A closed connection's final record goes into its CPU's current
- * batch, its slot is freed (an overflow slot onto the CPU's stack of free slots, or the
- * `free_ring`), and a full batch is announced through the `full_batches` ring buffer.
+ * TCP costs nothing per packet: the kernel counts every connection's bytes and retransmits
+ * itself (struct tcp_sock). The probes keep, per live connection, what the socket cannot
+ * tell (its key as first seen, direction, cgroup, and the counters' values then) in the
+ * `tcp_conns` hash, from the state change to ESTABLISHED; at the change to CLOSE they write
+ * the connection's final record from the counters into the CPU's current batch; at a scrape
+ * the `live_tcp` iterator writes every live connection's record from the counters for user
+ * space to read (docs/ARCHITECTURE.md#tcp-from-the-kernels-counters).
+ *
+ * UDP has no such counters: each send and receive adds to the socket's entry in the
+ * `udp_socks` hash, from the sock_send_length/sock_recv_length tracepoints (6.3) or, before
+ * them, on return from udp_sendmsg/udp_recvmsg and their IPv6 twins (fexit).
+ *
+ * Nothing here needs an atomic operation newer than 5.10's (add without fetch): entries
+ * are claimed with the hash map's own insert (docs/ARCHITECTURE.md#kernel-floor).
  *
  * The maps and records are an ABI shared with src/ebpf/
- * (docs/ARCHITECTURE.md#kernel-and-user-abi); why the probes are shaped so, with the
- * measurements, is in docs/ARCHITECTURE.md#probe-design. */
+ * (docs/ARCHITECTURE.md#kernel-and-user-abi). */
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_core_read.h>
@@ -31,7 +36,15 @@
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_SENT 2
 #define TCP_SYN_RECV 3
+#define TCP_FIN_WAIT1 4
+#define TCP_FIN_WAIT2 5
 #define TCP_CLOSE 7
+#define TCP_CLOSE_WAIT 8
+#define TCP_LAST_ACK 9
+#define TCP_CLOSING 11
+
+/* enum sock_flags: SOCK_DEAD is 0, SOCK_DONE 1, since the first git tree. */
+#define SOCK_DONE 1
 
 /* BPF has no fence instruction; a compiler barrier keeps the store order, which the
  * JIT preserves and x86 (TSO) makes visible in order to user space. */
@@ -39,88 +52,28 @@
 
 char LICENSE[] SEC("license") = "GPL";
 
-/* Live connections, one slot each: the homes (home_mask + 1 of them, a power of two), then
- * the overflow slots. User space sets both sizes at load time (from --connection.max-live)
- * and reads the slots through mmap. */
-const volatile __u64 home_mask = (1 << 15) - 1;
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 65536);
-	__type(key, __u32);
-	__type(value, struct live_slot);
-} slots SEC(".maps");
+/* Set by user space at load: whether tracing programs may call bpf_get_socket_cookie
+ * (5.12). Before, a socket's cookie is read when the kernel has given it one, and a
+ * connection without one is named by a number drawn when the probes first see it. */
+const volatile __u8 cookie_helper = 0;
 
-/* Overflow slots given back: by closes that found their CPU's stack full or busy, and by
- * user space when it ages an idle UDP socket out. A lock-free ring (a bounded queue after
- * Vyukov), not the queue map, whose spin lock is costly where the CPU that connects is not
- * the one that closes (docs/ARCHITECTURE.md#free-slots). A cell holds
- * (state << 32) | slot: state 2L waits for the push of lap L, 2L+1 holds lap L's slot, so
- * the zeroed array waits for lap 0; entry 0 of `free_ring_pos` is the next push's position,
- * entry 8 (another cache line) the next pop's. User space sizes the ring (a power of two,
- * twice what holds all the overflow slots, so a push never reaches a cell whose pop is under
- * way: it finds the ring full only under contention it gives up on) and sets the mask and
- * shift. src/ebpf/free_ring.rs is the same protocol in user space
- * (docs/ARCHITECTURE.md#free-ring). */
-const volatile __u64 ring_mask = (1 << 16) - 1;
-const volatile __u32 ring_shift = 16;
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 1 << 16);
-	__type(key, __u32);
-	__type(value, __u64);
-} free_ring SEC(".maps");
-
-#define RING_PUSH_POS 0
-#define RING_POP_POS 8
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(map_flags, BPF_F_MMAPABLE);
-	__uint(max_entries, 16);
-	__type(key, __u32);
-	__type(value, __u64);
-} free_ring_pos SEC(".maps");
-
-/* Tries a ring operation makes when other CPUs move the position it raced for. */
-#define RING_TRIES 4
-
-/* Each CPU's own stack of freed overflow slots, so that most claims and frees take no lock
- * and touch no line another CPU writes; the shared ring takes what a full stack cannot, and
- * serves a CPU whose stack is empty or busy (a program nested in another on the same CPU). */
-#define LOCAL_FREE 64
-struct free_stack {
-	__u32 busy;
-	__u32 len;
-	__u32 slots[LOCAL_FREE];
-};
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, struct free_stack);
-} free_stacks SEC(".maps");
-
-/* Overflow slots handed out from the bottom of their part of the array, taken when no slot
- * was given back. It may pass the part's size (a claim that found the table full); user
- * space reads the overflow slots below the smaller of the two. */
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, 1);
-	__type(key, __u32);
-	__type(value, __u64);
-} slots_used SEC(".maps");
-
-/* Overflow slots of sockets whose home another live socket holds, by cookie; user space
- * sizes it like the overflow part of `slots`. Only looked up when the home's `overflowed`
- * count says one of its sockets is there: a hash lookup is the dearest step of an event
- * (docs/ARCHITECTURE.md#overflow-slots). */
+/* Live TCP connections by socket (see socket_id); user space sets the size
+ * (--connection.max-live). */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u64);
-} sock_overflow SEC(".maps");
+	__type(value, struct tcp_conn);
+} tcp_conns SEC(".maps");
+
+/* Live UDP sockets by socket, with their counts; user space reads them at each scrape and
+ * deletes those idle for --connection.udp-idle (UDP has no close event). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct closed_conn);
+} udp_socks SEC(".maps");
 
 /* Every CPU's ring of batch slots, keyed cpu * BATCH_SLOTS + slot; user space sets the
  * size to possible CPUs * BATCH_SLOTS and drains them (docs/ARCHITECTURE.md#batches). */
@@ -190,8 +143,8 @@ static __always_inline int read_key(struct sock *sk, struct conn_key *key)
 	/* skc_num, the bound local port, is a plain load. The kernel zeroes it when it
 	 * releases the port, before the CLOSE state change is traced; then inet_sport, which
 	 * stays (the tracepoint itself reads it), gives the same port. It lies past struct
-	 * sock, where the verifier allows no direct load: a probe read, which costs about as
-	 * much as the rest of the event, so only in that case (docs/ARCHITECTURE.md#hooks). */
+	 * sock, where the verifier allows no direct load: a probe read, so only in that case
+	 * (docs/ARCHITECTURE.md#hooks). */
 	__u16 num = sk->__sk_common.skc_num;
 	key->sport = num ? num : __builtin_bswap16(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	key->dport = __builtin_bswap16(sk->__sk_common.skc_dport);
@@ -199,13 +152,48 @@ static __always_inline int read_key(struct sock *sk, struct conn_key *key)
 	return 0;
 }
 
-/* The cgroup (v2) the socket was created in; the current task's when the socket has none. */
+/* The cgroup (v2) the socket was created in; the current task's when the socket has none
+ * and the probe runs in the task's context. */
 static __always_inline __u64 socket_cgroup(struct sock *sk, int process_context)
 {
-	__u64 id = sk->sk_cgrp_data.cgroup->kn->id;
+	__u64 id = 0;
+	if (bpf_core_field_exists(sk->sk_cgrp_data.cgroup)) {
+		id = sk->sk_cgrp_data.cgroup->kn->id;
+	} else {
+		/* Before 5.15 the word is the cgroup's pointer unless its lowest bit is set. */
+		__u64 val = BPF_CORE_READ((struct sock___old *)sk, sk_cgrp_data.val);
+		if (val && !(val & 1))
+			id = BPF_CORE_READ((struct cgroup *)val, kn, id);
+	}
 	if (id == 0 && process_context)
 		id = bpf_get_current_cgroup_id();
 	return id;
+}
+
+/* A number for the socket, unique among live sockets: its address, taken as its distance
+ * from the `tcp_conns` map (the verifier lets a program that may read kernel memory,
+ * CAP_PERFMON, subtract one pointer from another, and turn a pointer into a number no other
+ * way). The entry of a socket is deleted at its close, before the socket is freed. */
+static __always_inline __u64 socket_id(struct sock *sk)
+{
+	return (__u64)((char *)sk - (char *)&tcp_conns);
+}
+
+/* The socket's cookie when it has one or the kernel lets the probes give it one; else 0. */
+static __always_inline __u64 cookie_of(struct sock *sk)
+{
+	__u64 cookie = sk->__sk_common.skc_cookie.counter;
+	if (cookie || !cookie_helper)
+		return cookie;
+	return bpf_get_socket_cookie(sk);
+}
+
+/* A connection's identity with its key: the socket's cookie, or a number drawn now (the
+ * clock, top bit set) for a socket that has none. */
+static __always_inline __u64 new_identity(struct sock *sk)
+{
+	__u64 cookie = cookie_of(sk);
+	return cookie ? cookie : (bpf_ktime_get_ns() | (1ULL << 63));
 }
 
 /* Where a closed connection's final record is written in place (no copy through scratch
@@ -303,482 +291,79 @@ static __always_inline void close_record(struct record_spot *spot)
 	state->busy = 0;
 }
 
-/* Adds one send or receive to a live slot; atomically, as another CPU may be adding too. */
-static __always_inline void add_bytes(struct live_slot *s, int ret, int sent)
+/* ---- TCP ---- */
+
+/* A TCP connection's counts as its applications see them: bytes_acked and bytes_received
+ * count the FIN of each side as one byte once it is acknowledged or received (and the
+ * connecting side's bytes_acked its SYN, which the base taken at ESTABLISHED holds).
+ * `state` is the socket's state before a change being traced, or its state now. */
+struct tcp_counts {
+	__u64 sent;
+	__u64 received;
+	__u32 retransmits;
+};
+
+static __always_inline void read_counts(struct tcp_sock *tp, int state, struct tcp_counts *c)
 {
-	if (sent) {
-		__sync_fetch_and_add(&s->bytes_sent, ret);
-		__sync_fetch_and_add(&s->sends, 1);
-	} else {
-		__sync_fetch_and_add(&s->bytes_received, ret);
-		__sync_fetch_and_add(&s->recvs, 1);
-	}
+	struct sock *sk = (struct sock *)tp;
+	__u64 sent = tp->bytes_acked;
+	__u64 received = tp->bytes_received;
+	/* Our FIN was sent in these states; it is acknowledged once nothing is left unacked
+	 * (write_seq counts the FIN too). */
+	int fin_sent = state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING ||
+		       state == TCP_LAST_ACK;
+	if (fin_sent && tp->snd_una == tp->write_seq && sent > 0)
+		sent -= 1;
+	/* tcp_fin() marks the socket done when the peer's FIN arrives. */
+	if ((sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && received > 0)
+		received -= 1;
+	c->sent = sent;
+	c->received = received;
+	c->retransmits = tp->total_retrans;
 }
 
-/* The slot `ref` names, when it still belongs to the socket that holds the ref: live with
- * the same generation, or claimed and about to be published (generation one behind). A
- * slot that was freed, or freed and claimed again, has moved on. */
-static __always_inline struct live_slot *owned_slot(__u64 ref)
+/* What the connection counted since the probes first saw it. */
+static __always_inline void fill_record(struct closed_conn *rec, struct tcp_conn *conn,
+					struct tcp_counts *now)
 {
-	__u32 index = (__u32)ref;
-	__u32 gen = ref >> 32;
-	if (!(gen & 1))
-		return NULL;
-	struct live_slot *slot = bpf_map_lookup_elem(&slots, &index);
-	if (!slot)
-		return NULL;
-	__u32 now = *(volatile __u32 *)&slot->generation;
-	if (now == gen || now + 1 == gen)
-		return slot;
-	return NULL;
+	rec->key = conn->key;
+	rec->pad = 0;
+	rec->stats.bytes_sent = now->sent > conn->base_sent ? now->sent - conn->base_sent : 0;
+	rec->stats.bytes_received =
+		now->received > conn->base_received ? now->received - conn->base_received : 0;
+	rec->stats.sends = 0;
+	rec->stats.recvs = 0;
+	rec->stats.cgroup_id = conn->cgroup_id;
+	rec->stats.cookie = conn->cookie;
+	rec->stats.last_ns = 0;
+	rec->stats.tgid = conn->tgid;
+	rec->stats.retransmits = now->retransmits > conn->base_retrans ? now->retransmits - conn->base_retrans : 0;
+	rec->stats.srtt_us = 0;
+	rec->stats.direction = conn->direction;
+	rec->stats.flags = conn->flags;
+	rec->stats.pad = 0;
 }
 
-/* This CPU's stack of free slots, marked busy; NULL when a program that this one interrupted
- * on the same CPU holds it (the caller then uses the shared ring). */
-static __always_inline struct free_stack *take_stack(void)
+/* A new entry for the socket, its counters taken as they are now; 0 when it holds one. */
+static __always_inline int start_conn(struct sock *sk, struct tcp_sock *tp, int state, __u64 id,
+				      __u8 direction, __u8 flags, __u64 update)
 {
-	__u32 zero = 0;
-	struct free_stack *st = bpf_map_lookup_elem(&free_stacks, &zero);
-	if (!st || st->busy)
-		return NULL;
-	st->busy = 1;
-	barrier();
-	return st;
-}
-
-static __always_inline void put_stack(struct free_stack *st)
-{
-	barrier();
-	st->busy = 0;
-}
-
-/* Claims the next position of one end of the ring (RING_PUSH_POS or RING_POP_POS) once its
- * cell is in the state that end waits for in this lap: 2L for a push, 2L+1 for a pop
- * (`parity`). Returns the cell, and through *seen what it held, for the caller to write;
- * NULL when the ring is full (push) or empty (pop), or after RING_TRIES lost races. */
-static __always_inline __u64 *ring_claim(__u32 end, __u32 parity, __u64 *seen)
-{
-	__u64 *next = bpf_map_lookup_elem(&free_ring_pos, &end);
-	if (!next)
-		return NULL;
-	__u64 pos = *(volatile __u64 *)next;
-	/* Not unrolled: the unrolled copies, inlined in every program, slowed the steady path
-	 * (docs/ARCHITECTURE.md#steady-path). */
-#pragma clang loop unroll(disable)
-	for (int tries = 0; tries < RING_TRIES; tries++) {
-		__u32 c = pos & ring_mask;
-		__u64 *cell = bpf_map_lookup_elem(&free_ring, &c);
-		if (!cell)
-			return NULL;
-		__u32 want = (__u32)(pos >> ring_shift) * 2 + parity;
-		__u64 held = *(volatile __u64 *)cell;
-		__s32 ahead = (__s32)((__u32)(held >> 32) - want);
-		if (ahead < 0)
-			return NULL; /* the previous lap is not done with this cell */
-		if (ahead == 0) {
-			__u64 was = __sync_val_compare_and_swap(next, pos, pos + 1);
-			if (was == pos) {
-				*seen = held;
-				return cell;
-			}
-			pos = was;
-		} else {
-			/* Another CPU took this position: start again from the current one. */
-			pos = *(volatile __u64 *)next;
-		}
-	}
-	return NULL;
-}
-
-/* The state a claimed cell moves on to, in the high half of the cell. */
-static __always_inline __u64 ring_next_state(__u64 seen)
-{
-	return (__u64)((__u32)(seen >> 32) + 1) << 32;
-}
-
-/* Appends a slot to the ring; 0 when it did. */
-static __always_inline int ring_push(__u32 index)
-{
-	__u64 seen;
-	__u64 *cell = ring_claim(RING_PUSH_POS, 0, &seen);
-	if (!cell)
+	struct tcp_conn conn = {};
+	if (read_key(sk, &conn.key))
 		return -1;
-	/* State and slot in one store: a pop sees both or neither. */
-	*(volatile __u64 *)cell = ring_next_state(seen) | index;
-	return 0;
-}
-
-/* Takes the oldest slot from the ring; 0 when there was one. A push that has claimed its
- * position but not yet written its cell reads as empty. */
-static __always_inline int ring_pop(__u32 *index)
-{
-	__u64 seen;
-	__u64 *cell = ring_claim(RING_POP_POS, 1, &seen);
-	if (!cell)
-		return -1;
-	*index = (__u32)seen;
-	*(volatile __u64 *)cell = ring_next_state(seen);
-	return 0;
-}
-
-/* A freed slot: from this CPU's stack, else from the ring; 0 when there is one. */
-static __always_inline int pop_free(__u32 *index)
-{
-	struct free_stack *st = take_stack();
-	if (st) {
-		__u32 len = st->len;
-		int found = len > 0 && len <= LOCAL_FREE;
-		if (found) {
-			*index = st->slots[(len - 1) & (LOCAL_FREE - 1)];
-			st->len = len - 1;
-		}
-		put_stack(st);
-		if (found)
-			return 0;
-	}
-	return ring_pop(index);
-}
-
-/* Gives a slot back: onto this CPU's stack, else into the ring. */
-static __always_inline void push_free(__u32 index)
-{
-	struct free_stack *st = take_stack();
-	if (st) {
-		__u32 len = st->len;
-		int kept = len < LOCAL_FREE;
-		if (kept) {
-			st->slots[len & (LOCAL_FREE - 1)] = index;
-			st->len = len + 1;
-		}
-		put_stack(st);
-		if (kept)
-			return;
-	}
-	if (ring_push(index))
-		count(TM_SLOT_LEAKED);
-}
-
-/* The overflow slot `ref` names when it is the socket's with this cookie (live, or being
- * published). */
-static __always_inline struct live_slot *same_socket(__u64 ref, __u64 cookie)
-{
-	struct live_slot *slot = owned_slot(ref);
-	return slot && slot->cookie == cookie ? slot : NULL;
-}
-
-/* The index of the socket's home: its address in KiB plus a hash of its 32 KiB block, modulo
- * the homes. Sockets of one slab (made one after the other) get distinct homes a few slots
- * apart; the block's hash spreads the aligned slabs over every home. The index needs nothing
- * loaded from the socket, so the socket's line and the slot's line are fetched at once
- * (docs/ARCHITECTURE.md#home-slots). The address is taken as its distance from the `slots`
- * map: the verifier lets a program that may read kernel memory (CAP_PERFMON, which tracing
- * needs anyway) subtract one pointer from another, and turn a pointer into a number no other
- * way. */
-static __always_inline __u32 home_index(struct sock *sk)
-{
-	__u64 addr = (__u64)((char *)sk - (char *)&slots);
-	__u64 block = ((addr >> 15) * 0x9E3779B97F4A7C15ULL) >> 32;
-	return (__u32)(block + (addr >> 10)) & home_mask;
-}
-
-/* The slot at `index` (NULL only if the array were smaller than the mask says). */
-static __always_inline struct live_slot *slot_at(__u32 index)
-{
-	return bpf_map_lookup_elem(&slots, &index);
-}
-
-/* A home slot's ref: its index alone (generation 0), which no overflow ref is. */
-static __always_inline int is_home(__u64 ref)
-{
-	return (ref >> 32) == 0;
-}
-
-/* The socket's slot, and through *ref_out its ref; NULL when it has none. */
-static __always_inline struct live_slot *find_slot(struct sock *sk, __u64 cookie, __u64 *ref_out)
-{
-	__u32 index = home_index(sk);
-	struct live_slot *home = slot_at(index);
-	if (!home)
-		return NULL;
-	/* A home holds its socket's cookie from the end of the claim to the start of the
-	 * release, and 0 otherwise; cookies are never 0 and never reused. */
-	if (*(volatile __u64 *)&home->cookie == cookie) {
-		*ref_out = index;
-		return home;
-	}
-	if (*(volatile __u32 *)&home->overflowed == 0)
-		return NULL;
-	__u64 *entry = bpf_map_lookup_elem(&sock_overflow, &cookie);
-	if (!entry)
-		return NULL;
-	*ref_out = *(volatile __u64 *)entry;
-	return same_socket(*ref_out, cookie);
-}
-
-/* Writes a claimed slot's contents, all but the cookie and the generation. */
-static __always_inline void fill(struct live_slot *slot, __u32 home, struct conn_key *key,
-				 struct conn_stats *fresh)
-{
-	slot->home = home;
-	slot->tgid = fresh->tgid;
-	slot->bytes_sent = fresh->bytes_sent;
-	slot->bytes_received = fresh->bytes_received;
-	slot->sends = fresh->sends;
-	slot->recvs = fresh->recvs;
-	slot->last_ns = fresh->last_ns;
-	slot->protocol = key->protocol;
-	slot->direction = fresh->direction;
-	slot->flags = fresh->flags;
-	slot->retransmits = 0;
-	slot->key = *key;
-	slot->cgroup_id = fresh->cgroup_id;
-}
-
-/* Reads of a taken home's cookie while its claim is under way on another CPU (a fill takes
- * tens of ns); the claim may be this socket's, from an event racing this one. */
-#define FILL_WAIT 32
-
-/* Gives the socket an overflow slot holding `key` and `fresh`, for a socket whose home
- * another one holds. As claim() returns. */
-static __always_inline struct live_slot *claim_overflow(__u64 cookie, struct live_slot *home,
-							__u32 home_idx, struct conn_key *key,
-							struct conn_stats *fresh, int *mine)
-{
-	__u32 index;
-	if (pop_free(&index) != 0) {
-		__u32 zero = 0;
-		__u64 *used = bpf_map_lookup_elem(&slots_used, &zero);
-		/* Far past any table size, so that the index below cannot wrap around. */
-		if (!used || *used > 0x7fffffff) {
-			count(TM_TABLE_FULL);
-			return NULL;
-		}
-		index = (__u32)(home_mask + 1) + (__u32)__sync_fetch_and_add(used, 1);
-	}
-	struct live_slot *slot = bpf_map_lookup_elem(&slots, &index);
-	if (!slot) {
-		count(TM_TABLE_FULL);
-		return NULL;
-	}
-	/* Free slots have an even generation; the claim makes it the next odd one. */
-	__u32 gen = (slot->generation + 1) | 1;
-	fill(slot, home_idx, key, fresh);
-	slot->cookie = cookie;
-	barrier();
-	__u64 ref = ((__u64)gen << 32) | index;
-	struct live_slot *other;
-
-	if (bpf_map_update_elem(&sock_overflow, &cookie, &ref, BPF_NOEXIST) == 0) {
-		/* Counted after the entry is there: a socket's event that finds the count finds
-		 * the entry. */
-		__sync_fetch_and_add(&home->overflowed, 1);
-		count(TM_HOME_TAKEN);
-		goto publish;
-	}
-	__u64 *entry = bpf_map_lookup_elem(&sock_overflow, &cookie);
-	if (!entry) {
-		count(TM_TABLE_FULL);
-		goto give_back;
-	}
-	__u64 old = *(volatile __u64 *)entry;
-	if ((other = same_socket(old, cookie)))
-		goto use_other;
-	/* This socket's earlier slot, freed (idle UDP aged out, or a TCP socket reconnecting). */
-	__u64 was = __sync_val_compare_and_swap(entry, old, ref);
-	if (was == old)
-		goto publish;
-	if ((other = same_socket(was, cookie)))
-		goto use_other;
-	goto give_back;
-
-publish:
-	/* Published after the socket's entry names it, and after its contents. */
-	barrier();
-	*(volatile __u32 *)&slot->generation = gen;
-	*mine = 1;
-	return slot;
-use_other:
-	/* Another CPU gave the socket a slot first: that one counts, this one goes back. */
-	push_free(index);
-	return other;
-give_back:
-	push_free(index);
-	return NULL;
-}
-
-/* Gives the socket a slot holding `key` and `fresh`: its home when that is free, else an
- * overflow slot. Returns the socket's slot: the new one, or (with *mine = 0) the one another
- * CPU gave it meanwhile; NULL when the table is full. */
-static __always_inline struct live_slot *claim(struct sock *sk, __u64 cookie,
-					       struct conn_key *key, struct conn_stats *fresh,
-					       int *mine)
-{
-	*mine = 0;
-	__u32 home_idx = home_index(sk);
-	struct live_slot *home = slot_at(home_idx);
-	if (!home) {
-		count(TM_TABLE_FULL);
-		return NULL;
-	}
-	/* A free home has an even generation and cookie 0. Taking it makes the generation odd;
-	 * the cookie, written last, makes it the socket's for every other event. */
-	__u32 gen = *(volatile __u32 *)&home->generation;
-	if (!(gen & 1) && __sync_val_compare_and_swap(&home->generation, gen, gen + 1) == gen) {
-		fill(home, home_idx, key, fresh);
-		barrier();
-		*(volatile __u64 *)&home->cookie = cookie;
-		*mine = 1;
-		return home;
-	}
-	__u64 holder = 0;
-#pragma clang loop unroll(disable)
-	for (int i = 0; i < FILL_WAIT; i++) {
-		holder = *(volatile __u64 *)&home->cookie;
-		if (holder)
-			break;
-	}
-	if (holder == cookie)
-		return home;
-	return claim_overflow(cookie, home, home_idx, key, fresh, mine);
-}
-
-/* Frees the slot of a closing socket, before its final record becomes visible. */
-static __always_inline void release(struct sock *sk, __u64 cookie, __u64 ref,
-				    struct live_slot *slot)
-{
-	if (is_home(ref)) {
-		*(volatile __u64 *)&slot->cookie = 0;
-		barrier();
-		*(volatile __u32 *)&slot->generation = slot->generation + 1;
-		return;
-	}
-	__u32 index = (__u32)ref;
-	struct live_slot *home = slot_at(home_index(sk));
-	if (bpf_map_delete_elem(&sock_overflow, &cookie) == 0 && home)
-		__sync_fetch_and_sub(&home->overflowed, 1);
-	barrier();
-	*(volatile __u32 *)&slot->generation = (__u32)(ref >> 32) + 1;
-	barrier();
-	push_free(index);
-}
-
-/* The socket's cookie: read in place once the kernel has given it one, which saves the
- * helper's call on every event; the helper gives the socket its cookie the first time. */
-static __always_inline __u64 cookie_of(struct sock *sk)
-{
-	__u64 cookie = sk->__sk_common.skc_cookie.counter;
-	return cookie ? cookie : bpf_get_socket_cookie(sk);
-}
-
-/* Whether the probes count this socket's traffic: TCP and UDP over IPv4 and IPv6. Checked
- * before anything else, so the many unix-socket events cost two loads. */
-static __always_inline int tracked(struct sock *sk)
-{
-	__u16 protocol = sk->sk_protocol;
-	__u16 family = sk->__sk_common.skc_family;
-	return (protocol == IPPROTO_TCP || protocol == IPPROTO_UDP) && (family == AF_INET || family == AF_INET6);
-}
-
-/* IPv4 or IPv6: all the steady path checks. The protocol lies in a line of the socket
- * that the receive path does not otherwise touch (docs/ARCHITECTURE.md#steady-path), and a
- * socket that has a slot was checked when it got one; read_key checks it for a new one. */
-static __always_inline int inet_family(struct sock *sk)
-{
-	__u16 family = sk->__sk_common.skc_family;
-	return family == AF_INET || family == AF_INET6;
-}
-
-/* The first send or receive seen on a socket that has no slot: it gets one. A call of its
- * own (a BPF-to-BPF call, JITed apart) rather than inlined, so that the steady path of
- * account() stays short and contiguous (docs/ARCHITECTURE.md#steady-path). */
-static __attribute__((noinline)) void first_event(struct sock *sk, __u64 cookie, int ret, int sent)
-{
-	struct conn_key key = {};
-	if (read_key(sk, &key))
-		return;
-	struct conn_stats fresh = {};
-	fresh.cgroup_id = socket_cgroup(sk, 1);
-	fresh.tgid = bpf_get_current_pid_tgid() >> 32;
-	fresh.cookie = cookie;
-	/* Only UDP keeps the time of its last event (user space ages idle UDP sockets out). */
-	if (key.protocol == IPPROTO_UDP)
-		fresh.last_ns = bpf_ktime_get_ns();
-	/* UDP has no handshake: a socket that sends first is the client, one that receives
-	 * first serves. A TCP connection first seen here was open before the probes. */
-	if (key.protocol == IPPROTO_UDP)
-		fresh.direction = sent ? DIR_OUTBOUND : DIR_INBOUND;
-	if (sent) {
-		fresh.bytes_sent = ret;
-		fresh.sends = 1;
-	} else {
-		fresh.bytes_received = ret;
-		fresh.recvs = 1;
-	}
-	if (key.protocol == IPPROTO_TCP && sk->__sk_common.skc_state == TCP_CLOSE) {
-		/* The socket closed already (data read after the peer's FIN, say): the bytes
-		 * still count, as a record of their own that is not a connection. */
-		struct record_spot spot;
-		if (open_record(&spot))
-			return;
-		spot.rec->key = key;
-		spot.rec->pad = 0;
-		spot.rec->stats = fresh;
-		spot.rec->stats.flags = FLAG_LATE;
-		close_record(&spot);
-		return;
-	}
-	int mine;
-	struct live_slot *slot = claim(sk, cookie, &key, &fresh, &mine);
-	if (slot && !mine)
-		add_bytes(slot, ret, sent);
-}
-
-/* Counts bytes of one send or receive on a socket. */
-static __always_inline void account(struct sock *sk, int ret, int sent)
-{
-	if (!sk) {
-		count(TM_NO_SOCKET);
-		return;
-	}
-	if (!inet_family(sk))
-		return;
-	__u64 cookie = cookie_of(sk);
-	__u64 ref;
-	/* The usual case: a connection seen before. */
-	struct live_slot *slot = find_slot(sk, cookie, &ref);
-	if (slot) {
-		add_bytes(slot, ret, sent);
-		if (slot->tgid == 0) {
-			slot->tgid = bpf_get_current_pid_tgid() >> 32;
-			if (slot->cgroup_id == 0)
-				slot->cgroup_id = socket_cgroup(sk, 1);
-		}
-		/* Only UDP needs the time of the last event (user space ages idle UDP
-		 * sockets out); TCP has a close event, so its sends skip the clock read. */
-		if (slot->protocol == IPPROTO_UDP)
-			slot->last_ns = bpf_ktime_get_ns();
-		return;
-	}
-	first_event(sk, cookie, ret, sent);
-}
-
-SEC("tp_btf/sock_send_length")
-int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
-{
-	if (ret <= 0)
+	struct tcp_counts now;
+	read_counts(tp, state, &now);
+	conn.base_sent = now.sent;
+	conn.base_received = now.received;
+	conn.base_retrans = now.retransmits;
+	/* Often in softirq context, where the current task is not the socket's owner. */
+	conn.cgroup_id = socket_cgroup(sk, 0);
+	conn.cookie = new_identity(sk);
+	conn.direction = direction;
+	conn.flags = flags;
+	if (bpf_map_update_elem(&tcp_conns, &id, &conn, update) == 0)
 		return 0;
-	account(sk, ret, 1);
-	return 0;
-}
-
-SEC("tp_btf/sock_recv_length")
-int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
-{
-	/* A peek leaves the data for the read that counts it. */
-	if (ret <= 0 || (flags & MSG_PEEK))
-		return 0;
-	account(sk, ret, 0);
-	return 0;
+	return -1;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -790,105 +375,237 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		count(TM_NO_SOCKET);
 		return 0;
 	}
-	if (sk->sk_protocol != IPPROTO_TCP || !tracked(sk))
+	if (sk->sk_protocol != IPPROTO_TCP)
 		return 0;
-	__u64 cookie = cookie_of(sk);
-	__u64 ref = 0;
-	struct live_slot *slot = find_slot(sk, cookie, &ref);
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return 0;
+	/* A plain load through the helper's typed pointer, not a probe read
+	 * (docs/ARCHITECTURE.md#hooks). */
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
+	if (!tp)
+		return 0;
+	__u64 id = socket_id(sk);
 
 	if (newstate == TCP_ESTABLISHED) {
-		__u8 direction = DIR_UNKNOWN, flags = 0;
-		if (oldstate == TCP_SYN_SENT) {
+		__u8 direction = DIR_UNKNOWN;
+		if (oldstate == TCP_SYN_SENT)
 			direction = DIR_OUTBOUND;
-			flags = FLAG_CONNECTED;
-		} else if (oldstate == TCP_SYN_RECV) {
+		else if (oldstate == TCP_SYN_RECV)
 			direction = DIR_INBOUND;
-			flags = FLAG_CONNECTED;
-		}
-		int mine = 0;
-		if (!slot) {
-			struct conn_key key = {};
-			if (read_key(sk, &key))
-				return 0;
-			struct conn_stats fresh = {};
-			fresh.direction = direction;
-			fresh.flags = flags;
-			/* Often in softirq context: the socket knows its cgroup, the current task
-			 * may not be its owner, so the tgid waits for the first send or receive. */
-			fresh.cgroup_id = socket_cgroup(sk, 0);
-			fresh.cookie = cookie;
-			slot = claim(sk, cookie, &key, &fresh, &mine);
-		}
-		if (slot && !mine) {
-			/* Bytes came first (a send racing the state change on another CPU). */
-			slot->direction = direction;
-			slot->flags |= flags;
-		}
+		/* The state changes after this probe returns, so no scrape saw this connection
+		 * yet: its entry is new, and replaces any left at the address. */
+		if (start_conn(sk, tp, oldstate, id, direction, direction ? FLAG_CONNECTED : 0, BPF_ANY))
+			count(TM_TABLE_FULL);
 		return 0;
 	}
 
 	/* newstate == TCP_CLOSE: the final record is written into the batch. */
+	struct tcp_conn *conn = bpf_map_lookup_elem(&tcp_conns, &id);
 	struct conn_key failed = {};
-	if (!slot && (oldstate != TCP_SYN_SENT || read_key(sk, &failed)))
+	if (!conn && (oldstate != TCP_SYN_SENT || read_key(sk, &failed)))
 		return 0;
 	struct record_spot spot;
 	if (open_record(&spot)) {
-		/* No spot for the record (not expected): the slot is freed all the same. */
-		if (slot)
-			release(sk, cookie, ref, slot);
+		/* No spot for the record (not expected): the entry goes all the same. */
+		if (conn)
+			bpf_map_delete_elem(&tcp_conns, &id);
 		return 0;
 	}
 	struct closed_conn *rec = spot.rec;
-	rec->pad = 0;
-	if (slot) {
-		/* The key the connection was first seen with: its identity for user space. */
-		rec->key = slot->key;
-		rec->stats.bytes_sent = slot->bytes_sent;
-		rec->stats.bytes_received = slot->bytes_received;
-		rec->stats.sends = slot->sends;
-		rec->stats.recvs = slot->recvs;
-		rec->stats.cgroup_id = slot->cgroup_id;
-		rec->stats.cookie = cookie;
-		rec->stats.last_ns = 0;
-		rec->stats.tgid = slot->tgid;
-		rec->stats.retransmits = slot->retransmits;
-		rec->stats.srtt_us = 0;
-		rec->stats.direction = slot->direction;
-		rec->stats.flags = slot->flags;
-		rec->stats.pad = 0;
-		release(sk, cookie, ref, slot);
+	if (conn) {
+		struct tcp_counts now;
+		read_counts(tp, oldstate, &now);
+		fill_record(rec, conn, &now);
+		rec->stats.srtt_us = tp->srtt_us >> 3;
+		bpf_map_delete_elem(&tcp_conns, &id);
 	} else {
 		/* A connect() that failed. */
 		rec->key = failed;
+		rec->pad = 0;
 		__builtin_memset(&rec->stats, 0, sizeof(rec->stats));
 		rec->stats.direction = DIR_OUTBOUND;
 		rec->stats.flags = FLAG_CONNECT_FAILED;
 		rec->stats.cgroup_id = socket_cgroup(sk, 0);
-		rec->stats.cookie = cookie;
+		rec->stats.cookie = new_identity(sk);
 	}
-	/* A plain load through the helper's typed pointer, not a probe read
-	 * (docs/ARCHITECTURE.md#hooks). */
-	struct tcp_sock *tp = bpf_skc_to_tcp_sock(sk);
-	if (tp)
-		rec->stats.srtt_us = tp->srtt_us >> 3;
 	close_record(&spot);
 	return 0;
 }
 
-SEC("tp_btf/tcp_retransmit_skb")
-int BPF_PROG(tcp_retransmit_skb, struct sock *sk)
+/* Every live TCP connection of the iterator's network namespace, as a record of what it
+ * counted since the probes first saw it, written for user space to read. A connection older
+ * than the probes gets its entry here, its counters as they are now for a base. The kernel
+ * runs this with the socket locked from 5.15 (and skips a socket unhashed meanwhile), so a
+ * close is seen either before or after, whole. */
+SEC("iter/tcp")
+int live_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	if (!skc)
+		return 0;
+	struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+	if (!tp)
+		return 0; /* a request or time-wait socket */
+	struct sock *sk = (struct sock *)tp;
+	int state = sk->__sk_common.skc_state;
+	if (state != TCP_ESTABLISHED && state != TCP_FIN_WAIT1 && state != TCP_FIN_WAIT2 &&
+	    state != TCP_CLOSE_WAIT && state != TCP_LAST_ACK && state != TCP_CLOSING)
+		return 0; /* listening, connecting or closed: not a connection */
+	__u64 id = socket_id(sk);
+	struct tcp_conn *conn = bpf_map_lookup_elem(&tcp_conns, &id);
+	if (!conn) {
+		if (start_conn(sk, tp, state, id, DIR_UNKNOWN, 0, BPF_NOEXIST) == 0)
+			count(TM_FIRST_SEEN_LIVE);
+		conn = bpf_map_lookup_elem(&tcp_conns, &id);
+		if (!conn) {
+			count(TM_TABLE_FULL);
+			return 0;
+		}
+	}
+	struct tcp_counts now;
+	read_counts(tp, state, &now);
+	struct closed_conn rec;
+	fill_record(&rec, conn, &now);
+	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
+	return 0;
+}
+
+/* ---- UDP ---- */
+
+/* Whether a `udp_socks` entry is this socket's, not one left by a socket that lived at the
+ * same address: by cookie where the probes can have every socket's, else by ports. */
+static __always_inline int same_udp_socket(struct closed_conn *entry, struct sock *sk)
+{
+	if (cookie_helper)
+		return entry->stats.cookie == cookie_of(sk);
+	return entry->key.sport == sk->__sk_common.skc_num &&
+	       entry->key.dport == __builtin_bswap16(sk->__sk_common.skc_dport);
+}
+
+/* Adds one send or receive to a UDP socket's entry; atomically, as another CPU may be
+ * adding too (an add without fetch: 5.10 has it). */
+static __always_inline void add_datagram(struct closed_conn *entry, int ret, int sent)
+{
+	if (sent) {
+		__sync_fetch_and_add(&entry->stats.bytes_sent, ret);
+		__sync_fetch_and_add(&entry->stats.sends, 1);
+	} else {
+		__sync_fetch_and_add(&entry->stats.bytes_received, ret);
+		__sync_fetch_and_add(&entry->stats.recvs, 1);
+	}
+	entry->stats.last_ns = bpf_ktime_get_ns();
+}
+
+/* The first datagram seen on a socket (or on a socket at the address of one whose entry
+ * was left): a new entry. A call of its own (a BPF-to-BPF call), so that the usual path of
+ * account_udp stays short. */
+static __attribute__((noinline)) void first_datagram(struct sock *sk, __u64 id, int stale, int ret,
+						    int sent)
+{
+	struct closed_conn fresh = {};
+	if (read_key(sk, &fresh.key))
+		return;
+	fresh.stats.cgroup_id = socket_cgroup(sk, 1);
+	fresh.stats.tgid = bpf_get_current_pid_tgid() >> 32;
+	fresh.stats.cookie = new_identity(sk);
+	fresh.stats.last_ns = bpf_ktime_get_ns();
+	/* UDP has no handshake: a socket that sends first is the client, one that receives
+	 * first serves. */
+	fresh.stats.direction = sent ? DIR_OUTBOUND : DIR_INBOUND;
+	if (sent) {
+		fresh.stats.bytes_sent = ret;
+		fresh.stats.sends = 1;
+	} else {
+		fresh.stats.bytes_received = ret;
+		fresh.stats.recvs = 1;
+	}
+	if (bpf_map_update_elem(&udp_socks, &id, &fresh, stale ? BPF_ANY : BPF_NOEXIST) == 0)
+		return;
+	/* Another CPU made the entry first: add to it. */
+	struct closed_conn *entry = bpf_map_lookup_elem(&udp_socks, &id);
+	if (entry)
+		add_datagram(entry, ret, sent);
+	else
+		count(TM_TABLE_FULL);
+}
+
+/* Counts one datagram sent or received on a socket: UDP over IPv4 or IPv6 only (the
+ * tracepoints fire for every socket; checked before anything else). */
+static __always_inline void account_udp(struct sock *sk, int ret, int sent)
 {
 	if (!sk) {
 		count(TM_NO_SOCKET);
-		return 0;
+		return;
 	}
-	__u64 ref;
-	struct live_slot *slot = find_slot(sk, cookie_of(sk), &ref);
-	/* A plain add, not an atomic one: the kernel retransmits with the socket locked, so a
-	 * socket's retransmits never run at once, and its close (which frees the slot) takes
-	 * the same lock. The store then completes while the program returns, instead of
-	 * stalling it until the slot's line is this CPU's own (docs/ARCHITECTURE.md#steady-path). */
-	if (slot)
-		slot->retransmits += 1;
+	if (sk->sk_protocol != IPPROTO_UDP)
+		return;
+	__u16 family = sk->__sk_common.skc_family;
+	if (family != AF_INET && family != AF_INET6)
+		return;
+	__u64 id = socket_id(sk);
+	struct closed_conn *entry = bpf_map_lookup_elem(&udp_socks, &id);
+	if (entry && same_udp_socket(entry, sk)) {
+		add_datagram(entry, ret, sent);
+		return;
+	}
+	first_datagram(sk, id, entry != NULL, ret, sent);
+}
+
+/* 6.3 and later: the socket layer's tracepoints. */
+SEC("tp_btf/sock_send_length")
+int BPF_PROG(sock_send_length, struct sock *sk, int ret, int flags)
+{
+	if (ret > 0)
+		account_udp(sk, ret, 1);
 	return 0;
 }
+
+SEC("tp_btf/sock_recv_length")
+int BPF_PROG(sock_recv_length, struct sock *sk, int ret, int flags)
+{
+	/* A peek leaves the data for the read that counts it. */
+	if (ret > 0 && !(flags & MSG_PEEK))
+		account_udp(sk, ret, 0);
+	return 0;
+}
+
+/* Before 6.3: on return from UDP's own send and receive calls, one program per function
+ * (a program attaches to one), and for receive the variant whose arguments the function
+ * has: 5.19 dropped `noblock`. User space tries the older first, which a newer kernel
+ * refuses, as the return value would be past its arguments (docs/ARCHITECTURE.md#hooks). */
+#define UDP_SEND_EXIT(name)                                                                  \
+	SEC("fexit")                                                                         \
+	int BPF_PROG(name, struct sock *sk, void *msg, __u64 len, int ret)                   \
+	{                                                                                    \
+		if (ret > 0)                                                                 \
+			account_udp(sk, ret, 1);                                             \
+		return 0;                                                                    \
+	}
+
+#define UDP_RECV_EXIT(name)                                                                  \
+	SEC("fexit")                                                                         \
+	int BPF_PROG(name, struct sock *sk, void *msg, __u64 len, int flags, int *addr_len,  \
+		     int ret)                                                                \
+	{                                                                                    \
+		if (ret > 0 && !(flags & MSG_PEEK))                                          \
+			account_udp(sk, ret, 0);                                             \
+		return 0;                                                                    \
+	}
+
+#define UDP_RECV_NOBLOCK_EXIT(name)                                                          \
+	SEC("fexit")                                                                         \
+	int BPF_PROG(name, struct sock *sk, void *msg, __u64 len, int noblock, int flags,    \
+		     int *addr_len, int ret)                                                 \
+	{                                                                                    \
+		if (ret > 0 && !(flags & MSG_PEEK))                                          \
+			account_udp(sk, ret, 0);                                             \
+		return 0;                                                                    \
+	}
+
+UDP_SEND_EXIT(udp_sendmsg_exit)
+UDP_SEND_EXIT(udpv6_sendmsg_exit)
+UDP_RECV_EXIT(udp_recvmsg_exit)
+UDP_RECV_EXIT(udpv6_recvmsg_exit)
+UDP_RECV_NOBLOCK_EXIT(udp_recvmsg_noblock_exit)
+UDP_RECV_NOBLOCK_EXIT(udpv6_recvmsg_noblock_exit)

@@ -1,7 +1,6 @@
 /* Records shared by the probes (conn.bpf.c) and user space (src/ebpf/conn.rs).
  * Change both together: aya checks the value size of the maps user space opens typed when
- * it loads them, and a unit test in conn.rs checks every layout, the live slot's among them
- * (docs/ARCHITECTURE.md#versions). */
+ * it loads them, and a unit test in conn.rs checks every layout (docs/ARCHITECTURE.md#versions). */
 #ifndef SONDE_CONN_H
 #define SONDE_CONN_H
 
@@ -27,16 +26,16 @@ enum conn_flags {
 /* Telemetry counters (per CPU), indexed by reason. */
 enum telemetry {
 	TM_NO_SOCKET = 0,      /* an event without a socket pointer */
-	TM_TABLE_FULL = 1,     /* the live table had no room for a new connection */
+	TM_TABLE_FULL = 1,     /* a live table (TCP or UDP) had no room for a new connection */
 	TM_RINGBUF_FULL = 2,   /* a full batch could not be announced (still readable from the map) */
 	TM_UNBATCHED_LOST = 3, /* a record sent alone could not be announced: lost */
 	TM_NESTED = 4,         /* closes that arrived while the CPU was appending (sent alone) */
-	TM_HOME_TAKEN = 5,     /* a socket given an overflow slot: another live socket held its home */
-	TM_SLOT_LEAKED = 6,    /* a freed slot the free ring could not take (contended): not reused */
-	TM_COUNT = 7,
+	TM_FIRST_SEEN_LIVE = 5, /* TCP connections older than the probes, first seen by the iterator */
+	TM_COUNT = 6,
 };
 
-/* One connection as the live table keys it. IPv4 addresses fill the first 4 bytes. */
+/* One connection as the live tables and records key it. IPv4 addresses fill the first 4
+ * bytes. */
 struct conn_key {
 	__u8 saddr[16];
 	__u8 daddr[16];
@@ -54,8 +53,8 @@ struct conn_stats {
 	__u64 sends;
 	__u64 recvs;
 	__u64 cgroup_id;
-	/* The socket's cookie: with the key, the identity of one connection (a socket that
-	 * connects again keeps its cookie, not its key). */
+	/* The connection's identity with the key: the socket's cookie where the kernel gives
+	 * one, else a number the probes drew when they first saw the socket (top bit set). */
 	__u64 cookie;
 	/* The last send or receive (UDP only: user space ages idle UDP sockets out). */
 	__u64 last_ns;
@@ -68,43 +67,28 @@ struct conn_stats {
 	__u16 pad;
 };
 
+/* A connection's record: a closed one's final figures (in a batch), a live TCP one's current
+ * figures (written by the TCP iterator), and a live UDP socket's entry in `udp_socks`. */
 struct closed_conn {
 	struct conn_key key;
 	__u32 pad;
 	struct conn_stats stats;
 };
 
-/* One slot of the live table: a connection's while `generation` is odd (and, in a home slot,
- * `cookie` is not 0), free while it is even. User space reads the slots through mmap and skips
- * a slot whose `generation` or `cookie` changed meanwhile. An overflow slot is named by a ref,
- * (generation << 32) | index; a home slot by its index alone.
- * Everything a send or receive on a known connection reads or writes lies in the first 64
- * bytes, one cache line (the slot is 64-byte aligned: the array's values are 128 bytes); the
- * second holds what only a new connection, a close and a scrape touch
- * (docs/ARCHITECTURE.md#live-slots). */
-struct live_slot {
-	__u32 generation;
-	__u32 tgid;
-	/* The socket's cookie (unique for the host's uptime): whose slot it is. */
+/* A live TCP connection in `tcp_conns`: what its socket cannot tell at close or at a scrape.
+ * Its byte counts are the kernel's own (tcp_sock), taken relative to `base_*`, their values
+ * when the probes first saw the connection (docs/ARCHITECTURE.md#tcp-from-the-kernels-counters). */
+struct tcp_conn {
+	struct conn_key key;
+	__u32 base_retrans;
+	__u64 cgroup_id;
 	__u64 cookie;
-	__u64 bytes_sent;
-	__u64 bytes_received;
-	__u64 sends;
-	__u64 recvs;
-	__u64 last_ns;
-	__u8 protocol; /* the key's, here in the first line */
+	__u64 base_sent;
+	__u64 base_received;
+	__u32 tgid;
 	__u8 direction;
 	__u8 flags;
-	__u8 pad;
-	__u32 retransmits;
-	struct conn_key key;
-	/* Sockets of this home that hold an overflow slot (kept across the home's owners). */
-	__u32 overflowed;
-	/* The socket's home (its own index in a home slot): user space, which does not know the
-	 * socket's address, counts a freed overflow slot off its home's `overflowed` by it. */
-	__u32 home;
-	__u32 pad2;
-	__u64 cgroup_id;
+	__u16 pad;
 };
 
 struct batch {

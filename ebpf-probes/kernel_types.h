@@ -41,6 +41,8 @@ struct sock_common {
 	struct in6_addr skc_v6_daddr;
 	struct in6_addr skc_v6_rcv_saddr;
 	atomic64_t skc_cookie;
+	/* The sk_flags of struct sock (a define for this field). */
+	unsigned long skc_flags;
 };
 
 struct kernfs_node {
@@ -51,8 +53,14 @@ struct cgroup {
 	struct kernfs_node *kn;
 };
 
+/* From 5.15 on (commit 8520e224f547); before, the cgroup pointer was `val` itself, unless
+ * its lowest bit said the word held net_cls/net_prio data instead. */
 struct sock_cgroup_data {
 	struct cgroup *cgroup;
+};
+
+struct sock_cgroup_data___old {
+	__u64 val;
 };
 
 struct sock {
@@ -61,14 +69,39 @@ struct sock {
 	struct sock_cgroup_data sk_cgrp_data;
 };
 
+struct sock___old {
+	struct sock_cgroup_data___old sk_cgrp_data;
+};
+
 struct inet_sock {
 	__be16 inet_sport;
 };
 
+/* The kernel's own per-connection counters (bytes_acked and bytes_received from 4.1,
+ * total_retrans long before). */
 struct tcp_sock {
 	__u32 srtt_us;
+	__u32 snd_una;
+	__u32 write_seq;
+	__u32 total_retrans;
+	__u64 bytes_received;
+	__u64 bytes_acked;
 };
 
 #pragma clang attribute pop
+
+/* The BPF iterator over TCP sockets (5.9): one call per socket of the iterator's network
+ * namespace. Its context is an ABI of fixed offsets (each pointer in a 64-bit slot), so it
+ * takes no relocation. */
+struct seq_file;
+
+struct bpf_iter_meta {
+	struct seq_file *seq;
+} __attribute__((aligned(8)));
+
+struct bpf_iter__tcp {
+	struct bpf_iter_meta *meta;
+	struct sock_common *sk_common;
+} __attribute__((aligned(8)));
 
 #endif

@@ -14,6 +14,7 @@ pub mod gateway;
 pub mod identity;
 pub mod kubelet;
 pub mod logging;
+pub mod netns;
 pub mod paths;
 pub mod scrape;
 pub mod self_metrics;

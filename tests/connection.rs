@@ -339,15 +339,13 @@ fn an_idle_udp_socket_leaves_the_live_table_and_its_next_datagrams_count_once() 
 }
 
 #[test]
-fn slots_that_sonde_frees_are_taken_again_by_the_probes() {
+fn udp_entries_that_sonde_deletes_make_room_for_new_sockets() {
     if !privileged() {
         return;
     }
-    // 1,024 homes, 1,024 overflow slots and 2,400 client sockets, 400 at a time: by the last
-    // rounds, new sockets find slots only because sonde gave the idle ones back (homes freed
-    // in place, overflow slots through the free ring the probes pop from); had sonde kept
-    // them, new sockets would find their homes held, fill the overflow slots and count
-    // losses.
+    // A UDP table of 1,024 entries and 2,400 client sockets, 400 at a time: by the last
+    // rounds, new sockets find room only because sonde deleted the idle ones; had it kept
+    // them, the table would fill and count losses.
     const ROUNDS: usize = 6;
     const CLIENTS: usize = 400;
     let sonde = start_sonde(&["--connection.max-live=1024", "--connection.udp-idle=1s"]);
@@ -388,11 +386,6 @@ fn slots_that_sonde_frees_are_taken_again_by_the_probes() {
         "{closed} idle UDP sockets freed\n{text}"
     );
     assert_eq!(sum(&text, "sonde_ebpf_events_lost_total", &[]), 0.0, "{text}");
-    assert_eq!(
-        sum(&text, "sonde_ebpf_events_total", &[("event", "slot_leaked")]),
-        0.0,
-        "{text}"
-    );
     assert_exact_udp(&sonde, port, requests, answers);
 }
 
@@ -559,17 +552,13 @@ fn serve_churn(listener: TcpListener, n: u32) -> JoinHandle<()> {
 }
 
 #[test]
-fn sockets_whose_home_is_held_take_an_overflow_slot_and_count_exactly() {
+fn held_connections_stay_exact_through_a_churn_that_passes_the_table_many_times() {
     if !privileged() {
         return;
     }
-    // 1,024 homes (and as many overflow slots). 550 connections held open are 1,100 live
-    // sockets, so at least 76 of them found their home held, however their
-    // addresses fell, and took an overflow slot. Short connections then pass through homes
-    // and overflow slots alike while those stay.
-    const HOMES: u32 = 1_024;
-    const HELD: u32 = 550;
-    assert_eq!(sonde::ebpf::loader::home_slots(1024), HOMES);
+    // A TCP table of 1,024 entries: 400 connections held open are 800 live sockets, and
+    // 2,000 short connections then pass through the 224 entries left, five times over.
+    const HELD: u32 = 400;
     assert!(
         raise_fd_limit() > u64::from(4 * HELD),
         "this test holds {} sockets open",
@@ -582,13 +571,6 @@ fn sockets_whose_home_is_held_take_an_overflow_slot_and_count_exactly() {
     let (held, open) = clients(held_port, HELD, 1, false, true);
     server.join().expect("server");
     assert_exact_tcp(&sonde, held_port, HELD, held, HELD);
-    let text = scrape(&sonde);
-    let taken = sum(&text, "sonde_ebpf_events_total", &[("event", "home_taken")]);
-    assert!(
-        taken >= f64::from(2 * HELD - HOMES),
-        "{} sockets live in {HOMES} homes, only {taken} took an overflow slot\n{text}",
-        2 * HELD
-    );
 
     const CHURN: u32 = 2_000;
     let (listener, port) = listener();
@@ -603,6 +585,66 @@ fn sockets_whose_home_is_held_take_an_overflow_slot_and_count_exactly() {
     drop(open);
     kept.lock().expect("kept").clear();
     assert_exact_tcp(&sonde, held_port, HELD, held, 0);
+}
+
+#[test]
+fn a_connection_older_than_sonde_counts_from_its_first_scrape() {
+    if !privileged() {
+        return;
+    }
+    // Bytes exchanged before sonde starts are not sonde's to count; those after are, exactly,
+    // both while the connection is open and once it closed.
+    let (listener, port) = listener();
+    let mut client = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).expect("connect");
+    let (mut server, _) = listener.accept().expect("accept");
+    let mut buf = vec![0u8; 1 << 16];
+    let exchange = |client: &mut TcpStream, server: &mut TcpStream, out: usize, back: usize, buf: &mut [u8]| {
+        client.write_all(&buf[..out]).expect("client writes");
+        server.read_exact(&mut buf[..out]).expect("server reads");
+        server.write_all(&buf[..back]).expect("server writes");
+        client.read_exact(&mut buf[..back]).expect("client reads");
+    };
+    exchange(&mut client, &mut server, 50_000, 20_000, &mut buf);
+    let sonde = start_sonde(&[]);
+    let before = scrape(&sonde); // the first scrape: the connection's counters are its base
+    for side in ["outbound", "inbound"] {
+        let labels = [("port", port.to_string()), ("direction", side.to_owned())];
+        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        assert_eq!(sum(&before, "sonde_tcp_bytes_sent_total", &labels), 0.0, "{before}");
+    }
+    exchange(&mut client, &mut server, 3_000, 7_000, &mut buf);
+    let port_label = port.to_string();
+    let out = [("port", port_label.as_str()), ("direction", "outbound")];
+    let back = [("port", port_label.as_str()), ("direction", "inbound")];
+    // Sent bytes count once the peer acknowledged them, which a delayed ACK may hold back a
+    // few tens of milliseconds.
+    let text = scrape_until(&sonde, "the bytes after the first scrape", |t| {
+        sum(t, "sonde_tcp_bytes_sent_total", &back) >= 7_000.0 && sum(t, "sonde_tcp_bytes_sent_total", &out) >= 3_000.0
+    });
+    assert_eq!(sum(&text, "sonde_tcp_bytes_sent_total", &out), 3_000.0, "{text}");
+    assert_eq!(sum(&text, "sonde_tcp_bytes_received_total", &out), 7_000.0, "{text}");
+    assert_eq!(sum(&text, "sonde_tcp_bytes_sent_total", &back), 7_000.0, "{text}");
+    assert_eq!(sum(&text, "sonde_tcp_bytes_received_total", &back), 3_000.0, "{text}");
+    // Not made while sonde ran: no connect counted.
+    assert_eq!(sum(&text, "sonde_tcp_connects_total", &out), 0.0, "{text}");
+    assert_eq!(sum(&text, "sonde_tcp_active_connections", &out), 1.0, "{text}");
+    assert!(
+        sum(&text, "sonde_ebpf_events_total", &[("event", "first_seen_live")]) >= 2.0,
+        "{text}"
+    );
+
+    exchange(&mut client, &mut server, 11, 13, &mut buf);
+    drop(client);
+    let mut rest = Vec::new();
+    server.read_to_end(&mut rest).expect("the client's close");
+    drop(server);
+    let text = scrape_until(&sonde, "the connection closed on both sides", |t| {
+        sum(t, "sonde_tcp_active_connections", &out) == 0.0 && sum(t, "sonde_tcp_active_connections", &back) == 0.0
+    });
+    assert_eq!(sum(&text, "sonde_tcp_bytes_sent_total", &out), 3_011.0, "{text}");
+    assert_eq!(sum(&text, "sonde_tcp_bytes_received_total", &out), 7_013.0, "{text}");
+    assert_eq!(sum(&text, "sonde_tcp_bytes_sent_total", &back), 7_013.0, "{text}");
+    assert_eq!(sum(&text, "sonde_tcp_bytes_received_total", &back), 3_011.0, "{text}");
 }
 
 #[test]
@@ -739,67 +781,77 @@ fn without_btf_only_the_connection_collector_fails_and_says_why() {
     );
 }
 
-/// The probes' programs with `sock_send_length` pointed at a tracepoint no kernel has.
-fn programs_with_a_missing_tracepoint(required: bool) -> Vec<sonde::ebpf::loader::Program> {
-    use sonde::ebpf::loader::{PROGRAMS, Program};
-    PROGRAMS
+/// The probes' needs with the TCP state changes' tracepoint replaced by one no kernel has,
+/// the need itself required or not.
+fn needs_with_a_missing_tracepoint(required: bool) -> Vec<sonde::ebpf::loader::Need> {
+    use sonde::ebpf::loader::{Hook, NEEDS, Need, Program};
+    const MISSING: &[&[Program]] = &[&[Program {
+        program: "inet_sock_set_state",
+        hook: Hook::TracePoint("sock/sonde_test_no_such_tracepoint"),
+    }]];
+    NEEDS
         .iter()
-        .map(|p| match p.program {
-            "sock_send_length" => Program {
-                tracepoint: "sock/sonde_test_no_such_tracepoint",
+        .map(|n| match n.what {
+            "TCP state changes" => Need {
                 required,
-                ..*p
+                ways: MISSING,
+                ..*n
             },
-            _ => *p,
+            _ => *n,
         })
         .collect()
 }
 
 #[test]
-fn a_missing_required_tracepoint_fails_the_load_and_names_it() {
+fn a_missing_required_hook_fails_the_load_and_names_it() {
     if !privileged() {
         return;
     }
     use sonde::ebpf::loader::{LoadError, Options, load_with};
     let options = Options {
-        programs: programs_with_a_missing_tracepoint(true),
+        needs: needs_with_a_missing_tracepoint(true),
         ..Options::new(1024)
     };
     match load_with(&options) {
-        Err(e @ LoadError::MissingTracepoints(_)) => {
+        Err(e @ LoadError::MissingHooks(_)) => {
             let reason = e.to_string();
             assert!(
-                reason.contains("sock/sonde_test_no_such_tracepoint") && !reason.contains("sock_recv_length"),
+                reason.contains("TCP state changes: tp_btf/sonde_test_no_such_tracepoint") && !reason.contains("UDP"),
                 "{reason}"
             );
         }
-        Err(e) => panic!("expected the missing tracepoint to be named, got: {e}"),
-        Ok(_) => panic!("the probes loaded without a required tracepoint"),
+        Err(e) => panic!("expected the missing hook to be named, got: {e}"),
+        Ok(_) => panic!("the probes loaded without a required hook"),
     }
 }
 
 #[test]
-fn a_missing_optional_tracepoint_is_reported_and_the_rest_attach() {
+fn a_missing_optional_hook_is_reported_and_the_rest_attach() {
     if !privileged() {
         return;
     }
     use sonde::ebpf::loader::{Options, load_with};
     let options = Options {
-        programs: programs_with_a_missing_tracepoint(false),
+        needs: needs_with_a_missing_tracepoint(false),
         ..Options::new(1024)
     };
     let probes = load_with(&options).expect("the other programs load");
+    let attached: Vec<String> = probes
+        .attached
+        .iter()
+        .map(|p| format!("{}={}", p.program, p.hook))
+        .collect();
     assert_eq!(
-        probes.attached,
+        attached,
         [
-            "sock/sock_recv_length",
-            "sock/inet_sock_set_state",
-            "tcp/tcp_retransmit_skb"
+            "live_tcp=iter/tcp",
+            "sock_send_length=tp_btf/sock_send_length",
+            "sock_recv_length=tp_btf/sock_recv_length"
         ]
     );
     assert_eq!(probes.missing.len(), 1, "{:?}", probes.missing);
     assert!(
-        probes.missing[0].starts_with("sock/sonde_test_no_such_tracepoint"),
+        probes.missing[0].starts_with("TCP state changes: tp_btf/sonde_test_no_such_tracepoint"),
         "{:?}",
         probes.missing
     );

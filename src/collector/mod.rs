@@ -23,8 +23,8 @@ pub use self::switches::CollectorSwitches;
 use crate::cgroup::CgroupError;
 use crate::docker::settings::DockerConfig;
 use crate::ebpf::batch::BatchError;
+use crate::ebpf::live::LiveError;
 use crate::ebpf::loader::LoadError;
-use crate::ebpf::table::TableError;
 use crate::exposition::family::Family;
 use crate::gateway::GatewayConfig;
 use crate::kubelet::settings::KubeletConfig;
@@ -116,8 +116,8 @@ pub enum CollectError {
     Probes(Arc<LoadError>),
     #[error(transparent)]
     Drain(#[from] BatchError),
-    #[error("reading the live-connection table: {0}")]
-    LiveTable(#[source] TableError),
+    #[error("reading the live connections: {0}")]
+    Live(#[source] LiveError),
     #[error("Docker engine at {host}: {reason}")]
     DockerEngine { host: String, reason: String },
     #[error(transparent)]

@@ -22,17 +22,16 @@ pub const DIR_OUTBOUND: u8 = 1;
 pub const DIR_INBOUND: u8 = 2;
 
 /// The kernel's telemetry counters, by index, with the `reason` label each one gets.
-pub const TELEMETRY_REASONS: [&str; 7] = [
+pub const TELEMETRY_REASONS: [&str; 6] = [
     "no_socket",
     "live_table_full",
     "ring_buffer_full",
     "unbatched_lost",
     "nested_close",
-    "home_taken",
-    "slot_leaked",
+    "first_seen_live",
 ];
 /// Which telemetry counters are losses (the others are informational).
-pub const TELEMETRY_IS_LOSS: [bool; 7] = [true, true, false, true, false, false, false];
+pub const TELEMETRY_IS_LOSS: [bool; 6] = [true, true, false, true, false, false];
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
@@ -75,52 +74,16 @@ pub struct ClosedConn {
     pub stats: ConnStats,
 }
 
-/// One slot of the live table (`struct live_slot`): a connection's while `generation` is odd.
-/// The first 64 bytes hold what every send and receive touches, so that is one cache line.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct LiveSlot {
-    pub generation: u32,
-    pub tgid: u32,
-    /// The socket's cookie: whose slot it is.
-    pub cookie: u64,
-    pub bytes_sent: u64,
-    pub bytes_received: u64,
-    pub sends: u64,
-    pub recvs: u64,
-    pub last_ns: u64,
-    pub protocol: u8,
-    pub direction: u8,
-    pub flags: u8,
-    pub pad: u8,
-    pub retransmits: u32,
-    pub key: ConnKey,
-    /// Sockets of this home that hold an overflow slot.
-    pub overflowed: u32,
-    /// The socket's home, named by the socket's address, which only the probes know.
-    pub home: u32,
-    pub pad2: u32,
-    pub cgroup_id: u64,
-}
-
-impl LiveSlot {
-    /// The slot's counters as a closed record carries them (no RTT: it is read at close).
-    pub fn stats(&self) -> ConnStats {
-        ConnStats {
-            bytes_sent: self.bytes_sent,
-            bytes_received: self.bytes_received,
-            sends: self.sends,
-            recvs: self.recvs,
-            cgroup_id: self.cgroup_id,
-            cookie: self.cookie,
-            last_ns: self.last_ns,
-            tgid: self.tgid,
-            retransmits: self.retransmits,
-            srtt_us: 0,
-            direction: self.direction,
-            flags: self.flags,
-            pad: 0,
+impl ClosedConn {
+    /// The record at the start of `bytes` (as the TCP iterator writes them), if it is long
+    /// enough.
+    pub fn from_bytes(bytes: &[u8]) -> Option<ClosedConn> {
+        if bytes.len() < std::mem::size_of::<ClosedConn>() {
+            return None;
         }
+        // SAFETY: the length is checked above, `ClosedConn` is plain old data (every bit
+        // pattern is valid) and read_unaligned has no alignment requirement.
+        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ClosedConn>()) })
     }
 }
 
@@ -161,6 +124,7 @@ impl Batch {
 // fields, so every bit pattern is a valid value; this is what aya's maps require.
 unsafe impl aya::Pod for ConnKey {}
 unsafe impl aya::Pod for ConnStats {}
+unsafe impl aya::Pod for ClosedConn {}
 unsafe impl aya::Pod for Batch {}
 
 impl ConnKey {
@@ -194,12 +158,8 @@ mod tests {
         assert_eq!(std::mem::size_of::<ConnKey>(), 44);
         assert_eq!(std::mem::size_of::<ConnStats>(), 72);
         assert_eq!(std::mem::size_of::<ClosedConn>(), 120);
-        assert_eq!(std::mem::size_of::<LiveSlot>(), 128);
-        assert_eq!(std::mem::offset_of!(LiveSlot, generation), 0);
-        assert_eq!(std::mem::offset_of!(LiveSlot, retransmits), 60);
-        assert_eq!(std::mem::offset_of!(LiveSlot, key), 64);
-        assert_eq!(std::mem::offset_of!(LiveSlot, overflowed), 108);
-        assert_eq!(std::mem::offset_of!(LiveSlot, home), 112);
+        assert_eq!(std::mem::offset_of!(ClosedConn, stats), 48);
+        assert_eq!(std::mem::offset_of!(ConnStats, retransmits), 60);
         assert_eq!(std::mem::size_of::<Batch>(), 16 + BATCH_RECORDS * 120);
     }
 
@@ -212,6 +172,7 @@ mod tests {
         assert_eq!(batch.records_from(0).len(), BATCH_RECORDS);
         assert!(batch.records_from(BATCH_RECORDS + 1).is_empty());
         assert!(Batch::from_bytes(&[0; 10]).is_none());
+        assert!(ClosedConn::from_bytes(&[0; 119]).is_none());
     }
 
     #[test]

@@ -2,49 +2,128 @@
 
 use std::path::{Path, PathBuf};
 
-use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray, RingBuf};
-use aya::programs::BtfTracePoint;
+use std::os::fd::AsFd;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, FExit, Iter};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::batch::{BatchError, BatchSource};
 use super::conn::{BATCH_SLOTS, Batch};
-use super::table::{LiveMaps, LiveTable};
+use super::live::{TcpIterator, UdpTable};
 
 /// The compiled probes (`ebpf-probes/`, rebuilt and checked by `scripts/test`).
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/ebpf-probes/conn.bpf.o"));
 
-/// A program of the object and the tracepoint (`category/name`) it attaches to.
-#[derive(Debug, Clone, Copy)]
-pub struct Program {
-    pub program: &'static str,
-    pub tracepoint: &'static str,
-    /// Whether the collector cannot work without it.
-    pub required: bool,
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hook {
+    /// A BTF-typed raw tracepoint, `category/name`.
+    TracePoint(&'static str),
+    /// The return of a kernel function (fexit), by the function's name.
+    FExit(&'static str),
+    /// A BPF iterator, by its target (`tcp`).
+    Iter(&'static str),
 }
 
-/// Every program of the probes.
-pub const PROGRAMS: [Program; 4] = [
+impl std::fmt::Display for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Hook::TracePoint(tp) => write!(f, "tp_btf/{}", tp.rsplit('/').next().unwrap_or(tp)),
+            Hook::FExit(function) => write!(f, "fexit/{function}"),
+            Hook::Iter(target) => write!(f, "iter/{target}"),
+        }
+    }
+}
+
+/// A program of the object and where it attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Program {
+    pub program: &'static str,
+    pub hook: Hook,
+}
+
+const fn tracepoint(program: &'static str, tracepoint: &'static str) -> Program {
     Program {
-        program: "sock_send_length",
-        tracepoint: "sock/sock_send_length",
+        program,
+        hook: Hook::TracePoint(tracepoint),
+    }
+}
+
+const fn fexit(program: &'static str, function: &'static str) -> Program {
+    Program {
+        program,
+        hook: Hook::FExit(function),
+    }
+}
+
+/// Something the collector needs from the kernel, and the ways to get it: the first way
+/// whose programs all attach is the one that runs (docs/ARCHITECTURE.md#hooks).
+#[derive(Debug, Clone, Copy)]
+pub struct Need {
+    pub what: &'static str,
+    /// Whether the collector cannot work without it (else it works without these figures).
+    pub required: bool,
+    pub ways: &'static [&'static [Program]],
+}
+
+/// Everything the probes hook, best way first.
+pub const NEEDS: [Need; 4] = [
+    Need {
+        what: "TCP state changes",
         required: true,
+        ways: &[&[tracepoint("inet_sock_set_state", "sock/inet_sock_set_state")]],
     },
-    Program {
-        program: "sock_recv_length",
-        tracepoint: "sock/sock_recv_length",
+    Need {
+        what: "live TCP connections",
         required: true,
+        ways: &[&[Program {
+            program: "live_tcp",
+            hook: Hook::Iter("tcp"),
+        }]],
     },
-    Program {
-        program: "inet_sock_set_state",
-        tracepoint: "sock/inet_sock_set_state",
-        required: true,
-    },
-    Program {
-        program: "tcp_retransmit_skb",
-        tracepoint: "tcp/tcp_retransmit_skb",
+    Need {
+        what: "UDP sends",
         required: false,
+        ways: &[
+            &[tracepoint("sock_send_length", "sock/sock_send_length")],
+            &[
+                fexit("udp_sendmsg_exit", "udp_sendmsg"),
+                fexit("udpv6_sendmsg_exit", "udpv6_sendmsg"),
+            ],
+        ],
+    },
+    Need {
+        what: "UDP receives",
+        required: false,
+        ways: &[
+            &[tracepoint("sock_recv_length", "sock/sock_recv_length")],
+            // Before 5.19 the functions had a `noblock` argument; a later kernel refuses this
+            // variant, which reads the return value past its arguments.
+            &[
+                fexit("udp_recvmsg_noblock_exit", "udp_recvmsg"),
+                fexit("udpv6_recvmsg_noblock_exit", "udpv6_recvmsg"),
+            ],
+            &[
+                fexit("udp_recvmsg_exit", "udp_recvmsg"),
+                fexit("udpv6_recvmsg_exit", "udpv6_recvmsg"),
+            ],
+        ],
     },
 ];
+
+/// Every program of the object, once, in the order of [`NEEDS`].
+pub fn all_programs() -> Vec<Program> {
+    let mut all: Vec<Program> = Vec::new();
+    for need in &NEEDS {
+        for program in need.ways.iter().flat_map(|way| way.iter()) {
+            if !all.iter().any(|p| p.program == program.program) {
+                all.push(*program);
+            }
+        }
+    }
+    all
+}
 
 /// Where the kernel's BTF is, under the host's sysfs.
 pub const BTF_UNDER_SYSFS: &str = "kernel/btf/vmlinux";
@@ -52,11 +131,11 @@ pub const BTF_UNDER_SYSFS: &str = "kernel/btf/vmlinux";
 /// What to load and where the kernel's BTF is.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// Entries of the live-connection table.
+    /// Entries of each live table (TCP connections, UDP sockets).
     pub max_live: u32,
     /// The kernel's BTF (`<sysfs>/kernel/btf/vmlinux`).
     pub btf: PathBuf,
-    pub programs: Vec<Program>,
+    pub needs: Vec<Need>,
 }
 
 impl Options {
@@ -70,7 +149,7 @@ impl Options {
         Self {
             max_live,
             btf: sysfs.join(BTF_UNDER_SYSFS),
-            programs: PROGRAMS.to_vec(),
+            needs: NEEDS.to_vec(),
         }
     }
 }
@@ -85,8 +164,10 @@ pub enum LoadError {
     Cpus(String),
     #[error("loading the probes: {0} (needs CAP_BPF and CAP_PERFMON, or root)")]
     Load(String),
-    #[error("the kernel lacks tracepoints the probes need: {0}")]
-    MissingTracepoints(String),
+    #[error("the kernel lacks hooks the probes need: {0}")]
+    MissingHooks(String),
+    #[error("{0}")]
+    Live(#[from] super::live::LiveError),
     #[error("map {0} is missing from the probes' object")]
     MissingMap(&'static str),
     #[error("map {name}: {reason}")]
@@ -96,14 +177,15 @@ pub enum LoadError {
 /// The loaded and attached probes. Dropping it detaches them.
 pub struct Probes {
     pub ebpf: Ebpf,
-    pub live: LiveTable,
+    pub tcp: TcpIterator,
+    pub udp: UdpTable,
     pub batches: Array<MapData, Batch>,
     pub ring: RingBuf<MapData>,
     pub telemetry: PerCpuArray<MapData, u64>,
     /// Possible CPU ids, each with a ring of batch slots.
     pub cpus: Vec<u32>,
-    /// What was attached, and what the kernel lacked (optional programs only).
-    pub attached: Vec<&'static str>,
+    /// The programs attached, and what the kernel lacked (optional needs only), with why.
+    pub attached: Vec<Program>,
     pub missing: Vec<String>,
 }
 
@@ -155,12 +237,18 @@ fn tracepoint_listed(tracepoint: &str) -> Option<bool> {
     events.is_dir().then(|| events.join(tracepoint).is_dir())
 }
 
-/// Loads the probes with a live table of `max_live` entries and attaches every program.
+/// Loads the probes with live tables of `max_live` entries and attaches every need.
 pub fn load(max_live: u32) -> Result<Probes, LoadError> {
     load_with(&Options::new(max_live))
 }
 
-/// Loads the probes and attaches the programs the options name.
+/// Whether tracing programs may call bpf_get_socket_cookie: from 5.12 (commit c5dbb89fc2ac).
+fn tracing_has_cookie_helper() -> bool {
+    aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 12, 0))
+}
+
+/// Loads the probes and attaches, for each need the options name, the first way the kernel
+/// takes.
 pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     if !options.btf.exists() {
         return Err(LoadError::NoBtf(options.btf.clone()));
@@ -175,18 +263,12 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let tracefs = ensure_tracefs();
     let nr_cpus = aya::util::nr_cpus().map_err(|(path, e)| LoadError::Cpus(format!("{path}: {e}")))?;
     let nr_cpus = u32::try_from(nr_cpus).map_err(|e| LoadError::Cpus(e.to_string()))?;
-    let homes = home_slots(options.max_live);
-    let home_mask = u64::from(homes - 1);
-    let ring_len = free_ring_size(options.max_live);
-    let ring_mask = u64::from(ring_len - 1);
-    let ring_shift = ring_len.trailing_zeros();
+    let cookie_helper = u8::from(tracing_has_cookie_helper());
+    let max_live = options.max_live.max(1);
     let mut ebpf = EbpfLoader::new()
-        .override_global("home_mask", &home_mask, true)
-        .override_global("ring_mask", &ring_mask, true)
-        .override_global("ring_shift", &ring_shift, true)
-        .map_max_entries("slots", homes.saturating_add(options.max_live))
-        .map_max_entries("free_ring", ring_len)
-        .map_max_entries("sock_overflow", options.max_live)
+        .override_global("cookie_helper", &cookie_helper, true)
+        .map_max_entries("tcp_conns", max_live)
+        .map_max_entries("udp_socks", max_live)
         .map_max_entries("batches", nr_cpus * BATCH_SLOTS)
         .load(PROBES)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
@@ -194,67 +276,41 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let mut attached = Vec::new();
     let mut missing = Vec::new();
     let mut required_missing = Vec::new();
-    for &Program {
-        program,
-        tracepoint,
-        required,
-    } in &options.programs
-    {
-        let name = tracepoint.rsplit('/').next().unwrap_or(tracepoint);
-        let outcome = (|| {
-            let prog: &mut BtfTracePoint = ebpf
-                .program_mut(program)
-                .ok_or_else(|| "not in the object".to_owned())?
-                .try_into()
-                .map_err(|e: aya::programs::ProgramError| e.to_string())?;
-            prog.load(name, &btf).map_err(|e| error_chain(&e))?;
-            prog.attach().map_err(|e| error_chain(&e))?;
-            Ok::<(), String>(())
-        })();
-        match outcome {
-            Ok(()) => attached.push(tracepoint),
+    for need in &options.needs {
+        let mut tried = Vec::new();
+        let way = need.ways.iter().find(|way| match attach_all(&mut ebpf, &btf, way) {
+            Ok(()) => true,
             Err(reason) => {
-                let reason = match tracepoint_listed(tracepoint) {
-                    Some(false) => format!("{tracepoint} (not in this kernel)"),
-                    _ => format!("{tracepoint} ({reason})"),
-                };
-                if required {
-                    required_missing.push(reason);
-                } else {
-                    missing.push(reason);
-                }
+                tried.push(reason);
+                false
             }
+        });
+        match way {
+            Some(way) => attached.extend_from_slice(way),
+            None if need.required => required_missing.push(format!("{}: {}", need.what, tried.join("; "))),
+            None => missing.push(format!("{}: {}", need.what, tried.join("; "))),
         }
     }
     if !required_missing.is_empty() {
-        return Err(LoadError::MissingTracepoints(required_missing.join(", ")));
+        return Err(LoadError::MissingHooks(required_missing.join(", ")));
     }
     if let Err(reason) = tracefs {
         missing.push(format!("tracefs ({reason}; tracepoints attached through BTF)"));
     }
 
+    let tcp = {
+        let iter: &mut Iter = program(&mut ebpf, "live_tcp")?;
+        let fd = iter.fd().map_err(|e| LoadError::Load(error_chain(&e)))?;
+        TcpIterator::new(fd.as_fd())?
+    };
     let batches = Array::try_from(take(&mut ebpf, "batches")?).map_err(|e| map_error("batches", e))?;
-    let used = Array::try_from(take(&mut ebpf, "slots_used")?).map_err(|e| map_error("slots_used", e))?;
-    let overflow = HashMap::try_from(take(&mut ebpf, "sock_overflow")?).map_err(|e| map_error("sock_overflow", e))?;
-    let live = LiveTable::new(LiveMaps {
-        slots: array_data(&mut ebpf, "slots")?,
-        homes,
-        overflow_slots: options.max_live,
-        used,
-        free_ring: array_data(&mut ebpf, "free_ring")?,
-        free_ring_len: ring_len,
-        free_ring_positions: array_data(&mut ebpf, "free_ring_pos")?,
-        overflow,
-    })
-    .map_err(|e| LoadError::Map {
-        name: "live table",
-        reason: e.to_string(),
-    })?;
+    let udp = UdpTable::new(HashMap::try_from(take(&mut ebpf, "udp_socks")?).map_err(|e| map_error("udp_socks", e))?);
     let ring = RingBuf::try_from(take(&mut ebpf, "full_batches")?).map_err(|e| map_error("full_batches", e))?;
     let telemetry = PerCpuArray::try_from(take(&mut ebpf, "telemetry")?).map_err(|e| map_error("telemetry", e))?;
     Ok(Probes {
         ebpf,
-        live,
+        tcp,
+        udp,
         batches,
         ring,
         telemetry,
@@ -264,33 +320,61 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     })
 }
 
-/// Home slots of the live table: a power of two, at least the table's size. Homes are named
-/// by the socket's address, which falls much as a random hash would, so some live sockets
-/// share one; the share that takes an overflow slot (and pays a hash lookup per event) is
-/// about half the table's load: 0.8% with 1,000 live sockets in 65,536 homes, 7% with
-/// 10,000, 30% with 50,000 (measured: ~400 of 1,100 in 1,024 homes, where a random hash
-/// gives 426). The overflow slots after the homes are as many as the table's size, so every
-/// socket finds a slot until that many are live, however their homes fall.
-pub fn home_slots(max_live: u32) -> u32 {
-    max_live.clamp(1, 1 << 29).next_power_of_two()
+/// The program of the object named `name`, as its kind.
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    ebpf.program_mut(name)
+        .ok_or_else(|| LoadError::Load(format!("program {name} is not in the object")))?
+        .try_into()
+        .map_err(|e: aya::programs::ProgramError| LoadError::Load(format!("program {name}: {e}")))
 }
 
-/// Cells of the ring of free slots: a power of two, twice what holds every overflow slot of
-/// the live table, so that a push never reaches a cell whose pop is still under way on
-/// another CPU.
-pub fn free_ring_size(max_live: u32) -> u32 {
-    max_live.clamp(1, 1 << 29).next_power_of_two() * 2
-}
-
-/// An array map's own data, for mapping it into this process.
-fn array_data(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, LoadError> {
-    match take(ebpf, name)? {
-        Map::Array(data) => Ok(data),
-        _ => Err(LoadError::Map {
-            name,
-            reason: "not an array".into(),
-        }),
+/// Loads and attaches every program of one way; on a failure, unloads those of the way that
+/// did load (so that the next way can take the same hooks) and says which failed and why.
+fn attach_all(ebpf: &mut Ebpf, btf: &Btf, way: &[Program]) -> Result<(), String> {
+    for (i, p) in way.iter().enumerate() {
+        if let Err(reason) = attach_one(ebpf, btf, p) {
+            for done in &way[..=i] {
+                // One that did not load has nothing to undo.
+                let _ = match ebpf.program_mut(done.program) {
+                    Some(aya::programs::Program::BtfTracePoint(p)) => p.unload(),
+                    Some(aya::programs::Program::FExit(p)) => p.unload(),
+                    Some(aya::programs::Program::Iter(p)) => p.unload(),
+                    _ => Ok(()),
+                };
+            }
+            return Err(reason);
+        }
     }
+    Ok(())
+}
+
+fn attach_one(ebpf: &mut Ebpf, btf: &Btf, p: &Program) -> Result<(), String> {
+    let fail = |reason: String| match p.hook {
+        Hook::TracePoint(tp) if tracepoint_listed(tp) == Some(false) => format!("{} (not in this kernel)", p.hook),
+        _ => format!("{} ({reason})", p.hook),
+    };
+    match p.hook {
+        Hook::TracePoint(tp) => {
+            let prog: &mut BtfTracePoint = program(ebpf, p.program).map_err(|e| fail(e.to_string()))?;
+            let name = tp.rsplit('/').next().unwrap_or(tp);
+            prog.load(name, btf).map_err(|e| fail(error_chain(&e)))?;
+            prog.attach().map_err(|e| fail(error_chain(&e)))?;
+        }
+        Hook::FExit(function) => {
+            let prog: &mut FExit = program(ebpf, p.program).map_err(|e| fail(e.to_string()))?;
+            prog.load(function, btf).map_err(|e| fail(error_chain(&e)))?;
+            prog.attach().map_err(|e| fail(error_chain(&e)))?;
+        }
+        // Linked by the TCP iterator itself (crate::ebpf::live), which makes its iterators.
+        Hook::Iter(target) => {
+            let prog: &mut Iter = program(ebpf, p.program).map_err(|e| fail(e.to_string()))?;
+            prog.load(target, btf).map_err(|e| fail(error_chain(&e)))?;
+        }
+    }
+    Ok(())
 }
 
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
@@ -318,19 +402,22 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{free_ring_size, home_slots};
+    use super::{Hook, NEEDS, all_programs};
 
     #[test]
-    fn homes_are_a_power_of_two_at_least_the_live_table() {
-        assert_eq!(home_slots(65_536), 65_536);
-        assert_eq!(home_slots(3_000), 4_096);
-        assert_eq!(home_slots(1), 1);
-        assert_eq!(home_slots(u32::MAX), 1 << 29);
-    }
-
-    #[test]
-    fn the_free_ring_holds_every_overflow_slot_twice() {
-        assert_eq!(free_ring_size(65_536), 131_072);
-        assert_eq!(free_ring_size(3_000), 8_192);
+    fn every_program_is_named_once_and_each_need_has_a_way() {
+        let all = all_programs();
+        assert_eq!(all.len(), 9);
+        assert!(
+            NEEDS
+                .iter()
+                .all(|n| !n.ways.is_empty() && n.ways.iter().all(|w| !w.is_empty()))
+        );
+        assert_eq!(
+            Hook::TracePoint("sock/sock_send_length").to_string(),
+            "tp_btf/sock_send_length"
+        );
+        assert_eq!(Hook::FExit("udp_recvmsg").to_string(), "fexit/udp_recvmsg");
+        assert_eq!(Hook::Iter("tcp").to_string(), "iter/tcp");
     }
 }

@@ -1,8 +1,7 @@
-//! The kernel side's user half: loading the probes, the per-CPU batch drain, the records.
+//! The kernel side's user half: loading the probes, the per-CPU batch drain, the live
+//! connections (the TCP iterator and the UDP table), the records.
 
 pub mod batch;
 pub mod conn;
-pub mod free_ring;
+pub mod live;
 pub mod loader;
-pub mod mapped;
-pub mod table;

@@ -8,15 +8,13 @@
 //! holds any more are dropped by [`NetnsHandles::prune_vanished`].
 
 use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::os::fd::AsRawFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use super::netlink::RouteSocket;
+use crate::netns::{self, inode_of};
 use crate::sync;
 
 /// A namespace that could not be found or entered is not tried again for this long: a scan
@@ -80,17 +78,12 @@ pub struct NetnsHandles {
     ticks: AtomicU64,
 }
 
-/// The inode of the namespace a path holds.
-fn inode_of(path: &Path) -> Option<u64> {
-    std::fs::metadata(path).ok().map(|m| m.ino())
-}
-
 impl NetnsHandles {
     /// `procfs` is where the processes' namespaces are read, `named` the directory of named
     /// namespaces (`/run/netns`); at most `capacity` sockets are kept.
     pub fn new(procfs: &Path, named: &Path, capacity: usize) -> Self {
         Self {
-            own: inode_of(Path::new("/proc/self/ns/net")).map_or(0, |i| i as u32),
+            own: netns::own_inode() as u32,
             procfs: procfs.to_owned(),
             named: named.to_owned(),
             capacity: capacity.max(1),
@@ -177,33 +170,14 @@ impl NetnsHandles {
         dropped
     }
 
-    /// Paths that may hold a namespace: named ones first (cheap), then every process's.
-    fn candidates(&self) -> impl Iterator<Item = PathBuf> + '_ {
-        let named = std::fs::read_dir(&self.named)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .map(|entry| entry.path());
-        let processes = std::fs::read_dir(&self.procfs)
-            .into_iter()
-            .flatten()
-            .filter_map(Result::ok)
-            .filter(|entry| {
-                entry
-                    .file_name()
-                    .to_str()
-                    .is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
-            })
-            .map(|entry| entry.path().join("ns/net"));
-        named.chain(processes)
-    }
-
     fn find(&self, inode: u32) -> Option<PathBuf> {
-        self.candidates().find(|path| inode_of(path) == Some(u64::from(inode)))
+        netns::candidates(&self.procfs, &self.named).find(|path| inode_of(path) == Some(u64::from(inode)))
     }
 
     fn live_inodes(&self) -> HashSet<u64> {
-        self.candidates().filter_map(|path| inode_of(&path)).collect()
+        netns::candidates(&self.procfs, &self.named)
+            .filter_map(|path| inode_of(&path))
+            .collect()
     }
 }
 
@@ -215,19 +189,14 @@ fn open_in(path: &Path, inode: u32) -> Result<RouteSocket, NetnsError> {
         path: path.to_owned(),
         source,
     };
-    let file = File::open(path).map_err(enter)?;
-    // The process may have gone and its pid been reused between the search and the open.
-    if file.metadata().map_err(enter)?.ino() != u64::from(inode) {
+    let Some(file) = netns::open(path, u64::from(inode)).map_err(enter)? else {
         return Err(NetnsError::NotFound(inode));
-    }
+    };
     std::thread::scope(|scope| {
         let spawned = std::thread::Builder::new()
             .name("sonde-netns".into())
             .spawn_scoped(scope, || {
-                // SAFETY: a valid namespace fd; setns changes only this thread's namespace.
-                if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                    return Err(enter(std::io::Error::last_os_error()));
-                }
+                netns::enter(&file).map_err(enter)?;
                 RouteSocket::open().map_err(|source| NetnsError::Socket { inode, source })
             })
             .map_err(enter)?;

@@ -2,12 +2,13 @@
 //! kernel by the probes in `ebpf-probes/`.
 //!
 //! Each scrape, in [`LoadedProbes::collect`]: **drain** — take the full batches the ring buffer
-//! announced, every CPU's partial batch (`BatchReader::read_all`) and the live table;
+//! announced, every CPU's partial batch (`BatchReader::read_all`), the live TCP connections
+//! (the probes' iterator, in every network namespace) and the live UDP sockets;
 //! **enrich** — each connection the tracker has not seen yet gets the gateway, interface and
 //! subnet it leaves its network namespace through ([`LoadedProbes::route`], `crate::gateway`);
 //! **series** — totals of closed connections plus values of live ones become families.
-//! When the probes cannot load (no privileges, no BTF, missing tracepoints) every
-//! collection fails with the reason, and the rest of sonde is unaffected.
+//! When the probes cannot load (no privileges, no BTF, missing hooks) every collection fails
+//! with the reason, and the rest of sonde is unaffected.
 
 pub mod series;
 mod settings;
@@ -27,12 +28,12 @@ use self::tracker::Tracker;
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
 use crate::ebpf::conn::{Batch, ClosedConn, ConnKey, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS};
-use crate::ebpf::loader::{self, MapBatches};
-use crate::ebpf::table::{LiveEntry, LiveTable};
+use crate::ebpf::live::{TcpIterator, UdpTable};
+use crate::ebpf::loader::{self, MapBatches, Program};
 use crate::exposition::family::{self, FamilyBuilder};
 use crate::gateway::{GatewayLookup, Via};
 use crate::identity::cgroup_ids::{CgroupNames, InodePaths, SourceNames};
-use crate::sync;
+use crate::{netns, sync};
 
 /// How often full batches are taken from the ring buffer between scrapes.
 const RING_DRAIN_EVERY: Duration = Duration::from_millis(100);
@@ -47,6 +48,9 @@ struct ProbesOnDemand {
     config: ConnectionConfig,
     /// The host's sysfs, where the kernel's BTF is.
     sysfs: PathBuf,
+    /// Where network namespaces are found: processes' (`<procfs>/<pid>/ns/net`) and named
+    /// ones.
+    namespaces: Namespaces,
     names: Arc<dyn CgroupNames>,
     gateway: Option<Arc<GatewayLookup>>,
     loaded: OnceLock<Result<Arc<LoadedProbes>, Arc<loader::LoadError>>>,
@@ -56,8 +60,14 @@ impl ProbesOnDemand {
     fn loaded(&self) -> Result<Arc<LoadedProbes>, CollectError> {
         self.loaded
             .get_or_init(|| {
-                let probes =
-                    LoadedProbes::load(&self.config, &self.sysfs, self.names.clone(), self.gateway.clone()).map(Arc::new);
+                let probes = LoadedProbes::load(
+                    &self.config,
+                    &self.sysfs,
+                    self.namespaces.clone(),
+                    self.names.clone(),
+                    self.gateway.clone(),
+                )
+                .map(Arc::new);
                 if let Ok(probes) = &probes {
                     LoadedProbes::spawn_ring_drain(probes);
                 }
@@ -71,10 +81,20 @@ impl ProbesOnDemand {
     }
 }
 
+/// Where network namespaces are found.
+#[derive(Clone)]
+struct Namespaces {
+    procfs: PathBuf,
+    named: PathBuf,
+}
+
 /// The loaded probes and everything user space keeps about them.
 struct LoadedProbes {
     reader: BatchReader<MapBatches>,
     state: Mutex<TrackingState>,
+    namespaces: Namespaces,
+    /// The programs attached, for `sonde_ebpf_attached`.
+    attached: Vec<Program>,
     names: Arc<dyn CgroupNames>,
     /// Labels connections with their gateway (`--no-gateway`: none).
     gateway: Option<Arc<GatewayLookup>>,
@@ -86,12 +106,16 @@ struct LoadedProbes {
 struct TrackingState {
     tracker: Tracker,
     ring: RingBuf<MapData>,
-    live: LiveTable,
+    tcp: TcpIterator,
+    udp: UdpTable,
     telemetry: PerCpuArray<MapData, u64>,
-    /// Ring buffer items too short to be a batch.
+    /// Ring buffer items too short to be a batch (and iterator output that made no record).
     malformed: u64,
     /// UDP sockets taken as closed after `--connection.udp-idle`.
     udp_idle_closed: u64,
+    /// Namespaces the last scrape's TCP walk covered, and walks of a namespace that failed.
+    namespaces_walked: usize,
+    namespace_failures: u64,
 }
 
 impl ConnectionCollector {
@@ -100,6 +124,10 @@ impl ConnectionCollector {
             inner: Arc::new(ProbesOnDemand {
                 config: config.connection.clone(),
                 sysfs: config.paths.sysfs.clone(),
+                namespaces: Namespaces {
+                    procfs: config.paths.procfs.clone(),
+                    named: config.paths.rootfs.join("run/netns"),
+                },
                 names: Arc::new(SourceNames::filtered(
                     InodePaths::new(&config.paths.sysfs),
                     sources.metadata.clone(),
@@ -132,13 +160,19 @@ impl LoadedProbes {
     fn load(
         config: &ConnectionConfig,
         sysfs: &Path,
+        namespaces: Namespaces,
         names: Arc<dyn CgroupNames>,
         gateway: Option<Arc<GatewayLookup>>,
     ) -> Result<Self, loader::LoadError> {
         let probes = loader::load_with(&loader::Options::under_sysfs(config.max_live, sysfs))?;
+        let attached: Vec<String> = probes
+            .attached
+            .iter()
+            .map(|p| format!("{}={}", p.program, p.hook))
+            .collect();
         tracing::info!(
             collector = "connection",
-            attached = probes.attached.join(","),
+            attached = attached.join(","),
             lacking = probes.missing.join("; "),
             cpus = probes.cpus.len(),
             "eBPF probes attached"
@@ -155,11 +189,16 @@ impl LoadedProbes {
             state: Mutex::new(TrackingState {
                 tracker: Tracker::new(policy),
                 ring: probes.ring,
-                live: probes.live,
+                tcp: probes.tcp,
+                udp: probes.udp,
                 telemetry: probes.telemetry,
                 malformed: 0,
                 udp_idle_closed: 0,
+                namespaces_walked: 0,
+                namespace_failures: 0,
             }),
+            namespaces,
+            attached: probes.attached,
             names,
             gateway,
             udp_idle: config.udp_idle,
@@ -229,46 +268,27 @@ impl LoadedProbes {
         }
         drained?;
 
-        // The live table; idle UDP entries leave it as if closed.
-        let now_ns = monotonic_ns();
-        let udp_idle_ns = u64::try_from(self.udp_idle.as_nanos()).unwrap_or(u64::MAX);
-        let mut live = Vec::with_capacity(state.tracker.live_len() + 1024);
-        state.live.read_all(&mut live).map_err(CollectError::LiveTable)?;
-        let idle =
-            |e: &LiveEntry| e.key.protocol == IPPROTO_UDP && now_ns.saturating_sub(e.stats.last_ns) > udp_idle_ns;
-        let idle_udp: Vec<LiveEntry> = live.iter().filter(|e| idle(e)).copied().collect();
-        if !idle_udp.is_empty() {
-            live.retain(|e| !idle(e));
+        // Live UDP sockets; idle ones leave the table as if closed.
+        let mut live: Vec<(ConnKey, crate::ebpf::conn::ConnStats)> =
+            Vec::with_capacity(state.tracker.live_len() + 1024);
+        self.read_udp(state, &mut live)?;
+        // Live TCP connections, from the iterator in every network namespace.
+        let namespaces: Vec<(u64, PathBuf)> = netns::all(&self.namespaces.procfs, &self.namespaces.named)
+            .into_iter()
+            .collect();
+        let walk = state.tcp.walk(&namespaces).map_err(CollectError::Live)?;
+        state.namespaces_walked = walk.namespaces;
+        state.malformed += walk.malformed as u64;
+        for (inode, error) in &walk.failures {
+            state.namespace_failures += 1;
+            tracing::debug!(collector = "connection", netns = inode, %error, "TCP iterator not run in a namespace");
         }
-        for entry in idle_udp {
-            match state.live.free(&entry) {
-                // The slot changed meanwhile: it stays in the live view.
-                Ok(false) => {
-                    live.push(entry);
-                    continue;
-                }
-                Ok(true) => {}
-                // Freed but not queued again: the slot is lost to the table, the
-                // connection's counts are not.
-                Err(e) => tracing::warn!(collector = "connection", error = %e, "idle UDP slot not given back"),
-            }
-            state.udp_idle_closed += 1;
-            state.tracker.closed(
-                &ClosedConn {
-                    key: entry.key,
-                    pad: 0,
-                    stats: entry.stats,
-                },
-                &|key| self.route(key),
-            );
-        }
+        live.extend(walk.connections.iter().map(|c| (c.key, c.stats)));
         let live_entries = live.len();
         let read_live_done = Instant::now();
         state
             .tracker
-            .live_snapshot(live.into_iter().map(|e| (e.key, e.stats)), Instant::now(), &|key| {
-                self.route(key)
-            });
+            .live_snapshot(live, Instant::now(), &|key| self.route(key));
         if let Some(gateway) = &self.gateway {
             gateway.maintain(); // the enrichment's caches: namespaces that went away
         }
@@ -287,6 +307,36 @@ impl LoadedProbes {
             "connection scrape phases"
         );
         Ok(families)
+    }
+
+    /// The UDP table's live sockets into `live`; a socket idle for `--connection.udp-idle`
+    /// leaves the table as if closed (UDP has no close event).
+    fn read_udp(
+        &self,
+        state: &mut TrackingState,
+        live: &mut Vec<(ConnKey, crate::ebpf::conn::ConnStats)>,
+    ) -> Result<(), CollectError> {
+        let now_ns = monotonic_ns();
+        let udp_idle_ns = u64::try_from(self.udp_idle.as_nanos()).unwrap_or(u64::MAX);
+        let mut entries = Vec::new();
+        state.udp.read_all(&mut entries).map_err(CollectError::Live)?;
+        for (socket, entry) in entries {
+            let idle = now_ns.saturating_sub(entry.stats.last_ns) > udp_idle_ns;
+            if idle {
+                match state.udp.remove_if_unchanged(socket, &entry) {
+                    Ok(true) => {
+                        state.udp_idle_closed += 1;
+                        state.tracker.closed(&entry, &|key| self.route(key));
+                        continue;
+                    }
+                    // A datagram came meanwhile: still live.
+                    Ok(false) => {}
+                    Err(e) => tracing::warn!(collector = "connection", error = %e, "idle UDP entry not deleted"),
+                }
+            }
+            live.push((entry.key, entry.stats));
+        }
+        Ok(())
     }
 
     fn series_families(&self, tracker: &Tracker) -> Vec<MetricFamily> {
@@ -417,18 +467,50 @@ impl LoadedProbes {
         .with_sample(&[], state.tracker.folded as f64);
         let live = FamilyBuilder::gauge(
             "sonde_connection_live_entries",
-            "Entries in the probes' live-connection table at this scrape",
+            "Live connections read at this scrape: TCP ones from the iterator, UDP sockets from the probes' table",
         )
         .with_sample(&[], live_entries as f64);
+        let walked = FamilyBuilder::gauge(
+            "sonde_connection_namespaces_walked",
+            "Network namespaces whose TCP connections this scrape read",
+        )
+        .with_sample(&[], state.namespaces_walked as f64);
+        let walk_failures = FamilyBuilder::counter(
+            "sonde_connection_namespace_walk_failures_total",
+            "Network namespaces whose TCP connections a scrape could not read (gone meanwhile, or not enterable)",
+        )
+        .with_sample(&[], state.namespace_failures as f64);
+        let mut attached = FamilyBuilder::gauge(
+            "sonde_ebpf_attached",
+            "Whether each program of the probes is attached (1) or not (0: this kernel takes another way, or none)",
+        );
+        for program in loader::all_programs() {
+            let on = self.attached.contains(&program);
+            attached.sample(
+                &[("program", program.program), ("hook", &program.hook.to_string())],
+                f64::from(u8::from(on)),
+            );
+        }
         let udp_idle = FamilyBuilder::counter(
             "sonde_connection_udp_idle_closed_total",
             "UDP sockets taken as closed after --connection.udp-idle without a datagram (UDP has no close event)",
         )
         .with_sample(&[], state.udp_idle_closed as f64);
-        let mut families: Vec<MetricFamily> = [lost, events, batches, duration, folded, live, udp_idle]
-            .into_iter()
-            .filter_map(FamilyBuilder::build)
-            .collect();
+        let mut families: Vec<MetricFamily> = [
+            lost,
+            events,
+            batches,
+            duration,
+            folded,
+            live,
+            udp_idle,
+            walked,
+            walk_failures,
+            attached,
+        ]
+        .into_iter()
+        .filter_map(FamilyBuilder::build)
+        .collect();
         if let Some(gateway) = &self.gateway {
             families.extend(gateway.families());
         }
