@@ -1,0 +1,150 @@
+//! The few system calls std has no wrapper for: a new network namespace with its loopback
+//! up, a classic BPF socket filter that drops marked TCP segments, and `TCP_INFO`.
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+/// `SO_ATTACH_FILTER` and `SO_DETACH_FILTER` (asm-generic/socket.h; x86 uses these values).
+/// The libc crate does not export them for Linux.
+const SO_ATTACH_FILTER: libc::c_int = 26;
+const SO_DETACH_FILTER: libc::c_int = 27;
+
+/// Classic BPF opcodes (linux/bpf_common.h, linux/filter.h).
+const BPF_LD: u16 = 0x00;
+const BPF_ALU: u16 = 0x04;
+const BPF_JMP: u16 = 0x05;
+const BPF_RET: u16 = 0x06;
+const BPF_MISC: u16 = 0x07;
+const BPF_W: u16 = 0x00;
+const BPF_B: u16 = 0x10;
+const BPF_ABS: u16 = 0x20;
+const BPF_IND: u16 = 0x40;
+const BPF_LEN: u16 = 0x80;
+const BPF_AND: u16 = 0x50;
+const BPF_RSH: u16 = 0x70;
+const BPF_JEQ: u16 = 0x10;
+const BPF_JGT: u16 = 0x20;
+const BPF_K: u16 = 0x00;
+const BPF_X: u16 = 0x08;
+const BPF_TAX: u16 = 0x00;
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Moves the calling thread (only it: a network namespace is per task) into a new network
+/// namespace and brings its `lo` up. Sockets made by this thread, or by threads it spawns
+/// afterwards, live in that namespace; a socket keeps its namespace wherever it is used.
+pub fn enter_new_netns() -> io::Result<()> {
+    // SAFETY: unshare takes flags only.
+    check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
+    // `ip link set lo up` by ioctl: read the flags, add IFF_UP. (Until lo is up it has no
+    // 127.0.0.1, so the socket for the ioctl is left unbound.)
+    // SAFETY: plain socket(2); the descriptor is owned at once.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    check(fd)?;
+    // SAFETY: fd is a fresh descriptor nobody else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in req.ifr_name.iter_mut().zip(b"lo") {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write an ifreq we own.
+    unsafe {
+        check(libc::ioctl(fd.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req))?;
+        req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short;
+        check(libc::ioctl(fd.as_raw_fd(), libc::SIOCSIFFLAGS, &req))?;
+    }
+    Ok(())
+}
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// Attaches to `sock` (a TCP socket) a classic BPF filter that drops every incoming segment
+/// whose payload starts with `marker`; segments without payload (ACKs, FIN) and all others
+/// pass. TCP runs a socket's filter on each segment it receives (`tcp_filter`), with the
+/// packet starting at the TCP header, so a dropped segment is one the sender must
+/// retransmit.
+pub fn drop_segments_starting_with(sock: &TcpStream, marker: u8) -> io::Result<()> {
+    let mut code = [
+        insn(BPF_LD | BPF_B | BPF_ABS, 0, 0, 12),    // A = byte 12: data offset << 4
+        insn(BPF_ALU | BPF_RSH | BPF_K, 0, 0, 2),    //
+        insn(BPF_ALU | BPF_AND | BPF_K, 0, 0, 0x3c), // A = TCP header length in bytes
+        insn(BPF_MISC | BPF_TAX, 0, 0, 0),           // X = A
+        insn(BPF_LD | BPF_W | BPF_LEN, 0, 0, 0),     // A = segment length
+        insn(BPF_JMP | BPF_JGT | BPF_X, 0, 3, 0),    // no payload: accept
+        insn(BPF_LD | BPF_B | BPF_IND, 0, 0, 0),     // A = first payload byte
+        insn(BPF_JMP | BPF_JEQ | BPF_K, 0, 1, u32::from(marker)), // marked: drop, else accept
+        insn(BPF_RET | BPF_K, 0, 0, 0),              // drop
+        insn(BPF_RET | BPF_K, 0, 0, u32::MAX),       // accept, untrimmed
+    ];
+    let program = libc::sock_fprog {
+        len: code.len() as u16,
+        filter: code.as_mut_ptr(),
+    };
+    // SAFETY: the kernel copies the program during the call; `code` outlives it.
+    check(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_ATTACH_FILTER,
+            (&program as *const libc::sock_fprog).cast(),
+            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+        )
+    })
+}
+
+/// Detaches the filter of [`drop_segments_starting_with`].
+pub fn detach_filter(sock: &TcpStream) -> io::Result<()> {
+    let unused: libc::c_int = 0;
+    // SAFETY: SO_DETACH_FILTER ignores its value; we pass a valid int anyway.
+    check(unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_DETACH_FILTER,
+            (&unused as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+}
+
+/// Sets `TCP_MAXSEG` on a listener: the MSS its connections announce and use.
+pub fn set_maxseg(listener: &std::net::TcpListener, mss: libc::c_int) -> io::Result<()> {
+    // SAFETY: an int option, passed by pointer and size.
+    check(unsafe {
+        libc::setsockopt(
+            listener.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&mss as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    })
+}
+
+/// The socket's `tcpi_total_retrans`: segments it retransmitted over its life.
+pub fn total_retrans(sock: &TcpStream) -> io::Result<u32> {
+    // SAFETY: tcp_info is plain data; all zeroes is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `info`.
+    check(unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    })?;
+    Ok(info.tcpi_total_retrans)
+}
