@@ -426,15 +426,22 @@ fn tcp_netns(ctx: &Ctx) -> Outcome {
     let (n, a, b, kept) = (6, 10_000, 4_000, 3);
     let port = ctx.port()?;
     let before = ctx.scrape()?;
-    // A thread of its own enters the namespace; the sockets keep it when it ends.
-    let pairs = thread::spawn(move || {
-        sys::enter_new_netns().map_err(io_err("new network namespace"))?;
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).map_err(io_err("bind"))?;
-        exchange(listener, port, n, a, b)
-    })
-    .join()
-    .map_err(|_| "the namespace thread panicked".to_owned())??;
-    tcp_with_kept(ctx, port, &before, pairs, a as u64, b as u64, kept).map(|d| d + ", in a new network namespace")
+    // A process of its own holds the namespace (as a container's do); a thread enters it and
+    // makes the sockets, which live there wherever they are used.
+    let holder = sys::NetnsHolder::spawn().map_err(io_err("new network namespace"))?;
+    let pairs = thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                holder.enter().map_err(io_err("entering the namespace"))?;
+                let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, port)).map_err(io_err("bind"))?;
+                exchange(listener, port, n, a, b)
+            })
+            .join()
+            .map_err(|_| "the namespace thread panicked".to_owned())?
+    })?;
+    let outcome = tcp_with_kept(ctx, port, &before, pairs, a as u64, b as u64, kept);
+    drop(holder);
+    outcome.map(|d| d + ", in a network namespace another process holds")
 }
 
 /// 20 datagrams each way between two UDP sockets, of distinct known sizes.

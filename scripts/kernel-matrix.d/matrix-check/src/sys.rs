@@ -37,10 +37,81 @@ fn check(ret: libc::c_int) -> io::Result<()> {
     }
 }
 
-/// Moves the calling thread (only it: a network namespace is per task) into a new network
-/// namespace and brings its `lo` up. Sockets made by this thread, or by threads it spawns
-/// afterwards, live in that namespace; a socket keeps its namespace wherever it is used.
-pub fn enter_new_netns() -> io::Result<()> {
+/// A new network namespace with its `lo` up, held by a child process of its own, as a
+/// container's namespace is held by its processes: sonde finds namespaces through the
+/// processes that hold them (`/proc/<pid>/ns/net`) and names under `/run/netns`, not through
+/// the sockets in them. The child waits until the holder is dropped.
+pub struct NetnsHolder {
+    pid: libc::pid_t,
+    /// Closed on drop: the child's read returns and it exits.
+    release: Option<OwnedFd>,
+}
+
+impl NetnsHolder {
+    pub fn spawn() -> io::Result<Self> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array.
+        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+        // SAFETY: fresh descriptors nobody else owns.
+        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        // SAFETY: the child calls only async-signal-safe functions (unshare, socket, ioctl,
+        // close, read, _exit) before it exits, as a fork of a threaded process must.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            drop(write_end);
+            let status = match new_netns_with_lo_up() {
+                Ok(()) => {
+                    let mut byte = 0u8;
+                    // SAFETY: reads into one byte we own; returns at EOF, when the parent
+                    // drops the holder (or dies).
+                    unsafe { libc::read(read_end.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
+                    0
+                }
+                Err(_) => 1,
+            };
+            // SAFETY: ends the child without running the parent's destructors or atexit.
+            unsafe { libc::_exit(status) };
+        }
+        drop(read_end);
+        let holder = Self {
+            pid,
+            release: Some(write_end),
+        };
+        // Until the child is in its namespace, its /proc entry shows the parent's.
+        let own = std::fs::metadata("/proc/self/ns/net")?;
+        let path = format!("/proc/{pid}/ns/net");
+        for _ in 0..500 {
+            use std::os::unix::fs::MetadataExt;
+            if std::fs::metadata(&path)?.ino() != own.ino() {
+                return Ok(holder);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        Err(io::Error::other("the namespace's process did not make it in 5 s"))
+    }
+
+    /// Moves the calling thread (only it: a network namespace is per task) into the
+    /// namespace. Sockets it makes afterwards live there.
+    pub fn enter(&self) -> io::Result<()> {
+        let file = std::fs::File::open(format!("/proc/{}/ns/net", self.pid))?;
+        // SAFETY: a valid namespace descriptor; setns changes only this thread.
+        check(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) })
+    }
+}
+
+impl Drop for NetnsHolder {
+    fn drop(&mut self) {
+        drop(self.release.take());
+        // SAFETY: waits for our own child; the status is not needed.
+        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+    }
+}
+
+/// Moves the calling task into a new network namespace and brings its `lo` up.
+fn new_netns_with_lo_up() -> io::Result<()> {
     // SAFETY: unshare takes flags only.
     check(unsafe { libc::unshare(libc::CLONE_NEWNET) })?;
     // `ip link set lo up` by ioctl: read the flags, add IFF_UP. (Until lo is up it has no
