@@ -247,6 +247,31 @@ fn tracing_has_cookie_helper() -> bool {
     aya::util::KernelVersion::current().is_ok_and(|v| v >= aya::util::KernelVersion::new(5, 12, 0))
 }
 
+/// Before 5.11 the kernel charges BPF maps to RLIMIT_MEMLOCK, often 64 KiB (a container's
+/// default); the probes' maps take tens of MiB. Lifts the limit as far as the process may
+/// (no limit with CAP_SYS_RESOURCE, else up to the hard limit); a later kernel charges
+/// maps to the memory cgroup instead, and this changes nothing there.
+fn raise_memlock_limit() {
+    let unlimited = libc::rlimit {
+        rlim_cur: libc::RLIM_INFINITY,
+        rlim_max: libc::RLIM_INFINITY,
+    };
+    // SAFETY: setrlimit and getrlimit read and write an rlimit we own.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) == 0 {
+            return;
+        }
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        if libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) == 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_MEMLOCK, &limit);
+        }
+    }
+}
+
 /// Loads the probes and attaches, for each need the options name, the first way the kernel
 /// takes.
 pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
@@ -263,6 +288,7 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let tracefs = ensure_tracefs();
     let nr_cpus = aya::util::nr_cpus().map_err(|(path, e)| LoadError::Cpus(format!("{path}: {e}")))?;
     let nr_cpus = u32::try_from(nr_cpus).map_err(|e| LoadError::Cpus(e.to_string()))?;
+    raise_memlock_limit();
     let cookie_helper = u8::from(tracing_has_cookie_helper());
     let max_live = options.max_live.max(1);
     let mut ebpf = EbpfLoader::new()
