@@ -28,7 +28,7 @@ use metrics::Scrape;
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, Shutdown, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -47,7 +47,9 @@ type Check = fn(&Ctx) -> Outcome;
 const CHECKS: &[(&str, Check)] = &[
     ("tcp-exact", tcp_exact),
     ("tcp-netns", tcp_netns),
+    ("tcp6-exact", tcp6_exact),
     ("udp-exact", udp_exact),
+    ("udp6-exact", udp6_exact),
     ("connect-failure", connect_failure),
     ("retransmits", retransmits),
     ("retransmits-gso", retransmits_gso),
@@ -333,6 +335,18 @@ fn with_timeouts(stream: TcpStream) -> Result<TcpStream, String> {
 /// namespace), one after another: the client writes `a` bytes, the server reads them all and
 /// answers `b` bytes, which the client reads all. Every byte is delivered when it returns.
 fn exchange(listener: TcpListener, port: u16, n: usize, a: usize, b: usize) -> Result<Vec<Pair>, String> {
+    exchange_at(listener, Ipv4Addr::LOCALHOST.into(), port, n, a, b)
+}
+
+/// [`exchange`] with the server at `address`.
+fn exchange_at(
+    listener: TcpListener,
+    address: IpAddr,
+    port: u16,
+    n: usize,
+    a: usize,
+    b: usize,
+) -> Result<Vec<Pair>, String> {
     // On a failure the server thread may stay blocked in accept; the process ends anyway.
     let server = thread::spawn(move || -> Result<Vec<TcpStream>, String> {
         let mut streams = Vec::with_capacity(n);
@@ -348,7 +362,7 @@ fn exchange(listener: TcpListener, port: u16, n: usize, a: usize, b: usize) -> R
     });
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
-        let stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).map_err(io_err("connect"))?;
+        let stream = TcpStream::connect((address, port)).map_err(io_err("connect"))?;
         let mut stream = with_timeouts(stream)?;
         stream.write_all(&vec![b'q'; a]).map_err(io_err("client write"))?;
         let mut answer = vec![0u8; b];
@@ -421,6 +435,16 @@ fn tcp_exact(ctx: &Ctx) -> Outcome {
     tcp_with_kept(ctx, port, &before, pairs, a as u64, b as u64, kept)
 }
 
+/// The same over IPv6 (6 connections, 3 open).
+fn tcp6_exact(ctx: &Ctx) -> Outcome {
+    let (n, a, b, kept) = (6, 20_000, 7_000, 3);
+    let port = ctx.port()?;
+    let before = ctx.scrape()?;
+    let listener = TcpListener::bind((Ipv6Addr::LOCALHOST, port)).map_err(io_err("bind"))?;
+    let pairs = exchange_at(listener, Ipv6Addr::LOCALHOST.into(), port, n, a, b)?;
+    tcp_with_kept(ctx, port, &before, pairs, a as u64, b as u64, kept).map(|d| d + ", over IPv6")
+}
+
 /// The same in a network namespace of its own (sonde runs in the initial one).
 fn tcp_netns(ctx: &Ctx) -> Outcome {
     let (n, a, b, kept) = (6, 10_000, 4_000, 3);
@@ -446,11 +470,20 @@ fn tcp_netns(ctx: &Ctx) -> Outcome {
 
 /// 20 datagrams each way between two UDP sockets, of distinct known sizes.
 fn udp_exact(ctx: &Ctx) -> Outcome {
+    udp_exact_at(ctx, Ipv4Addr::LOCALHOST.into())
+}
+
+/// The same over IPv6 (before 6.3, the IPv6 functions' own probes count it).
+fn udp6_exact(ctx: &Ctx) -> Outcome {
+    udp_exact_at(ctx, Ipv6Addr::LOCALHOST.into()).map(|d| d + ", over IPv6")
+}
+
+fn udp_exact_at(ctx: &Ctx, address: IpAddr) -> Outcome {
     let port = ctx.port()?;
     let before = ctx.scrape()?;
-    let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, port)).map_err(io_err("bind"))?;
-    let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).map_err(io_err("bind"))?;
-    client.connect((Ipv4Addr::LOCALHOST, port)).map_err(io_err("connect"))?;
+    let server = UdpSocket::bind((address, port)).map_err(io_err("bind"))?;
+    let client = UdpSocket::bind((address, 0)).map_err(io_err("bind"))?;
+    client.connect((address, port)).map_err(io_err("connect"))?;
     for socket in [&server, &client] {
         socket.set_read_timeout(Some(IO_TIMEOUT)).map_err(io_err("timeout"))?;
     }
