@@ -1,28 +1,38 @@
 //! Costs of the connection probes and of their scrape path, on this machine's kernel.
 //! Run: `cargo bench --bench connection` (as root). Prints four tables:
 //!
-//! (a) loopback TCP throughput without and with the probes attached, rounds interleaved in
-//!     one run, and the ratio of the medians;
-//! (b) each program's cost per event, from the kernel's BPF run-time statistics: under churn
-//!     (every connection new: inserts and closes included) and steady (long connections),
-//!     each workload run 15 times: median, min and max of the rounds;
+//! (a) loopback TCP throughput with no probes, with today's probes (the object of commit
+//!     9085517, before issue 20, built here from that commit's sources) and with the new
+//!     path (the current loader), rounds interleaved in one run: the medians, and the
+//!     ratios to no probes within each round (median and middle half);
+//! (b) each program's cost per event, from the kernel's BPF run-time statistics, under
+//!     churn (every connection new), steady TCP, a TCP stream (the per-call cost the send
+//!     and receive tracepoints still have for TCP), UDP datagrams, retransmits and the TCP
+//!     iterator over live connections, each workload run 15 times: median, min and max;
 //! (c) `BatchReader::read_all` latency across every CPU;
-//! (d) scrape latency of the real binary with 50,000 live connections.
+//! (d) scrape latency of the real binary with 50,000 live sockets, iterator included, next
+//!     to its floor: a bare walk of the TCP iterator over them, and a read of /proc/net/tcp.
 //!
 //! `cargo bench --bench connection -- b` runs only the named parts (any of `a b c d`).
 //!
 //! Run by `cargo test` (no `--bench` argument) it does one small round of each, as a smoke
-//! test. Without root it says so and exits (under CI=true it fails).
+//! test. Without root it says so and exits (under CI=true it fails). When today's probes
+//! cannot be built (no git history, no clang or make) their column says why and is left out,
+//! CI or not.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sonde::ebpf::batch::{BatchReader, STALE_AFTER};
 use sonde::ebpf::loader::{self, MapBatches};
+
+/// The commit whose probes are "today's": the last before issue 20's rewrite.
+const BASELINE_COMMIT: &str = "9085517";
 
 struct Sizes {
     rounds: usize,
@@ -30,6 +40,8 @@ struct Sizes {
     connections: u32,
     /// Rounds of each (b) workload.
     cost_rounds: usize,
+    /// Bytes of each round of the (b) TCP stream.
+    cost_stream_bytes: usize,
     /// Bytes of each round of the (b) retransmit workload.
     lossy_bytes: usize,
     read_all_runs: usize,
@@ -53,10 +65,11 @@ fn main() {
     }
     let sizes = if benchmarking {
         Sizes {
-            rounds: 21,
-            stream_bytes: 256 << 20,
+            rounds: 24,
+            stream_bytes: 512 << 20,
             connections: 2_000,
             cost_rounds: 15,
+            cost_stream_bytes: 64 << 20,
             lossy_bytes: 4 << 20,
             read_all_runs: 2_001,
             live: 50_000,
@@ -68,6 +81,7 @@ fn main() {
             stream_bytes: 16 << 20,
             connections: 50,
             cost_rounds: 1,
+            cost_stream_bytes: 4 << 20,
             lossy_bytes: 1 << 20,
             read_all_runs: 11,
             live: 2_000,
@@ -79,6 +93,18 @@ fn main() {
         .filter(|a| ["a", "b", "c", "d"].contains(&a.as_str()))
         .collect();
     let run = |part: &str| parts.is_empty() || parts.iter().any(|p| p == part);
+    println!(
+        "new path: the probes and loader built into this benchmark, {}",
+        provenance()
+    );
+    let foreign = foreign_bpf_programs();
+    if !foreign.is_empty() {
+        println!(
+            "warning: other processes hold BPF programs, which may run on this benchmark's traffic in every column \
+             (\"none\" included): {}",
+            foreign.join(", ")
+        );
+    }
     if run("a") {
         throughput(&sizes);
     }
@@ -133,51 +159,312 @@ fn stream(bytes: usize, chunk: usize) -> f64 {
     sent as f64 / elapsed.as_secs_f64()
 }
 
+/// Other processes holding BPF programs ("pid name (n)"): another sonde's probes, say, run
+/// on every connection of this machine, so they add to every column alike.
+fn foreign_bpf_programs() -> Vec<String> {
+    let own = std::process::id().to_string();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for pid in procs.flatten().map(|e| e.file_name().to_string_lossy().into_owned()) {
+        if pid == own || !pid.bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+            continue;
+        };
+        let programs = fds
+            .flatten()
+            .filter(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t.as_os_str() == "anon_inode:bpf-prog"))
+            .count();
+        if programs > 0 {
+            let name = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            found.push(format!("{pid} {} ({programs})", name.trim()));
+        }
+    }
+    found
+}
+
+/// Which sources the benchmark was built from, as git says now: HEAD, and whether the probes
+/// or the library have uncommitted changes.
+fn provenance() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .arg("-C")
+            .arg(env!("CARGO_MANIFEST_DIR"))
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim_end().to_owned())
+    };
+    match git(&["rev-parse", "--short", "HEAD"]) {
+        None => "no git history to name their commit".into(),
+        Some(head) => match git(&["status", "--porcelain", "--", "ebpf-probes", "src"]) {
+            Some(changed) if !changed.is_empty() => {
+                let files: Vec<&str> = changed.lines().map(|l| l.get(3..).unwrap_or(l)).collect();
+                format!("commit {head} with uncommitted changes to {}", files.join(", "))
+            }
+            _ => format!("commit {head}"),
+        },
+    }
+}
+
+/// Today's probes: the object of [`BASELINE_COMMIT`], built from that commit's sources by its
+/// own Makefile (clang -target bpf -mcpu=v3 -O2 -g, then strip -g), and its BTF-typed
+/// tracepoint programs, each with the tracepoint its section names.
+struct Baseline {
+    object: Vec<u8>,
+    /// (program, tracepoint), from the object's `tp_btf/<tracepoint>` sections.
+    tracepoints: Vec<(String, String)>,
+}
+
+impl Baseline {
+    /// Builds the object, or says why it cannot (no git history, no clang, no make).
+    fn build() -> Result<Self, String> {
+        let repo = env!("CARGO_MANIFEST_DIR");
+        let dir = tempfile::tempdir().map_err(|e| format!("a temporary directory: {e}"))?;
+        for file in ["conn.bpf.c", "conn.h", "kernel_types.h", "Makefile"] {
+            let spec = format!("{BASELINE_COMMIT}:ebpf-probes/{file}");
+            let out = Command::new("git")
+                .args(["-C", repo, "show", &spec])
+                .output()
+                .map_err(|e| format!("git show {spec}: {e}"))?;
+            if !out.status.success() {
+                return Err(format!("git show {spec}: {}", last_line(&out.stderr)));
+            }
+            std::fs::write(dir.path().join(file), &out.stdout).map_err(|e| format!("writing {file}: {e}"))?;
+        }
+        let out = Command::new("make")
+            .arg("-C")
+            .arg(dir.path())
+            .arg("conn.bpf.o")
+            .output()
+            .map_err(|e| format!("make: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "building {BASELINE_COMMIT}'s probes: {}",
+                last_line(&out.stderr)
+            ));
+        }
+        let object = std::fs::read(dir.path().join("conn.bpf.o")).map_err(|e| format!("reading the object: {e}"))?;
+        let tracepoints = tp_btf_programs(&object)?;
+        if tracepoints.is_empty() {
+            return Err(format!("{BASELINE_COMMIT}'s object has no tp_btf program"));
+        }
+        Ok(Self { object, tracepoints })
+    }
+
+    /// Loads the object with the map sizes it declares (aya's defaults: no override) and
+    /// attaches every one of its tracepoint programs; dropping the result detaches them.
+    fn load(&self) -> Result<aya::Ebpf, String> {
+        let btf = aya::Btf::from_sys_fs().map_err(|e| error_chain(&e))?;
+        let mut ebpf = aya::EbpfLoader::new()
+            .btf(Some(&btf))
+            .load(&self.object)
+            .map_err(|e| error_chain(&e))?;
+        for (program, tracepoint) in &self.tracepoints {
+            let p: &mut aya::programs::BtfTracePoint = ebpf
+                .program_mut(program)
+                .ok_or_else(|| format!("program {program} is not in the object"))?
+                .try_into()
+                .map_err(|e: aya::programs::ProgramError| format!("{program}: {e}"))?;
+            p.load(tracepoint, &btf)
+                .map_err(|e| format!("{program}: {}", error_chain(&e)))?;
+            p.attach().map_err(|e| format!("{program}: {}", error_chain(&e)))?;
+        }
+        Ok(ebpf)
+    }
+}
+
+fn last_line(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    text.lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("failed")
+        .trim()
+        .to_owned()
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// The programs of a BPF ELF object in `tp_btf/<tracepoint>` sections, as (function symbol,
+/// tracepoint). aya names programs by their symbol but keeps no section name, so the
+/// section headers and the symbol table are read here (ELF64, little-endian).
+fn tp_btf_programs(elf: &[u8]) -> Result<Vec<(String, String)>, String> {
+    let bad = || "the object is not a little-endian ELF64 file".to_owned();
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| {
+        elf.get(o..o + 4)
+            .map(|b| u32::from_le_bytes(b.try_into().expect("4 bytes")))
+    };
+    let u64_at = |o: usize| {
+        elf.get(o..o + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    if elf.get(..6) != Some(&[0x7f, b'E', b'L', b'F', 2, 1][..]) {
+        return Err(bad());
+    }
+    let shoff = u64_at(0x28).ok_or_else(bad)? as usize;
+    let shentsize = u16_at(0x3a).ok_or_else(bad)? as usize;
+    let shnum = u16_at(0x3c).ok_or_else(bad)? as usize;
+    let shstrndx = u16_at(0x3e).ok_or_else(bad)? as usize;
+    // (type, offset, size, link, name offset) of each section.
+    let sections: Vec<(u32, usize, usize, usize, usize)> = (0..shnum)
+        .map(|i| {
+            let h = shoff + i * shentsize;
+            Some((
+                u32_at(h + 4)?,
+                u64_at(h + 0x18)? as usize,
+                u64_at(h + 0x20)? as usize,
+                u32_at(h + 0x28)? as usize,
+                u32_at(h)? as usize,
+            ))
+        })
+        .collect::<Option<_>>()
+        .ok_or_else(bad)?;
+    let string = |table: usize, at: usize| -> Option<String> {
+        let (_, offset, size, _, _) = *sections.get(table)?;
+        let bytes = elf.get(offset + at..offset + size)?;
+        let end = bytes.iter().position(|&b| b == 0)?;
+        Some(String::from_utf8_lossy(&bytes[..end]).into_owned())
+    };
+    const SHT_SYMTAB: u32 = 2;
+    const STT_FUNC: u8 = 2;
+    let mut found = Vec::new();
+    for &(_, offset, size, strtab, _) in sections.iter().filter(|s| s.0 == SHT_SYMTAB) {
+        for sym in elf.get(offset..offset + size).ok_or_else(bad)?.chunks_exact(24) {
+            let info = sym[4];
+            let shndx = u16::from_le_bytes([sym[6], sym[7]]) as usize;
+            if info & 0xf != STT_FUNC || shndx == 0 || shndx >= sections.len() {
+                continue;
+            }
+            let section = string(shstrndx, sections[shndx].4).ok_or_else(bad)?;
+            if let Some(tracepoint) = section.strip_prefix("tp_btf/") {
+                let name_at = u32::from_le_bytes(sym[..4].try_into().expect("4 bytes")) as usize;
+                let name = string(strtab, name_at).ok_or_else(bad)?;
+                found.push((name, tracepoint.to_owned()));
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// The probes attached during a throughput run.
+#[derive(Clone, Copy, PartialEq)]
+enum Setup {
+    None,
+    Today,
+    New,
+}
+
+/// Runs `stream` with `setup`'s probes attached; loading and unloading are not timed.
+fn stream_with(setup: Setup, baseline: Option<&Baseline>, bytes: usize, chunk: usize) -> f64 {
+    match setup {
+        Setup::None => stream(bytes, chunk),
+        Setup::Today => {
+            let probes = baseline.expect("today's object").load().expect("load today's probes");
+            let r = stream(bytes, chunk);
+            drop(probes);
+            r
+        }
+        Setup::New => {
+            let probes = loader::load(65_536).expect("load the probes");
+            let r = stream(bytes, chunk);
+            drop(probes);
+            r
+        }
+    }
+}
+
+/// The `q` quantile of `v` (sorted here).
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
 fn throughput(sizes: &Sizes) {
+    // Loaded once first, so a kernel that refuses it skips the column rather than failing a round.
+    let baseline = Baseline::build().and_then(|b| b.load().map(|_| b));
+    let mut setups = vec![Setup::None];
+    match &baseline {
+        Ok(b) => {
+            setups.push(Setup::Today);
+            let programs: Vec<&str> = b.tracepoints.iter().map(|(p, _)| p.as_str()).collect();
+            println!(
+                "\ntoday's probes: {BASELINE_COMMIT}'s sources built by its Makefile ({} bytes), programs {} on their tp_btf tracepoints, map sizes as the object declares them",
+                b.object.len(),
+                programs.join(", ")
+            );
+        }
+        Err(why) => println!("\ntoday's probes: skipped, their column is left out: {why}"),
+    }
+    setups.push(Setup::New);
+    let baseline = baseline.ok();
     println!(
-        "\n(a) loopback TCP throughput, {} MiB per run; rounds pair a run without and a run with the probes, \
-         in alternating order; ratio = with/without per pair (median, and the middle half of the pairs)",
-        sizes.stream_bytes >> 20
+        "\n(a) loopback TCP throughput, {} MiB a run, {} rounds; a round runs each setup once, in an order that turns from \
+         round to round (every order as often), so a drift of the machine's speed cancels; ratio = with probes / without, \
+         within a round: median and p25..p75 of the rounds",
+        sizes.stream_bytes >> 20,
+        sizes.rounds
     );
     println!(
-        "{:<10} {:>7} {:>16} {:>16} {:>12} {:>17}",
-        "write", "rounds", "without MiB/s", "with MiB/s", "ratio", "ratio p25..p75"
+        "{:<9} {:>11} {:>12} {:>10} {:>11} {:>14} {:>9} {:>14}",
+        "write", "none MiB/s", "today MiB/s", "new MiB/s", "today/none", "p25..p75", "new/none", "p25..p75"
     );
     for chunk in [64 << 10, 1 << 10] {
-        let (mut without, mut with, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        let mut runs: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
         for round in 0..sizes.rounds {
-            // Alternating which runs first cancels a drift of the machine's speed.
-            let probes_first = round % 2 == 1;
-            let run_with = || {
-                let probes = loader::load(65_536).expect("load the probes");
-                let r = stream(sizes.stream_bytes, chunk);
-                drop(probes);
-                r
-            };
-            let (w, p) = if probes_first {
-                let p = run_with();
-                (stream(sizes.stream_bytes, chunk), p)
-            } else {
-                let w = stream(sizes.stream_bytes, chunk);
-                (w, run_with())
-            };
-            without.push(w);
-            with.push(p);
-            ratios.push(p / w);
+            // Rotations, then the reversed rotations: every order of the setups.
+            let n = setups.len();
+            let mut order: Vec<usize> = (0..n).map(|i| (i + round) % n).collect();
+            if (round / n) % 2 == 1 {
+                order.reverse();
+            }
+            for i in order {
+                runs[i].push(stream_with(setups[i], baseline.as_ref(), sizes.stream_bytes, chunk));
+            }
         }
-        let quantile = |v: &mut Vec<f64>, q: f64| {
-            v.sort_by(f64::total_cmp);
-            v[((v.len() - 1) as f64 * q).round() as usize]
+        let mib = |v: &[f64]| quantile(&mut v.to_vec(), 0.5) / 1048576.0;
+        let column = |setup: Setup| setups.iter().position(|s| *s == setup).map(|i| &runs[i]);
+        let none = column(Setup::None).expect("no probes");
+        let ratios = |setup: Setup| -> (String, String, String) {
+            match column(setup) {
+                None => ("-".into(), "-".into(), "-".into()),
+                Some(with) => {
+                    let mut r: Vec<f64> = with.iter().zip(none).map(|(w, n)| w / n).collect();
+                    (
+                        format!("{:.0}", mib(with)),
+                        format!("{:.4}", quantile(&mut r, 0.5)),
+                        format!("{:.4}..{:.4}", quantile(&mut r, 0.25), quantile(&mut r, 0.75)),
+                    )
+                }
+            }
         };
+        let (today, today_ratio, today_mid) = ratios(Setup::Today);
+        let (new, new_ratio, new_mid) = ratios(Setup::New);
         println!(
-            "{:<10} {:>7} {:>16.0} {:>16.0} {:>12.3} {:>8.3}..{:<8.3}",
-            format!("{} B", chunk),
-            sizes.rounds,
-            quantile(&mut without, 0.5) / 1048576.0,
-            quantile(&mut with, 0.5) / 1048576.0,
-            quantile(&mut ratios, 0.5),
-            quantile(&mut ratios, 0.25),
-            quantile(&mut ratios, 0.75),
+            "{:<9} {:>11.0} {:>12} {:>10} {:>11} {:>14} {:>9} {:>14}",
+            format!("{chunk} B"),
+            mib(none),
+            today,
+            new,
+            today_ratio,
+            today_mid,
+            new_ratio,
+            new_mid
         );
     }
 }
@@ -231,25 +518,125 @@ fn steady_exchange(connections: u32, messages: u32) {
     server.join().expect("server");
 }
 
+/// `messages` 100-byte datagrams echoed between two UDP sockets on loopback, one at a time
+/// (so none is dropped): every datagram is one send and one receive on each side.
+fn udp_exchange(messages: u32) {
+    let server = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    for s in [&server, &client] {
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    }
+    client.connect(server.local_addr().expect("address")).expect("connect");
+    let echo = std::thread::spawn(move || {
+        let mut buf = [0u8; 100];
+        for _ in 0..messages {
+            let (n, from) = server.recv_from(&mut buf).expect("receive");
+            server.send_to(&buf[..n], from).expect("echo");
+        }
+    });
+    let mut buf = [0u8; 100];
+    for _ in 0..messages {
+        client.send(&[1u8; 100]).expect("send");
+        client.recv(&mut buf).expect("receive the echo");
+    }
+    echo.join().expect("echo");
+}
+
+/// `pairs` loopback connections, both ends, held open by this process.
+fn open_pairs(pairs: u32) -> Vec<TcpStream> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let acceptor = std::thread::spawn(move || {
+        (0..pairs)
+            .map(|_| listener.accept().expect("accept").0)
+            .collect::<Vec<_>>()
+    });
+    let mut sockets: Vec<TcpStream> = (0..pairs).map(|_| TcpStream::connect(addr).expect("connect")).collect();
+    sockets.extend(acceptor.join().expect("acceptor"));
+    sockets
+}
+
+/// A bare walk of the probes' TCP iterator (`live_tcp`) over this thread's network namespace,
+/// with aya alone: a link made for the walk, one iterator of it read to its end. Returns the
+/// whole records read.
+fn walk_iterator(ebpf: &mut aya::Ebpf, buf: &mut Vec<u8>) -> usize {
+    let iter: &mut aya::programs::Iter = ebpf
+        .program_mut("live_tcp")
+        .expect("live_tcp is in the object")
+        .try_into()
+        .expect("live_tcp is an iterator");
+    let id = iter.attach().expect("link the iterator");
+    let link = iter.take_link(id).expect("the iterator's link");
+    let mut file = link.into_file().expect("an iterator of the link");
+    buf.clear();
+    file.read_to_end(buf).expect("read the iterator");
+    buf.len() / std::mem::size_of::<sonde::ebpf::conn::ClosedConn>()
+}
+
 fn per_event_cost(sizes: &Sizes) {
-    let probes = loader::load(65_536).expect("load the probes");
+    common::raise_fd_limit();
+    let mut probes = loader::load(65_536).expect("load the probes");
     let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF run-time stats");
+    let attached: Vec<String> = probes
+        .attached
+        .iter()
+        .map(|p| format!("{} ({})", p.program, p.hook))
+        .collect();
     println!(
-        "\n(b) cost per event of each program (kernel BPF run-time stats), churn: {} new connections",
+        "\n(b) cost per event of each program of the new path (kernel BPF run-time stats: run time / run count), attached: {}",
+        attached.join(", ")
+    );
+    for missing in &probes.missing {
+        println!("    not attached: {missing}");
+    }
+
+    // First, while the namespace holds few time-wait sockets (the churn below leaves many,
+    // which the iterator visits too).
+    let live = open_pairs(sizes.connections);
+    println!(
+        "\n(b) TCP iterator: one walk a round over this namespace, {} live sockets held by this process \
+         (both ends of {} loopback connections) among the namespace's others; \
+         live_tcp's events are sockets visited (+1 end call a walk); the first round starts their entries",
+        live.len(),
         sizes.connections
     );
-    print_cost(&probes.ebpf, sizes.cost_rounds, || exchange(sizes.connections));
+    let mut buf = Vec::with_capacity(1 << 20);
+    print_cost(&mut probes.ebpf, sizes.cost_rounds, |ebpf| {
+        let records = walk_iterator(ebpf, &mut buf);
+        assert!(records >= live.len(), "the walk read every held socket");
+    });
+    drop(live);
+
+    println!(
+        "\n(b) churn: {} new connections a round, each one 100-byte request and reply",
+        sizes.connections
+    );
+    print_cost(&mut probes.ebpf, sizes.cost_rounds, |_| exchange(sizes.connections));
     let messages = sizes.connections * 10;
     println!("\n(b) steady: 10 long connections, {messages} echoed 100-byte messages each");
-    print_cost(&probes.ebpf, sizes.cost_rounds, || steady_exchange(10, messages));
+    print_cost(&mut probes.ebpf, sizes.cost_rounds, |_| steady_exchange(10, messages));
+    println!(
+        "\n(b) TCP stream: {} MiB over one loopback connection in 1 KiB writes: no program counts TCP per call, \
+         but on 6.3+ every TCP send and receive call enters sock_send_length/sock_recv_length, which return at \
+         the protocol check: that is the new path's whole per-call cost for TCP",
+        sizes.cost_stream_bytes >> 20
+    );
+    print_cost(&mut probes.ebpf, sizes.cost_rounds, |_| {
+        stream(sizes.cost_stream_bytes, 1 << 10);
+    });
+    println!(
+        "\n(b) UDP: {messages} 100-byte datagrams echoed between two loopback sockets (a send and a receive each way)"
+    );
+    print_cost(&mut probes.ebpf, sizes.cost_rounds, |_| udp_exchange(messages));
     let lossy_mib = sizes.lossy_bytes >> 20;
     println!(
-        "\n(b) retransmits: {lossy_mib} MiB over one connection between two network namespaces, one segment a packet, one packet in ten dropped"
+        "\n(b) retransmits: {lossy_mib} MiB over one connection between two network namespaces, one segment a packet, \
+         one packet in ten dropped: no program runs per retransmit (the count is the kernel's, read at close)"
     );
     let pair = common::netns::NetnsPair::new("bench");
     pair.one_segment_per_packet();
     pair.drop_incoming(0, "0.1");
-    print_cost(&probes.ebpf, sizes.cost_rounds, || {
+    print_cost(&mut probes.ebpf, sizes.cost_rounds, |_| {
         assert_eq!(
             pair.transfer(sizes.lossy_bytes).1,
             sizes.lossy_bytes,
@@ -259,14 +646,15 @@ fn per_event_cost(sizes: &Sizes) {
     drop(stats);
 }
 
-/// Runs `workload` `rounds` times and prints, per program, the events of one round and the
-/// ns per event of the rounds: median, min and max. Interference (preemption, interrupts,
-/// other tenants) only adds to a round's figure, so the min is the least disturbed one.
-fn print_cost(ebpf: &aya::Ebpf, rounds: usize, workload: impl Fn()) {
+/// Runs `workload` `rounds` times and prints, per attached program, the events of one round
+/// and the ns per event of the rounds: median, min and max. Interference (preemption,
+/// interrupts, other tenants) only adds to a round's figure, so the min is the least
+/// disturbed one.
+fn print_cost(ebpf: &mut aya::Ebpf, rounds: usize, mut workload: impl FnMut(&mut aya::Ebpf)) {
     let mut per_round: std::collections::BTreeMap<String, (u64, Vec<f64>)> = Default::default();
     for _ in 0..rounds {
         let before = program_stats(ebpf);
-        workload();
+        workload(ebpf);
         let after = program_stats(ebpf);
         for ((name, t0, n0), (_, t1, n1)) in before.iter().zip(&after) {
             let events = n1 - n0;
@@ -278,7 +666,7 @@ fn print_cost(ebpf: &aya::Ebpf, rounds: usize, workload: impl Fn()) {
         }
     }
     println!(
-        "{:<22} {:>10} {:>12} {:>8} {:>8}   ({rounds} rounds)",
+        "{:<22} {:>10} {:>12} {:>8} {:>8}   ({rounds} rounds; events of the last)",
         "program", "events", "median ns", "min", "max"
     );
     for (name, (events, mut costs)) in per_round {
@@ -291,11 +679,13 @@ fn print_cost(ebpf: &aya::Ebpf, rounds: usize, workload: impl Fn()) {
     }
 }
 
+/// Run time and run count of every loaded program (the ways this kernel did not take are
+/// in the object but not loaded).
 fn program_stats(ebpf: &aya::Ebpf) -> Vec<(String, u64, u64)> {
     ebpf.programs()
-        .map(|(name, program)| {
-            let info = program.info().expect("program info");
-            (name.to_owned(), info.run_time().as_nanos() as u64, info.run_count())
+        .filter_map(|(name, program)| {
+            let info = program.info().ok()?;
+            Some((name.to_owned(), info.run_time().as_nanos() as u64, info.run_count()))
         })
         .collect()
 }
@@ -351,30 +741,29 @@ fn read_all_latency(sizes: &Sizes) {
 /// standard input closes. One process cannot hold 50,000 sockets under a 20,000 fd limit.
 fn hold(pairs: u32) {
     common::raise_fd_limit();
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
-    let addr = listener.local_addr().expect("address");
-    let acceptor = std::thread::spawn(move || {
-        (0..pairs)
-            .map(|_| listener.accept().expect("accept").0)
-            .collect::<Vec<_>>()
-    });
-    let clients: Vec<TcpStream> = (0..pairs).map(|_| TcpStream::connect(addr).expect("connect")).collect();
-    let servers = acceptor.join().expect("acceptor");
-    println!("ready {}", clients.len() + servers.len());
+    let sockets = open_pairs(pairs);
+    println!("ready {}", sockets.len());
     std::io::stdout().flush().expect("flush");
     let mut rest = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut rest);
 }
 
 /// Child processes holding `sockets` live sockets in all; killed when dropped.
-struct Holders(Vec<std::process::Child>);
+struct Holders {
+    children: Vec<std::process::Child>,
+    /// Sockets the children say they hold.
+    sockets: u32,
+}
 
 impl Holders {
     fn start(sockets: u32) -> Self {
         use std::io::BufRead;
         const PER_CHILD: u32 = 12_500;
         let exe = std::env::current_exe().expect("own path");
-        let mut children = Vec::new();
+        let mut holders = Holders {
+            children: Vec::new(),
+            sockets: 0,
+        };
         let mut left = sockets;
         while left > 0 {
             let here = left.min(PER_CHILD);
@@ -389,16 +778,17 @@ impl Holders {
             std::io::BufReader::new(child.stdout.take().expect("stdout"))
                 .read_line(&mut line)
                 .expect("holder says ready");
-            assert!(line.starts_with("ready"), "holder: {line:?}");
-            children.push(child);
+            holders.children.push(child);
+            let held = line.strip_prefix("ready ").and_then(|n| n.trim().parse::<u32>().ok());
+            holders.sockets += held.unwrap_or_else(|| panic!("holder: {line:?}"));
         }
-        Self(children)
+        holders
     }
 }
 
 impl Drop for Holders {
     fn drop(&mut self) {
-        for child in &mut self.0 {
+        for child in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -419,10 +809,32 @@ fn scrape(addr: SocketAddr) -> usize {
     scrape_text(addr).len()
 }
 
-/// `sonde_connection_live_entries` of one scrape.
-fn scrape_live_entries(addr: SocketAddr) -> u64 {
-    let text = scrape_text(addr);
-    common::sample_value(&text, "sonde_connection_live_entries").expect("live entries") as u64
+/// Reads /proc/net/tcp and /proc/net/tcp6 to their end; returns their lines.
+fn read_proc_net_tcp(buf: &mut Vec<u8>) -> usize {
+    let mut lines = 0;
+    for path in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        buf.clear();
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(buf))
+            .expect("read /proc/net/tcp");
+        lines += buf.iter().filter(|&&b| b == b'\n').count();
+    }
+    lines
+}
+
+fn print_spread(label: &str, times: &mut [Duration], floor: Option<Duration>) {
+    times.sort_unstable();
+    let (median, p99, min, max) = spread(times);
+    let ratio = floor.map_or(String::new(), |f| {
+        format!("{:.1}x", median.as_secs_f64() / f.as_secs_f64())
+    });
+    println!(
+        "{label:<34} {:>10.2} {:>10.2} {:>10.2} {:>10.2} {ratio:>14}",
+        ms(median),
+        ms(p99),
+        ms(min),
+        ms(max)
+    );
 }
 
 fn scrape_latency(sizes: &Sizes) {
@@ -431,28 +843,62 @@ fn scrape_latency(sizes: &Sizes) {
     scrape(sonde.addr);
     // Both ends of each connection are live entries.
     let holders = Holders::start(sizes.live);
-    let live = scrape_live_entries(sonde.addr);
+    assert!(
+        holders.sockets >= sizes.live,
+        "the holders hold {} sockets",
+        holders.sockets
+    );
+    let text = scrape_text(sonde.addr);
+    let value = |series: &str| common::sample_value(&text, series).unwrap_or(f64::NAN);
+    let live = value("sonde_connection_live_entries");
+    let namespaces = value("sonde_connection_namespaces_walked");
+    assert!(
+        live >= f64::from(holders.sockets),
+        "sonde reads {live} live entries, the holders hold {} sockets",
+        holders.sockets
+    );
+    // The floor: this process's own copy of the probes, its iterator walked bare in this
+    // namespace (the holders'), and the kernel's text table of the same sockets.
+    let mut probes = loader::load(65_536).expect("load the probes");
+    let mut walk_buf = Vec::with_capacity(8 << 20);
+    let first = walk_iterator(&mut probes.ebpf, &mut walk_buf); // starts the entries
+    let mut proc_buf = Vec::with_capacity(8 << 20);
+    let proc_lines = read_proc_net_tcp(&mut proc_buf);
+    let (mut scrapes, mut walks, mut procs) = (Vec::new(), Vec::new(), Vec::new());
     let mut bytes = 0;
-    let mut times: Vec<Duration> = (0..sizes.scrapes)
-        .map(|_| {
-            let start = Instant::now();
-            bytes = scrape(sonde.addr);
-            start.elapsed()
-        })
-        .collect();
-    times.sort_unstable();
-    let (median, p99, min, max) = spread(&times);
+    for _ in 0..sizes.scrapes {
+        // Interleaved, so a drift of the machine's speed falls on all three alike.
+        let start = Instant::now();
+        bytes = scrape(sonde.addr);
+        scrapes.push(start.elapsed());
+        let start = Instant::now();
+        let records = walk_iterator(&mut probes.ebpf, &mut walk_buf);
+        walks.push(start.elapsed());
+        assert!(records >= holders.sockets as usize, "the walk read every held socket");
+        let start = Instant::now();
+        read_proc_net_tcp(&mut proc_buf);
+        procs.push(start.elapsed());
+    }
+    drop(probes);
+    let held = holders.sockets;
     drop(holders);
+    let mut sorted_walks = walks.clone();
+    sorted_walks.sort_unstable();
+    let walk_median = spread(&sorted_walks).0;
     println!(
-        "\n(d) scrape of the real binary with {live} live-table entries ({} scrapes, {bytes} bytes each)",
-        times.len(),
+        "\n(d) scrape of the real binary with {held} live sockets held (both ends of {} loopback connections): \
+         sonde_connection_live_entries {live}, namespaces walked {namespaces}; {} rounds, each a scrape ({bytes} bytes), \
+         then a bare walk of the TCP iterator in this namespace ({} records), then a read of /proc/net/tcp{{,6}} \
+         ({proc_lines} lines)",
+        held / 2,
+        sizes.scrapes,
+        first,
     );
-    println!("{:>10} {:>10} {:>10} {:>10}", "median ms", "p99 ms", "min ms", "max ms");
     println!(
-        "{:>10.1} {:>10.1} {:>10.1} {:>10.1}",
-        ms(median),
-        ms(p99),
-        ms(min),
-        ms(max)
+        "{:<34} {:>10} {:>10} {:>10} {:>10} {:>14}",
+        "", "median ms", "p99 ms", "min ms", "max ms", "median / walk"
     );
+    print_spread("scrape (sonde, over HTTP)", &mut scrapes, Some(walk_median));
+    print_spread("bare TCP iterator walk", &mut walks, Some(walk_median));
+    print_spread("read /proc/net/tcp{,6}", &mut procs, Some(walk_median));
 }
