@@ -66,6 +66,18 @@ struct {
 	__type(value, struct tcp_conn);
 } tcp_conns SEC(".maps");
 
+/* Live TCP connections per network namespace (by inode), so that a scrape runs the
+ * iterator only in the namespaces that have some: each run walks the kernel's whole
+ * established hash, whatever the namespace holds (docs/ARCHITECTURE.md#tcp-iterator). A
+ * count may stay above the truth (an entry replaced at its address is not counted off);
+ * user space deletes the counts of namespaces that are gone. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, __u64);
+} netns_conns SEC(".maps");
+
 /* Live UDP sockets by socket, with their counts; user space reads them at each scrape and
  * deletes those idle for --connection.udp-idle (UDP has no close event). */
 struct {
@@ -344,6 +356,21 @@ static __always_inline void fill_record(struct closed_conn *rec, struct tcp_conn
 	rec->stats.pad = 0;
 }
 
+/* Adds `delta` to the count of live TCP connections of namespace `netns`. */
+static __always_inline void count_in_netns(__u32 netns, __s64 delta)
+{
+	__u64 *n = bpf_map_lookup_elem(&netns_conns, &netns);
+	if (!n) {
+		__u64 first = delta > 0 ? delta : 0;
+		if (bpf_map_update_elem(&netns_conns, &netns, &first, BPF_NOEXIST) == 0)
+			return;
+		n = bpf_map_lookup_elem(&netns_conns, &netns);
+		if (!n)
+			return;
+	}
+	__sync_fetch_and_add(n, delta);
+}
+
 /* A new entry for the socket, its counters taken as they are now; 0 when it holds one. */
 static __always_inline int start_conn(struct sock *sk, struct tcp_sock *tp, int state, __u64 id,
 				      __u8 direction, __u8 flags, __u64 update)
@@ -361,9 +388,10 @@ static __always_inline int start_conn(struct sock *sk, struct tcp_sock *tp, int 
 	conn.cookie = new_identity(sk);
 	conn.direction = direction;
 	conn.flags = flags;
-	if (bpf_map_update_elem(&tcp_conns, &id, &conn, update) == 0)
-		return 0;
-	return -1;
+	if (bpf_map_update_elem(&tcp_conns, &id, &conn, update))
+		return -1;
+	count_in_netns(conn.key.netns, 1);
+	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -408,8 +436,11 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	struct record_spot spot;
 	if (open_record(&spot)) {
 		/* No spot for the record (not expected): the entry goes all the same. */
-		if (conn)
-			bpf_map_delete_elem(&tcp_conns, &id);
+		if (conn) {
+			__u32 netns = conn->key.netns;
+			if (bpf_map_delete_elem(&tcp_conns, &id) == 0)
+				count_in_netns(netns, -1);
+		}
 		return 0;
 	}
 	struct closed_conn *rec = spot.rec;
@@ -418,7 +449,8 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		read_counts(tp, oldstate, &now);
 		fill_record(rec, conn, &now);
 		rec->stats.srtt_us = tp->srtt_us >> 3;
-		bpf_map_delete_elem(&tcp_conns, &id);
+		if (bpf_map_delete_elem(&tcp_conns, &id) == 0)
+			count_in_netns(rec->key.netns, -1);
 	} else {
 		/* A connect() that failed. */
 		rec->key = failed;

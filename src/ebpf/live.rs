@@ -1,14 +1,16 @@
 //! The live connections, read at each scrape: TCP ones from the probes' iterator, run in
-//! every network namespace (a TCP iterator walks the sockets of the namespace it is created
-//! in), UDP ones from the probes' `udp_socks` table.
+//! each network namespace that has some (a TCP iterator walks the sockets of the namespace
+//! it is created in, and the kernel's whole established hash each time), UDP ones from the
+//! probes' `udp_socks` table.
 //!
 //! The iterator writes one [`ClosedConn`] per live TCP connection, its counts taken from the
 //! kernel's own counters at that moment (docs/ARCHITECTURE.md#tcp-from-the-kernels-counters).
 
+use std::collections::{HashMap as StdHashMap, HashSet};
 use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData};
 
@@ -23,13 +25,15 @@ pub enum LiveError {
     Thread(std::io::Error),
     #[error("reading the UDP table: {0}")]
     Udp(String),
+    #[error("reading the live TCP connections per namespace: {0}")]
+    Counts(String),
 }
 
 /// What one scrape's walk over the namespaces read.
 #[derive(Debug, Default)]
 pub struct TcpWalk {
     pub connections: Vec<ClosedConn>,
-    /// Namespaces walked.
+    /// Namespaces walked: those with live TCP connections, and those never walked yet.
     pub namespaces: usize,
     /// Namespaces that could not be walked (gone meanwhile, or no right to enter), with why.
     pub failures: Vec<(u64, std::io::Error)>,
@@ -69,14 +73,24 @@ fn bpf_fd(cmd: libc::c_long, words: [u32; 4]) -> std::io::Result<OwnedFd> {
 /// The probes' TCP iterator (`live_tcp`), linked once; each walk makes iterators of it.
 pub struct TcpIterator {
     link: OwnedFd,
+    /// The probes' count of live TCP connections per namespace (`netns_conns`).
+    counts: HashMap<MapData, u32, u64>,
+    /// Namespaces walked at least once: a connection older than the probes was seen there
+    /// then (and counted), and every later one is counted at its handshake, so such a
+    /// namespace needs walking only while its count is not 0.
+    walked: HashSet<u64>,
 }
 
 impl TcpIterator {
     /// Links the loaded iterator program.
-    pub fn new(program: BorrowedFd<'_>) -> Result<Self, LiveError> {
+    pub fn new(program: BorrowedFd<'_>, counts: HashMap<MapData, u32, u64>) -> Result<Self, LiveError> {
         let prog_fd = program.as_raw_fd() as u32;
         let link = bpf_fd(BPF_LINK_CREATE, [prog_fd, 0, BPF_TRACE_ITER, 0]).map_err(LiveError::Attach)?;
-        Ok(Self { link })
+        Ok(Self {
+            link,
+            counts,
+            walked: HashSet::new(),
+        })
     }
 
     /// The live connections of the calling thread's network namespace, appended to `out`;
@@ -90,23 +104,60 @@ impl TcpIterator {
         Ok(buf.len() % size)
     }
 
-    /// Every live TCP connection: of this process's namespace, then of each of `namespaces`
-    /// (inode and a path that holds it; this process's own is skipped there). One thread
-    /// enters each namespace in turn: `setns` moves only the calling thread.
-    pub fn walk(&self, namespaces: &[(u64, PathBuf)]) -> Result<TcpWalk, LiveError> {
+    /// Every live TCP connection. `namespaces` are the network namespaces that exist (by
+    /// inode, with a path that holds each); of them, those with live connections and those
+    /// never walked are walked, on one thread that enters each in turn (`setns` moves only
+    /// the calling thread). The counts of namespaces that are gone are deleted.
+    pub fn walk(&mut self, namespaces: &StdHashMap<u64, PathBuf>) -> Result<TcpWalk, LiveError> {
+        let mut live = StdHashMap::new();
+        for entry in self.counts.iter() {
+            match entry {
+                Ok((inode, n)) => {
+                    live.insert(u64::from(inode), n);
+                }
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(LiveError::Counts(e.to_string())),
+            }
+        }
+        for gone in live.keys().filter(|inode| !namespaces.contains_key(inode)) {
+            if let Ok(inode) = u32::try_from(*gone) {
+                let _ = self.counts.remove(&inode); // gone already: nothing to do
+            }
+        }
+        self.walked.retain(|inode| namespaces.contains_key(inode));
         let own = netns::own_inode();
+        let wanted = |inode: &u64| !self.walked.contains(inode) || live.get(inode).is_some_and(|n| *n > 0);
+        let own_wanted = wanted(&own);
+        let others: Vec<(u64, &Path)> = namespaces
+            .iter()
+            .filter(|(inode, _)| **inode != own && wanted(inode))
+            .map(|(inode, path)| (*inode, path.as_path()))
+            .collect();
+        let walk = self.walk_these(own, own_wanted, &others)?;
+        self.walked.extend(walk.walked.iter().copied());
+        Ok(walk.result)
+    }
+
+    /// Walks this process's namespace (when `own_wanted`), then each of `others`.
+    fn walk_these(&self, own: u64, own_wanted: bool, others: &[(u64, &Path)]) -> Result<Walked, LiveError> {
         std::thread::scope(|scope| {
             let worker = std::thread::Builder::new()
                 .name("sonde-tcp-iter".into())
                 .spawn_scoped(scope, || {
-                    let mut walk = TcpWalk::default();
+                    let mut done = Walked::default();
+                    let walk = &mut done.result;
                     let mut buf = Vec::with_capacity(1 << 20);
-                    match self.read_here(&mut buf, &mut walk.connections) {
-                        Ok(left) => walk.malformed += left,
-                        Err(e) => walk.failures.push((own, e)),
+                    if own_wanted {
+                        match self.read_here(&mut buf, &mut walk.connections) {
+                            Ok(left) => {
+                                walk.malformed += left;
+                                walk.namespaces += 1;
+                                done.walked.push(own);
+                            }
+                            Err(e) => walk.failures.push((own, e)),
+                        }
                     }
-                    walk.namespaces = 1;
-                    for (inode, path) in namespaces.iter().filter(|(inode, _)| *inode != own) {
+                    for (inode, path) in others {
                         let entered = netns::open(path, *inode).and_then(|file| match file {
                             Some(file) => netns::enter(&file).map(|()| true),
                             None => Ok(false), // gone, its path taken by another namespace
@@ -121,12 +172,13 @@ impl TcpIterator {
                             Ok(Some(left)) => {
                                 walk.malformed += left;
                                 walk.namespaces += 1;
+                                done.walked.push(*inode);
                             }
                             Ok(None) => {}
                             Err(e) => walk.failures.push((*inode, e)),
                         }
                     }
-                    walk
+                    done
                 })
                 .map_err(LiveError::Thread)?;
             worker
@@ -134,6 +186,13 @@ impl TcpIterator {
                 .map_err(|_| LiveError::Thread(std::io::Error::other("the TCP iterator's thread panicked")))
         })
     }
+}
+
+/// A walk's result, and the namespaces it walked.
+#[derive(Default)]
+struct Walked {
+    result: TcpWalk,
+    walked: Vec<u64>,
 }
 
 /// The probes' table of live UDP sockets: entries by socket, holding the socket's counts.

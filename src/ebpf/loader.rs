@@ -324,10 +324,11 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         missing.push(format!("tracefs ({reason}; tracepoints attached through BTF)"));
     }
 
+    let counts = HashMap::try_from(take(&mut ebpf, "netns_conns")?).map_err(|e| map_error("netns_conns", e))?;
     let tcp = {
         let iter: &mut Iter = program(&mut ebpf, "live_tcp")?;
         let fd = iter.fd().map_err(|e| LoadError::Load(error_chain(&e)))?;
-        TcpIterator::new(fd.as_fd())?
+        TcpIterator::new(fd.as_fd(), counts)?
     };
     let batches = Array::try_from(take(&mut ebpf, "batches")?).map_err(|e| map_error("batches", e))?;
     let udp = UdpTable::new(HashMap::try_from(take(&mut ebpf, "udp_socks")?).map_err(|e| map_error("udp_socks", e))?);

@@ -272,10 +272,8 @@ impl LoadedProbes {
         let mut live: Vec<(ConnKey, crate::ebpf::conn::ConnStats)> =
             Vec::with_capacity(state.tracker.live_len() + 1024);
         self.read_udp(state, &mut live)?;
-        // Live TCP connections, from the iterator in every network namespace.
-        let namespaces: Vec<(u64, PathBuf)> = netns::all(&self.namespaces.procfs, &self.namespaces.named)
-            .into_iter()
-            .collect();
+        // Live TCP connections, from the iterator in each network namespace that has some.
+        let namespaces = netns::all(&self.namespaces.procfs, &self.namespaces.named);
         let walk = state.tcp.walk(&namespaces).map_err(CollectError::Live)?;
         state.namespaces_walked = walk.namespaces;
         state.malformed += walk.malformed as u64;
