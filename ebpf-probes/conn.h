@@ -19,8 +19,6 @@ enum conn_flags {
 	FLAG_CONNECTED = 1,
 	/* A connect() that failed (SYN_SENT -> CLOSE). */
 	FLAG_CONNECT_FAILED = 2,
-	/* Bytes read or written after the socket reached CLOSE: no connection of its own. */
-	FLAG_LATE = 4,
 };
 
 /* Telemetry counters (per CPU), indexed by reason. */

@@ -16,7 +16,6 @@ pub const IPPROTO_UDP: u8 = 17;
 
 pub const FLAG_CONNECTED: u8 = 1;
 pub const FLAG_CONNECT_FAILED: u8 = 2;
-pub const FLAG_LATE: u8 = 4;
 
 pub const DIR_OUTBOUND: u8 = 1;
 pub const DIR_INBOUND: u8 = 2;

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use foldhash::fast::RandomState;
 
 use super::series::{LabelPolicy, SeriesKey};
-use crate::ebpf::conn::{ClosedConn, ConnKey, ConnStats, FLAG_CONNECT_FAILED, FLAG_CONNECTED, FLAG_LATE, IPPROTO_TCP};
+use crate::ebpf::conn::{ClosedConn, ConnKey, ConnStats, FLAG_CONNECT_FAILED, FLAG_CONNECTED, IPPROTO_TCP};
 use crate::gateway::Via;
 
 /// Where a connection leaves its network namespace: the gateway enrichment of its series,
@@ -197,20 +197,13 @@ impl Tracker {
     pub fn closed(&mut self, record: &ClosedConn, route: Route<'_>) {
         let stats = &record.stats;
         let counters = Counters::of(stats);
-        // A late record (bytes after the close) is not the connection's final record: the
-        // socket's live entry, if user space still holds it, waits for that one.
-        let live = if stats.flags & FLAG_LATE == 0 {
-            self.live.remove(&(record.key, stats.cookie))
-        } else {
-            None
-        };
-        let series = match live {
+        let series = match self.live.remove(&(record.key, stats.cookie)) {
             Some(live) => live.series,
             None => self.assign(&record.key, stats, route),
         };
         let totals = &mut self.totals[series];
         totals.counters.add(&counters);
-        let completed = stats.flags & (FLAG_CONNECT_FAILED | FLAG_LATE) == 0;
+        let completed = stats.flags & FLAG_CONNECT_FAILED == 0;
         if record.key.protocol == IPPROTO_TCP && completed && stats.srtt_us > 0 {
             totals.rtt.observe(f64::from(stats.srtt_us) / 1e6);
         }
@@ -360,27 +353,6 @@ mod tests {
         t.live_snapshot([(k, s2)], now, &no_route);
         assert_eq!(sent(&t), 17);
         assert_eq!(t.view()[0].counters.connects, 2);
-    }
-
-    #[test]
-    fn a_late_record_of_a_live_socket_adds_its_bytes_and_leaves_the_live_entry() {
-        let mut t = tracker(100);
-        let now = Instant::now();
-        let (k, mut s) = conn(40000, 80, 100, 7);
-        t.live_snapshot([(k, s)], now, &no_route);
-        // Bytes read after the close, same socket (same cookie), before its final record.
-        let late = ConnStats {
-            bytes_sent: 5,
-            flags: FLAG_LATE,
-            ..s
-        };
-        t.closed(&record(k, late), &no_route);
-        assert_eq!(sent(&t), 105);
-        assert_eq!(t.live_len(), 1);
-        s.bytes_sent = 150;
-        t.closed(&record(k, s), &no_route);
-        assert_eq!(sent(&t), 155);
-        assert_eq!(t.live_len(), 0);
     }
 
     #[test]
