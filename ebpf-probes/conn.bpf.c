@@ -68,11 +68,14 @@ struct {
 
 /* Live TCP connections per network namespace (by inode), so that a scrape runs the
  * iterator only in the namespaces that have some: each run walks the kernel's whole
- * established hash, whatever the namespace holds (docs/ARCHITECTURE.md#tcp-iterator). A
- * count may stay above the truth (an entry replaced at its address is not counted off);
- * user space deletes the counts of namespaces that are gone. */
+ * established hash, whatever the namespace holds (docs/ARCHITECTURE.md#tcp-iterator). Per
+ * CPU, so that connections made and closed at once on several CPUs do not pass one counter's
+ * line between them: a connection made on one CPU and closed on another adds 1 to the
+ * first's count and takes 1 from the second's, and user space sums them (wrapping). A count
+ * may stay above the truth (an entry replaced at its address is not counted off); user
+ * space deletes the counts of namespaces that are gone. */
 struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
 	__uint(max_entries, 16384);
 	__type(key, __u32);
 	__type(value, __u64);
@@ -356,19 +359,22 @@ static __always_inline void fill_record(struct closed_conn *rec, struct tcp_conn
 	rec->stats.pad = 0;
 }
 
-/* Adds `delta` to the count of live TCP connections of namespace `netns`. */
+/* Adds `delta` to this CPU's count of live TCP connections of namespace `netns`: a plain
+ * add, as the count is this CPU's own and the program does not nest in itself. */
 static __always_inline void count_in_netns(__u32 netns, __s64 delta)
 {
 	__u64 *n = bpf_map_lookup_elem(&netns_conns, &netns);
-	if (!n) {
-		__u64 first = delta > 0 ? delta : 0;
-		if (bpf_map_update_elem(&netns_conns, &netns, &first, BPF_NOEXIST) == 0)
-			return;
-		n = bpf_map_lookup_elem(&netns_conns, &netns);
-		if (!n)
-			return;
+	if (n) {
+		*n += delta;
+		return;
 	}
-	__sync_fetch_and_add(n, delta);
+	/* The namespace's first: its entry, this CPU's count set, the others' zero. */
+	__u64 first = delta;
+	if (bpf_map_update_elem(&netns_conns, &netns, &first, BPF_NOEXIST) == 0)
+		return;
+	n = bpf_map_lookup_elem(&netns_conns, &netns);
+	if (n)
+		*n += delta;
 }
 
 /* A new entry for the socket, its counters taken as they are now; 0 when it holds one. */

@@ -12,7 +12,7 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, MapData};
+use aya::maps::{HashMap, MapData, PerCpuHashMap};
 
 use super::conn::ClosedConn;
 use crate::netns;
@@ -73,8 +73,8 @@ fn bpf_fd(cmd: libc::c_long, words: [u32; 4]) -> std::io::Result<OwnedFd> {
 /// The probes' TCP iterator (`live_tcp`), linked once; each walk makes iterators of it.
 pub struct TcpIterator {
     link: OwnedFd,
-    /// The probes' count of live TCP connections per namespace (`netns_conns`).
-    counts: HashMap<MapData, u32, u64>,
+    /// The probes' count of live TCP connections per namespace, per CPU (`netns_conns`).
+    counts: PerCpuHashMap<MapData, u32, u64>,
     /// Namespaces walked at least once: a connection older than the probes was seen there
     /// then (and counted), and every later one is counted at its handshake, so such a
     /// namespace needs walking only while its count is not 0.
@@ -83,7 +83,7 @@ pub struct TcpIterator {
 
 impl TcpIterator {
     /// Links the loaded iterator program.
-    pub fn new(program: BorrowedFd<'_>, counts: HashMap<MapData, u32, u64>) -> Result<Self, LiveError> {
+    pub fn new(program: BorrowedFd<'_>, counts: PerCpuHashMap<MapData, u32, u64>) -> Result<Self, LiveError> {
         let prog_fd = program.as_raw_fd() as u32;
         let link = bpf_fd(BPF_LINK_CREATE, [prog_fd, 0, BPF_TRACE_ITER, 0]).map_err(LiveError::Attach)?;
         Ok(Self {
@@ -112,7 +112,9 @@ impl TcpIterator {
         let mut live = StdHashMap::new();
         for entry in self.counts.iter() {
             match entry {
-                Ok((inode, n)) => {
+                Ok((inode, per_cpu)) => {
+                    // A connection may be counted on one CPU and counted off on another.
+                    let n = per_cpu.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)) as i64;
                     live.insert(u64::from(inode), n);
                 }
                 Err(aya::maps::MapError::KeyNotFound) => {}

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use std::os::fd::AsFd;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::{BtfTracePoint, FExit, Iter};
 use aya::{Btf, Ebpf, EbpfLoader};
 
@@ -324,7 +324,7 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         missing.push(format!("tracefs ({reason}; tracepoints attached through BTF)"));
     }
 
-    let counts = HashMap::try_from(take(&mut ebpf, "netns_conns")?).map_err(|e| map_error("netns_conns", e))?;
+    let counts = PerCpuHashMap::try_from(take(&mut ebpf, "netns_conns")?).map_err(|e| map_error("netns_conns", e))?;
     let tcp = {
         let iter: &mut Iter = program(&mut ebpf, "live_tcp")?;
         let fd = iter.fd().map_err(|e| LoadError::Load(error_chain(&e)))?;
