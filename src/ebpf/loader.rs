@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn every_program_is_named_once_and_each_need_has_a_way() {
         let all = all_programs();
-        assert_eq!(all.len(), 9);
+        assert_eq!(all.len(), 10);
         assert!(
             NEEDS
                 .iter()
