@@ -29,7 +29,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use sonde::ebpf::batch::{BatchReader, STALE_AFTER};
-use sonde::ebpf::loader::{self, MapBatches};
+use sonde::ebpf::loader::{self, MapBatches, error_chain};
 
 /// The commit whose probes are "today's": the last before issue 20's rewrite.
 const BASELINE_COMMIT: &str = "9085517";
@@ -286,17 +286,6 @@ fn last_line(bytes: &[u8]) -> String {
         .unwrap_or("failed")
         .trim()
         .to_owned()
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// The programs of a BPF ELF object in `tp_btf/<tracepoint>` sections, as (function symbol,

@@ -416,7 +416,7 @@ fn map_error(name: &'static str, e: aya::maps::MapError) -> LoadError {
 }
 
 /// An error and its sources on one line: aya's top-level messages alone are vague.
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
