@@ -121,12 +121,16 @@ impl TcpIterator {
                 Err(e) => return Err(LiveError::Counts(e.to_string())),
             }
         }
-        for gone in live.keys().filter(|inode| !namespaces.contains_key(inode)) {
-            if let Ok(inode) = u32::try_from(*gone) {
-                let _ = self.counts.remove(&inode); // gone already: nothing to do
+        // No namespace at all means the listing failed (this process's own is always
+        // there): then nothing is taken as gone, or the counts of live ones would be lost.
+        if !namespaces.is_empty() {
+            for gone in live.keys().filter(|inode| !namespaces.contains_key(inode)) {
+                if let Ok(inode) = u32::try_from(*gone) {
+                    let _ = self.counts.remove(&inode); // gone already: nothing to do
+                }
             }
+            self.walked.retain(|inode| namespaces.contains_key(inode));
         }
-        self.walked.retain(|inode| namespaces.contains_key(inode));
         let own = netns::own_inode();
         let wanted = |inode: &u64| !self.walked.contains(inode) || live.get(inode).is_some_and(|n| *n > 0);
         let own_wanted = wanted(&own);
