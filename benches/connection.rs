@@ -7,11 +7,13 @@
 //!     ratios to no probes within each round (median and middle half);
 //! (b) each program's cost per event, from the kernel's BPF run-time statistics, under
 //!     churn (every connection new), steady TCP, a TCP stream (the per-call cost the send
-//!     and receive tracepoints still have for TCP), UDP datagrams, retransmits and the TCP
-//!     iterator over live connections, each workload run 15 times: median, min and max;
+//!     and receive tracepoints still have for TCP), UDP datagrams, retransmits, and
+//!     `read_tcp` per live connection read, each workload run 15 times: median, min and max;
 //! (c) `BatchReader::read_all` latency across every CPU;
-//! (d) scrape latency of the real binary with 50,000 live sockets, iterator included, next
-//!     to its floor: a bare walk of the TCP iterator over them, and a read of /proc/net/tcp.
+//! (d) scrape latency of the real binary with 50,000 live sockets, their counters read at each
+//!     scrape, next to its floor: the read of the live connections alone (the probes' table
+//!     and `read_tcp`), a bare walk of the TCP iterator over the same sockets (what reading
+//!     them by walking the kernel's sockets costs), and a read of /proc/net/tcp.
 //!
 //! `cargo bench --bench connection -- b` runs only the named parts (any of `a b c d`).
 //!
@@ -545,21 +547,34 @@ fn open_pairs(pairs: u32) -> Vec<TcpStream> {
     sockets
 }
 
-/// A bare walk of the probes' TCP iterator (`live_tcp`) over this thread's network namespace,
-/// with aya alone: a link made for the walk, one iterator of it read to its end. Returns the
-/// whole records read.
-fn walk_iterator(ebpf: &mut aya::Ebpf, buf: &mut Vec<u8>) -> usize {
+/// A bare walk of the probes' TCP iterator (`seed_tcp`) over this thread's network namespace,
+/// with aya alone: a link made for the walk, one iterator of it read to its end. This is the
+/// walk a scrape needed before issue 20's table read: the kernel visits every socket of the
+/// namespace (and its whole established hash), locking each.
+fn walk_iterator(ebpf: &mut aya::Ebpf, buf: &mut Vec<u8>) {
     let iter: &mut aya::programs::Iter = ebpf
-        .program_mut("live_tcp")
-        .expect("live_tcp is in the object")
+        .program_mut("seed_tcp")
+        .expect("seed_tcp is in the object")
         .try_into()
-        .expect("live_tcp is an iterator");
+        .expect("seed_tcp is an iterator");
     let id = iter.attach().expect("link the iterator");
     let link = iter.take_link(id).expect("the iterator's link");
     let mut file = link.into_file().expect("an iterator of the link");
     buf.clear();
     file.read_to_end(buf).expect("read the iterator");
-    buf.len() / std::mem::size_of::<sonde::ebpf::conn::ClosedConn>()
+}
+
+/// sonde's own read of the live TCP connections (the probes' table, then `read_tcp`), with
+/// only this process's namespace to seed; returns the connections read.
+fn read_live(probes: &mut loader::Probes) -> usize {
+    let own =
+        std::collections::HashMap::from([(sonde::netns::own_inode(), std::path::PathBuf::from("/proc/self/ns/net"))]);
+    probes
+        .tcp
+        .walk(&own)
+        .expect("read the live TCP connections")
+        .connections
+        .len()
 }
 
 fn per_event_cost(sizes: &Sizes) {
@@ -579,21 +594,40 @@ fn per_event_cost(sizes: &Sizes) {
         println!("    not attached: {missing}");
     }
 
-    // First, while the namespace holds few time-wait sockets (the churn below leaves many,
-    // which the iterator visits too).
     let live = open_pairs(sizes.connections);
     println!(
-        "\n(b) TCP iterator: one walk a round over this namespace, {} live sockets held by this process \
-         (both ends of {} loopback connections) among the namespace's others; \
-         live_tcp's events are sockets visited (+1 end call a walk); the first round starts their entries",
+        "\n(b) live TCP read: sonde's read of its table a round, {} live sockets held by this process \
+         (both ends of {} loopback connections); read_tcp's events are runs of up to {} connections, \
+         its cost per connection below; the first round runs seed_tcp over the namespace",
         live.len(),
-        sizes.connections
+        sizes.connections,
+        sonde::ebpf::conn::READ_CHUNK
     );
-    let mut buf = Vec::with_capacity(1 << 20);
-    print_cost(&mut probes.ebpf, sizes.cost_rounds, |ebpf| {
-        let records = walk_iterator(ebpf, &mut buf);
-        assert!(records >= live.len(), "the walk read every held socket");
-    });
+    let mut per_connection = Vec::new();
+    print_cost(&mut probes.ebpf, 1, |_| {}); // the header only
+    for _ in 0..sizes.cost_rounds {
+        let before = program_stats(&probes.ebpf);
+        let read = read_live(&mut probes);
+        let after = program_stats(&probes.ebpf);
+        assert!(read >= live.len(), "the read found every held socket");
+        let time = |stats: &[(String, u64, u64)]| {
+            stats
+                .iter()
+                .find(|(name, ..)| name == "read_tcp")
+                .map_or(0, |(_, t, _)| *t)
+        };
+        per_connection.push((time(&after) - time(&before)) as f64 / read as f64);
+    }
+    per_connection.sort_by(f64::total_cmp);
+    println!(
+        "{:<22} {:>10} {:>12.0} {:>8.0} {:>8.0}   ({} rounds; ns per connection read)",
+        "read_tcp",
+        live.len(),
+        per_connection[per_connection.len() / 2],
+        per_connection[0],
+        per_connection[per_connection.len() - 1],
+        sizes.cost_rounds
+    );
     drop(live);
 
     println!(
@@ -846,24 +880,29 @@ fn scrape_latency(sizes: &Sizes) {
         "sonde reads {live} live entries, the holders hold {} sockets",
         holders.sockets
     );
-    // The floor: this process's own copy of the probes, its iterator walked bare in this
-    // namespace (the holders'), and the kernel's text table of the same sockets.
+    // The floor, with this process's own copy of the probes: its read of the live
+    // connections alone (the table and read_tcp, no HTTP, tracking or exposition); what a
+    // read by walking the kernel's sockets costs: a bare walk of the TCP iterator in this
+    // namespace (the holders'); and the kernel's text table of the same sockets.
     let mut probes = loader::load(65_536).expect("load the probes");
+    let first = read_live(&mut probes); // seeds the holders' connections
     let mut walk_buf = Vec::with_capacity(8 << 20);
-    let first = walk_iterator(&mut probes.ebpf, &mut walk_buf); // starts the entries
     let mut proc_buf = Vec::with_capacity(8 << 20);
     let proc_lines = read_proc_net_tcp(&mut proc_buf);
-    let (mut scrapes, mut walks, mut procs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut scrapes, mut reads, mut walks, mut procs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut bytes = 0;
     for _ in 0..sizes.scrapes {
-        // Interleaved, so a drift of the machine's speed falls on all three alike.
+        // Interleaved, so a drift of the machine's speed falls on all alike.
         let start = Instant::now();
         bytes = scrape(sonde.addr);
         scrapes.push(start.elapsed());
         let start = Instant::now();
-        let records = walk_iterator(&mut probes.ebpf, &mut walk_buf);
+        let records = read_live(&mut probes);
+        reads.push(start.elapsed());
+        assert!(records >= holders.sockets as usize, "the read found every held socket");
+        let start = Instant::now();
+        walk_iterator(&mut probes.ebpf, &mut walk_buf);
         walks.push(start.elapsed());
-        assert!(records >= holders.sockets as usize, "the walk read every held socket");
         let start = Instant::now();
         read_proc_net_tcp(&mut proc_buf);
         procs.push(start.elapsed());
@@ -871,23 +910,23 @@ fn scrape_latency(sizes: &Sizes) {
     drop(probes);
     let held = holders.sockets;
     drop(holders);
-    let mut sorted_walks = walks.clone();
-    sorted_walks.sort_unstable();
-    let walk_median = spread(&sorted_walks).0;
+    let mut sorted_reads = reads.clone();
+    sorted_reads.sort_unstable();
+    let read_median = spread(&sorted_reads).0;
     println!(
         "\n(d) scrape of the real binary with {held} live sockets held (both ends of {} loopback connections): \
          sonde_connection_live_entries {live}, namespaces walked {namespaces}; {} rounds, each a scrape ({bytes} bytes), \
-         then a bare walk of the TCP iterator in this namespace ({} records), then a read of /proc/net/tcp{{,6}} \
-         ({proc_lines} lines)",
+         then this process's own read of the live TCP connections ({first} read), a bare walk of the TCP iterator \
+         in this namespace, and a read of /proc/net/tcp{{,6}} ({proc_lines} lines)",
         held / 2,
         sizes.scrapes,
-        first,
     );
     println!(
         "{:<34} {:>10} {:>10} {:>10} {:>10} {:>14}",
-        "", "median ms", "p99 ms", "min ms", "max ms", "median / walk"
+        "", "median ms", "p99 ms", "min ms", "max ms", "median / read"
     );
-    print_spread("scrape (sonde, over HTTP)", &mut scrapes, Some(walk_median));
-    print_spread("bare TCP iterator walk", &mut walks, Some(walk_median));
-    print_spread("read /proc/net/tcp{,6}", &mut procs, Some(walk_median));
+    print_spread("scrape (sonde, over HTTP)", &mut scrapes, Some(read_median));
+    print_spread("live read (table + read_tcp)", &mut reads, Some(read_median));
+    print_spread("bare TCP iterator walk", &mut walks, Some(read_median));
+    print_spread("read /proc/net/tcp{,6}", &mut procs, Some(read_median));
 }

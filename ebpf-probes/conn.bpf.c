@@ -7,8 +7,10 @@
  * tell (its key as first seen, direction, cgroup, and the counters' values then) in the
  * `tcp_conns` hash, from the state change to ESTABLISHED; at the change to CLOSE they write
  * the connection's final record from the counters into the CPU's current batch; at a scrape
- * the `live_tcp` iterator writes every live connection's record from the counters for user
- * space to read (docs/ARCHITECTURE.md#tcp-from-the-kernels-counters).
+ * user space reads that hash (all namespaces at once) and has `read_tcp` read the counters
+ * of every connection in it. Connections older than the probes get their entry from the
+ * `seed_tcp` iterator, run once in each network namespace
+ * (docs/ARCHITECTURE.md#tcp-from-the-kernels-counters).
  *
  * UDP has no such counters: each send and receive adds to the socket's entry in the
  * `udp_socks` hash, from the sock_send_length/sock_recv_length tracepoints (6.3) or, before
@@ -66,20 +68,15 @@ struct {
 	__type(value, struct tcp_conn);
 } tcp_conns SEC(".maps");
 
-/* Live TCP connections per network namespace (by inode), so that a scrape runs the
- * iterator only in the namespaces that have some: each run walks the kernel's whole
- * established hash, whatever the namespace holds (docs/ARCHITECTURE.md#tcp-iterator). Per
- * CPU, so that connections made and closed at once on several CPUs do not pass one counter's
- * line between them: a connection made on one CPU and closed on another adds 1 to the
- * first's count and takes 1 from the second's, and user space sums them (wrapping). A count
- * may stay above the truth (an entry replaced at its address is not counted off); user
- * space deletes the counts of namespaces that are gone. */
+/* The live TCP connections a scrape reads, one slot each (struct live_read); memory-mapped
+ * by user space, which sets the size (--connection.max-live). */
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 65536);
+	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, __u64);
-} netns_conns SEC(".maps");
+	__type(value, struct live_read);
+} live_reads SEC(".maps");
 
 /* Live UDP sockets by socket, with their counts; user space reads them at each scrape and
  * deletes those idle for --connection.udp-idle (UDP has no close event). */
@@ -318,23 +315,31 @@ struct tcp_counts {
 	__u32 retransmits;
 };
 
-static __always_inline void read_counts(struct tcp_sock *tp, int state, struct tcp_counts *c)
+/* The counts from the socket's fields (read by the caller: plain loads through a typed
+ * pointer, or probe reads through an address). */
+static __always_inline void counts_of(int state, __u64 sent, __u64 received, __u32 retrans,
+				      __u32 snd_una, __u32 write_seq, __u64 sk_flags,
+				      struct tcp_counts *c)
 {
-	struct sock *sk = (struct sock *)tp;
-	__u64 sent = tp->bytes_acked;
-	__u64 received = tp->bytes_received;
 	/* Our FIN was sent in these states; it is acknowledged once nothing is left unacked
 	 * (write_seq counts the FIN too). */
 	int fin_sent = state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 || state == TCP_CLOSING ||
 		       state == TCP_LAST_ACK;
-	if (fin_sent && tp->snd_una == tp->write_seq && sent > 0)
+	if (fin_sent && snd_una == write_seq && sent > 0)
 		sent -= 1;
 	/* tcp_fin() marks the socket done when the peer's FIN arrives. */
-	if ((sk->__sk_common.skc_flags & (1UL << SOCK_DONE)) && received > 0)
+	if ((sk_flags & (1UL << SOCK_DONE)) && received > 0)
 		received -= 1;
 	c->sent = sent;
 	c->received = received;
-	c->retransmits = tp->total_retrans;
+	c->retransmits = retrans;
+}
+
+static __always_inline void read_counts(struct tcp_sock *tp, int state, struct tcp_counts *c)
+{
+	struct sock *sk = (struct sock *)tp;
+	counts_of(state, tp->bytes_acked, tp->bytes_received, tp->total_retrans, tp->snd_una,
+		  tp->write_seq, sk->__sk_common.skc_flags, c);
 }
 
 /* What the connection counted since the probes first saw it. */
@@ -351,30 +356,12 @@ static __always_inline void fill_record(struct closed_conn *rec, struct tcp_conn
 	rec->stats.cgroup_id = conn->cgroup_id;
 	rec->stats.cookie = conn->cookie;
 	rec->stats.last_ns = 0;
-	rec->stats.tgid = conn->tgid;
+	rec->stats.tgid = 0;
 	rec->stats.retransmits = now->retransmits > conn->base_retrans ? now->retransmits - conn->base_retrans : 0;
 	rec->stats.srtt_us = 0;
 	rec->stats.direction = conn->direction;
 	rec->stats.flags = conn->flags;
 	rec->stats.pad = 0;
-}
-
-/* Adds `delta` to this CPU's count of live TCP connections of namespace `netns`: a plain
- * add, as the count is this CPU's own and the program does not nest in itself. */
-static __always_inline void count_in_netns(__u32 netns, __s64 delta)
-{
-	__u64 *n = bpf_map_lookup_elem(&netns_conns, &netns);
-	if (n) {
-		*n += delta;
-		return;
-	}
-	/* The namespace's first: its entry, this CPU's count set, the others' zero. */
-	__u64 first = delta;
-	if (bpf_map_update_elem(&netns_conns, &netns, &first, BPF_NOEXIST) == 0)
-		return;
-	n = bpf_map_lookup_elem(&netns_conns, &netns);
-	if (n)
-		*n += delta;
 }
 
 /* A new entry for the socket, its counters taken as they are now; 0 when it holds one. */
@@ -394,10 +381,10 @@ static __always_inline int start_conn(struct sock *sk, struct tcp_sock *tp, int 
 	conn.cookie = new_identity(sk);
 	conn.direction = direction;
 	conn.flags = flags;
-	if (bpf_map_update_elem(&tcp_conns, &id, &conn, update))
-		return -1;
-	count_in_netns(conn.key.netns, 1);
-	return 0;
+	/* The socket's address as a number, for the scrape's iterator: a program that may
+	 * read kernel memory (CAP_PERFMON) may store a pointer. */
+	conn.sk = (__u64)sk;
+	return bpf_map_update_elem(&tcp_conns, &id, &conn, update) ? -1 : 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -442,11 +429,8 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	struct record_spot spot;
 	if (open_record(&spot)) {
 		/* No spot for the record (not expected): the entry goes all the same. */
-		if (conn) {
-			__u32 netns = conn->key.netns;
-			if (bpf_map_delete_elem(&tcp_conns, &id) == 0)
-				count_in_netns(netns, -1);
-		}
+		if (conn)
+			bpf_map_delete_elem(&tcp_conns, &id);
 		return 0;
 	}
 	struct closed_conn *rec = spot.rec;
@@ -455,8 +439,7 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 		read_counts(tp, oldstate, &now);
 		fill_record(rec, conn, &now);
 		rec->stats.srtt_us = tp->srtt_us >> 3;
-		if (bpf_map_delete_elem(&tcp_conns, &id) == 0)
-			count_in_netns(rec->key.netns, -1);
+		bpf_map_delete_elem(&tcp_conns, &id);
 	} else {
 		/* A connect() that failed. */
 		rec->key = failed;
@@ -471,13 +454,17 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
-/* Every live TCP connection of the iterator's network namespace, as a record of what it
- * counted since the probes first saw it, written for user space to read. A connection older
- * than the probes gets its entry here, its counters as they are now for a base. The kernel
- * runs this with the socket locked from 5.15 (and skips a socket unhashed meanwhile), so a
- * close is seen either before or after, whole. */
+static __always_inline int live_state(int state)
+{
+	return state == TCP_ESTABLISHED || state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 ||
+	       state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
+}
+
+/* Run once in each network namespace (a TCP iterator walks the sockets of the namespace it
+ * is made in): every connection older than the probes gets its entry, its counters as they
+ * are now for a base. Connections the probes saw established have theirs already. */
 SEC("iter/tcp")
-int live_tcp(struct bpf_iter__tcp *ctx)
+int seed_tcp(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 	if (!skc)
@@ -487,25 +474,75 @@ int live_tcp(struct bpf_iter__tcp *ctx)
 		return 0; /* a request or time-wait socket */
 	struct sock *sk = (struct sock *)tp;
 	int state = sk->__sk_common.skc_state;
-	if (state != TCP_ESTABLISHED && state != TCP_FIN_WAIT1 && state != TCP_FIN_WAIT2 &&
-	    state != TCP_CLOSE_WAIT && state != TCP_LAST_ACK && state != TCP_CLOSING)
+	if (!live_state(state))
 		return 0; /* listening, connecting or closed: not a connection */
 	__u64 id = socket_id(sk);
-	struct tcp_conn *conn = bpf_map_lookup_elem(&tcp_conns, &id);
-	if (!conn) {
-		if (start_conn(sk, tp, state, id, DIR_UNKNOWN, 0, BPF_NOEXIST) == 0)
-			count(TM_FIRST_SEEN_LIVE);
-		conn = bpf_map_lookup_elem(&tcp_conns, &id);
-		if (!conn) {
-			count(TM_TABLE_FULL);
-			return 0;
-		}
+	if (bpf_map_lookup_elem(&tcp_conns, &id))
+		return 0;
+	if (start_conn(sk, tp, state, id, DIR_UNKNOWN, 0, BPF_NOEXIST) == 0)
+		count(TM_FIRST_SEEN_LIVE);
+	else if (!bpf_map_lookup_elem(&tcp_conns, &id))
+		count(TM_TABLE_FULL);
+	return 0;
+}
+
+/* Reads a field of the socket at `sk` (a number, not a typed pointer: the live table's
+ * entries hold it so) with a probe read, relocated by CO-RE; 0 when the read fails. */
+#define SK_READ(type, sk, field)                                                             \
+	({                                                                                   \
+		typeof(((type *)0)->field) __v = 0;                                          \
+		bpf_probe_read_kernel(                                                       \
+			(void *)&__v, sizeof(__v),                                           \
+			(const void *)__builtin_preserve_access_index(&((type *)(sk))->field)); \
+		__v;                                                                         \
+	})
+
+/* Whether the socket at `r->sk` is still the connection whose entry gave it: the socket's
+ * memory is reused for another once it is freed (after its close deleted the entry, so only a
+ * close racing the scrape can show one). By cookie where the entry holds the socket's, else
+ * by ports. */
+static __always_inline int still_the_connection(struct live_read *r, __u64 sk)
+{
+	if (!(r->cookie >> 63))
+		return SK_READ(struct sock, sk, __sk_common.skc_cookie.counter) == (__s64)r->cookie;
+	return SK_READ(struct sock, sk, __sk_common.skc_dport) == __builtin_bswap16(r->dport) &&
+	       SK_READ(struct sock, sk, __sk_common.skc_num) == r->sport;
+}
+
+/* The counts of slots [ctx[0], ctx[1]) of `live_reads`, at most READ_CHUNK of them: run by
+ * user space at each scrape (BPF_PROG_TEST_RUN; never attached), over the live connections
+ * it read from `tcp_conns`. Only the connections are visited, not every socket of the
+ * kernel's hash as a TCP iterator does, and every namespace at once. No socket lock is
+ * taken: a close that races the scrape shows a socket that is no longer live (skipped; its
+ * record follows) or the counts just before it (docs/ARCHITECTURE.md#live-tcp). */
+SEC("raw_tp")
+int read_tcp(__u64 *ctx)
+{
+	__u32 first = ctx[0];
+	__u32 end = ctx[1];
+	for (__u32 i = 0; i < READ_CHUNK; i++) {
+		__u32 idx = first + i;
+		if (idx >= end)
+			break;
+		struct live_read *r = bpf_map_lookup_elem(&live_reads, &idx);
+		if (!r)
+			break;
+		__u64 sk = r->sk;
+		int state = SK_READ(struct sock, sk, __sk_common.skc_state);
+		r->live = 0;
+		if (!sk || !live_state(state) || !still_the_connection(r, sk))
+			continue;
+		struct tcp_counts now;
+		counts_of(state, SK_READ(struct tcp_sock, sk, bytes_acked),
+			  SK_READ(struct tcp_sock, sk, bytes_received),
+			  SK_READ(struct tcp_sock, sk, total_retrans),
+			  SK_READ(struct tcp_sock, sk, snd_una), SK_READ(struct tcp_sock, sk, write_seq),
+			  SK_READ(struct sock, sk, __sk_common.skc_flags), &now);
+		r->sent = now.sent;
+		r->received = now.received;
+		r->retransmits = now.retransmits;
+		r->live = 1;
 	}
-	struct tcp_counts now;
-	read_counts(tp, state, &now);
-	struct closed_conn rec;
-	fill_record(&rec, conn, &now);
-	bpf_seq_write(ctx->meta->seq, &rec, sizeof(rec));
 	return 0;
 }
 

@@ -83,11 +83,35 @@ struct tcp_conn {
 	__u64 cookie;
 	__u64 base_sent;
 	__u64 base_received;
-	__u32 tgid;
+	/* The socket's address, which the scrape's iterator over this table reads the
+	 * counters through (docs/ARCHITECTURE.md#live-tcp). */
+	__u64 sk;
 	__u8 direction;
 	__u8 flags;
 	__u16 pad;
+	__u32 pad2;
 };
+
+/* One live TCP connection as a scrape reads it (`live_reads`, a memory-mapped array): user
+ * space writes the first fields from the connection's `tcp_conns` entry, `read_tcp` the rest
+ * from its socket (docs/ARCHITECTURE.md#live-tcp). */
+struct live_read {
+	/* In: the socket's address, and the identity to check it still has. */
+	__u64 sk;
+	__u64 cookie;
+	__u16 sport;
+	__u16 dport;
+	/* Out: the counts (as read_counts gives them), and 1 when the socket is still the
+	 * entry's connection and live. */
+	__u32 retransmits;
+	__u64 sent;
+	__u64 received;
+	__u32 live;
+	__u32 pad;
+};
+
+/* Connections `read_tcp` reads in one run. */
+#define READ_CHUNK 128
 
 struct batch {
 	__u64 id;

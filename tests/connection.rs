@@ -852,7 +852,8 @@ fn a_missing_optional_hook_is_reported_and_the_rest_attach() {
     assert_eq!(
         attached,
         [
-            "live_tcp=iter/tcp",
+            "seed_tcp=iter/tcp",
+            "read_tcp=run",
             "sock_send_length=tp_btf/sock_send_length",
             "sock_recv_length=tp_btf/sock_recv_length"
         ]

@@ -73,18 +73,77 @@ pub struct ClosedConn {
     pub stats: ConnStats,
 }
 
-impl ClosedConn {
-    /// The record at the start of `bytes` (as the TCP iterator writes them), if it is long
-    /// enough.
-    pub fn from_bytes(bytes: &[u8]) -> Option<ClosedConn> {
-        if bytes.len() < std::mem::size_of::<ClosedConn>() {
-            return None;
+/// A live TCP connection's entry in the probes' `tcp_conns` table.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpConn {
+    pub key: ConnKey,
+    pub base_retrans: u32,
+    pub cgroup_id: u64,
+    pub cookie: u64,
+    pub base_sent: u64,
+    pub base_received: u64,
+    /// The socket's address, which `read_tcp` reads the counters through.
+    pub sk: u64,
+    pub direction: u8,
+    pub flags: u8,
+    pub pad: u16,
+    pub pad2: u32,
+}
+
+impl TcpConn {
+    /// The connection's record: what it counted since the probes first saw it, from
+    /// counts `read_tcp` read now.
+    pub fn record(&self, now: &LiveRead) -> ClosedConn {
+        ClosedConn {
+            key: self.key,
+            pad: 0,
+            stats: ConnStats {
+                bytes_sent: now.sent.saturating_sub(self.base_sent),
+                bytes_received: now.received.saturating_sub(self.base_received),
+                cgroup_id: self.cgroup_id,
+                cookie: self.cookie,
+                retransmits: now.retransmits.saturating_sub(self.base_retrans),
+                direction: self.direction,
+                flags: self.flags,
+                ..ConnStats::default()
+            },
         }
-        // SAFETY: the length is checked above, `ClosedConn` is plain old data (every bit
-        // pattern is valid) and read_unaligned has no alignment requirement.
-        Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<ClosedConn>()) })
     }
 }
+
+/// One slot of the probes' `live_reads` array: a connection's socket and identity, written
+/// by user space, and its counts, written by `read_tcp`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveRead {
+    pub sk: u64,
+    pub cookie: u64,
+    pub sport: u16,
+    pub dport: u16,
+    pub retransmits: u32,
+    pub sent: u64,
+    pub received: u64,
+    /// 1 when the socket was still the entry's connection, and live.
+    pub live: u32,
+    pub pad: u32,
+}
+
+impl LiveRead {
+    /// The slot for `conn`, its counts not read yet.
+    pub fn of(conn: &TcpConn) -> Self {
+        Self {
+            sk: conn.sk,
+            cookie: conn.cookie,
+            sport: conn.key.sport,
+            dport: conn.key.dport,
+            ..Self::default()
+        }
+    }
+}
+
+/// Connections `read_tcp` reads in one run (`READ_CHUNK`).
+pub const READ_CHUNK: u32 = 128;
 
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -125,6 +184,8 @@ unsafe impl aya::Pod for ConnKey {}
 unsafe impl aya::Pod for ConnStats {}
 unsafe impl aya::Pod for ClosedConn {}
 unsafe impl aya::Pod for Batch {}
+unsafe impl aya::Pod for TcpConn {}
+unsafe impl aya::Pod for LiveRead {}
 
 impl ConnKey {
     fn addr(&self, bytes: &[u8; 16]) -> Option<IpAddr> {
@@ -160,6 +221,13 @@ mod tests {
         assert_eq!(std::mem::offset_of!(ClosedConn, stats), 48);
         assert_eq!(std::mem::offset_of!(ConnStats, retransmits), 60);
         assert_eq!(std::mem::size_of::<Batch>(), 16 + BATCH_RECORDS * 120);
+        assert_eq!(std::mem::size_of::<TcpConn>(), 96);
+        assert_eq!(std::mem::offset_of!(TcpConn, base_retrans), 44);
+        assert_eq!(std::mem::offset_of!(TcpConn, sk), 80);
+        assert_eq!(std::mem::offset_of!(TcpConn, direction), 88);
+        assert_eq!(std::mem::size_of::<LiveRead>(), 48);
+        assert_eq!(std::mem::offset_of!(LiveRead, retransmits), 20);
+        assert_eq!(std::mem::offset_of!(LiveRead, live), 40);
     }
 
     #[test]
@@ -171,7 +239,6 @@ mod tests {
         assert_eq!(batch.records_from(0).len(), BATCH_RECORDS);
         assert!(batch.records_from(BATCH_RECORDS + 1).is_empty());
         assert!(Batch::from_bytes(&[0; 10]).is_none());
-        assert!(ClosedConn::from_bytes(&[0; 119]).is_none());
     }
 
     #[test]

@@ -1,10 +1,14 @@
-//! The live connections, read at each scrape: TCP ones from the probes' iterator, run in
-//! each network namespace that has some (a TCP iterator walks the sockets of the namespace
-//! it is created in, and the kernel's whole established hash each time), UDP ones from the
-//! probes' `udp_socks` table.
+//! The live connections, read at each scrape: TCP ones from the probes' table of live
+//! connections (every namespace at once), UDP ones from the probes' `udp_socks` table.
 //!
-//! The iterator writes one [`ClosedConn`] per live TCP connection, its counts taken from the
-//! kernel's own counters at that moment (docs/ARCHITECTURE.md#tcp-from-the-kernels-counters).
+//! A TCP connection's counts are the kernel's own counters at that moment, which only a BPF
+//! program can read: sonde reads the table (`tcp_conns`), writes each connection's socket into
+//! the memory-mapped `live_reads` array, and runs the probes' `read_tcp` over it
+//! (BPF_PROG_TEST_RUN), which writes the counts beside each
+//! (docs/ARCHITECTURE.md#live-tcp). Connections older than the probes are in the table once
+//! the `seed_tcp` iterator has run in their network namespace: once per namespace, at the
+//! first scrape that finds it (a TCP iterator walks the sockets of the namespace it is made
+//! in, and the kernel's whole established hash each time).
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::fs::File;
@@ -12,155 +16,303 @@ use std::io::Read;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use aya::maps::{HashMap, MapData, PerCpuHashMap};
+use aya::maps::{HashMap, MapData};
 
-use super::conn::ClosedConn;
+use super::conn::{ClosedConn, LiveRead, READ_CHUNK, TcpConn};
 use crate::netns;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiveError {
-    #[error("attaching the TCP iterator: {0}")]
+    #[error("linking the TCP iterator: {0}")]
     Attach(std::io::Error),
+    #[error("mapping the probes' live_reads array: {0}")]
+    Map(std::io::Error),
     #[error("starting the TCP iterator's thread: {0}")]
     Thread(std::io::Error),
+    #[error("reading the live TCP connections' table: {0}")]
+    Table(std::io::Error),
+    #[error("running read_tcp: {0}")]
+    Read(std::io::Error),
     #[error("reading the UDP table: {0}")]
     Udp(String),
-    #[error("reading the live TCP connections per namespace: {0}")]
-    Counts(String),
 }
 
-/// What one scrape's walk over the namespaces read.
+/// What one scrape read of the live TCP connections.
 #[derive(Debug, Default)]
 pub struct TcpWalk {
     pub connections: Vec<ClosedConn>,
-    /// Namespaces walked: those with live TCP connections, and those never walked yet.
+    /// Namespaces seeded by this scrape: those not seen by an earlier one.
     pub namespaces: usize,
-    /// Namespaces that could not be walked (gone meanwhile, or no right to enter), with why.
+    /// Namespaces that could not be seeded (gone meanwhile, or no right to enter), with why;
+    /// they are tried again at the next scrape.
     pub failures: Vec<(u64, std::io::Error)>,
-    /// Bytes the iterator wrote that did not make a whole record (none, unless the record
-    /// layout and the probes disagree).
-    pub malformed: usize,
 }
 
 // The bpf(2) commands and attach type this module needs, from include/uapi/linux/bpf.h (a
 // stable ABI). aya's own iterator link can make one iterator only (`into_file` consumes
-// it), and a scrape makes one per namespace.
+// it), and aya has no batch lookup.
+const BPF_PROG_TEST_RUN: libc::c_long = 10;
+const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
 const BPF_LINK_CREATE: libc::c_long = 28;
 const BPF_ITER_CREATE: libc::c_long = 33;
 const BPF_TRACE_ITER: u32 = 28;
 
-/// bpf(2) with an attribute block of `words` (the rest of `union bpf_attr` zero); the new fd.
-fn bpf_fd(cmd: libc::c_long, words: [u32; 4]) -> std::io::Result<OwnedFd> {
-    let mut attr = [0u32; 16];
-    attr[..4].copy_from_slice(&words);
+/// bpf(2) with the attribute block `attr` (`union bpf_attr`, the fields of `cmd` set and the
+/// rest zero); what the kernel returned.
+fn bpf(cmd: libc::c_long, attr: &mut [u64; 10]) -> std::io::Result<libc::c_long> {
     // SAFETY: the attribute block is valid for its length, which is passed along; the
-    // kernel reads only the fields of `cmd` and checks the rest is zero.
-    let fd = unsafe {
+    // kernel reads only the fields of `cmd` and checks the rest is zero. The pointers in it
+    // point to buffers the caller keeps alive for the call, of the lengths given beside them.
+    let ret = unsafe {
         libc::syscall(
             libc::SYS_bpf,
             cmd,
             attr.as_mut_ptr(),
-            std::mem::size_of_val(&attr) as libc::c_uint,
+            std::mem::size_of_val(attr) as libc::c_uint,
         )
     };
-    if fd < 0 {
+    if ret < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    // SAFETY: the kernel returned a new fd, owned by nobody else.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    Ok(ret)
 }
 
-/// The probes' TCP iterator (`live_tcp`), linked once; each walk makes iterators of it.
+/// A new fd the kernel returned.
+fn owned_fd(fd: libc::c_long) -> OwnedFd {
+    // SAFETY: the kernel returned a new fd, owned by nobody else.
+    unsafe { OwnedFd::from_raw_fd(fd as i32) }
+}
+
+/// Runs an iterator of `link` to its end; `seed_tcp` writes nothing, so nothing is read.
+fn run_iterator(link: &OwnedFd) -> std::io::Result<()> {
+    let mut attr = [0u64; 10];
+    attr[0] = u64::from(link.as_raw_fd() as u32);
+    let iter = owned_fd(bpf(BPF_ITER_CREATE, &mut attr)?);
+    let mut rest = Vec::new();
+    File::from(iter).read_to_end(&mut rest)?;
+    Ok(())
+}
+
+/// Every entry of a hash map of `u64` keys and `TcpConn` values (BPF_MAP_LOOKUP_BATCH, 5.6),
+/// in `entries`; a few thousand a call.
+fn read_table(map: BorrowedFd<'_>, keys: &mut Vec<u64>, entries: &mut Vec<TcpConn>) -> std::io::Result<()> {
+    keys.clear();
+    entries.clear();
+    let mut chunk: usize = 4096;
+    // The position where the next call goes on (a bucket index, for hash maps).
+    let mut token = [0u64; 1];
+    let mut first = true;
+    loop {
+        let have = keys.len();
+        keys.resize(have + chunk, 0);
+        entries.resize(have + chunk, TcpConn::default());
+        let mut next = [0u64; 1];
+        let mut attr = [0u64; 10];
+        attr[0] = if first { 0 } else { token.as_ptr() as u64 };
+        attr[1] = next.as_mut_ptr() as u64;
+        attr[2] = keys[have..].as_mut_ptr() as u64;
+        attr[3] = entries[have..].as_mut_ptr() as u64;
+        attr[4] = chunk as u64 | (u64::from(map.as_raw_fd() as u32) << 32);
+        let result = bpf(BPF_MAP_LOOKUP_BATCH, &mut attr);
+        let got = ((attr[4] & 0xffff_ffff) as usize).min(chunk);
+        keys.truncate(have + got);
+        entries.truncate(have + got);
+        match result {
+            Ok(_) => {}
+            // The end of the table (with the last entries, or none).
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+            // One bucket holds more entries than fit: again, with room for more.
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) && got == 0 && chunk < 1 << 20 => {
+                chunk *= 2;
+                continue;
+            }
+            Err(e) => return Err(e),
+        }
+        token = next;
+        first = false;
+    }
+}
+
+/// The probes' `live_reads` array, mapped into this process (BPF_F_MMAPABLE, 5.5).
+struct LiveReads {
+    slots: std::ptr::NonNull<LiveRead>,
+    capacity: usize,
+    len: usize,
+}
+
+// SAFETY: the mapping is this struct's own, and used only through `&mut self`.
+unsafe impl Send for LiveReads {}
+
+impl LiveReads {
+    fn map(array: BorrowedFd<'_>, capacity: u32) -> std::io::Result<Self> {
+        let capacity = capacity as usize;
+        let len = (capacity * std::mem::size_of::<LiveRead>()).next_multiple_of(4096);
+        // SAFETY: a new shared mapping of the array's fd, of its values' size rounded up to
+        // a page (the kernel maps an array's values from offset 0); no memory is aliased.
+        let address = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                array.as_raw_fd(),
+                0,
+            )
+        };
+        if address == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        let slots = std::ptr::NonNull::new(address.cast::<LiveRead>())
+            .ok_or_else(|| std::io::Error::other("mmap returned no address"))?;
+        Ok(Self { slots, capacity, len })
+    }
+
+    /// The slots, to write or read between runs of `read_tcp` (the kernel writes them only
+    /// during those runs, which `&mut self` keeps apart from this borrow).
+    fn slots(&mut self) -> &mut [LiveRead] {
+        // SAFETY: the mapping holds `capacity` slots, `LiveRead` is plain old data, aligned
+        // by the page, and only this struct refers to the mapping.
+        unsafe { std::slice::from_raw_parts_mut(self.slots.as_ptr(), self.capacity) }
+    }
+}
+
+impl Drop for LiveReads {
+    fn drop(&mut self) {
+        // SAFETY: the mapping made in `map`, of that length, unused from now on.
+        unsafe { libc::munmap(self.slots.as_ptr().cast(), self.len) };
+    }
+}
+
+/// How sonde reads the live TCP connections: the probes' `seed_tcp` iterator (linked once,
+/// run once in each network namespace), their table of live connections and `read_tcp`,
+/// which reads the connections' counters.
 pub struct TcpIterator {
-    link: OwnedFd,
-    /// The probes' count of live TCP connections per namespace, per CPU (`netns_conns`).
-    counts: PerCpuHashMap<MapData, u32, u64>,
-    /// Namespaces walked at least once: a connection older than the probes was seen there
-    /// then (and counted), and every later one is counted at its handshake, so such a
-    /// namespace needs walking only while its count is not 0.
-    walked: HashSet<u64>,
+    seed: OwnedFd,
+    read: OwnedFd,
+    table: OwnedFd,
+    reads: LiveReads,
+    /// Namespaces seeded: every connection older than the probes there has its entry, and
+    /// every later one gets its entry at its handshake.
+    seeded: HashSet<u64>,
+    keys: Vec<u64>,
+    entries: Vec<TcpConn>,
+}
+
+/// The probes' parts [`TcpIterator`] uses.
+pub struct TcpParts<'a> {
+    /// `seed_tcp`, a TCP iterator.
+    pub seed: BorrowedFd<'a>,
+    /// `read_tcp`, loaded (run, not attached).
+    pub read: BorrowedFd<'a>,
+    /// `tcp_conns`, the table of live connections.
+    pub table: BorrowedFd<'a>,
+    /// `live_reads`, of `capacity` slots (the table's size).
+    pub reads: BorrowedFd<'a>,
+    pub capacity: u32,
 }
 
 impl TcpIterator {
-    /// Links the loaded iterator program.
-    pub fn new(program: BorrowedFd<'_>, counts: PerCpuHashMap<MapData, u32, u64>) -> Result<Self, LiveError> {
-        let prog_fd = program.as_raw_fd() as u32;
-        let link = bpf_fd(BPF_LINK_CREATE, [prog_fd, 0, BPF_TRACE_ITER, 0]).map_err(LiveError::Attach)?;
+    pub fn new(parts: TcpParts<'_>) -> Result<Self, LiveError> {
+        let mut attr = [0u64; 10];
+        attr[0] = u64::from(parts.seed.as_raw_fd() as u32);
+        attr[1] = u64::from(BPF_TRACE_ITER);
+        let seed = owned_fd(bpf(BPF_LINK_CREATE, &mut attr).map_err(LiveError::Attach)?);
+        let dup = |fd: BorrowedFd<'_>| fd.try_clone_to_owned().map_err(LiveError::Map);
         Ok(Self {
-            link,
-            counts,
-            walked: HashSet::new(),
+            seed,
+            read: dup(parts.read)?,
+            table: dup(parts.table)?,
+            reads: LiveReads::map(parts.reads, parts.capacity).map_err(LiveError::Map)?,
+            seeded: HashSet::new(),
+            keys: Vec::new(),
+            entries: Vec::new(),
         })
     }
 
-    /// The live connections of the calling thread's network namespace, appended to `out`;
-    /// returns the bytes left over that made no whole record.
-    fn read_here(&self, buf: &mut Vec<u8>, out: &mut Vec<ClosedConn>) -> std::io::Result<usize> {
-        let iter = bpf_fd(BPF_ITER_CREATE, [self.link.as_raw_fd() as u32, 0, 0, 0])?;
-        buf.clear();
-        File::from(iter).read_to_end(buf)?;
-        let size = std::mem::size_of::<ClosedConn>();
-        out.extend(buf.chunks_exact(size).filter_map(ClosedConn::from_bytes));
-        Ok(buf.len() % size)
-    }
-
     /// Every live TCP connection. `namespaces` are the network namespaces that exist (by
-    /// inode, with a path that holds each); of them, those with live connections and those
-    /// never walked are walked, on one thread that enters each in turn (`setns` moves only
-    /// the calling thread). The counts of namespaces that are gone are deleted.
+    /// inode, with a path that holds each); those not seeded yet are seeded first, on one
+    /// thread that enters each in turn (`setns` moves only the calling thread).
     pub fn walk(&mut self, namespaces: &StdHashMap<u64, PathBuf>) -> Result<TcpWalk, LiveError> {
-        let mut live = StdHashMap::new();
-        for entry in self.counts.iter() {
-            match entry {
-                Ok((inode, per_cpu)) => {
-                    // A connection may be counted on one CPU and counted off on another.
-                    let n = per_cpu.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)) as i64;
-                    live.insert(u64::from(inode), n);
-                }
-                Err(aya::maps::MapError::KeyNotFound) => {}
-                Err(e) => return Err(LiveError::Counts(e.to_string())),
-            }
-        }
         // No namespace at all means the listing failed (this process's own is always
-        // there): then nothing is taken as gone, or the counts of live ones would be lost.
+        // there): then none is taken as gone.
         if !namespaces.is_empty() {
-            for gone in live.keys().filter(|inode| !namespaces.contains_key(inode)) {
-                if let Ok(inode) = u32::try_from(*gone) {
-                    let _ = self.counts.remove(&inode); // gone already: nothing to do
-                }
-            }
-            self.walked.retain(|inode| namespaces.contains_key(inode));
+            self.seeded.retain(|inode| namespaces.contains_key(inode));
         }
         let own = netns::own_inode();
-        let wanted = |inode: &u64| !self.walked.contains(inode) || live.get(inode).is_some_and(|n| *n > 0);
-        let own_wanted = wanted(&own);
+        let own_wanted = !self.seeded.contains(&own);
         let others: Vec<(u64, &Path)> = namespaces
             .iter()
-            .filter(|(inode, _)| **inode != own && wanted(inode))
+            .filter(|(inode, _)| **inode != own && !self.seeded.contains(inode))
             .map(|(inode, path)| (*inode, path.as_path()))
             .collect();
-        let walk = self.walk_these(own, own_wanted, &others)?;
-        self.walked.extend(walk.walked.iter().copied());
-        Ok(walk.result)
+        let mut walk = TcpWalk::default();
+        if own_wanted || !others.is_empty() {
+            let seeded = self.seed_these(own, own_wanted, &others, &mut walk)?;
+            walk.namespaces = seeded.len();
+            self.seeded.extend(seeded);
+        }
+        self.read_live(&mut walk.connections)?;
+        Ok(walk)
     }
 
-    /// Walks this process's namespace (when `own_wanted`), then each of `others`.
-    fn walk_these(&self, own: u64, own_wanted: bool, others: &[(u64, &Path)]) -> Result<Walked, LiveError> {
+    /// The table's connections that are live, with their counts now, appended to `out`.
+    fn read_live(&mut self, out: &mut Vec<ClosedConn>) -> Result<(), LiveError> {
+        read_table(std::os::fd::AsFd::as_fd(&self.table), &mut self.keys, &mut self.entries)
+            .map_err(LiveError::Table)?;
+        let slots = self.reads.slots();
+        let n = self.entries.len().min(slots.len());
+        for (slot, conn) in slots.iter_mut().zip(&self.entries[..n]) {
+            *slot = LiveRead::of(conn);
+        }
+        let mut first = 0u32;
+        while (first as usize) < n {
+            let end = (first + READ_CHUNK).min(n as u32);
+            self.run_read(first, end).map_err(LiveError::Read)?;
+            first = end;
+        }
+        let slots = self.reads.slots();
+        out.extend(
+            slots[..n]
+                .iter()
+                .zip(&self.entries[..n])
+                .filter(|(read, _)| read.live == 1)
+                .map(|(read, conn)| conn.record(read)),
+        );
+        Ok(())
+    }
+
+    /// Runs `read_tcp` over slots [first, end) (BPF_PROG_TEST_RUN of a raw tracepoint
+    /// program: its context is the arguments).
+    fn run_read(&self, first: u32, end: u32) -> std::io::Result<()> {
+        let args = [u64::from(first), u64::from(end)];
+        let mut attr = [0u64; 10];
+        attr[0] = u64::from(self.read.as_raw_fd() as u32);
+        // ctx_size_in (offset 40), ctx_in (offset 48)
+        attr[5] = (std::mem::size_of_val(&args) as u64) & 0xffff_ffff;
+        attr[6] = args.as_ptr() as u64;
+        bpf(BPF_PROG_TEST_RUN, &mut attr).map(|_| ())
+    }
+
+    /// Seeds this process's namespace (when `own_wanted`), then each of `others`; returns
+    /// the namespaces seeded.
+    fn seed_these(
+        &self,
+        own: u64,
+        own_wanted: bool,
+        others: &[(u64, &Path)],
+        walk: &mut TcpWalk,
+    ) -> Result<Vec<u64>, LiveError> {
+        let seed = &self.seed;
         std::thread::scope(|scope| {
             let worker = std::thread::Builder::new()
-                .name("sonde-tcp-iter".into())
+                .name("sonde-tcp-seed".into())
                 .spawn_scoped(scope, || {
-                    let mut done = Walked::default();
-                    let walk = &mut done.result;
-                    let mut buf = Vec::with_capacity(1 << 20);
+                    let mut seeded = Vec::new();
+                    let mut failures = Vec::new();
                     if own_wanted {
-                        match self.read_here(&mut buf, &mut walk.connections) {
-                            Ok(left) => {
-                                walk.malformed += left;
-                                walk.namespaces += 1;
-                                done.walked.push(own);
-                            }
-                            Err(e) => walk.failures.push((own, e)),
+                        match run_iterator(seed) {
+                            Ok(()) => seeded.push(own),
+                            Err(e) => failures.push((own, e)),
                         }
                     }
                     for (inode, path) in others {
@@ -170,35 +322,26 @@ impl TcpIterator {
                         });
                         match entered.and_then(|entered| {
                             if entered {
-                                self.read_here(&mut buf, &mut walk.connections).map(Some)
+                                run_iterator(seed).map(|()| true)
                             } else {
-                                Ok(None)
+                                Ok(false)
                             }
                         }) {
-                            Ok(Some(left)) => {
-                                walk.malformed += left;
-                                walk.namespaces += 1;
-                                done.walked.push(*inode);
-                            }
-                            Ok(None) => {}
-                            Err(e) => walk.failures.push((*inode, e)),
+                            Ok(true) => seeded.push(*inode),
+                            Ok(false) => {}
+                            Err(e) => failures.push((*inode, e)),
                         }
                     }
-                    done
+                    (seeded, failures)
                 })
                 .map_err(LiveError::Thread)?;
-            worker
+            let (seeded, failures) = worker
                 .join()
-                .map_err(|_| LiveError::Thread(std::io::Error::other("the TCP iterator's thread panicked")))
+                .map_err(|_| LiveError::Thread(std::io::Error::other("the TCP iterator's thread panicked")))?;
+            walk.failures = failures;
+            Ok(seeded)
         })
     }
-}
-
-/// A walk's result, and the namespaces it walked.
-#[derive(Default)]
-struct Walked {
-    result: TcpWalk,
-    walked: Vec<u64>,
 }
 
 /// The probes' table of live UDP sockets: entries by socket, holding the socket's counts.

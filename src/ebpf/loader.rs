@@ -4,13 +4,13 @@ use std::path::{Path, PathBuf};
 
 use std::os::fd::AsFd;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
-use aya::programs::{BtfTracePoint, FExit, Iter};
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, RingBuf};
+use aya::programs::{BtfTracePoint, FExit, Iter, RawTracePoint};
 use aya::{Btf, Ebpf, EbpfLoader};
 
 use super::batch::{BatchError, BatchSource};
 use super::conn::{BATCH_SLOTS, Batch};
-use super::live::{TcpIterator, UdpTable};
+use super::live::{TcpIterator, TcpParts, UdpTable};
 
 /// The compiled probes (`ebpf-probes/`, rebuilt and checked by `scripts/test`).
 static PROBES: &[u8] = aya::include_bytes_aligned!(concat!(env!("CARGO_MANIFEST_DIR"), "/ebpf-probes/conn.bpf.o"));
@@ -24,6 +24,9 @@ pub enum Hook {
     FExit(&'static str),
     /// A BPF iterator, by its target (`tcp`).
     Iter(&'static str),
+    /// Attached nowhere: a raw tracepoint program that sonde runs itself at each scrape
+    /// (BPF_PROG_TEST_RUN).
+    Run,
 }
 
 impl std::fmt::Display for Hook {
@@ -32,6 +35,7 @@ impl std::fmt::Display for Hook {
             Hook::TracePoint(tp) => write!(f, "tp_btf/{}", tp.rsplit('/').next().unwrap_or(tp)),
             Hook::FExit(function) => write!(f, "fexit/{function}"),
             Hook::Iter(target) => write!(f, "iter/{target}"),
+            Hook::Run => write!(f, "run"),
         }
     }
 }
@@ -77,10 +81,16 @@ pub const NEEDS: [Need; 4] = [
     Need {
         what: "live TCP connections",
         required: true,
-        ways: &[&[Program {
-            program: "live_tcp",
-            hook: Hook::Iter("tcp"),
-        }]],
+        ways: &[&[
+            Program {
+                program: "seed_tcp",
+                hook: Hook::Iter("tcp"),
+            },
+            Program {
+                program: "read_tcp",
+                hook: Hook::Run,
+            },
+        ]],
     },
     Need {
         what: "UDP sends",
@@ -295,6 +305,7 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         .override_global("cookie_helper", &cookie_helper, true)
         .map_max_entries("tcp_conns", max_live)
         .map_max_entries("udp_socks", max_live)
+        .map_max_entries("live_reads", max_live)
         .map_max_entries("batches", nr_cpus * BATCH_SLOTS)
         .load(PROBES)
         .map_err(|e| LoadError::Load(error_chain(&e)))?;
@@ -324,11 +335,25 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         missing.push(format!("tracefs ({reason}; tracepoints attached through BTF)"));
     }
 
-    let counts = PerCpuHashMap::try_from(take(&mut ebpf, "netns_conns")?).map_err(|e| map_error("netns_conns", e))?;
     let tcp = {
-        let iter: &mut Iter = program(&mut ebpf, "live_tcp")?;
-        let fd = iter.fd().map_err(|e| LoadError::Load(error_chain(&e)))?;
-        TcpIterator::new(fd.as_fd(), counts)?
+        let program_fd = |name: &'static str| {
+            ebpf.program(name)
+                .ok_or_else(|| LoadError::Load(format!("program {name} is not in the object")))?
+                .fd()
+                .map(|fd| fd.as_fd())
+                .map_err(|e| LoadError::Load(format!("program {name}: {}", error_chain(&e))))
+        };
+        let map_fd = |name: &'static str| match ebpf.map(name) {
+            Some(aya::maps::Map::HashMap(data) | aya::maps::Map::Array(data)) => Ok(data.fd().as_fd()),
+            _ => Err(LoadError::MissingMap(name)),
+        };
+        TcpIterator::new(TcpParts {
+            seed: program_fd("seed_tcp")?,
+            read: program_fd("read_tcp")?,
+            table: map_fd("tcp_conns")?,
+            reads: map_fd("live_reads")?,
+            capacity: max_live,
+        })?
     };
     let batches = Array::try_from(take(&mut ebpf, "batches")?).map_err(|e| map_error("batches", e))?;
     let udp = UdpTable::new(HashMap::try_from(take(&mut ebpf, "udp_socks")?).map_err(|e| map_error("udp_socks", e))?);
@@ -369,6 +394,7 @@ fn attach_all(ebpf: &mut Ebpf, btf: &Btf, way: &[Program]) -> Result<(), String>
                     Some(aya::programs::Program::BtfTracePoint(p)) => p.unload(),
                     Some(aya::programs::Program::FExit(p)) => p.unload(),
                     Some(aya::programs::Program::Iter(p)) => p.unload(),
+                    Some(aya::programs::Program::RawTracePoint(p)) => p.unload(),
                     _ => Ok(()),
                 };
             }
@@ -399,6 +425,11 @@ fn attach_one(ebpf: &mut Ebpf, btf: &Btf, p: &Program) -> Result<(), String> {
         Hook::Iter(target) => {
             let prog: &mut Iter = program(ebpf, p.program).map_err(|e| fail(e.to_string()))?;
             prog.load(target, btf).map_err(|e| fail(error_chain(&e)))?;
+        }
+        // Loaded only: crate::ebpf::live runs it at each scrape.
+        Hook::Run => {
+            let prog: &mut RawTracePoint = program(ebpf, p.program).map_err(|e| fail(e.to_string()))?;
+            prog.load().map_err(|e| fail(error_chain(&e)))?;
         }
     }
     Ok(())
@@ -434,7 +465,7 @@ mod tests {
     #[test]
     fn every_program_is_named_once_and_each_need_has_a_way() {
         let all = all_programs();
-        assert_eq!(all.len(), 10);
+        assert_eq!(all.len(), 11);
         assert!(
             NEEDS
                 .iter()
@@ -446,5 +477,6 @@ mod tests {
         );
         assert_eq!(Hook::FExit("udp_recvmsg").to_string(), "fexit/udp_recvmsg");
         assert_eq!(Hook::Iter("tcp").to_string(), "iter/tcp");
+        assert_eq!(Hook::Run.to_string(), "run");
     }
 }

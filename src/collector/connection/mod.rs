@@ -109,11 +109,11 @@ struct TrackingState {
     tcp: TcpIterator,
     udp: UdpTable,
     telemetry: PerCpuArray<MapData, u64>,
-    /// Ring buffer items too short to be a batch (and iterator output that made no record).
+    /// Ring buffer items too short to be a batch.
     malformed: u64,
     /// UDP sockets taken as closed after `--connection.udp-idle`.
     udp_idle_closed: u64,
-    /// Namespaces the last scrape's TCP walk covered, and walks of a namespace that failed.
+    /// Namespaces the last scrape seeded (walked with the TCP iterator), and walks that failed.
     namespaces_walked: usize,
     namespace_failures: u64,
 }
@@ -272,11 +272,10 @@ impl LoadedProbes {
         let mut live: Vec<(ConnKey, crate::ebpf::conn::ConnStats)> =
             Vec::with_capacity(state.tracker.live_len() + 1024);
         self.read_udp(state, &mut live)?;
-        // Live TCP connections, from the iterator in each network namespace that has some.
+        // Live TCP connections, from the probes' table (namespaces new to sonde seeded first).
         let namespaces = netns::all(&self.namespaces.procfs, &self.namespaces.named);
         let walk = state.tcp.walk(&namespaces).map_err(CollectError::Live)?;
         state.namespaces_walked = walk.namespaces;
-        state.malformed += walk.malformed as u64;
         for (inode, error) in &walk.failures {
             state.namespace_failures += 1;
             tracing::debug!(collector = "connection", netns = inode, %error, "TCP iterator not run in a namespace");
@@ -470,12 +469,12 @@ impl LoadedProbes {
         .with_sample(&[], live_entries as f64);
         let walked = FamilyBuilder::gauge(
             "sonde_connection_namespaces_walked",
-            "Network namespaces whose TCP connections this scrape read",
+            "Network namespaces this scrape walked with the TCP iterator: those new to sonde, whose connections older than sonde it started counting (live TCP connections are read from the probes' table, every namespace at once)",
         )
         .with_sample(&[], state.namespaces_walked as f64);
         let walk_failures = FamilyBuilder::counter(
             "sonde_connection_namespace_walk_failures_total",
-            "Network namespaces whose TCP connections a scrape could not read (gone meanwhile, or not enterable)",
+            "Network namespaces a scrape could not walk with the TCP iterator (gone meanwhile, or not enterable); each is tried again at the next scrape",
         )
         .with_sample(&[], state.namespace_failures as f64);
         let mut attached = FamilyBuilder::gauge(
