@@ -881,7 +881,7 @@ fn scrape_latency(sizes: &Sizes) {
         holders.sockets
     );
     // The floor, with this process's own copy of the probes: its read of the live
-    // connections alone (the table and read_tcp, no HTTP, tracking or exposition); what a
+    // connections alone (its list and read_tcp, no HTTP, tracking or exposition); what a
     // read by walking the kernel's sockets costs: a bare walk of the TCP iterator in this
     // namespace (the holders'); and the kernel's text table of the same sockets.
     let mut probes = loader::load(65_536).expect("load the probes");
@@ -926,7 +926,7 @@ fn scrape_latency(sizes: &Sizes) {
         "", "median ms", "p99 ms", "min ms", "max ms", "median / read"
     );
     print_spread("scrape (sonde, over HTTP)", &mut scrapes, Some(read_median));
-    print_spread("live read (table + read_tcp)", &mut reads, Some(read_median));
+    print_spread("live read (list + read_tcp)", &mut reads, Some(read_median));
     print_spread("bare TCP iterator walk", &mut walks, Some(read_median));
     print_spread("read /proc/net/tcp{,6}", &mut procs, Some(read_median));
 }

@@ -19,6 +19,11 @@ enum conn_flags {
 	FLAG_CONNECTED = 1,
 	/* A connect() that failed (SYN_SENT -> CLOSE). */
 	FLAG_CONNECT_FAILED = 2,
+	/* Not a closed connection's record but a TCP connection's start, written at
+	 * ESTABLISHED: user space keeps its own list of the live connections from these and the
+	 * closes, so a scrape need not read `tcp_conns` (docs/ARCHITECTURE.md#live-tcp). Its
+	 * counts are the connection's base, and `last_ns` holds the socket's address. */
+	FLAG_OPENED = 4,
 };
 
 /* Telemetry counters (per CPU), indexed by reason. */
@@ -101,8 +106,9 @@ struct live_read {
 	__u64 cookie;
 	__u16 sport;
 	__u16 dport;
-	/* Out: the counts (as read_counts gives them), and 1 when the socket is still the
-	 * entry's connection and live. */
+	/* Out: the counts (as read_counts gives them), and `live`: 1 when the socket is still
+	 * the entry's connection and live, 2 when it is the connection's and its handshake is
+	 * ending (the start record comes just before the state changes), 0 otherwise. */
 	__u32 retransmits;
 	__u64 sent;
 	__u64 received;

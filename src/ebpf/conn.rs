@@ -16,6 +16,9 @@ pub const IPPROTO_UDP: u8 = 17;
 
 pub const FLAG_CONNECTED: u8 = 1;
 pub const FLAG_CONNECT_FAILED: u8 = 2;
+/// A TCP connection's start, not a closed connection (`FLAG_OPENED`): its counts are the
+/// connection's base and `last_ns` its socket's address ([`TcpConn::opened`]).
+pub const FLAG_OPENED: u8 = 4;
 
 pub const DIR_OUTBOUND: u8 = 1;
 pub const DIR_INBOUND: u8 = 2;
@@ -29,6 +32,8 @@ pub const TELEMETRY_REASONS: [&str; 6] = [
     "nested_close",
     "first_seen_live",
 ];
+/// The telemetry counter of records sent alone that the ring buffer had no room for.
+pub const TM_UNBATCHED_LOST: u32 = 3;
 /// Which telemetry counters are losses (the others are informational).
 pub const TELEMETRY_IS_LOSS: [bool; 6] = [true, true, false, true, false, false];
 
@@ -92,6 +97,24 @@ pub struct TcpConn {
 }
 
 impl TcpConn {
+    /// The live connection a start record (`FLAG_OPENED`) announces, as its `tcp_conns`
+    /// entry holds it.
+    pub fn opened(record: &ClosedConn) -> Self {
+        let stats = &record.stats;
+        Self {
+            key: record.key,
+            base_retrans: stats.retransmits,
+            cgroup_id: stats.cgroup_id,
+            cookie: stats.cookie,
+            base_sent: stats.bytes_sent,
+            base_received: stats.bytes_received,
+            sk: stats.last_ns,
+            direction: stats.direction,
+            flags: stats.flags & !FLAG_OPENED,
+            ..Self::default()
+        }
+    }
+
     /// The connection's record: what it counted since the probes first saw it, from
     /// counts `read_tcp` read now.
     pub fn record(&self, now: &LiveRead) -> ClosedConn {
@@ -124,12 +147,18 @@ pub struct LiveRead {
     pub retransmits: u32,
     pub sent: u64,
     pub received: u64,
-    /// 1 when the socket was still the entry's connection, and live.
+    /// [`Self::LIVE`], [`Self::NOT_YET`], or 0: the socket is closed, or another's.
     pub live: u32,
     pub pad: u32,
 }
 
 impl LiveRead {
+    /// `live`: the socket is the connection's, and live (its counts are read).
+    pub const LIVE: u32 = 1;
+    /// `live`: the socket is the connection's, and its handshake is ending (the start record
+    /// is written just before the socket's state becomes ESTABLISHED).
+    pub const NOT_YET: u32 = 2;
+
     /// The slot for `conn`, its counts not read yet.
     pub fn of(conn: &TcpConn) -> Self {
         Self {

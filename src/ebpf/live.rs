@@ -1,14 +1,16 @@
-//! The live connections, read at each scrape: TCP ones from the probes' table of live
+//! The live connections, read at each scrape: TCP ones from sonde's own list of the live
 //! connections (every namespace at once), UDP ones from the probes' `udp_socks` table.
 //!
 //! A TCP connection's counts are the kernel's own counters at that moment, which only a BPF
-//! program can read: sonde reads the table (`tcp_conns`), writes each connection's socket into
-//! the memory-mapped `live_reads` array, and runs the probes' `read_tcp` over it
-//! (BPF_PROG_TEST_RUN), which writes the counts beside each
-//! (docs/ARCHITECTURE.md#live-tcp). Connections older than the probes are in the table once
-//! the `seed_tcp` iterator has run in their network namespace: once per namespace, at the
-//! first scrape that finds it (a TCP iterator walks the sockets of the namespace it is made
-//! in, and the kernel's whole established hash each time).
+//! program can read: sonde writes each live connection's socket into the memory-mapped
+//! `live_reads` array and runs the probes' `read_tcp` over it (BPF_PROG_TEST_RUN), which
+//! writes the counts beside each (docs/ARCHITECTURE.md#live-tcp). The list is kept from the
+//! probes' start records (`FLAG_OPENED`, through the batches) and the closes, and read whole
+//! from the probes' table (`tcp_conns`) only when it may have missed one: after a seed, or a
+//! loss. Connections older than the probes are in the table once the `seed_tcp` iterator has
+//! run in their network namespace: once per namespace, at the first scrape that finds it (a
+//! TCP iterator walks the sockets of the namespace it is made in, and the kernel's whole
+//! established hash each time).
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::fs::File;
@@ -18,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData};
 
-use super::conn::{ClosedConn, LiveRead, READ_CHUNK, TcpConn};
+use super::conn::{ClosedConn, IPPROTO_TCP, LiveRead, READ_CHUNK, TcpConn};
 use crate::netns;
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +96,7 @@ fn run_iterator(link: &OwnedFd) -> std::io::Result<()> {
 }
 
 /// Every entry of a hash map of `u64` keys and `TcpConn` values (BPF_MAP_LOOKUP_BATCH, 5.6),
-/// in `entries`; a few thousand a call.
+/// in `entries`; a few thousand a call. The kernel writes the keys too: `keys` is their room.
 fn read_table(map: BorrowedFd<'_>, keys: &mut Vec<u64>, entries: &mut Vec<TcpConn>) -> std::io::Result<()> {
     keys.clear();
     entries.clear();
@@ -194,6 +196,21 @@ pub struct TcpIterator {
     /// Namespaces seeded: every connection older than the probes there has its entry, and
     /// every later one gets its entry at its handshake.
     seeded: HashSet<u64>,
+    /// The live connections, by identity (the cookie, unique among live sockets), as the
+    /// start and close records tell them; the table's entries after a full read.
+    live: StdHashMap<u64, TcpConn, foldhash::fast::RandomState>,
+    /// Identities whose close came with no start before it (the start may still come, through
+    /// another CPU's batch), with the read they came before: a start that comes after its
+    /// close is dropped, not read. A start is read by the scrape after the one it was
+    /// written before, so two reads are as long as one waits.
+    closed_first: StdHashMap<u64, u64, foldhash::fast::RandomState>,
+    /// Reads done.
+    reads_done: u64,
+    /// Whether `live` may lack a connection the table holds (at start, after a seed or a
+    /// lost record): then the next read takes the whole table.
+    stale: bool,
+    /// The slots' connections, in slot order, for one read.
+    reading: Vec<TcpConn>,
     keys: Vec<u64>,
     entries: Vec<TcpConn>,
 }
@@ -224,9 +241,44 @@ impl TcpIterator {
             table: dup(parts.table)?,
             reads: LiveReads::map(parts.reads, parts.capacity).map_err(LiveError::Map)?,
             seeded: HashSet::new(),
+            live: StdHashMap::default(),
+            closed_first: StdHashMap::default(),
+            reads_done: 0,
+            stale: true,
+            reading: Vec::new(),
             keys: Vec::new(),
             entries: Vec::new(),
         })
+    }
+
+    /// A record from the batches: a TCP connection's start (`FLAG_OPENED`) joins the live
+    /// list, any other TCP record (a close) leaves it. A close and its start may come in
+    /// either order (through different CPUs' batches): a start that comes after its close
+    /// never joins.
+    pub fn record(&mut self, record: &ClosedConn) {
+        use super::conn::{FLAG_CONNECT_FAILED, FLAG_OPENED};
+        if record.key.protocol != IPPROTO_TCP {
+            return;
+        }
+        let cookie = record.stats.cookie;
+        if record.stats.flags & FLAG_OPENED != 0 {
+            if self.closed_first.remove(&cookie).is_none() {
+                self.live.insert(cookie, TcpConn::opened(record));
+            }
+        } else if self.live.remove(&cookie).is_none() && record.stats.flags & FLAG_CONNECT_FAILED == 0 {
+            self.closed_first.insert(cookie, self.reads_done);
+        }
+    }
+
+    /// Records may have been lost (the batches were overwritten before sonde read them): the
+    /// next read takes the whole table.
+    pub fn records_lost(&mut self) {
+        self.stale = true;
+    }
+
+    /// Live connections sonde knows of.
+    pub fn live_len(&self) -> usize {
+        self.live.len()
     }
 
     /// Every live TCP connection. `namespaces` are the network namespaces that exist (by
@@ -249,19 +301,38 @@ impl TcpIterator {
         if own_wanted || !others.is_empty() {
             let seeded = self.seed_these(own, own_wanted, &others, &mut walk)?;
             walk.namespaces = seeded.len();
+            // The seed's entries came with no start record.
+            self.stale |= !seeded.is_empty();
             self.seeded.extend(seeded);
+        }
+        if self.stale {
+            self.read_whole_table()?;
         }
         self.read_live(&mut walk.connections)?;
         Ok(walk)
     }
 
-    /// The table's connections that are live, with their counts now, appended to `out`.
-    fn read_live(&mut self, out: &mut Vec<ClosedConn>) -> Result<(), LiveError> {
+    /// The live list from the probes' table, every entry.
+    fn read_whole_table(&mut self) -> Result<(), LiveError> {
         read_table(std::os::fd::AsFd::as_fd(&self.table), &mut self.keys, &mut self.entries)
             .map_err(LiveError::Table)?;
+        self.live.clear();
+        self.live.extend(self.entries.iter().map(|conn| (conn.cookie, *conn)));
+        self.stale = false;
+        Ok(())
+    }
+
+    /// The live list's connections that are live, with their counts now, appended to `out`;
+    /// those whose socket is closed leave the list.
+    fn read_live(&mut self, out: &mut Vec<ClosedConn>) -> Result<(), LiveError> {
+        self.reads_done += 1;
+        let now = self.reads_done;
+        self.closed_first.retain(|_, at| now - *at <= 2);
+        self.reading.clear();
+        self.reading.extend(self.live.values().copied());
         let slots = self.reads.slots();
-        let n = self.entries.len().min(slots.len());
-        for (slot, conn) in slots.iter_mut().zip(&self.entries[..n]) {
+        let n = self.reading.len().min(slots.len());
+        for (slot, conn) in slots.iter_mut().zip(&self.reading[..n]) {
             *slot = LiveRead::of(conn);
         }
         let mut first = 0u32;
@@ -271,13 +342,15 @@ impl TcpIterator {
             first = end;
         }
         let slots = self.reads.slots();
-        out.extend(
-            slots[..n]
-                .iter()
-                .zip(&self.entries[..n])
-                .filter(|(read, _)| read.live == 1)
-                .map(|(read, conn)| conn.record(read)),
-        );
+        for (read, conn) in slots[..n].iter().zip(&self.reading[..n]) {
+            match read.live {
+                LiveRead::LIVE => out.push(conn.record(read)),
+                LiveRead::NOT_YET => {}
+                _ => {
+                    self.live.remove(&conn.cookie);
+                }
+            }
+        }
         Ok(())
     }
 

@@ -27,7 +27,10 @@ pub use self::settings::{ConnectionArgs, ConnectionConfig};
 use self::tracker::Tracker;
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
-use crate::ebpf::conn::{Batch, ClosedConn, ConnKey, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS};
+use crate::ebpf::conn::{
+    Batch, ClosedConn, ConnKey, FLAG_OPENED, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
+    TM_UNBATCHED_LOST,
+};
 use crate::ebpf::live::{TcpIterator, UdpTable};
 use crate::ebpf::loader::{self, MapBatches, Program};
 use crate::exposition::family::{self, FamilyBuilder};
@@ -116,6 +119,8 @@ struct TrackingState {
     /// Namespaces the last scrape seeded (walked with the TCP iterator), and walks that failed.
     namespaces_walked: usize,
     namespace_failures: u64,
+    /// Lost batches, lost records sent alone and malformed items at the last look.
+    losses_seen: (u64, u64, u64),
 }
 
 impl ConnectionCollector {
@@ -196,6 +201,7 @@ impl LoadedProbes {
                 udp_idle_closed: 0,
                 namespaces_walked: 0,
                 namespace_failures: 0,
+                losses_seen: (0, 0, 0),
             }),
             namespaces,
             attached: probes.attached,
@@ -221,8 +227,32 @@ impl LoadedProbes {
             }
         }
         for record in &closed {
+            self.take(state, record);
+        }
+    }
+
+    /// One record from the batches: a TCP connection's start goes to the live list only; a
+    /// close leaves the live list and counts.
+    fn take(&self, state: &mut TrackingState, record: &ClosedConn) {
+        state.tcp.record(record);
+        if record.stats.flags & FLAG_OPENED == 0 {
             state.tracker.closed(record, &|key| self.route(key));
         }
+    }
+
+    /// Whether records may have been lost since the last look (batches overwritten before
+    /// sonde read them, a record sent alone the ring buffer had no room for, a malformed
+    /// item): a start among them would be missing from the live list.
+    fn records_lost(&self, state: &mut TrackingState) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
+        let unbatched = state
+            .telemetry
+            .get(&TM_UNBATCHED_LOST, 0)
+            .map_or(0, |per_cpu| per_cpu.iter().sum());
+        let now = (self.reader.counters.lost.load(Relaxed), unbatched, state.malformed);
+        let lost = now != state.losses_seen;
+        state.losses_seen = now;
+        lost
     }
 
     /// Scrape step 2, gateway enrichment: where a connection leaves its network namespace
@@ -264,9 +294,12 @@ impl LoadedProbes {
             .read_all(|_, records| sync::lock(&partial).extend_from_slice(records));
         let read_all_duration = started.elapsed();
         for record in sync::into_inner(partial) {
-            state.tracker.closed(&record, &|key| self.route(key));
+            self.take(state, &record);
         }
         drained?;
+        if self.records_lost(state) {
+            state.tcp.records_lost();
+        }
 
         // Live UDP sockets; idle ones leave the table as if closed.
         let mut live: Vec<(ConnKey, crate::ebpf::conn::ConnStats)> =
@@ -464,7 +497,7 @@ impl LoadedProbes {
         .with_sample(&[], state.tracker.folded as f64);
         let live = FamilyBuilder::gauge(
             "sonde_connection_live_entries",
-            "Live connections read at this scrape: TCP ones from the iterator, UDP sockets from the probes' table",
+            "Live connections read at this scrape: TCP ones by read_tcp from their sockets, UDP sockets from the probes' table",
         )
         .with_sample(&[], live_entries as f64);
         let walked = FamilyBuilder::gauge(
