@@ -507,13 +507,13 @@ impl sonde::identity::metadata::MetadataSource for LabellingRuntime {
         metadata.name = format!("web-{seed}");
         if seed == 0 {
             metadata.extra_labels = vec![("container_label_team".into(), AWKWARD.into())];
-            metadata.health = Some("unhealthy".into());
+            metadata.health = sonde::identity::metadata::Health::Unhealthy;
         }
     }
 }
 
 #[tokio::test]
-async fn extra_labels_are_on_every_series_and_health_is_one_series_per_state() {
+async fn extra_labels_are_on_every_series_and_health_is_one_series_per_container() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = fake_forest(dir.path(), "v2", 2, &[]);
     let collector = ContainerCollector::new(
@@ -552,15 +552,11 @@ async fn extra_labels_are_on_every_series_and_health_is_one_series_per_state() {
         .lines()
         .filter(|l| l.starts_with("container_health_state{"))
         .collect();
-    let expected: Vec<String> = [("healthy", 0), ("starting", 0), ("unhealthy", 1)]
-        .iter()
-        .map(|(state, value)| {
-            format!(
-                "container_health_state{{{},state=\"{state}\"}} {value}",
-                labels(0, escaped)
-            )
-        })
-        .collect();
+    // cAdvisor's values: 0 for unhealthy, -1 for a container without a health check.
+    let expected = [
+        format!("container_health_state{{{}}} 0", labels(0, escaped)),
+        format!("container_health_state{{{}}} -1", labels(1, "")),
+    ];
     assert_eq!(health, expected);
 
     // Read back from the protobuf model, the value is the original text.

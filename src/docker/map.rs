@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
 
 use super::labels::{self, Allowlists};
+use crate::identity::metadata::Health;
 use crate::sync;
 
 /// One container as the engine describes it.
@@ -19,8 +20,8 @@ pub struct Known {
     pub image: String,
     /// `container_label_*` and `container_env_*` labels, sorted by name.
     pub extra_labels: Vec<(String, String)>,
-    /// `starting`, `healthy` or `unhealthy` for a container with a health check.
-    pub health: Option<String>,
+    /// `State.Health.Status`; [`Health::NoCheck`] without `State.Health` (no health check).
+    pub health: Health,
     /// The `sonde.io/exclude=true` label.
     pub exclude: bool,
 }
@@ -39,11 +40,11 @@ impl Known {
             .filter(|s| s.running.unwrap_or(false))
             .and_then(|s| s.health.as_ref())
             .and_then(|h| h.status)
-            .and_then(|status| match status {
-                HealthStatusEnum::STARTING | HealthStatusEnum::HEALTHY | HealthStatusEnum::UNHEALTHY => {
-                    Some(status.to_string())
-                }
-                HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
+            .map_or(Health::NoCheck, |status| match status {
+                HealthStatusEnum::STARTING => Health::Starting,
+                HealthStatusEnum::HEALTHY => Health::Healthy,
+                HealthStatusEnum::UNHEALTHY => Health::Unhealthy,
+                HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => Health::NoCheck,
             });
         let known = Known {
             name: inspect
@@ -120,9 +121,9 @@ impl ContainerMap {
     pub fn stopped(&self, id: &str) {
         let mut current = self.write();
         if let Some(known) = current.get_mut(id)
-            && known.health.is_some()
+            && known.health != Health::NoCheck
         {
-            Arc::make_mut(known).health = None;
+            Arc::make_mut(known).health = Health::NoCheck;
             self.bump();
         }
     }
@@ -138,7 +139,7 @@ impl ContainerMap {
 
 #[cfg(test)]
 mod tests {
-    use bollard::models::{ContainerConfig, ContainerState, Health};
+    use bollard::models::{ContainerConfig, ContainerState, Health as DockerHealth};
 
     use super::*;
 
@@ -158,9 +159,9 @@ mod tests {
             }),
             state: Some(ContainerState {
                 running: Some(running),
-                health: health.map(|status| Health {
+                health: health.map(|status| DockerHealth {
                     status: Some(status),
-                    ..Health::default()
+                    ..DockerHealth::default()
                 }),
                 ..ContainerState::default()
             }),
@@ -185,7 +186,7 @@ mod tests {
                     ("container_env_mode".into(), "fast".into()),
                     ("container_label_team".into(), "a\"b\\c\nd é".into()),
                 ],
-                health: Some("healthy".into()),
+                health: Health::Healthy,
                 exclude: true,
             }
         );
@@ -195,13 +196,15 @@ mod tests {
                 .1
                 .health
         };
+        assert_eq!(health(Some(HealthStatusEnum::STARTING), true), Health::Starting);
+        assert_eq!(health(Some(HealthStatusEnum::UNHEALTHY), true), Health::Unhealthy);
+        assert_eq!(health(Some(HealthStatusEnum::NONE), true), Health::NoCheck);
+        assert_eq!(health(None, true), Health::NoCheck, "no health check");
         assert_eq!(
-            health(Some(HealthStatusEnum::STARTING), true).as_deref(),
-            Some("starting")
+            health(Some(HealthStatusEnum::UNHEALTHY), false),
+            Health::NoCheck,
+            "not running"
         );
-        assert_eq!(health(Some(HealthStatusEnum::NONE), true), None, "no health check");
-        assert_eq!(health(None, true), None);
-        assert_eq!(health(Some(HealthStatusEnum::UNHEALTHY), false), None, "not running");
     }
 
     #[test]
@@ -209,7 +212,7 @@ mod tests {
         let map = ContainerMap::default();
         let web = Known {
             name: "web".into(),
-            health: Some("healthy".into()),
+            health: Health::Healthy,
             ..Known::default()
         };
         map.upsert("a".into(), web.clone());
@@ -218,8 +221,8 @@ mod tests {
         assert_eq!(map.generation(), 1, "the same description is no change");
         map.stopped("a");
         assert_eq!(
-            (map.generation(), map.get("a").and_then(|k| k.health.clone())),
-            (2, None)
+            (map.generation(), map.get("a").map(|k| k.health)),
+            (2, Some(Health::NoCheck))
         );
         assert_eq!(map.get("a").map(|k| k.name.clone()).as_deref(), Some("web"));
         map.stopped("a");

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::link::Link;
 use super::map::ContainerMap;
 use crate::identity::discovery::Discovered;
-use crate::identity::metadata::{Metadata, MetadataSource};
+use crate::identity::metadata::{Health, Metadata, MetadataSource};
 
 pub struct DockerSource {
     pub(super) map: Arc<ContainerMap>,
@@ -26,9 +26,11 @@ impl MetadataSource for DockerSource {
         }
         metadata.extra_labels.extend(known.extra_labels.iter().cloned());
         // Names outlive the engine's absence; health is only what the engine says now.
-        if self.link.connected() {
-            metadata.health.clone_from(&known.health);
-        }
+        metadata.health = if self.link.connected() {
+            known.health
+        } else {
+            Health::Unknown
+        };
         metadata.exclude |= known.exclude;
     }
 

@@ -373,7 +373,7 @@ family_kinds!(GaugeKind, MetricType::GAUGE,
     ThreadsMax => ("container_threads_max", "Maximum number of threads allowed inside the container, infinity if value is zero"),
     StartTime => ("container_start_time_seconds", "Start time of the container since unix epoch in seconds."),
     LastSeen => ("container_last_seen", "Last time a container was seen by the exporter"),
-    HealthState => ("container_health_state", "Health check state of the container: 1 for its current state, 0 for the others."),
+    HealthState => ("container_health_state", "The result of the container's health check"),
 );
 
 family_kinds!(CounterKind, MetricType::COUNTER,
@@ -483,18 +483,11 @@ fn render_spec(out: &mut SampleWriter, entry: &InventoryEntry) {
     }
 }
 
-/// The states of a Docker health check, each a series: 1 for the current one.
-const HEALTH_STATES: [&str; 3] = ["healthy", "starting", "unhealthy"];
-
+/// One series per container, as cAdvisor: 1 healthy, 0 starting or unhealthy, -1 without a
+/// health check.
 fn render_health(out: &mut SampleWriter, entry: &InventoryEntry) {
-    if let Some(current) = entry.metadata.health.as_deref() {
-        for state in HEALTH_STATES {
-            out.gauge(
-                GaugeKind::HealthState,
-                Some(("state", state)),
-                f64::from(u8::from(state == current)),
-            );
-        }
+    if let Some(value) = entry.metadata.health.value() {
+        out.gauge(GaugeKind::HealthState, None, value);
     }
 }
 
