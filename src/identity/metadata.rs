@@ -18,6 +18,10 @@ pub struct Metadata {
     /// (`container_label_<key>`, `container_env_<name>`).
     pub extra_labels: Vec<(String, String)>,
     pub health: Health,
+    /// The runtime or orchestrator says the container joins another container's network
+    /// namespace (Docker's `--network container:<id>`, a Kubernetes pod's app container,
+    /// which joins its sandbox's): its network is reported on that container, not on this one.
+    pub joins_network: bool,
 }
 
 /// A container's health check, as `container_health_state` reports it (cAdvisor's values).
