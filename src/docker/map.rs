@@ -24,6 +24,34 @@ pub struct Known {
     pub health: Health,
     /// The `sonde.io/exclude=true` label.
     pub exclude: bool,
+    /// The Kubernetes names the runtime labelled it with (cri-dockerd and dockershim write
+    /// `io.kubernetes.*` labels), as the kubelet's own cAdvisor reads them; empty without.
+    pub kubernetes: KubernetesLabels,
+    /// `HostConfig.NetworkMode` is `container:<id>`: it runs in another container's network
+    /// namespace (a pod's app container joins its sandbox's).
+    pub joins_network: bool,
+}
+
+/// The `io.kubernetes.*` labels of a pod's container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubernetesLabels {
+    pub pod: String,
+    pub namespace: String,
+    /// `POD` for a sandbox, as dockershim and cri-dockerd name it.
+    pub container: String,
+    pub pod_uid: String,
+}
+
+impl KubernetesLabels {
+    fn from_labels(labels: &HashMap<String, String>) -> Self {
+        let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
+        KubernetesLabels {
+            pod: label("io.kubernetes.pod.name"),
+            namespace: label("io.kubernetes.pod.namespace"),
+            container: label("io.kubernetes.container.name"),
+            pod_uid: label("io.kubernetes.pod.uid"),
+        }
+    }
 }
 
 impl Known {
@@ -57,6 +85,12 @@ impl Known {
             extra_labels: allow.extra_labels(container_labels, env),
             health,
             exclude: labels::excluded(container_labels),
+            kubernetes: KubernetesLabels::from_labels(container_labels),
+            joins_network: inspect
+                .host_config
+                .as_ref()
+                .and_then(|h| h.network_mode.as_deref())
+                .is_some_and(|mode| mode.starts_with("container:")),
         };
         Some((id, known))
     }
@@ -72,6 +106,15 @@ pub struct ContainerMap {
 impl ContainerMap {
     pub fn get(&self, id: &str) -> Option<Arc<Known>> {
         self.read().get(id).cloned()
+    }
+
+    /// The Kubernetes pod name and namespace that the labels of a container of pod `uid` give.
+    pub fn pod(&self, uid: &str) -> Option<(String, String)> {
+        self.read()
+            .values()
+            .map(|k| &k.kubernetes)
+            .find(|k| k.pod_uid == uid && !k.pod.is_empty())
+            .map(|k| (k.pod.clone(), k.namespace.clone()))
     }
 
     pub fn len(&self) -> usize {
@@ -188,7 +231,40 @@ mod tests {
                 ],
                 health: Health::Healthy,
                 exclude: true,
+                kubernetes: KubernetesLabels::default(),
+                joins_network: false,
             }
+        );
+
+        // A pod's app container as cri-dockerd makes it: Kubernetes labels, and the network
+        // namespace of its sandbox.
+        let mut app = inspect(None, true);
+        if let Some(labels) = app.config.as_mut().and_then(|c| c.labels.as_mut()) {
+            for (key, value) in [
+                ("io.kubernetes.pod.name", "web-0"),
+                ("io.kubernetes.pod.namespace", "shop"),
+                ("io.kubernetes.container.name", "app"),
+                ("io.kubernetes.pod.uid", "u-1"),
+            ] {
+                labels.insert(key.into(), value.into());
+            }
+        }
+        app.host_config = Some(bollard::models::HostConfig {
+            network_mode: Some("container:0123".into()),
+            ..bollard::models::HostConfig::default()
+        });
+        let (_, app) = Known::from_inspect(&allow, &app).expect("known");
+        assert_eq!(
+            (app.kubernetes, app.joins_network),
+            (
+                KubernetesLabels {
+                    pod: "web-0".into(),
+                    namespace: "shop".into(),
+                    container: "app".into(),
+                    pod_uid: "u-1".into(),
+                },
+                true
+            )
         );
         let health = |h, running| {
             Known::from_inspect(&allow, &inspect(h, running))
