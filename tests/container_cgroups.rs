@@ -85,6 +85,16 @@ struct Cgroups {
 }
 
 impl Cgroups {
+    /// No cgroup of its own yet: the caller makes them (`make`, `make_if_missing`).
+    fn empty(layout: Layout) -> Cgroups {
+        Cgroups {
+            layout,
+            parent: String::new(),
+            created: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
+
     fn new(layout: Layout, parent: String) -> Cgroups {
         let mut cgroups = Cgroups {
             layout,
@@ -116,6 +126,17 @@ impl Cgroups {
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect(),
+        }
+    }
+
+    /// Makes `id` in the hierarchies where it is missing (a shared parent such as
+    /// `/system.slice`); only what this made is removed.
+    fn make_if_missing(&mut self, id: &str) {
+        for dir in self.dirs(id) {
+            if !dir.is_dir() {
+                std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                self.created.push(dir);
+            }
         }
     }
 
@@ -375,4 +396,100 @@ async fn a_cgroup_made_again_under_the_same_path_is_read_afresh() {
         usage >= SECOND as f64,
         "memory usage {usage} of the remade cgroup, whose process touched {SECOND} bytes"
     );
+}
+
+/// `(user + nice + system + irq + softirq) / USER_HZ` of `/proc/stat`'s `cpu` line: the CPU
+/// time the kernel charges to the root cgroup (v2's root `cpu.stat` is made of exactly these;
+/// v1's root `cpuacct.usage` counts the same time from the scheduler).
+fn host_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let line = stat.lines().next().expect("cpu line");
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / 100.0
+}
+
+/// The host's working set from `/proc/meminfo`, as the root cgroup's is made: file pages
+/// (`Buffers` + `Cached` + `SwapCached`) plus anonymous pages (`AnonPages`), less inactive
+/// file pages. That is v1's root `memory.usage_in_bytes`, and runc's (cAdvisor's) v2 root
+/// usage, anon + file of the root's `memory.stat`, less `inactive_file`.
+fn host_working_set() -> f64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let kib = |key: &str| -> f64 {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{key} in /proc/meminfo"))
+            * 1024.0
+    };
+    kib("AnonPages") + kib("Buffers") + kib("Cached") + kib("SwapCached") - kib("Inactive(file)")
+}
+
+/// The root cgroup (`id="/"`) and a system service (`/system.slice/<unique>.service`) are
+/// reported as cAdvisor reports them, with `id` only; the root's CPU and working set agree
+/// with the host's own figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_and_system_cgroups_are_reported() {
+    if !root_or_skip("the_root_and_system_cgroups_are_reported") {
+        return;
+    }
+    let layout = Layout::detect(Path::new("/sys")).expect("this machine has cgroups");
+    let mut cgroups = Cgroups::empty(layout.clone());
+    cgroups.make_if_missing("/system.slice");
+    let service = format!("/system.slice/{}.service", unique_name("sonde-test"));
+    cgroups.make(&service);
+    cgroups.adopt(&service, Worker::start(&["touch", "0"]));
+
+    let sonde = Sonde::start(&[
+        "--container.cache-validity=100ms",
+        "--container.inventory-validity=100ms",
+        "--no-collector.host",
+    ]);
+    let text = scrape(&sonde);
+    let cpu_before = host_cpu_seconds();
+    let text_cpu = scrape(&sonde);
+    let cpu_after = host_cpu_seconds();
+    let working_set_host = host_working_set();
+
+    let cpu = value(&text_cpu, "container_cpu_usage_seconds_total", "/", "cpu=\"total\",")
+        .unwrap_or_else(|| panic!("no CPU for id=\"/\":\n{text}"));
+    println!("root CPU: sonde {cpu:.2}s, /proc/stat {cpu_before:.2}..{cpu_after:.2}s");
+    assert!(
+        (cpu - cpu_before).abs() <= 0.05 * cpu_before,
+        "root CPU {cpu}s against the host's {cpu_before}s"
+    );
+    let working_set = value(&text_cpu, "container_memory_working_set_bytes", "/", "").expect("root working set");
+    println!("root working set: sonde {working_set}, /proc/meminfo {working_set_host}");
+    assert!(
+        (working_set - working_set_host).abs() <= 0.05 * working_set_host,
+        "root working set {working_set} against the host's {working_set_host}"
+    );
+    // As cAdvisor: the root's memory limit is the machine's memory.
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .expect("meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<f64>().ok())
+        .expect("MemTotal")
+        * 1024.0;
+    assert_eq!(
+        value(&text_cpu, "container_spec_memory_limit_bytes", "/", ""),
+        Some(mem_total)
+    );
+
+    // The service: its one process, and the kubelet's label set (id only).
+    assert_eq!(
+        value(&text, "container_processes", &service, ""),
+        Some(1.0),
+        "{service} not reported:\n{text}"
+    );
+    assert!(
+        value(&text, "container_memory_usage_bytes", "/system.slice", "").is_some(),
+        "/system.slice itself is reported"
+    );
+    assert_eq!(collector_success(&text, "container"), Some(1.0));
 }

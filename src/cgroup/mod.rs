@@ -87,6 +87,7 @@ impl Layout {
         match self {
             Layout::V2 { root } => CgroupPaths::V2 {
                 dir: root.join(relative),
+                root: relative.is_empty(),
             },
             Layout::V1 { roots, unified } => CgroupPaths::V1 {
                 cpu: at(&roots.cpu),
@@ -105,6 +106,8 @@ impl Layout {
 pub enum CgroupPaths {
     V2 {
         dir: PathBuf,
+        /// The root cgroup, which has no `memory.current` (nor limits, nor `pids.*`).
+        root: bool,
     },
     V1 {
         cpu: Option<PathBuf>,
@@ -124,7 +127,7 @@ impl CgroupPaths {
     /// The directory that best stands for the cgroup (for its start time and process list).
     pub fn main_dir(&self) -> Option<&Path> {
         match self {
-            CgroupPaths::V2 { dir } => Some(dir),
+            CgroupPaths::V2 { dir, .. } => Some(dir),
             CgroupPaths::V1 {
                 cpuacct,
                 cpu,
@@ -157,7 +160,7 @@ impl CgroupPaths {
     pub fn read_stats_kept(&self, reader: &Reader, kept: Option<&KeptFiles>, spec: &Spec) -> Result<Stats, Gone> {
         let reader = CgroupFiles { reader, kept };
         let stats = match self {
-            CgroupPaths::V2 { dir } => v2::stats(reader, dir, spec),
+            CgroupPaths::V2 { dir, root } => v2::stats(reader, dir, *root, spec),
             CgroupPaths::V1 { .. } => v1::stats(reader, self, spec),
         };
         if stats.is_empty() {
@@ -169,7 +172,7 @@ impl CgroupPaths {
     /// The limits, which change rarely and are refreshed with the inventory.
     pub fn read_spec(&self, reader: &Reader) -> Result<Spec, Gone> {
         let spec = match self {
-            CgroupPaths::V2 { dir } => v2::spec(reader, dir),
+            CgroupPaths::V2 { dir, .. } => v2::spec(reader, dir),
             CgroupPaths::V1 { .. } => v1::spec(reader, self),
         };
         self.still_there()?;
@@ -345,6 +348,39 @@ mod tests {
             })
         );
         assert_eq!((stats.threads, stats.processes), (Some(2), Some(2)));
+    }
+
+    /// The v2 root has cpu.stat and memory.stat but no memory.current, memory.peak or
+    /// pids.*: usage is anon + file, as runc's library (cAdvisor's) makes it.
+    #[test]
+    fn reads_the_v2_root() {
+        let root = sysfs();
+        write_v2(root.path(), &FakeCgroup::seeded(ID, 0)).expect("write");
+        let top = root.path().join("fs/cgroup");
+        std::fs::write(
+            top.join("cpu.stat"),
+            "usage_usec 7000001\nuser_usec 5000000\nsystem_usec 2000001\nnice_usec 0\n",
+        )
+        .expect("write");
+        std::fs::write(
+            top.join("memory.stat"),
+            "anon 3000000\nfile 9000000\nfile_mapped 100\nactive_file 4000000\ninactive_file 5000000\npgfault 7\npgmajfault 1\n",
+        )
+        .expect("write");
+        let paths = Layout::detect(root.path()).expect("layout").paths("/");
+        assert!(matches!(paths, CgroupPaths::V2 { root: true, .. }));
+        let reader = Reader::default();
+        let spec = paths.read_spec(&reader).expect("present");
+        assert_eq!(spec.memory_limit, None, "no memory.max at the root");
+        let stats = paths.read_stats(&reader, &spec).expect("present");
+        assert_eq!(stats.cpu.map(|c| c.usage_ns), Some(7_000_001_000));
+        let memory = stats.memory.expect("memory from memory.stat");
+        assert_eq!(
+            (memory.usage, memory.working_set, memory.max_usage, memory.swap),
+            (12_000_000, 7_000_000, 0, None)
+        );
+        assert_eq!(stats.threads, None);
+        assert!(File::ALL.iter().all(|f| reader.counters().errors(*f) == 0));
     }
 
     #[test]

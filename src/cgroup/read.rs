@@ -61,6 +61,7 @@ files! {
     MemoryPressure => "memory.pressure",
     IoPressure => "io.pressure",
     NetDev => "net/dev",
+    Meminfo => "meminfo",
 }
 
 /// Reads and failures per file, for the life of the process.

@@ -6,13 +6,13 @@ use super::parse::{self, ParseError};
 use super::read::{CgroupFiles, File, Reader};
 use super::stats::{Cfs, Cpu, Memory, Spec, Stats};
 
-pub(super) fn stats(reader: CgroupFiles<'_>, dir: &Path, spec: &Spec) -> Stats {
+pub(super) fn stats(reader: CgroupFiles<'_>, dir: &Path, root: bool, spec: &Spec) -> Stats {
     let mut stats = Stats::default();
     if let Some((cpu, cfs)) = reader.parse(dir, File::CpuStat, cpu_stat) {
         stats.cpu = Some(cpu);
         stats.cfs = spec.cpu_quota.map(|_| cfs);
     }
-    stats.memory = memory_stats(reader, dir);
+    stats.memory = memory_stats(reader, dir, root);
     if stats.memory.is_some() {
         stats.oom_events = reader
             .parse(dir, File::MemoryEvents, |text| {
@@ -53,9 +53,14 @@ fn cpu_stat(text: &str) -> Result<(Cpu, Cfs), ParseError> {
     Ok((cpu, cfs))
 }
 
-fn memory_stats(reader: CgroupFiles<'_>, dir: &Path) -> Option<Memory> {
-    let usage = reader.parse(dir, File::MemoryCurrent, parse::single_u64)?;
-    let mut memory = reader.parse(dir, File::MemoryStat, |text| {
+fn memory_stats(reader: CgroupFiles<'_>, dir: &Path, root: bool) -> Option<Memory> {
+    // The root cgroup has no memory.current: as runc's cgroup library (which cAdvisor uses)
+    // does, its usage is memory.stat's anon + file.
+    let current = reader.parse(dir, File::MemoryCurrent, parse::single_u64);
+    if current.is_none() && !root {
+        return None;
+    }
+    let (mut memory, inactive_file) = reader.parse(dir, File::MemoryStat, |text| {
         let mut m = Memory::default();
         let mut inactive_file = None;
         parse::flat_keyed(text, |key, value| match key {
@@ -68,13 +73,13 @@ fn memory_stats(reader: CgroupFiles<'_>, dir: &Path) -> Option<Memory> {
             _ => {}
         })?;
         let inactive_file = inactive_file.ok_or_else(|| ParseError("memory.stat lacks inactive_file".into()))?;
-        m.working_set = usage.saturating_sub(inactive_file);
         // v2 has no separate hierarchical counters: both scopes show the same values.
         m.hierarchy_pgfault = m.pgfault;
         m.hierarchy_pgmajfault = m.pgmajfault;
-        Ok(m)
+        Ok((m, inactive_file))
     })?;
-    memory.usage = usage;
+    memory.usage = current.unwrap_or(memory.rss.saturating_add(memory.cache));
+    memory.working_set = memory.usage.saturating_sub(inactive_file);
     memory.max_usage = reader.parse(dir, File::MemoryPeak, parse::single_u64).unwrap_or(0);
     memory.swap = reader.parse(dir, File::MemorySwapCurrent, parse::single_u64);
     Some(memory)

@@ -13,7 +13,7 @@ use super::discovery::{self, Discovered, Kind};
 use super::filter::Filters;
 use super::metadata::{Metadata, MetadataSource};
 use super::{Description, describe};
-use crate::cgroup::{CgroupPaths, KeptFiles, Layout, Reader, Spec};
+use crate::cgroup::{CgroupPaths, File, KeptFiles, Layout, Reader, Spec, parse};
 
 /// One reported cgroup.
 #[derive(Debug, Clone)]
@@ -70,7 +70,13 @@ impl Inventory {
                     return None;
                 }
                 let paths = settings.layout.paths(&cgroup.id);
-                let spec = paths.read_spec(reader).ok()?; // gone while listing
+                let mut spec = paths.read_spec(reader).ok()?; // gone while listing
+                if cgroup.id == "/" {
+                    // As cAdvisor: the root's limits are the machine's memory and swap.
+                    let machine = reader.parse(&settings.procfs, File::Meminfo, parse::meminfo);
+                    spec.memory_limit = machine.map(|m| m.mem_total);
+                    spec.memory_swap_limit = machine.and_then(|m| m.swap_total);
+                }
                 let dir = paths.main_dir().and_then(|d| std::fs::metadata(d).ok());
                 let start_time = dir
                     .as_ref()
@@ -84,18 +90,25 @@ impl Inventory {
                 let net = match cgroup.kind {
                     Kind::Pod => None,
                     _ if metadata.joins_network => None,
+                    // cAdvisor reads the root's network through init (the host's, reported
+                    // on `/` only) and gives the other raw cgroups none.
+                    Kind::System => None,
                     Kind::Container | Kind::Raw => paths
                         .procs(reader)
                         .and_then(|(_, first)| first)
                         .and_then(|pid| Some((pid, netns(&settings.procfs, &pid.to_string())?)))
                         .filter(|(_, ns)| host_netns.as_ref().is_some_and(|host| host != ns)),
                 };
+                let net_pid = match cgroup.id.as_str() {
+                    "/" => Some(1),
+                    _ => net.as_ref().map(|(pid, _)| *pid),
+                };
                 let entry = InventoryEntry {
                     cgroup,
                     paths,
                     spec,
                     start_time,
-                    net_pid: net.as_ref().map(|(pid, _)| *pid),
+                    net_pid,
                     metadata,
                     dir_identity,
                     files: Arc::default(),
@@ -194,11 +207,13 @@ mod tests {
             sources: Vec::new(),
         };
         let reader = Reader::default();
+        // The root cgroup, always reported, comes first; the container second.
         let first = Inventory::build(&settings, &reader, None);
-        assert_eq!(first.entries.len(), 1);
+        let ids: Vec<&str> = first.entries.iter().map(|e| e.cgroup.id.as_str()).collect();
+        assert_eq!(ids, ["/", ID]);
         let again = Inventory::build(&settings, &reader, Some(&first));
         assert!(
-            Arc::ptr_eq(&first.entries[0].files, &again.entries[0].files),
+            Arc::ptr_eq(&first.entries[1].files, &again.entries[1].files),
             "the same cgroup keeps its files"
         );
 
@@ -211,9 +226,9 @@ mod tests {
         std::fs::create_dir(root.path().join("placeholder")).expect("mkdir");
         write_v2(root.path(), &FakeCgroup::seeded(ID, 1)).expect("write");
         let remade = Inventory::build(&settings, &reader, Some(&again));
-        assert_eq!(remade.entries.len(), 1);
-        assert_ne!(remade.entries[0].dir_identity, again.entries[0].dir_identity);
-        assert!(!Arc::ptr_eq(&again.entries[0].files, &remade.entries[0].files));
+        assert_eq!(remade.entries.len(), 2);
+        assert_ne!(remade.entries[1].dir_identity, again.entries[1].dir_identity);
+        assert!(!Arc::ptr_eq(&again.entries[1].files, &remade.entries[1].files));
     }
 
     #[test]

@@ -104,7 +104,7 @@ impl MetadataSource for KubeletSource {
                     describe_pod(pod, metadata);
                 }
             }
-            Kind::Raw => {}
+            Kind::Raw | Kind::System => {}
         }
     }
 

@@ -17,7 +17,7 @@ pub use self::settings::{ContainerArgs, ContainerConfig};
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::cache::{self, CacheFigures, ValidityCache};
 use crate::cgroup::parse::{self, IGNORED_INTERFACE_PREFIXES, Interface};
-use crate::cgroup::{File, KeptFiles, Layout, Reader, Stats};
+use crate::cgroup::{CgroupPaths, File, KeptFiles, Layout, Reader, Stats};
 use crate::exposition::family::{self, Family, RenderedFamily};
 use crate::identity::discovery::Kind;
 use crate::identity::inventory::{Inventory, InventoryEntry, InventorySettings};
@@ -206,12 +206,20 @@ impl ContainerState {
         base: &mut BaseLabels,
         families: &mut ContainerFamilies,
     ) -> bool {
-        let Ok(stats) = entry
+        let Ok(mut stats) = entry
             .paths
             .read_stats_kept(&self.reader, Some(&entry.files), &entry.spec)
         else {
             return false;
         };
+        if let (CgroupPaths::V2 { root: true, .. }, Some(memory)) = (&entry.paths, stats.memory.as_mut()) {
+            // The v2 root has no memory.swap.current: as runc's library (cAdvisor's) does,
+            // the machine's swap in use.
+            memory.swap = self
+                .reader
+                .parse(&self.procfs, File::Meminfo, parse::meminfo)
+                .and_then(|m| m.swap_used());
+        }
         let network = entry.net_pid.and_then(|pid| self.network(pid, &entry.files));
         base.set(entry, extra_keys);
         let mut out = SampleWriter { base, families };
