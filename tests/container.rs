@@ -285,6 +285,66 @@ async fn check_fake_host(version: &str) {
         value("container_cpu_usage_seconds_total", SCOPE, &[("cpu", "total")]),
         Some(usage_2)
     );
+    // The families from files already read (memory.stat, memory.events, cpu.stat), and the
+    // kmem counter (v1). Seed 1: active file 12 MiB + 4096, inactive 8 MiB; v2's reclaim
+    // figures and events; bursts 8 and 2001 µs (seed 1 has a quota).
+    assert_eq!(
+        value("container_memory_total_active_file_bytes", DOCKER, &[]),
+        Some(((12 << 20) + 4096) as f64)
+    );
+    assert_eq!(
+        value("container_memory_total_inactive_file_bytes", DOCKER, &[]),
+        Some((8 << 20) as f64)
+    );
+    let v2_only = |figure: f64| (version == "v2").then_some(figure);
+    for (family, figure) in [
+        ("container_memory_file_dirty_bytes", 12_288.0),
+        ("container_memory_file_writeback_bytes", 4096.0),
+        ("container_memory_pgscan_total", 501.0),
+        ("container_memory_pgsteal_total", 401.0),
+        ("container_memory_workingset_refault_anon_total", 31.0),
+        ("container_memory_workingset_refault_file_total", 51.0),
+        ("container_memory_events_high_total", 21.0),
+        ("container_memory_events_max_total", 11.0),
+    ] {
+        assert_eq!(value(family, DOCKER, &[]), v2_only(figure), "{family}");
+    }
+    assert_eq!(
+        value("container_memory_kernel_usage", DOCKER, &[]),
+        (version == "v1").then_some(((3 << 20) + 4096) as f64)
+    );
+    assert_eq!(value("container_cpu_cfs_burst_periods_total", DOCKER, &[]), Some(8.0));
+    assert_eq!(
+        value("container_cpu_cfs_burst_seconds_total", DOCKER, &[]),
+        Some(0.002001)
+    );
+    assert_eq!(value("container_cpu_cfs_burst_periods_total", SCOPE, &[]), None);
+    // Creation time: the earliest modification time of the cgroup's directories (the fake
+    // ones have no cgroup.events or cgroup.clone_children), in whole seconds.
+    let top = dir.path().join("sys/fs/cgroup");
+    let rel = DOCKER.trim_start_matches('/');
+    let dirs: Vec<std::path::PathBuf> = match version {
+        "v2" => vec![top.join(rel)],
+        _ => ["cpu", "cpuacct", "memory", "blkio", "pids"]
+            .iter()
+            .map(|c| top.join(c).join(rel))
+            .collect(),
+    };
+    let earliest = dirs
+        .iter()
+        .filter_map(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok())
+        .min()
+        .expect("times");
+    let seconds = earliest
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert_eq!(
+        value("container_creation_time_seconds", DOCKER, &[]),
+        Some(seconds as f64)
+    );
+    assert_eq!(sample_value(&text, "container_scrape_error"), Some(0.0));
+
     // The root, by cAdvisor's formulas: usage is v2 memory.stat's anon + file (the v2 root
     // has no memory.current), or v1's root memory.usage_in_bytes; the working set takes
     // inactive file pages off; the limits are the machine's memory and swap (meminfo); swap

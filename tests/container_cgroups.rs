@@ -27,6 +27,15 @@ if sys.argv[1] == "burn":
     while time.monotonic() - t0 < float(sys.argv[2]):
         pass
     print(f"{cpu() - start:.6f}", flush=True)
+elif sys.argv[1] == "file":
+    # Page cache charged to this cgroup: write a file, then read it twice (active pages).
+    size = int(sys.argv[2])
+    with open(sys.argv[3], "wb") as f:
+        f.write(b"x" * size)
+    for _ in range(2):
+        with open(sys.argv[3], "rb") as f:
+            f.read()
+    print("touched", flush=True)
 else:
     size = int(sys.argv[2])
     buf = bytearray(size)
@@ -492,4 +501,156 @@ async fn the_root_and_system_cgroups_are_reported() {
         "/system.slice itself is reported"
     );
     assert_eq!(collector_success(&text, "container"), Some(1.0));
+}
+
+/// A `key value` of a flat-keyed cgroup file, `None` when the kernel does not write it.
+fn kernel_value(path: &Path, key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+}
+
+/// The families cAdvisor takes from memory.stat, memory.events, cpu.stat and the kmem
+/// counter, and the creation time, equal to what the kernel's files say of real, idle
+/// cgroups (read right after the scrape: nothing moves in a cgroup whose processes wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_families_equal_the_kernels_files() {
+    if !root_or_skip("new_families_equal_the_kernels_files") {
+        return;
+    }
+    let layout = Layout::detect(Path::new("/sys")).expect("this machine has cgroups");
+    let parent = format!("/{}", unique_name("sonde-families"));
+    let mut cgroups = Cgroups::new(layout.clone(), parent.clone());
+    let (cache, throttled) = (format!("{parent}/cache"), format!("{parent}/throttled"));
+    cgroups.make(&cache);
+    cgroups.make(&throttled);
+    cgroups.set_quota(&throttled, 10_000, 100_000);
+    // CFS burst where the kernel has it (5.14): a quota's unused time may be spent later.
+    let burst = match &layout {
+        Layout::V2 { root } => root.join(throttled.trim_start_matches('/')).join("cpu.max.burst"),
+        Layout::V1 { roots, .. } => roots
+            .cpu
+            .as_ref()
+            .expect("cpu controller")
+            .join(throttled.trim_start_matches('/'))
+            .join("cpu.cfs_burst_us"),
+    };
+    if burst.exists() {
+        write(&burst, "5000");
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let file = scratch.path().join("cached");
+    let file_arg = file.display().to_string();
+    cgroups.adopt(&cache, Worker::start(&["file", &(8u64 << 20).to_string(), &file_arg]));
+    cgroups.adopt(&throttled, Worker::start(&["burn", "0.5"]));
+    for worker in &mut cgroups.workers {
+        worker.go();
+    }
+    assert_eq!(cgroups.workers[0].line(), "touched");
+    cgroups.workers[1].line();
+
+    let prefix = format!("--container.raw-cgroup-prefix={parent}");
+    let sonde = Sonde::start(&[&prefix, "--no-collector.host"]);
+    let text = scrape(&sonde);
+    let v = |family: &str, id: &str| value(&text, family, id, "");
+    let (memory_dir, cpu_dir) = match &layout {
+        Layout::V2 { root } => (root.clone(), root.clone()),
+        Layout::V1 { roots, .. } => (
+            roots.memory.clone().expect("memory controller"),
+            roots.cpu.clone().expect("cpu controller"),
+        ),
+    };
+    let memory_stat = memory_dir.join(cache.trim_start_matches('/')).join("memory.stat");
+    let cpu_stat = cpu_dir.join(throttled.trim_start_matches('/')).join("cpu.stat");
+    let v2 = matches!(layout, Layout::V2 { .. });
+    let (active, inactive) = if v2 {
+        ("active_file", "inactive_file")
+    } else {
+        ("total_active_file", "total_inactive_file")
+    };
+    let active_file = kernel_value(&memory_stat, active).expect("active file");
+    println!("cache cgroup: {active} {active_file}");
+    assert!(active_file > 0.0, "the worker's file pages are charged to its cgroup");
+    assert_eq!(v("container_memory_total_active_file_bytes", &cache), Some(active_file));
+    assert_eq!(
+        v("container_memory_total_inactive_file_bytes", &cache),
+        kernel_value(&memory_stat, inactive)
+    );
+    if v2 {
+        for (family, key) in [
+            ("container_memory_file_dirty_bytes", "file_dirty"),
+            ("container_memory_file_writeback_bytes", "file_writeback"),
+            ("container_memory_pgscan_total", "pgscan"),
+            ("container_memory_pgsteal_total", "pgsteal"),
+            (
+                "container_memory_workingset_refault_anon_total",
+                "workingset_refault_anon",
+            ),
+            (
+                "container_memory_workingset_refault_file_total",
+                "workingset_refault_file",
+            ),
+        ] {
+            assert_eq!(v(family, &cache), kernel_value(&memory_stat, key), "{family}");
+        }
+        let events = memory_dir.join(cache.trim_start_matches('/')).join("memory.events");
+        assert_eq!(
+            v("container_memory_events_high_total", &cache),
+            kernel_value(&events, "high")
+        );
+        assert_eq!(
+            v("container_memory_events_max_total", &cache),
+            kernel_value(&events, "max")
+        );
+        assert_eq!(
+            v("container_memory_kernel_usage", &cache),
+            None,
+            "none on v2, as runc reads it"
+        );
+    } else {
+        // cAdvisor reads these from v2 files only; sonde leaves them out on v1.
+        assert_eq!(v("container_memory_file_dirty_bytes", &cache), None);
+        assert_eq!(v("container_memory_events_max_total", &cache), None);
+        let kmem = memory_dir
+            .join(cache.trim_start_matches('/'))
+            .join("memory.kmem.usage_in_bytes");
+        if let Ok(text) = std::fs::read_to_string(&kmem) {
+            let kmem: f64 = text.trim().parse().expect("a number");
+            assert_eq!(v("container_memory_kernel_usage", &cache), Some(kmem));
+        }
+    }
+    // CFS bursts, only with a quota (as the other CFS families).
+    let (bursts_key, burst_time_key, unit) = if v2 {
+        ("nr_bursts", "burst_usec", 1e6)
+    } else {
+        ("nr_bursts", "burst_time", 1e9)
+    };
+    if let Some(bursts) = kernel_value(&cpu_stat, bursts_key) {
+        println!("throttled cgroup: {bursts} bursts");
+        assert_eq!(v("container_cpu_cfs_burst_periods_total", &throttled), Some(bursts));
+        let burst_time = kernel_value(&cpu_stat, burst_time_key).expect("burst time");
+        assert_eq!(
+            v("container_cpu_cfs_burst_seconds_total", &throttled),
+            Some(burst_time / unit)
+        );
+    }
+    assert_eq!(v("container_cpu_cfs_burst_periods_total", &cache), None, "no quota");
+
+    // Creation time as cAdvisor takes it: the earliest modification time of the cgroup's
+    // directories and of the file the kernel writes at creation, in whole seconds.
+    let marker = if v2 { "cgroup.events" } else { "cgroup.clone_children" };
+    let earliest = cgroups
+        .dirs(&cache)
+        .iter()
+        .flat_map(|d| [d.clone(), d.join(marker)])
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .min()
+        .expect("times");
+    let seconds = earliest
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as f64;
+    assert_eq!(v("container_creation_time_seconds", &cache), Some(seconds));
+    assert_eq!(sample_value(&text, "container_scrape_error"), Some(0.0));
 }

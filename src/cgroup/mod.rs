@@ -179,6 +179,35 @@ impl CgroupPaths {
         Ok(spec)
     }
 
+    /// When the cgroup was made, as cAdvisor tells it: the earliest modification time of its
+    /// directories and of a file the kernel writes once at creation (`cgroup.events` on v2,
+    /// `cgroup.clone_children` on v1), since a directory's own time moves when a child is
+    /// made. `None` when none of them can be read.
+    pub fn creation_time(&self) -> Option<std::time::SystemTime> {
+        let (dirs, marker): (Vec<&Path>, &str) = match self {
+            CgroupPaths::V2 { dir, .. } => (vec![dir.as_path()], "cgroup.events"),
+            CgroupPaths::V1 {
+                cpu,
+                cpuacct,
+                memory,
+                blkio,
+                pids,
+                ..
+            } => (
+                [cpu, cpuacct, memory, blkio, pids]
+                    .into_iter()
+                    .flatten()
+                    .map(PathBuf::as_path)
+                    .collect(),
+                "cgroup.clone_children",
+            ),
+        };
+        dirs.into_iter()
+            .flat_map(|dir| [dir.to_path_buf(), dir.join(marker)])
+            .filter_map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+            .min()
+    }
+
     /// The number of processes and the first PID, from `cgroup.procs`.
     pub fn procs(&self, reader: &Reader) -> Option<(u64, Option<u32>)> {
         reader.parse(self.main_dir()?, File::CgroupProcs, parse::procs)
@@ -189,7 +218,7 @@ impl CgroupPaths {
 mod tests {
     use super::fixture::{FakeCgroup, write_v1, write_v2};
     use super::parse::{DeviceIo, Pressure};
-    use super::stats::{Cfs, Cpu, Memory};
+    use super::stats::{Cfs, Cpu, Memory, MemoryV2};
     use super::*;
 
     const ID: &str = "/docker/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -258,7 +287,9 @@ mod tests {
             Some(Cfs {
                 periods: 103,
                 throttled_periods: 13,
-                throttled_ns: 5_000_003
+                throttled_ns: 5_000_003,
+                bursts: Some(10),
+                burst_ns: Some(2_003_000),
             })
         );
         assert_eq!(
@@ -276,6 +307,11 @@ mod tests {
                 pgmajfault: 3,
                 hierarchy_pgfault: 600,
                 hierarchy_pgmajfault: 6,
+                active_file: Some((12 << 20) + 3 * 4096),
+                inactive_file: 8 << 20,
+                kernel_usage: Some((3 << 20) + 3 * 4096),
+                // cAdvisor takes these from v2 files only.
+                v2: None,
             })
         );
         assert_eq!(stats.oom_events, Some(3));
@@ -329,7 +365,9 @@ mod tests {
             Some(Cfs {
                 periods: 101,
                 throttled_periods: 11,
-                throttled_ns: 5_000_000
+                throttled_ns: 5_000_000,
+                bursts: Some(8),
+                burst_ns: Some(2_001_000),
             })
         );
         let memory = stats.memory.expect("memory");
@@ -338,6 +376,23 @@ mod tests {
         assert_eq!(
             (memory.failcnt, memory.hierarchy_pgfault, memory.swap),
             (0, 300, Some(0))
+        );
+        assert_eq!(
+            (memory.active_file, memory.inactive_file, memory.kernel_usage),
+            (Some((12 << 20) + 4096), 8 << 20, None)
+        );
+        assert_eq!(
+            memory.v2,
+            Some(MemoryV2 {
+                file_dirty: Some(12_288),
+                file_writeback: Some(4096),
+                pgscan: Some(501),
+                pgsteal: Some(401),
+                workingset_refault_anon: Some(31),
+                workingset_refault_file: Some(51),
+                events_high: Some(21),
+                events_max: Some(11),
+            })
         );
         assert_eq!(stats.oom_events, Some(1));
         assert_eq!(

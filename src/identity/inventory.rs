@@ -23,6 +23,9 @@ pub struct InventoryEntry {
     pub spec: Spec,
     /// Seconds since the epoch; the cgroup directory's modification time, as cAdvisor uses.
     pub start_time: Option<f64>,
+    /// Seconds since the epoch: cAdvisor's creation time (see
+    /// [`CgroupPaths::creation_time`]), never before the machine booted.
+    pub creation_time: Option<f64>,
     /// A process of the container, when the container owns a network namespace of its own
     /// (not the host's, and not one it joined): its network series are read through it.
     pub net_pid: Option<u32>,
@@ -56,6 +59,7 @@ impl Inventory {
     pub fn build(settings: &InventorySettings, reader: &Reader, previous: Option<&Inventory>) -> Inventory {
         let discovered = discovery::discover(settings.layout.discovery_root(), &settings.raw_prefixes);
         let host_netns = host_netns(&settings.procfs);
+        let booted = boot_time(&settings.procfs);
         let kept: HashMap<(&str, (u64, i64, i64)), &InventoryEntry> = previous
             .map(|p| p.entries.as_slice())
             .unwrap_or_default()
@@ -84,6 +88,11 @@ impl Inventory {
                     .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
                     .map(|d| d.as_secs_f64());
                 let dir_identity = dir.map(|m| (m.ino(), m.ctime(), m.ctime_nsec()));
+                let creation_time = paths
+                    .creation_time()
+                    .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+                    // Whole seconds, as cAdvisor writes it (`Time.Unix()`).
+                    .map(|d| (d.as_secs() as f64).max(booted.unwrap_or(0.0)));
                 // A process in a network namespace of its own (not the host's), unless the
                 // cgroup cannot own one: a pod's network is its sandbox's, and a container
                 // that joined another's is reported on that one (as cAdvisor does).
@@ -108,6 +117,7 @@ impl Inventory {
                     paths,
                     spec,
                     start_time,
+                    creation_time,
                     net_pid,
                     metadata,
                     dir_identity,
@@ -166,6 +176,16 @@ fn one_owner_per_netns(procfs: &Path, entries: &mut [(InventoryEntry, Option<Pat
     for i in joined {
         entries[i].0.net_pid = None;
     }
+}
+
+/// When the machine booted, in seconds since the epoch (`btime` of `/proc/stat`): cgroups made
+/// before it (the root, at boot) carry older times on some filesystems; cAdvisor clamps them.
+fn boot_time(procfs: &Path) -> Option<f64> {
+    let stat = std::fs::read_to_string(procfs.join("stat")).ok()?;
+    stat.lines()
+        .find_map(|l| l.strip_prefix("btime "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(|v| v as f64)
 }
 
 /// When a process started, in clock ticks since boot (`/proc/<pid>/stat` field 22).
