@@ -1,5 +1,5 @@
 //! What one Kubelet refresh costs sonde once the bytes have arrived: decoding `/pods` into the
-//! pod index and `/stats/summary` into pod networks, for nodes of 110 pods (the Kubelet's
+//! pod index, for nodes of 110 pods (the Kubelet's
 //! default limit) and 500 pods, 3 containers each, in the real schemas with the fields a
 //! Kubelet writes. Prints document sizes, median and spread, and the naming cost per cgroup.
 //! Run: `cargo bench --bench kubelet`; `SONDE_BENCH_ITERATIONS` (default 21) sets the timed
@@ -12,7 +12,6 @@ use sonde::identity::discovery::classify;
 use sonde::identity::metadata::{Metadata, MetadataSource};
 use sonde::kubelet::pods::{PodIndex, PodList};
 use sonde::kubelet::source::KubeletSource;
-use sonde::kubelet::summary::{self, Summary};
 
 const CONTAINERS: usize = 3;
 
@@ -62,38 +61,6 @@ fn pods_document(pods: usize) -> String {
     json!({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}).to_string()
 }
 
-fn summary_document(pods: usize) -> String {
-    let stats = |t: usize| {
-        json!({
-            "time": "2026-11-23T10:05:00Z", "usageNanoCores": 1_200_000 + t, "usageCoreNanoSeconds": 9_000_000_000u64 + t as u64,
-            "psi": {"full": {"total": 10, "avg10": 0.0, "avg60": 0.0, "avg300": 0.0}, "some": {"total": 20, "avg10": 0.0, "avg60": 0.0, "avg300": 0.0}}
-        })
-    };
-    let memory = json!({"time": "2026-11-23T10:05:00Z", "availableBytes": 1_000_000, "usageBytes": 2_000_000, "workingSetBytes": 1_500_000,
-                        "rssBytes": 1_000_000, "pageFaults": 3000, "majorPageFaults": 3});
-    let pods: Vec<_> = (0..pods)
-        .map(|p| {
-            let eth0 = json!({"name": "eth0", "rxBytes": p * 1000, "rxErrors": 0, "txBytes": p * 2000, "txErrors": 0});
-            let containers: Vec<_> = (0..CONTAINERS)
-                .map(|c| json!({"name": format!("c{c}"), "startTime": "2026-11-23T10:00:00Z", "cpu": stats(c), "memory": memory,
-                                "rootfs": {"time": "2026-11-23T10:05:00Z", "usedBytes": 4096, "inodesUsed": 12},
-                                "logs": {"time": "2026-11-23T10:05:00Z", "usedBytes": 1024}, "swap": {"time": "2026-11-23T10:05:00Z", "swapUsageBytes": 0}}))
-                .collect();
-            let mut network = eth0.clone();
-            network["time"] = json!("2026-11-23T10:05:00Z");
-            network["interfaces"] = json!([eth0]);
-            json!({
-                "podRef": {"name": format!("app-{p}-7d9f8b6c5-x{p:04}"), "namespace": format!("namespace-{}", p % 40), "uid": uid(p)},
-                "startTime": "2026-11-23T09:59:59Z", "containers": containers, "cpu": stats(p), "memory": memory, "network": network,
-                "volume": [{"time": "2026-11-23T10:05:00Z", "name": "kube-api-access", "usedBytes": 12288}],
-                "ephemeral-storage": {"time": "2026-11-23T10:05:00Z", "usedBytes": 5120}, "process_stats": {"process_count": 3},
-                "swap": {"time": "2026-11-23T10:05:00Z", "swapUsageBytes": 0}
-            })
-        })
-        .collect();
-    json!({"node": {"nodeName": "node-1", "startTime": "2026-11-23T09:00:00Z"}, "pods": pods}).to_string()
-}
-
 /// Median, min and max of `runs` timed calls of `work`, after one warm-up.
 fn time(runs: usize, mut work: impl FnMut()) -> (Duration, Duration, Duration) {
     work();
@@ -135,20 +102,6 @@ fn main() {
         println!(
             "{work:<34} {:>10} {:>10.3} {:>9.3} {:>9.3}",
             pods_json.len(),
-            ms(median),
-            ms(min),
-            ms(max)
-        );
-
-        let summary_json = summary_document(pods);
-        let (median, min, max) = time(runs, || {
-            let summary: Summary = serde_json::from_str(&summary_json).expect("valid summary");
-            assert_eq!(summary::network_by_pod(summary).len(), pods);
-        });
-        let work = format!("/stats/summary, {pods} pods: decode");
-        println!(
-            "{work:<34} {:>10} {:>10.3} {:>9.3} {:>9.3}",
-            summary_json.len(),
             ms(median),
             ms(min),
             ms(max)

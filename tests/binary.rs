@@ -17,7 +17,11 @@ const HOST_ONLY: &[&str] = &["--no-collector.container", "--no-collector.connect
 /// per-collector families and the exporter's own.
 const DEFAULT_FAMILIES: &[&str] = &[
     "machine_cpu_cores",
+    "machine_cpu_physical_cores",
+    "machine_cpu_sockets",
     "machine_memory_bytes",
+    "machine_scrape_error",
+    "machine_swap_bytes",
     "process_cpu_seconds_total",
     "process_max_fds",
     "process_open_fds",
@@ -73,6 +77,35 @@ async fn openmetrics_scrape_parses_strictly_and_tells_the_host_truth() {
     assert_eq!(sample_value(&text, "machine_cpu_cores"), Some(cpus));
     assert_eq!(sample_value(&text, "machine_memory_bytes"), Some(mem_total));
     assert_eq!(collector_success(&text, "host"), Some(1.0));
+    assert_eq!(sample_value(&text, "machine_scrape_error"), Some(0.0));
+
+    // cAdvisor's counts: distinct `core id` and `physical id` values of /proc/cpuinfo
+    // (this test machine's x86 cpuinfo has both), swap from SwapTotal.
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("cpuinfo");
+    let distinct = |key: &str| {
+        let values: std::collections::BTreeSet<&str> = cpuinfo
+            .lines()
+            .filter_map(|l| l.split_once(':'))
+            .filter(|(k, _)| k.trim() == key)
+            .map(|(_, v)| v.trim())
+            .collect();
+        values.len() as f64
+    };
+    assert_eq!(
+        sample_value(&text, "machine_cpu_physical_cores"),
+        Some(distinct("core id"))
+    );
+    assert_eq!(
+        sample_value(&text, "machine_cpu_sockets"),
+        Some(distinct("physical id"))
+    );
+    let swap_kib: f64 = std::fs::read_to_string("/proc/meminfo")
+        .expect("meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("SwapTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("SwapTotal");
+    assert_eq!(sample_value(&text, "machine_swap_bytes"), Some(swap_kib * 1024.0));
 }
 
 #[tokio::test]

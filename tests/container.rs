@@ -47,8 +47,43 @@ fn fake_host(root: &Path, version: &str) {
     std::fs::create_dir_all(&block).expect("mkdir");
     std::fs::write(block.join("uevent"), "MAJOR=8\nMINOR=0\nDEVNAME=sda\nDEVTYPE=disk\n").expect("write");
 
+    // The root cgroup's files as the kernel writes them: v2's root has cpu.stat and
+    // memory.stat but no memory.current; v1's has the controllers' usual files.
+    let top = sysfs.join("fs/cgroup");
+    let root_files: &[(&str, &str)] = match version {
+        "v2" => &[
+            (
+                "cpu.stat",
+                "usage_usec 7000001\nuser_usec 5000000\nsystem_usec 2000001\n",
+            ),
+            (
+                "memory.stat",
+                "anon 3000000\nfile 9000000\nfile_mapped 100\nactive_file 4000000\ninactive_file 5000000\npgfault 7\npgmajfault 1\n",
+            ),
+        ],
+        _ => &[
+            ("cpuacct/cpuacct.usage", "7000001000\n"),
+            ("cpuacct/cpuacct.stat", "user 500\nsystem 200\n"),
+            ("memory/memory.usage_in_bytes", "12000000\n"),
+            ("memory/memory.max_usage_in_bytes", "13000000\n"),
+            (
+                "memory/memory.stat",
+                "cache 1\nrss 2\ntotal_cache 9000000\ntotal_rss 3000000\ntotal_mapped_file 100\ntotal_swap 4096\ntotal_active_file 4000000\ntotal_inactive_file 5000000\npgfault 7\npgmajfault 1\ntotal_pgfault 70\ntotal_pgmajfault 10\n",
+            ),
+        ],
+    };
+    for (file, text) in root_files {
+        std::fs::write(top.join(file), text).expect("write");
+    }
+
     // PID 4242 has a network namespace of its own, PID 4343 shares the host's.
     let proc = root.join("proc");
+    std::fs::create_dir_all(&proc).expect("mkdir");
+    std::fs::write(
+        proc.join("meminfo"),
+        "MemTotal:       16318412 kB\nMemFree:         8123456 kB\nSwapTotal:       2097148 kB\nSwapFree:        2000000 kB\n",
+    )
+    .expect("write");
     for (pid, ns) in [
         (1, "net:[4026531840]"),
         (4242, "net:[4026532999]"),
@@ -128,8 +163,10 @@ async fn check_fake_host(version: &str) {
         .into_iter()
         .find(|f| f.name() == "container_cpu_usage_seconds_total");
     let usage = usage.expect("container_cpu_usage_seconds_total in protobuf");
-    // Every reported cgroup but `/sonde-raw`, whose fake directory has no files.
-    assert_eq!(usage.get_metric().len(), 5, "one series per cgroup with CPU stats");
+    // Every reported cgroup with CPU files: the containers, the pod, the raw job, the service
+    // and the root (not `/sonde-raw`, `/kubepods` and the slices, whose fake directories are
+    // empty).
+    assert_eq!(usage.get_metric().len(), 7, "one series per cgroup with CPU stats");
     let docker = usage
         .get_metric()
         .iter()
@@ -139,11 +176,25 @@ async fn check_fake_host(version: &str) {
     assert_eq!(labels, ["container", "cpu", "id", "image", "name", "namespace", "pod"]);
     assert!(docker.get_counter().value() >= 2.0);
 
-    // Exactly the container, pod and raw cgroups, not the system service.
+    // Exactly the container, pod and raw cgroups, and those cAdvisor reports as the kubelet
+    // runs it: the root, the kubepods hierarchy, system.slice and its services.
     let ids = label_values(&text, "container_last_seen", "id");
     let ids: BTreeSet<&str> = ids.iter().map(String::as_str).collect();
     let k8s = k8s_container();
-    let expected: BTreeSet<&str> = [DOCKER, SCOPE, POD, k8s.as_str(), "/sonde-raw", RAW].into();
+    let expected: BTreeSet<&str> = [
+        DOCKER,
+        SCOPE,
+        POD,
+        k8s.as_str(),
+        "/sonde-raw",
+        RAW,
+        "/",
+        "/kubepods",
+        "/kubepods/burstable",
+        "/system.slice",
+        "/system.slice/sshd.service",
+    ]
+    .into();
     assert_eq!(ids, expected);
 
     // Every series of a family has the same label keys.
@@ -234,6 +285,97 @@ async fn check_fake_host(version: &str) {
         value("container_cpu_usage_seconds_total", SCOPE, &[("cpu", "total")]),
         Some(usage_2)
     );
+    // The families from files already read (memory.stat, memory.events, cpu.stat), and the
+    // kmem counter (v1). Seed 1: active file 12 MiB + 4096, inactive 8 MiB; v2's reclaim
+    // figures and events; bursts 8 and 2001 µs (seed 1 has a quota).
+    assert_eq!(
+        value("container_memory_total_active_file_bytes", DOCKER, &[]),
+        Some(((12 << 20) + 4096) as f64)
+    );
+    assert_eq!(
+        value("container_memory_total_inactive_file_bytes", DOCKER, &[]),
+        Some((8 << 20) as f64)
+    );
+    let v2_only = |figure: f64| (version == "v2").then_some(figure);
+    for (family, figure) in [
+        ("container_memory_file_dirty_bytes", 12_288.0),
+        ("container_memory_file_writeback_bytes", 4096.0),
+        ("container_memory_pgscan_total", 501.0),
+        ("container_memory_pgsteal_total", 401.0),
+        ("container_memory_workingset_refault_anon_total", 31.0),
+        ("container_memory_workingset_refault_file_total", 51.0),
+        ("container_memory_events_high_total", 21.0),
+        ("container_memory_events_max_total", 11.0),
+    ] {
+        assert_eq!(value(family, DOCKER, &[]), v2_only(figure), "{family}");
+    }
+    assert_eq!(
+        value("container_memory_kernel_usage", DOCKER, &[]),
+        (version == "v1").then_some(((3 << 20) + 4096) as f64)
+    );
+    assert_eq!(value("container_cpu_cfs_burst_periods_total", DOCKER, &[]), Some(8.0));
+    assert_eq!(
+        value("container_cpu_cfs_burst_seconds_total", DOCKER, &[]),
+        Some(0.002001)
+    );
+    assert_eq!(value("container_cpu_cfs_burst_periods_total", SCOPE, &[]), None);
+    // Creation time: the earliest modification time of the cgroup's directories (the fake
+    // ones have no cgroup.events or cgroup.clone_children), in whole seconds.
+    let top = dir.path().join("sys/fs/cgroup");
+    let rel = DOCKER.trim_start_matches('/');
+    let dirs: Vec<std::path::PathBuf> = match version {
+        "v2" => vec![top.join(rel)],
+        _ => ["cpu", "cpuacct", "memory", "blkio", "pids"]
+            .iter()
+            .map(|c| top.join(c).join(rel))
+            .collect(),
+    };
+    let earliest = dirs
+        .iter()
+        .filter_map(|d| std::fs::metadata(d).and_then(|m| m.modified()).ok())
+        .min()
+        .expect("times");
+    let seconds = earliest
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs();
+    assert_eq!(
+        value("container_creation_time_seconds", DOCKER, &[]),
+        Some(seconds as f64)
+    );
+    assert_eq!(sample_value(&text, "container_scrape_error"), Some(0.0));
+
+    // The root, by cAdvisor's formulas: usage is v2 memory.stat's anon + file (the v2 root
+    // has no memory.current), or v1's root memory.usage_in_bytes; the working set takes
+    // inactive file pages off; the limits are the machine's memory and swap (meminfo); swap
+    // in use is the machine's on v2 (SwapTotal - SwapFree), total_swap on v1; the network is
+    // init's (`/proc/1/net/dev`, the host's).
+    assert_eq!(
+        value("container_cpu_usage_seconds_total", "/", &[("cpu", "total")]),
+        Some(7.000001)
+    );
+    assert_eq!(value("container_memory_usage_bytes", "/", &[]), Some(12_000_000.0));
+    assert_eq!(value("container_memory_working_set_bytes", "/", &[]), Some(7_000_000.0));
+    let swap = if version == "v2" { 97_148.0 * 1024.0 } else { 4096.0 };
+    assert_eq!(value("container_memory_swap", "/", &[]), Some(swap));
+    assert_eq!(
+        value("container_spec_memory_limit_bytes", "/", &[]),
+        Some(16_318_412.0 * 1024.0)
+    );
+    assert_eq!(
+        value("container_spec_memory_swap_limit_bytes", "/", &[]),
+        Some(2_097_148.0 * 1024.0)
+    );
+    assert_eq!(
+        value("container_network_receive_bytes_total", "/", &[("interface", "eth0")]),
+        Some(123_456.0)
+    );
+    assert_eq!(
+        value("container_threads", "/", &[]),
+        None,
+        "no pids.current at the root"
+    );
+
     // Seed 6 (the raw cgroup): a 512 MiB limit.
     assert_eq!(
         value("container_spec_memory_limit_bytes", RAW, &[]),
@@ -362,7 +504,10 @@ async fn fifty_concurrent_scrapes_in_one_window_read_each_file_once() {
         File::CpuCfsQuota,
         File::MemoryLimit,
     ] {
-        assert_eq!(counters.reads(file), CONTAINERS, "{}", file.name());
+        // And the root cgroup's (`id="/"`), whose fake directories are empty: each file is
+        // tried once, except those read only after another was found.
+        let root = u64::from(!matches!(file, File::CpuacctStat | File::MemoryStat));
+        assert_eq!(counters.reads(file), CONTAINERS + root, "{}", file.name());
     }
     // cpu.stat only where a quota is set (odd seeds).
     assert_eq!(counters.reads(File::CpuStat), CONTAINERS / 2);
@@ -371,7 +516,7 @@ async fn fifty_concurrent_scrapes_in_one_window_read_each_file_once() {
     tokio::time::sleep(Duration::from_millis(1200)).await;
     collect_50().await;
     assert_eq!(counters.reads(File::MemoryStat), 2 * CONTAINERS);
-    assert_eq!(counters.reads(File::MemoryLimit), CONTAINERS);
+    assert_eq!(counters.reads(File::MemoryLimit), CONTAINERS + 1);
     assert!(File::ALL.iter().all(|f| counters.errors(*f) == 0));
 }
 
@@ -430,8 +575,9 @@ async fn metadata_names_containers_and_filters_drop_them() {
     let text = collect_text(&collector).await;
     let names = label_values(&text, "container_last_seen", "name");
     let names: BTreeSet<&str> = names.iter().map(String::as_str).collect();
-    // web-2 runs the pause image, web-3 carries sonde.io/exclude, web-4 is excluded by name.
-    assert_eq!(names, BTreeSet::from(["web-0", "web-1"]));
+    // web-2 runs the pause image, web-3 carries sonde.io/exclude, web-4 is excluded by name;
+    // the root cgroup has no name.
+    assert_eq!(names, BTreeSet::from(["", "web-0", "web-1"]));
     let series = format!(
         "container_memory_rss{{container=\"\",id=\"/docker/{:064x}\",image=\"nginx:1.27\",name=\"web-1\",namespace=\"\",pod=\"\"}}",
         1
@@ -507,13 +653,13 @@ impl sonde::identity::metadata::MetadataSource for LabellingRuntime {
         metadata.name = format!("web-{seed}");
         if seed == 0 {
             metadata.extra_labels = vec![("container_label_team".into(), AWKWARD.into())];
-            metadata.health = Some("unhealthy".into());
+            metadata.health = sonde::identity::metadata::Health::Unhealthy;
         }
     }
 }
 
 #[tokio::test]
-async fn extra_labels_are_on_every_series_and_health_is_one_series_per_state() {
+async fn extra_labels_are_on_every_series_and_health_is_one_series_per_container() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = fake_forest(dir.path(), "v2", 2, &[]);
     let collector = ContainerCollector::new(
@@ -552,15 +698,12 @@ async fn extra_labels_are_on_every_series_and_health_is_one_series_per_state() {
         .lines()
         .filter(|l| l.starts_with("container_health_state{"))
         .collect();
-    let expected: Vec<String> = [("healthy", 0), ("starting", 0), ("unhealthy", 1)]
-        .iter()
-        .map(|(state, value)| {
-            format!(
-                "container_health_state{{{},state=\"{state}\"}} {value}",
-                labels(0, escaped)
-            )
-        })
-        .collect();
+    // cAdvisor's values: 0 for unhealthy, -1 for a container without a health check.
+    let expected = [
+        "container_health_state{container=\"\",container_label_team=\"\",id=\"/\",image=\"\",name=\"\",namespace=\"\",pod=\"\"} -1".to_owned(),
+        format!("container_health_state{{{}}} 0", labels(0, escaped)),
+        format!("container_health_state{{{}}} -1", labels(1, "")),
+    ];
     assert_eq!(health, expected);
 
     // Read back from the protobuf model, the value is the original text.

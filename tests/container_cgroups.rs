@@ -27,6 +27,15 @@ if sys.argv[1] == "burn":
     while time.monotonic() - t0 < float(sys.argv[2]):
         pass
     print(f"{cpu() - start:.6f}", flush=True)
+elif sys.argv[1] == "file":
+    # Page cache charged to this cgroup: write a file, then read it twice (active pages).
+    size = int(sys.argv[2])
+    with open(sys.argv[3], "wb") as f:
+        f.write(b"x" * size)
+    for _ in range(2):
+        with open(sys.argv[3], "rb") as f:
+            f.read()
+    print("touched", flush=True)
 else:
     size = int(sys.argv[2])
     buf = bytearray(size)
@@ -85,6 +94,16 @@ struct Cgroups {
 }
 
 impl Cgroups {
+    /// No cgroup of its own yet: the caller makes them (`make`, `make_if_missing`).
+    fn empty(layout: Layout) -> Cgroups {
+        Cgroups {
+            layout,
+            parent: String::new(),
+            created: Vec::new(),
+            workers: Vec::new(),
+        }
+    }
+
     fn new(layout: Layout, parent: String) -> Cgroups {
         let mut cgroups = Cgroups {
             layout,
@@ -116,6 +135,17 @@ impl Cgroups {
                 .collect::<std::collections::BTreeSet<_>>()
                 .into_iter()
                 .collect(),
+        }
+    }
+
+    /// Makes `id` in the hierarchies where it is missing (a shared parent such as
+    /// `/system.slice`); only what this made is removed.
+    fn make_if_missing(&mut self, id: &str) {
+        for dir in self.dirs(id) {
+            if !dir.is_dir() {
+                std::fs::create_dir(&dir).unwrap_or_else(|e| panic!("mkdir {}: {e}", dir.display()));
+                self.created.push(dir);
+            }
         }
     }
 
@@ -375,4 +405,252 @@ async fn a_cgroup_made_again_under_the_same_path_is_read_afresh() {
         usage >= SECOND as f64,
         "memory usage {usage} of the remade cgroup, whose process touched {SECOND} bytes"
     );
+}
+
+/// `(user + nice + system + irq + softirq) / USER_HZ` of `/proc/stat`'s `cpu` line: the CPU
+/// time the kernel charges to the root cgroup (v2's root `cpu.stat` is made of exactly these;
+/// v1's root `cpuacct.usage` counts the same time from the scheduler).
+fn host_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").expect("/proc/stat");
+    let line = stat.lines().next().expect("cpu line");
+    let ticks: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().expect("a number"))
+        .collect();
+    (ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6]) / 100.0
+}
+
+/// The host's working set from `/proc/meminfo`, as the root cgroup's is made: file pages
+/// (`Buffers` + `Cached` + `SwapCached`) plus anonymous pages (`AnonPages`), less inactive
+/// file pages. That is v1's root `memory.usage_in_bytes`, and runc's (cAdvisor's) v2 root
+/// usage, anon + file of the root's `memory.stat`, less `inactive_file`.
+fn host_working_set() -> f64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("/proc/meminfo");
+    let kib = |key: &str| -> f64 {
+        meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches(" kB").parse::<f64>().ok())
+            .unwrap_or_else(|| panic!("{key} in /proc/meminfo"))
+            * 1024.0
+    };
+    kib("AnonPages") + kib("Buffers") + kib("Cached") + kib("SwapCached") - kib("Inactive(file)")
+}
+
+/// The root cgroup (`id="/"`) and a system service (`/system.slice/<unique>.service`) are
+/// reported as cAdvisor reports them, with `id` only; the root's CPU and working set agree
+/// with the host's own figures.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_root_and_system_cgroups_are_reported() {
+    if !root_or_skip("the_root_and_system_cgroups_are_reported") {
+        return;
+    }
+    let layout = Layout::detect(Path::new("/sys")).expect("this machine has cgroups");
+    let mut cgroups = Cgroups::empty(layout.clone());
+    cgroups.make_if_missing("/system.slice");
+    let service = format!("/system.slice/{}.service", unique_name("sonde-test"));
+    cgroups.make(&service);
+    cgroups.adopt(&service, Worker::start(&["touch", "0"]));
+
+    let sonde = Sonde::start(&[
+        "--container.cache-validity=100ms",
+        "--container.inventory-validity=100ms",
+        "--no-collector.host",
+    ]);
+    let text = scrape(&sonde);
+    let cpu_before = host_cpu_seconds();
+    let text_cpu = scrape(&sonde);
+    let cpu_after = host_cpu_seconds();
+    let working_set_host = host_working_set();
+
+    let cpu = value(&text_cpu, "container_cpu_usage_seconds_total", "/", "cpu=\"total\",")
+        .unwrap_or_else(|| panic!("no CPU for id=\"/\":\n{text}"));
+    println!("root CPU: sonde {cpu:.2}s, /proc/stat {cpu_before:.2}..{cpu_after:.2}s");
+    assert!(
+        (cpu - cpu_before).abs() <= 0.05 * cpu_before,
+        "root CPU {cpu}s against the host's {cpu_before}s"
+    );
+    let working_set = value(&text_cpu, "container_memory_working_set_bytes", "/", "").expect("root working set");
+    println!("root working set: sonde {working_set}, /proc/meminfo {working_set_host}");
+    assert!(
+        (working_set - working_set_host).abs() <= 0.05 * working_set_host,
+        "root working set {working_set} against the host's {working_set_host}"
+    );
+    // As cAdvisor: the root's memory limit is the machine's memory.
+    let mem_total = std::fs::read_to_string("/proc/meminfo")
+        .expect("meminfo")
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").parse::<f64>().ok())
+        .expect("MemTotal")
+        * 1024.0;
+    assert_eq!(
+        value(&text_cpu, "container_spec_memory_limit_bytes", "/", ""),
+        Some(mem_total)
+    );
+
+    // The service: its one process, and the kubelet's label set (id only).
+    assert_eq!(
+        value(&text, "container_processes", &service, ""),
+        Some(1.0),
+        "{service} not reported:\n{text}"
+    );
+    assert!(
+        value(&text, "container_memory_usage_bytes", "/system.slice", "").is_some(),
+        "/system.slice itself is reported"
+    );
+    assert_eq!(collector_success(&text, "container"), Some(1.0));
+}
+
+/// A `key value` of a flat-keyed cgroup file, `None` when the kernel does not write it.
+fn kernel_value(path: &Path, key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' '))
+        .map(|v| v.trim().parse().expect("a number"))
+}
+
+/// The families cAdvisor takes from memory.stat, memory.events, cpu.stat and the kmem
+/// counter, and the creation time, equal to what the kernel's files say of real, idle
+/// cgroups (read right after the scrape: nothing moves in a cgroup whose processes wait).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn new_families_equal_the_kernels_files() {
+    if !root_or_skip("new_families_equal_the_kernels_files") {
+        return;
+    }
+    let layout = Layout::detect(Path::new("/sys")).expect("this machine has cgroups");
+    let parent = format!("/{}", unique_name("sonde-families"));
+    let mut cgroups = Cgroups::new(layout.clone(), parent.clone());
+    let (cache, throttled) = (format!("{parent}/cache"), format!("{parent}/throttled"));
+    cgroups.make(&cache);
+    cgroups.make(&throttled);
+    cgroups.set_quota(&throttled, 10_000, 100_000);
+    // CFS burst where the kernel has it (5.14): a quota's unused time may be spent later.
+    let burst = match &layout {
+        Layout::V2 { root } => root.join(throttled.trim_start_matches('/')).join("cpu.max.burst"),
+        Layout::V1 { roots, .. } => roots
+            .cpu
+            .as_ref()
+            .expect("cpu controller")
+            .join(throttled.trim_start_matches('/'))
+            .join("cpu.cfs_burst_us"),
+    };
+    if burst.exists() {
+        write(&burst, "5000");
+    }
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let file = scratch.path().join("cached");
+    let file_arg = file.display().to_string();
+    cgroups.adopt(&cache, Worker::start(&["file", &(8u64 << 20).to_string(), &file_arg]));
+    cgroups.adopt(&throttled, Worker::start(&["burn", "0.5"]));
+    for worker in &mut cgroups.workers {
+        worker.go();
+    }
+    assert_eq!(cgroups.workers[0].line(), "touched");
+    cgroups.workers[1].line();
+
+    let prefix = format!("--container.raw-cgroup-prefix={parent}");
+    let sonde = Sonde::start(&[&prefix, "--no-collector.host"]);
+    let text = scrape(&sonde);
+    let v = |family: &str, id: &str| value(&text, family, id, "");
+    let (memory_dir, cpu_dir) = match &layout {
+        Layout::V2 { root } => (root.clone(), root.clone()),
+        Layout::V1 { roots, .. } => (
+            roots.memory.clone().expect("memory controller"),
+            roots.cpu.clone().expect("cpu controller"),
+        ),
+    };
+    let memory_stat = memory_dir.join(cache.trim_start_matches('/')).join("memory.stat");
+    let cpu_stat = cpu_dir.join(throttled.trim_start_matches('/')).join("cpu.stat");
+    let v2 = matches!(layout, Layout::V2 { .. });
+    let (active, inactive) = if v2 {
+        ("active_file", "inactive_file")
+    } else {
+        ("total_active_file", "total_inactive_file")
+    };
+    let active_file = kernel_value(&memory_stat, active).expect("active file");
+    println!("cache cgroup: {active} {active_file}");
+    assert!(active_file > 0.0, "the worker's file pages are charged to its cgroup");
+    assert_eq!(v("container_memory_total_active_file_bytes", &cache), Some(active_file));
+    assert_eq!(
+        v("container_memory_total_inactive_file_bytes", &cache),
+        kernel_value(&memory_stat, inactive)
+    );
+    if v2 {
+        for (family, key) in [
+            ("container_memory_file_dirty_bytes", "file_dirty"),
+            ("container_memory_file_writeback_bytes", "file_writeback"),
+            ("container_memory_pgscan_total", "pgscan"),
+            ("container_memory_pgsteal_total", "pgsteal"),
+            (
+                "container_memory_workingset_refault_anon_total",
+                "workingset_refault_anon",
+            ),
+            (
+                "container_memory_workingset_refault_file_total",
+                "workingset_refault_file",
+            ),
+        ] {
+            assert_eq!(v(family, &cache), kernel_value(&memory_stat, key), "{family}");
+        }
+        let events = memory_dir.join(cache.trim_start_matches('/')).join("memory.events");
+        assert_eq!(
+            v("container_memory_events_high_total", &cache),
+            kernel_value(&events, "high")
+        );
+        assert_eq!(
+            v("container_memory_events_max_total", &cache),
+            kernel_value(&events, "max")
+        );
+        assert_eq!(
+            v("container_memory_kernel_usage", &cache),
+            None,
+            "none on v2, as runc reads it"
+        );
+    } else {
+        // cAdvisor reads these from v2 files only; sonde leaves them out on v1.
+        assert_eq!(v("container_memory_file_dirty_bytes", &cache), None);
+        assert_eq!(v("container_memory_events_max_total", &cache), None);
+        let kmem = memory_dir
+            .join(cache.trim_start_matches('/'))
+            .join("memory.kmem.usage_in_bytes");
+        if let Ok(text) = std::fs::read_to_string(&kmem) {
+            let kmem: f64 = text.trim().parse().expect("a number");
+            assert_eq!(v("container_memory_kernel_usage", &cache), Some(kmem));
+        }
+    }
+    // CFS bursts, only with a quota (as the other CFS families).
+    let (bursts_key, burst_time_key, unit) = if v2 {
+        ("nr_bursts", "burst_usec", 1e6)
+    } else {
+        ("nr_bursts", "burst_time", 1e9)
+    };
+    if let Some(bursts) = kernel_value(&cpu_stat, bursts_key) {
+        println!("throttled cgroup: {bursts} bursts");
+        assert_eq!(v("container_cpu_cfs_burst_periods_total", &throttled), Some(bursts));
+        let burst_time = kernel_value(&cpu_stat, burst_time_key).expect("burst time");
+        assert_eq!(
+            v("container_cpu_cfs_burst_seconds_total", &throttled),
+            Some(burst_time / unit)
+        );
+    }
+    assert_eq!(v("container_cpu_cfs_burst_periods_total", &cache), None, "no quota");
+
+    // Creation time as cAdvisor takes it: the earliest modification time of the cgroup's
+    // directories and of the file the kernel writes at creation, in whole seconds.
+    let marker = if v2 { "cgroup.events" } else { "cgroup.clone_children" };
+    let earliest = cgroups
+        .dirs(&cache)
+        .iter()
+        .flat_map(|d| [d.clone(), d.join(marker)])
+        .filter_map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+        .min()
+        .expect("times");
+    let seconds = earliest
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs() as f64;
+    assert_eq!(v("container_creation_time_seconds", &cache), Some(seconds));
+    assert_eq!(sample_value(&text, "container_scrape_error"), Some(0.0));
 }

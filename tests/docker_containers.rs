@@ -136,3 +136,181 @@ async fn docker_containers_cpu_memory_and_network() {
         "received {received}"
     );
 }
+
+/// `(rx, tx)` bytes of `interface` in `/proc/<pid>/net/dev`: the kernel's own figures.
+fn net_dev_bytes(pid: &str, interface: &str) -> (f64, f64) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).expect("read net/dev");
+    let fields: Vec<f64> = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{interface}:")).map(str::to_owned))
+        .expect("the interface in net/dev")
+        .split_whitespace()
+        .map(|f| f.parse().expect("a number"))
+        .collect();
+    (fields[0], fields[8])
+}
+
+/// A sandbox and an app container laid out as cri-dockerd lays out a pod (the app joins the
+/// sandbox's network namespace; both carry the `io.kubernetes.*` labels), and a client that
+/// fetches a payload from the app: the namespace is reported once, on the sandbox, with the
+/// kernel's figures, and both are named from their labels without a Kubelet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_network_namespace_is_reported_once_on_its_owner_and_pods_named_from_labels() {
+    let test = "a_shared_network_namespace_is_reported_once_on_its_owner_and_pods_named_from_labels";
+    if !root_or_skip(test) || !docker_or_skip(test) {
+        return;
+    }
+    let pod = unique_name("web");
+    let uid = format!("{:08x}-0000-4000-8000-000000000001", std::process::id());
+    let pod_labels = |container: &str| {
+        vec![
+            format!("io.kubernetes.pod.name={pod}"),
+            "io.kubernetes.pod.namespace=shop".to_owned(),
+            format!("io.kubernetes.pod.uid={uid}"),
+            format!("io.kubernetes.container.name={container}"),
+        ]
+    };
+    let with_labels = |labels: Vec<String>, extra: &[String]| -> Vec<String> {
+        labels
+            .into_iter()
+            .flat_map(|l| ["--label".to_owned(), l])
+            .chain(extra.iter().cloned())
+            .collect()
+    };
+    let sandbox_args = with_labels(
+        pod_labels("POD"),
+        &["--label".into(), "io.kubernetes.docker.type=podsandbox".into()],
+    );
+    let sandbox = Container::run(
+        "sonde-sandbox",
+        &sandbox_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        "echo up && sleep 3600",
+    );
+    sandbox.wait_for_log("up", Duration::from_secs(30));
+    let app_args = with_labels(pod_labels("app"), &[format!("--network=container:{}", sandbox.id)]);
+    let app = Container::run(
+        "sonde-app",
+        &app_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &format!(
+            "mkdir -p /www && dd if=/dev/zero of=/www/payload bs=1048576 count={} 2>/dev/null && echo ready && httpd -f -p 8080 -h /www",
+            PAYLOAD >> 20
+        ),
+    );
+    app.wait_for_log("ready", Duration::from_secs(30));
+    let address = sandbox.inspect("{{.NetworkSettings.IPAddress}}");
+    let client = Container::run(
+        "sonde-client",
+        &[],
+        &format!("wget -q -O /dev/null http://{address}:8080/payload && echo fetched && sleep 3600"),
+    );
+    client.wait_for_log("fetched", Duration::from_secs(60));
+
+    let sonde = Sonde::start(&[
+        "--no-collector.host",
+        "--no-collector.connection",
+        "--container.cache-validity=100ms",
+        "--container.inventory-validity=100ms",
+    ]);
+    let text = scrape_until_named(&sonde, &[&sandbox, &app, &client]);
+    let image = busybox_image();
+    let sandbox_id = cgroup_of(&text, &sandbox.id);
+    let app_id = cgroup_of(&text, &app.id);
+    let k8s = |id: &str, name: &str, container: &str| {
+        label_set(&[
+            ("container", container),
+            ("id", id),
+            ("image", image),
+            ("name", name),
+            ("namespace", "shop"),
+            ("pod", &pod),
+        ])
+    };
+    // Named from the runtime's labels, as the kubelet's cAdvisor names them.
+    for (c, id, container) in [(&sandbox, &sandbox_id, "POD"), (&app, &app_id, "app")] {
+        let series = format!("container_last_seen{}", k8s(id, &c.name, container));
+        assert!(
+            text.lines().any(|l| l.starts_with(&format!("{series} "))),
+            "no {series} in:\n{text}"
+        );
+    }
+
+    // Every network family: series of the shared namespace on the sandbox only, one per
+    // interface (eth0; lo is not reported), none on the app that joined it.
+    let families = [
+        "container_network_receive_bytes_total",
+        "container_network_receive_packets_total",
+        "container_network_receive_packets_dropped_total",
+        "container_network_receive_errors_total",
+        "container_network_transmit_bytes_total",
+        "container_network_transmit_packets_total",
+        "container_network_transmit_packets_dropped_total",
+        "container_network_transmit_errors_total",
+    ];
+    for family in families {
+        let on_sandbox = samples_containing(&text, family, &[&sandbox.id]);
+        let interfaces: Vec<&str> = on_sandbox.iter().filter_map(|s| s.label("interface")).collect();
+        assert_eq!(interfaces, ["eth0"], "{family} on the sandbox");
+        assert!(
+            samples_containing(&text, family, &[&app.id]).is_empty(),
+            "{family} on the app container, which joined the sandbox's namespace:\n{text}"
+        );
+    }
+
+    // The sandbox's figures are its namespace's, as the kernel counts them (read while the
+    // namespace is idle, so the scrape and the file agree exactly).
+    let pid = sandbox.inspect("{{.State.Pid}}");
+    let labels = label_set(&[
+        ("container", "POD"),
+        ("id", &sandbox_id),
+        ("image", image),
+        ("interface", "eth0"),
+        ("name", &sandbox.name),
+        ("namespace", "shop"),
+        ("pod", &pod),
+    ]);
+    let mut agreed = None;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let text = scrape(&sonde);
+        let (rx, tx) = net_dev_bytes(&pid, "eth0");
+        let scraped = (
+            sample_value(&text, &format!("container_network_receive_bytes_total{labels}")),
+            sample_value(&text, &format!("container_network_transmit_bytes_total{labels}")),
+        );
+        if scraped == (Some(rx), Some(tx)) {
+            agreed = Some(tx);
+            break;
+        }
+    }
+    let sent = agreed.expect("the sandbox's eth0 bytes equal its namespace's net/dev");
+    println!("sandbox: transmitted {sent} bytes for a {PAYLOAD}-byte payload served by the app");
+    assert!(
+        sent >= PAYLOAD as f64 && sent <= 1.10 * PAYLOAD as f64,
+        "sent {sent} for {PAYLOAD}"
+    );
+
+    // Without the Docker source no runtime says who joined whom: the namespace's owner is
+    // the container whose process started first in it, the sandbox.
+    let blind = Sonde::start(&[
+        "--no-collector.host",
+        "--no-collector.connection",
+        "--no-docker",
+        "--container.cache-validity=100ms",
+    ]);
+    let text = scrape_until(&blind, "both containers reported", |t| {
+        common::cgroup_of(t, &sandbox.id).is_some() && common::cgroup_of(t, &app.id).is_some()
+    });
+    for family in families {
+        let owners: Vec<String> = samples_containing(&text, family, &[])
+            .iter()
+            .filter_map(|s| s.label("id"))
+            .filter(|id| id.contains(&sandbox.id) || id.contains(&app.id))
+            .map(str::to_owned)
+            .collect();
+        assert_eq!(
+            owners,
+            std::slice::from_ref(&sandbox_id),
+            "{family} without the Docker source"
+        );
+    }
+}

@@ -66,36 +66,43 @@ async fn names_labels_and_health_follow_the_engine_events() {
     let opted_out = Container::run("sonde-optout", &["--label", "sonde.io/exclude=true"], "sleep 3600");
     let plain = Container::run("sonde-plain", &[], "sleep 3600");
 
+    // No check ever completes in the first hour: the health stays `starting`.
+    let starting = Container::run(
+        "sonde-starting",
+        &["--health-cmd=true", "--health-interval=1h"],
+        "sleep 3600",
+    );
+
     let image = busybox_image();
-    let health = |text: &str, c: &Container, state: &str| {
-        samples_containing(text, "container_health_state", &[&c.id])
-            .iter()
-            .find(|s| s.label("state") == Some(state))
-            .map(|s| s.value)
+    // One series per container, as cAdvisor: no `state` label.
+    let health = |text: &str, c: &Container| {
+        let samples = samples_containing(text, "container_health_state", &[&c.id]);
+        assert!(samples.len() <= 1, "one series per container: {samples:?}");
+        assert!(samples.iter().all(|s| s.label("state").is_none()), "{samples:?}");
+        samples.first().map(|s| s.value)
     };
+    // `unhealthy` and `starting` both read 0: wait until the engine says the failing one is
+    // unhealthy, so 0 is checked for that state.
     let started = Instant::now();
-    let text = scrape_until(&sonde, "both health checks settled", |t| {
-        health(t, &labelled, "healthy") == Some(1.0) && health(t, &failing, "unhealthy") == Some(1.0)
+    while failing.inspect("{{.State.Health.Status}}") != "unhealthy" {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the failing check never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = scrape_until(&sonde, "the passing check healthy", |t| {
+        health(t, &labelled) == Some(1.0) && health(t, &plain).is_some()
     });
     println!(
-        "health states arrived {:?} after the containers started",
+        "the passing check read 1 {:?} after the failing one turned unhealthy",
         started.elapsed()
     );
-    for (c, state) in [(&labelled, "healthy"), (&failing, "unhealthy")] {
-        let values: Vec<(&str, f64)> = ["healthy", "starting", "unhealthy"]
-            .into_iter()
-            .map(|s| (s, health(&text, c, s).expect("every state has a series")))
-            .collect();
-        let expected: Vec<(&str, f64)> = ["healthy", "starting", "unhealthy"]
-            .into_iter()
-            .map(|s| (s, if s == state { 1.0 } else { 0.0 }))
-            .collect();
-        assert_eq!(values, expected, "{}", c.name);
+    assert_eq!(starting.inspect("{{.State.Health.Status}}"), "starting");
+    assert_eq!(failing.inspect("{{.State.Health.Status}}"), "unhealthy");
+    for (c, value) in [(&labelled, 1.0), (&failing, 0.0), (&starting, 0.0), (&plain, -1.0)] {
+        assert_eq!(health(&text, c), Some(value), "{}", c.name);
     }
-    assert!(
-        samples_containing(&text, "container_health_state", &[&plain.id]).is_empty(),
-        "no health series without a health check"
-    );
 
     // Names and images, and the allowlisted labels with their values escaped.
     let labelled_cgroup = cgroup_of(&text, &labelled.id).expect("the labelled container is reported");
@@ -309,6 +316,10 @@ async fn the_engine_goes_away_and_comes_back() {
         named(&first_id, &first_name, &away),
         "the running container keeps its cgroup metrics and last known name:\n{away}"
     );
+    assert!(
+        samples_containing(&away, "container_health_state", &[&first_id]).is_empty(),
+        "no health while the engine that knows it is away"
+    );
     // More scrapes while it is away: still 200, still named, still 0.
     for _ in 0..3 {
         let text = scrape(&sonde);
@@ -328,6 +339,11 @@ async fn the_engine_goes_away_and_comes_back() {
     );
     assert_eq!(collector_success(&back, "docker"), Some(1.0));
     assert!(named(&first_id, &first_name, &back));
+    let health: Vec<f64> = samples_containing(&back, "container_health_state", &[&first_id])
+        .iter()
+        .map(|s| s.value)
+        .collect();
+    assert_eq!(health, [-1.0], "no health check, the engine back");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

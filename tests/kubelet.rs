@@ -82,7 +82,7 @@ fn start(args: &[String]) -> Sonde {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
+async fn pods_name_container_series_and_no_pod_series_carries_network() {
     let kubelet = TestKubelet::start("token-1").await;
     let (_dir, sonde) = start_on_node(&kubelet, &[]);
     let app = format!("{}/{}", web_pod(), cid(APP));
@@ -146,41 +146,14 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
     .collect();
     // The pod list can land while an inventory is being built: that inventory names only
     // some cgroups, and the source's new generation has the next scrape rebuild it whole.
-    let text = scrape_until(&sonde, "the pods' names and networks", |t| {
-        t.contains(&app_series)
-            && t.contains("container_network_receive_bytes_total{")
-            && series_values(t, "container_memory_usage_bytes") == expected_memory
+    let text = scrape_until(&sonde, "the pods' names", |t| {
+        t.contains(&app_series) && series_values(t, "container_memory_usage_bytes") == expected_memory
     });
     assert_eq!(series_values(&text, "container_memory_usage_bytes"), expected_memory);
 
-    // Pod networks on the pod-level series only, with exactly that series' labels plus
-    // `interface`; the host-network pod, the excluded ones and the unknown one have none.
-    let web_base = k8s_labels(&web, "", "", "shop", "web-0");
-    let db_base = k8s_labels(&db, "", "", "data", "db-0");
-    let net = |family: &str, base: &[(&'static str, String)], interface: &str, value: f64| {
-        (
-            series(
-                &format!("container_network_{family}_total"),
-                base,
-                &[("interface", interface)],
-            ),
-            value,
-        )
-    };
-    let expected_network: BTreeMap<String, f64> = [
-        net("receive_bytes", &web_base, "eth0", 1_000_001.0),
-        net("receive_errors", &web_base, "eth0", 2.0),
-        net("transmit_bytes", &web_base, "eth0", 2_000_003.0),
-        net("transmit_errors", &web_base, "eth0", 4.0),
-        net("receive_bytes", &web_base, "net1", 5000.0),
-        net("transmit_bytes", &web_base, "net1", 6000.0),
-        net("receive_bytes", &db_base, "eth0", 777.0),
-        net("receive_errors", &db_base, "eth0", 0.0),
-        net("transmit_bytes", &db_base, "eth0", 888.0),
-        net("transmit_errors", &db_base, "eth0", 0.0),
-    ]
-    .into_iter()
-    .collect();
+    // No network on any series: as in cAdvisor, pod cgroups carry none, the app containers
+    // joined their sandbox's namespace, and this fake node has no process whose namespace
+    // a sandbox could be read through. sonde does not ask for `/stats/summary`.
     let network: BTreeMap<String, f64> = [
         "container_network_receive_bytes_total",
         "container_network_receive_errors_total",
@@ -194,16 +167,8 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
     .iter()
     .flat_map(|family| series_values(&text, family))
     .collect();
-    assert_eq!(network, expected_network);
-    // One family of each name in the exposition, though two collectors fill it.
-    let names = family_names(&text);
-    assert_eq!(
-        names
-            .iter()
-            .filter(|n| *n == "container_network_receive_bytes_total")
-            .count(),
-        1
-    );
+    assert_eq!(network, BTreeMap::new());
+    assert_eq!(kubelet.requests("/stats/summary"), 0);
 
     assert_eq!(collector_success(&text, "kubelet"), Some(1.0));
     assert_eq!(collector_success(&text, "container"), Some(1.0));
@@ -212,13 +177,7 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
         sample_value(&text, "sonde_cache_entries{cache=\"kubelet_pods\"}"),
         Some(6.0)
     );
-    // Pods with network figures in the summary, known to /pods or not (pending-0 has none).
-    assert_eq!(
-        sample_value(&text, "sonde_cache_entries{cache=\"kubelet_summary\"}"),
-        Some(6.0)
-    );
     assert!(requests(&text, "/pods", "200") >= 1.0);
-    assert!(requests(&text, "/stats/summary", "200") >= 1.0);
     let (ok, complaints) = promtool_check_metrics(text.as_bytes());
     assert!(ok, "promtool: {complaints}");
     assert!(
@@ -228,43 +187,39 @@ async fn pods_name_container_series_and_pod_networks_land_on_pod_series() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fifty_concurrent_scrapes_in_one_window_make_one_summary_request() {
+async fn fifty_concurrent_scrapes_in_one_window_make_one_pods_request() {
     let kubelet = TestKubelet::start("token-1").await;
     // Slow enough that the scrapes arrive while the one refresh is in flight.
-    *lock(&kubelet.state.summary_delay) = Duration::from_secs(2);
+    *lock(&kubelet.state.pods_delay) = Duration::from_secs(2);
     let (_dir, sonde) = start_on_node(&kubelet, &["--kubelet.cache-validity=1h", "--web.max-requests=0"]);
     let addr = sonde.addr;
     let scrapes = (0..50).map(|_| tokio::task::spawn_blocking(move || scrape(&addr)));
-    let web_eth0 = series(
-        "container_network_receive_bytes_total",
-        &k8s_labels(&web_pod(), "", "", "shop", "web-0"),
-        &[("interface", "eth0")],
-    );
     for text in futures::future::join_all(scrapes).await {
         let text = text.expect("scrape task");
         assert_eq!(collector_success(&text, "kubelet"), Some(1.0));
         assert_eq!(
-            sample_value(&text, &web_eth0),
-            Some(1_000_001.0),
+            sample_value(&text, "sonde_kubelet_pods"),
+            Some(6.0),
             "every waiter gets the one refresh"
         );
     }
-    assert_eq!(kubelet.requests("/stats/summary"), 1);
-    assert_eq!(kubelet.requests("/pods"), 1, "the start-up fetch serves the window");
-    // The start-up collection and the 51 scrapes: one refresh (a miss), every other a hit.
+    assert_eq!(kubelet.requests("/pods"), 1);
+    assert_eq!(kubelet.requests("/stats/summary"), 0);
+    // The start-up fetch, the start-up collection, the 50 scrapes and this one: one refresh
+    // (a miss), every other a hit.
     let text = scrape(&sonde);
-    assert_eq!(requests(&text, "/stats/summary", "200"), 1.0);
+    assert_eq!(requests(&text, "/pods", "200"), 1.0);
     assert_eq!(
         sample_value(
             &text,
-            "sonde_cache_requests_total{cache=\"kubelet_summary\",result=\"hit\"}"
+            "sonde_cache_requests_total{cache=\"kubelet_pods\",result=\"hit\"}"
         ),
-        Some(51.0)
+        Some(52.0)
     );
     assert_eq!(
         sample_value(
             &text,
-            "sonde_cache_requests_total{cache=\"kubelet_summary\",result=\"miss\"}"
+            "sonde_cache_requests_total{cache=\"kubelet_pods\",result=\"miss\"}"
         ),
         Some(1.0)
     );
@@ -310,7 +265,7 @@ async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread()
             *lock(&kubelet.state.token) = "token-2".to_owned(); // the file still says token-1
         }
         kubelet.set_fault(fault);
-        let before = [requests(&text, "/pods", code), requests(&text, "/stats/summary", code)];
+        let before = requests(&text, "/pods", code);
         let started = Instant::now();
         let failed = scrape(&sonde);
         let took = started.elapsed();
@@ -318,21 +273,14 @@ async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread()
         assert_eq!(collector_success(&failed, "kubelet"), Some(0.0), "{what}");
         assert_eq!(collector_success(&failed, "container"), Some(1.0), "{what}");
         assert_eq!(
-            [
-                requests(&failed, "/pods", code),
-                requests(&failed, "/stats/summary", code)
-            ],
-            [before[0] + 1.0, before[1] + 1.0],
-            "{what}: one failed request per endpoint, counted as {code}"
+            requests(&failed, "/pods", code),
+            before + 1.0,
+            "{what}: one failed request, counted as {code}"
         );
         let line = sonde.wait_for_log(&["Kubelet request failed", &format!("code={code}")]);
         println!("{what}: {line}");
         // The last good pod list is still in use: names stay on the container series.
         assert!(failed.contains(&app_series), "{what}: pod names kept");
-        assert!(
-            !failed.contains("container_network_receive_bytes_total{"),
-            "{what}: no pod network from a failed read"
-        );
 
         // Retriable: the next scrape after the fault goes asks again and succeeds.
         kubelet.set_fault(Fault::None);
@@ -341,7 +289,11 @@ async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread()
         }
         text = scrape(&sonde);
         assert_eq!(collector_success(&text, "kubelet"), Some(1.0), "{what}: recovered");
-        assert!(text.contains("container_network_receive_bytes_total{"), "{what}");
+        assert_eq!(
+            requests(&text, "/pods", "200"),
+            requests(&failed, "/pods", "200") + 1.0,
+            "{what}"
+        );
         if code == "401" {
             assert_eq!(
                 lock(&kubelet.state.tokens_seen).last().map(String::as_str),
@@ -356,21 +308,27 @@ async fn kubelet_faults_are_counted_logged_and_retried_and_the_token_is_reread()
 async fn a_stalled_kubelet_is_given_up_before_the_scrape_deadline_and_counted() {
     let kubelet = TestKubelet::start("token-1").await;
     kubelet.set_fault(Fault::Stall);
-    // The Kubelet's own timeout (default 10s) is longer than the scrape's deadline.
-    let (_dir, sonde) = start_on_node(&kubelet, &["--scrape.timeout=2s"]);
-    // The start-up collection's request first (it times out at its own deadline).
+    // The Kubelet's own timeout is longer than the scrape's deadline.
+    let (_dir, sonde) = start_on_node(&kubelet, &["--scrape.timeout=2s", "--kubelet.timeout=3s"]);
+    // The start-up collection first (it gives up at its own deadline).
     wait_ready(&sonde).await;
     let started = Instant::now();
     let text = scrape(&sonde);
+    let took = started.elapsed();
     println!(
         "stalled Kubelet, 2s scrape deadline: the scrape took {:.3} s",
-        started.elapsed().as_secs_f64()
+        took.as_secs_f64()
     );
+    assert!(took < Duration::from_millis(2500), "the scrape waited {took:?}");
     assert_eq!(collector_success(&text, "kubelet"), Some(0.0));
     assert_eq!(collector_success(&text, "container"), Some(1.0));
-    // Counted, in the same scrape: the collector handed over its telemetry, not cut off.
-    assert_eq!(requests(&text, "/stats/summary", "timeout"), 2.0);
-    sonde.wait_for_log(&["Kubelet request failed", "code=timeout", "/stats/summary"]);
+    // The stalled request (the start-up fetch's, which scrapes wait on) is counted when it
+    // times out at --kubelet.timeout.
+    let text = scrape_until(&sonde, "the stalled request counted", |t| {
+        requests(t, "/pods", "timeout") >= 1.0
+    });
+    assert_eq!(collector_success(&text, "kubelet"), Some(0.0));
+    sonde.wait_for_log(&["Kubelet request failed", "code=timeout", "/pods"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,7 +376,7 @@ async fn a_certificate_from_another_ca_is_refused_unless_verification_is_skipped
     let sonde = start(&sonde_args(&sysfs, &procfs, &wrong_ca, &[]));
     let text = scrape(&sonde);
     assert_eq!(collector_success(&text, "kubelet"), Some(0.0));
-    assert!(requests(&text, "/pods", "connect_error") + requests(&text, "/stats/summary", "connect_error") >= 1.0);
+    assert!(requests(&text, "/pods", "connect_error") >= 1.0);
     sonde.wait_for_log(&["Kubelet request failed", "code=connect_error"]);
     assert_eq!(
         kubelet.requests("/pods"),
@@ -465,7 +423,7 @@ async fn cgroup_and_docker_sources_work_with_the_kubelet_configured_but_down() {
     assert_eq!(series_values(&text, "container_memory_usage_bytes"), expected);
     assert_eq!(collector_success(&text, "container"), Some(1.0));
     assert_eq!(collector_success(&text, "kubelet"), Some(0.0));
-    assert!(requests(&text, "/stats/summary", "connect_error") >= 1.0);
+    assert!(requests(&text, "/pods", "connect_error") >= 1.0);
     sonde.wait_for_log(&["Kubelet request failed", "code=connect_error"]);
 
     // A real Docker container on the real hierarchy, the Kubelet still down.

@@ -63,7 +63,7 @@ fn fake_host(root: &Path) -> (PathBuf, PathBuf) {
     let procfs = root.join("proc");
     write(
         procfs.join("meminfo"),
-        "MemTotal:       16318412 kB\nMemFree:         8123456 kB\nMemAvailable:   12345678 kB\n",
+        "MemTotal:       16318412 kB\nMemFree:         8123456 kB\nMemAvailable:   12345678 kB\nSwapTotal:       2097148 kB\nSwapFree:        2000000 kB\n",
     );
     // WEB has a network namespace of its own, WORKER shares the host's (init's).
     for (pid, ns) in [

@@ -87,6 +87,7 @@ impl Layout {
         match self {
             Layout::V2 { root } => CgroupPaths::V2 {
                 dir: root.join(relative),
+                root: relative.is_empty(),
             },
             Layout::V1 { roots, unified } => CgroupPaths::V1 {
                 cpu: at(&roots.cpu),
@@ -105,6 +106,8 @@ impl Layout {
 pub enum CgroupPaths {
     V2 {
         dir: PathBuf,
+        /// The root cgroup, which has no `memory.current` (nor limits, nor `pids.*`).
+        root: bool,
     },
     V1 {
         cpu: Option<PathBuf>,
@@ -124,7 +127,7 @@ impl CgroupPaths {
     /// The directory that best stands for the cgroup (for its start time and process list).
     pub fn main_dir(&self) -> Option<&Path> {
         match self {
-            CgroupPaths::V2 { dir } => Some(dir),
+            CgroupPaths::V2 { dir, .. } => Some(dir),
             CgroupPaths::V1 {
                 cpuacct,
                 cpu,
@@ -157,7 +160,7 @@ impl CgroupPaths {
     pub fn read_stats_kept(&self, reader: &Reader, kept: Option<&KeptFiles>, spec: &Spec) -> Result<Stats, Gone> {
         let reader = CgroupFiles { reader, kept };
         let stats = match self {
-            CgroupPaths::V2 { dir } => v2::stats(reader, dir, spec),
+            CgroupPaths::V2 { dir, root } => v2::stats(reader, dir, *root, spec),
             CgroupPaths::V1 { .. } => v1::stats(reader, self, spec),
         };
         if stats.is_empty() {
@@ -169,11 +172,40 @@ impl CgroupPaths {
     /// The limits, which change rarely and are refreshed with the inventory.
     pub fn read_spec(&self, reader: &Reader) -> Result<Spec, Gone> {
         let spec = match self {
-            CgroupPaths::V2 { dir } => v2::spec(reader, dir),
+            CgroupPaths::V2 { dir, .. } => v2::spec(reader, dir),
             CgroupPaths::V1 { .. } => v1::spec(reader, self),
         };
         self.still_there()?;
         Ok(spec)
+    }
+
+    /// When the cgroup was made, as cAdvisor tells it: the earliest modification time of its
+    /// directories and of a file the kernel writes once at creation (`cgroup.events` on v2,
+    /// `cgroup.clone_children` on v1), since a directory's own time moves when a child is
+    /// made. `None` when none of them can be read.
+    pub fn creation_time(&self) -> Option<std::time::SystemTime> {
+        let (dirs, marker): (Vec<&Path>, &str) = match self {
+            CgroupPaths::V2 { dir, .. } => (vec![dir.as_path()], "cgroup.events"),
+            CgroupPaths::V1 {
+                cpu,
+                cpuacct,
+                memory,
+                blkio,
+                pids,
+                ..
+            } => (
+                [cpu, cpuacct, memory, blkio, pids]
+                    .into_iter()
+                    .flatten()
+                    .map(PathBuf::as_path)
+                    .collect(),
+                "cgroup.clone_children",
+            ),
+        };
+        dirs.into_iter()
+            .flat_map(|dir| [dir.to_path_buf(), dir.join(marker)])
+            .filter_map(|path| std::fs::metadata(path).and_then(|m| m.modified()).ok())
+            .min()
     }
 
     /// The number of processes and the first PID, from `cgroup.procs`.
@@ -186,7 +218,7 @@ impl CgroupPaths {
 mod tests {
     use super::fixture::{FakeCgroup, write_v1, write_v2};
     use super::parse::{DeviceIo, Pressure};
-    use super::stats::{Cfs, Cpu, Memory};
+    use super::stats::{Cfs, Cpu, Memory, MemoryV2};
     use super::*;
 
     const ID: &str = "/docker/0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
@@ -255,7 +287,9 @@ mod tests {
             Some(Cfs {
                 periods: 103,
                 throttled_periods: 13,
-                throttled_ns: 5_000_003
+                throttled_ns: 5_000_003,
+                bursts: Some(10),
+                burst_ns: Some(2_003_000),
             })
         );
         assert_eq!(
@@ -273,6 +307,11 @@ mod tests {
                 pgmajfault: 3,
                 hierarchy_pgfault: 600,
                 hierarchy_pgmajfault: 6,
+                active_file: Some((12 << 20) + 3 * 4096),
+                inactive_file: 8 << 20,
+                kernel_usage: Some((3 << 20) + 3 * 4096),
+                // cAdvisor takes these from v2 files only.
+                v2: None,
             })
         );
         assert_eq!(stats.oom_events, Some(3));
@@ -326,7 +365,9 @@ mod tests {
             Some(Cfs {
                 periods: 101,
                 throttled_periods: 11,
-                throttled_ns: 5_000_000
+                throttled_ns: 5_000_000,
+                bursts: Some(8),
+                burst_ns: Some(2_001_000),
             })
         );
         let memory = stats.memory.expect("memory");
@@ -335,6 +376,23 @@ mod tests {
         assert_eq!(
             (memory.failcnt, memory.hierarchy_pgfault, memory.swap),
             (0, 300, Some(0))
+        );
+        assert_eq!(
+            (memory.active_file, memory.inactive_file, memory.kernel_usage),
+            (Some((12 << 20) + 4096), 8 << 20, None)
+        );
+        assert_eq!(
+            memory.v2,
+            Some(MemoryV2 {
+                file_dirty: Some(12_288),
+                file_writeback: Some(4096),
+                pgscan: Some(501),
+                pgsteal: Some(401),
+                workingset_refault_anon: Some(31),
+                workingset_refault_file: Some(51),
+                events_high: Some(21),
+                events_max: Some(11),
+            })
         );
         assert_eq!(stats.oom_events, Some(1));
         assert_eq!(
@@ -345,6 +403,39 @@ mod tests {
             })
         );
         assert_eq!((stats.threads, stats.processes), (Some(2), Some(2)));
+    }
+
+    /// The v2 root has cpu.stat and memory.stat but no memory.current, memory.peak or
+    /// pids.*: usage is anon + file, as runc's library (cAdvisor's) makes it.
+    #[test]
+    fn reads_the_v2_root() {
+        let root = sysfs();
+        write_v2(root.path(), &FakeCgroup::seeded(ID, 0)).expect("write");
+        let top = root.path().join("fs/cgroup");
+        std::fs::write(
+            top.join("cpu.stat"),
+            "usage_usec 7000001\nuser_usec 5000000\nsystem_usec 2000001\nnice_usec 0\n",
+        )
+        .expect("write");
+        std::fs::write(
+            top.join("memory.stat"),
+            "anon 3000000\nfile 9000000\nfile_mapped 100\nactive_file 4000000\ninactive_file 5000000\npgfault 7\npgmajfault 1\n",
+        )
+        .expect("write");
+        let paths = Layout::detect(root.path()).expect("layout").paths("/");
+        assert!(matches!(paths, CgroupPaths::V2 { root: true, .. }));
+        let reader = Reader::default();
+        let spec = paths.read_spec(&reader).expect("present");
+        assert_eq!(spec.memory_limit, None, "no memory.max at the root");
+        let stats = paths.read_stats(&reader, &spec).expect("present");
+        assert_eq!(stats.cpu.map(|c| c.usage_ns), Some(7_000_001_000));
+        let memory = stats.memory.expect("memory from memory.stat");
+        assert_eq!(
+            (memory.usage, memory.working_set, memory.max_usage, memory.swap),
+            (12_000_000, 7_000_000, 0, None)
+        );
+        assert_eq!(stats.threads, None);
+        assert!(File::ALL.iter().all(|f| reader.counters().errors(*f) == 0));
     }
 
     #[test]

@@ -305,6 +305,45 @@ pub fn procs(text: &str) -> Result<(u64, Option<u32>), ParseError> {
     Ok((count, first))
 }
 
+/// What the root cgroup's figures need of `/proc/meminfo`, in bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Meminfo {
+    pub mem_total: u64,
+    /// `None` when the file has no such line.
+    pub swap_total: Option<u64>,
+    pub swap_free: Option<u64>,
+}
+
+impl Meminfo {
+    /// Swap in use, when the file says.
+    pub fn swap_used(&self) -> Option<u64> {
+        Some(self.swap_total?.saturating_sub(self.swap_free?))
+    }
+}
+
+/// `/proc/meminfo`: `Key:   value kB` lines, of which `MemTotal` must be there.
+pub fn meminfo(text: &str) -> Result<Meminfo, ParseError> {
+    let (mut total, mut swap_total, mut swap_free) = (None, None, None);
+    for line in text.lines() {
+        let Some((key, value)) = line.split_once(':') else {
+            continue;
+        };
+        let slot = match key {
+            "MemTotal" => &mut total,
+            "SwapTotal" => &mut swap_total,
+            "SwapFree" => &mut swap_free,
+            _ => continue,
+        };
+        let kib = value.trim().strip_suffix(" kB").unwrap_or(value.trim());
+        *slot = Some(number(kib.trim(), key)?.saturating_mul(1024));
+    }
+    Ok(Meminfo {
+        mem_total: total.ok_or_else(|| bad("meminfo lacks MemTotal"))?,
+        swap_total,
+        swap_free,
+    })
+}
+
 /// `DEVNAME=` of a `/sys/dev/block/MAJ:MIN/uevent` file.
 pub fn uevent_devname(text: &str) -> Option<&str> {
     text.lines()
@@ -490,6 +529,23 @@ mod tests {
     }
 
     #[test]
+    fn meminfo_file() {
+        let text = "MemTotal:        8039724 kB\nMemFree:  100 kB\nSwapTotal:       2097148 kB\nSwapFree:        2000000 kB\nHugePages_Total:       0\n";
+        assert_eq!(
+            meminfo(text),
+            Ok(Meminfo {
+                mem_total: 8_039_724 * 1024,
+                swap_total: Some(2_097_148 * 1024),
+                swap_free: Some(2_000_000 * 1024),
+            })
+        );
+        assert_eq!(meminfo(text).map(|m| m.swap_used()), Ok(Some(97_148 * 1024)));
+        assert_eq!(meminfo("MemTotal: 1 kB\n").map(|m| m.swap_used()), Ok(None));
+        assert!(meminfo("MemFree: 1 kB\n").is_err());
+        assert!(meminfo("MemTotal: x kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\n").is_err());
+    }
+
+    #[test]
     fn uevent() {
         assert_eq!(
             uevent_devname("MAJOR=253\nMINOR=0\nDEVNAME=zram0\nDEVTYPE=disk\n"),
@@ -546,6 +602,7 @@ mod tests {
             let _ = net_dev(&text);
             let _ = procs(&text);
             let _ = uevent_devname(&text);
+            let _ = meminfo(&text);
         }
     }
 }

@@ -39,6 +39,7 @@ files! {
     MemoryUsage => "memory.usage_in_bytes",
     MemoryMaxUsage => "memory.max_usage_in_bytes",
     MemoryFailcnt => "memory.failcnt",
+    MemoryKmemUsage => "memory.kmem.usage_in_bytes",
     MemoryStat => "memory.stat",
     MemoryOomControl => "memory.oom_control",
     MemoryLimit => "memory.limit_in_bytes",
@@ -61,6 +62,7 @@ files! {
     MemoryPressure => "memory.pressure",
     IoPressure => "io.pressure",
     NetDev => "net/dev",
+    Meminfo => "meminfo",
 }
 
 /// Reads and failures per file, for the life of the process.

@@ -37,6 +37,9 @@ pub struct Cfs {
     pub periods: u64,
     pub throttled_periods: u64,
     pub throttled_ns: u64,
+    /// `nr_bursts` and the burst time (CFS burst, Linux 5.14); `None` before.
+    pub bursts: Option<u64>,
+    pub burst_ns: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -57,6 +60,29 @@ pub struct Memory {
     pub pgmajfault: u64,
     pub hierarchy_pgfault: u64,
     pub hierarchy_pgmajfault: u64,
+    /// `total_active_file` (v1), `active_file` (v2).
+    pub active_file: Option<u64>,
+    /// `total_inactive_file` (v1), `inactive_file` (v2).
+    pub inactive_file: u64,
+    /// `memory.kmem.usage_in_bytes` (v1 only: runc's v2 reader, cAdvisor's, has none).
+    pub kernel_usage: Option<u64>,
+    /// What cAdvisor takes from v2's `memory.stat` and `memory.events` only (it reports 0 for
+    /// them on v1, where sonde leaves them out).
+    pub v2: Option<MemoryV2>,
+}
+
+/// v2-only memory figures; `None` where the kernel does not write the key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoryV2 {
+    pub file_dirty: Option<u64>,
+    pub file_writeback: Option<u64>,
+    pub pgscan: Option<u64>,
+    pub pgsteal: Option<u64>,
+    pub workingset_refault_anon: Option<u64>,
+    pub workingset_refault_file: Option<u64>,
+    /// `memory.events` `high` and `max`.
+    pub events_high: Option<u64>,
+    pub events_max: Option<u64>,
 }
 
 /// Limits: refreshed with the inventory. `Some(0)` is cAdvisor's "unlimited".

@@ -42,6 +42,8 @@ pub(super) fn stats(reader: CgroupFiles<'_>, paths: &CgroupPaths, spec: &Spec) -
                 "nr_periods" => cfs.periods = value,
                 "nr_throttled" => cfs.throttled_periods = value,
                 "throttled_time" => cfs.throttled_ns = value,
+                "nr_bursts" => cfs.bursts = Some(value),
+                "burst_time" => cfs.burst_ns = Some(value),
                 _ => {}
             })?;
             Ok(cfs)
@@ -129,6 +131,7 @@ fn memory_stats(reader: CgroupFiles<'_>, dir: &Path) -> Option<Memory> {
             "total_mapped_file" => m.mapped_file = value,
             "total_swap" => m.swap = Some(value),
             "total_inactive_file" => inactive_file = Some(value),
+            "total_active_file" => m.active_file = Some(value),
             "pgfault" => m.pgfault = value,
             "pgmajfault" => m.pgmajfault = value,
             "total_pgfault" => m.hierarchy_pgfault = value,
@@ -136,12 +139,15 @@ fn memory_stats(reader: CgroupFiles<'_>, dir: &Path) -> Option<Memory> {
             _ => {}
         })?;
         let inactive_file = inactive_file.ok_or_else(|| ParseError("memory.stat lacks total_inactive_file".into()))?;
+        m.inactive_file = inactive_file;
         m.working_set = usage.saturating_sub(inactive_file);
         Ok(m)
     })?;
     memory.usage = usage;
     memory.max_usage = reader.parse(dir, File::MemoryMaxUsage, parse::single_u64).unwrap_or(0);
     memory.failcnt = reader.parse(dir, File::MemoryFailcnt, parse::single_u64).unwrap_or(0);
+    // Absent on kernels built without kernel memory accounting.
+    memory.kernel_usage = reader.parse(dir, File::MemoryKmemUsage, parse::single_u64);
     Some(memory)
 }
 

@@ -4,21 +4,34 @@ use std::path::Path;
 
 use super::parse::{self, ParseError};
 use super::read::{CgroupFiles, File, Reader};
-use super::stats::{Cfs, Cpu, Memory, Spec, Stats};
+use super::stats::{Cfs, Cpu, Memory, MemoryV2, Spec, Stats};
 
-pub(super) fn stats(reader: CgroupFiles<'_>, dir: &Path, spec: &Spec) -> Stats {
+pub(super) fn stats(reader: CgroupFiles<'_>, dir: &Path, root: bool, spec: &Spec) -> Stats {
     let mut stats = Stats::default();
     if let Some((cpu, cfs)) = reader.parse(dir, File::CpuStat, cpu_stat) {
         stats.cpu = Some(cpu);
         stats.cfs = spec.cpu_quota.map(|_| cfs);
     }
-    stats.memory = memory_stats(reader, dir);
-    if stats.memory.is_some() {
-        stats.oom_events = reader
-            .parse(dir, File::MemoryEvents, |text| {
-                parse::flat_keyed_value(text, "oom_kill")
-            })
-            .flatten();
+    stats.memory = memory_stats(reader, dir, root);
+    if let Some(memory) = stats.memory.as_mut() {
+        // One read of memory.events gives the OOM kills and cAdvisor's high/max events.
+        let events = reader.parse(dir, File::MemoryEvents, |text| {
+            let (mut oom_kill, mut high, mut max) = (None, None, None);
+            parse::flat_keyed(text, |key, value| match key {
+                "oom_kill" => oom_kill = Some(value),
+                "high" => high = Some(value),
+                "max" => max = Some(value),
+                _ => {}
+            })?;
+            Ok((oom_kill, high, max))
+        });
+        if let Some((oom_kill, high, max)) = events {
+            stats.oom_events = oom_kill;
+            if let Some(v2) = memory.v2.as_mut() {
+                v2.events_high = high;
+                v2.events_max = max;
+            }
+        }
     }
     stats.io = reader.parse(dir, File::IoStat, parse::v2_io_stat);
     stats.threads = reader.parse(dir, File::PidsCurrent, parse::single_u64);
@@ -47,34 +60,51 @@ fn cpu_stat(text: &str) -> Result<(Cpu, Cfs), ParseError> {
         "nr_periods" => cfs.periods = value,
         "nr_throttled" => cfs.throttled_periods = value,
         "throttled_usec" => cfs.throttled_ns = value.saturating_mul(1000),
+        "nr_bursts" => cfs.bursts = Some(value),
+        "burst_usec" => cfs.burst_ns = Some(value.saturating_mul(1000)),
         _ => {}
     })?;
     cpu.usage_ns = usage.ok_or_else(|| ParseError("cpu.stat lacks usage_usec".into()))?;
     Ok((cpu, cfs))
 }
 
-fn memory_stats(reader: CgroupFiles<'_>, dir: &Path) -> Option<Memory> {
-    let usage = reader.parse(dir, File::MemoryCurrent, parse::single_u64)?;
-    let mut memory = reader.parse(dir, File::MemoryStat, |text| {
+fn memory_stats(reader: CgroupFiles<'_>, dir: &Path, root: bool) -> Option<Memory> {
+    // The root cgroup has no memory.current: as runc's cgroup library (which cAdvisor uses)
+    // does, its usage is memory.stat's anon + file.
+    let current = reader.parse(dir, File::MemoryCurrent, parse::single_u64);
+    if current.is_none() && !root {
+        return None;
+    }
+    let (mut memory, inactive_file) = reader.parse(dir, File::MemoryStat, |text| {
         let mut m = Memory::default();
+        let mut v2 = MemoryV2::default();
         let mut inactive_file = None;
         parse::flat_keyed(text, |key, value| match key {
             "anon" => m.rss = value,
             "file" => m.cache = value,
             "file_mapped" => m.mapped_file = value,
             "inactive_file" => inactive_file = Some(value),
+            "active_file" => m.active_file = Some(value),
             "pgfault" => m.pgfault = value,
             "pgmajfault" => m.pgmajfault = value,
+            "file_dirty" => v2.file_dirty = Some(value),
+            "file_writeback" => v2.file_writeback = Some(value),
+            "pgscan" => v2.pgscan = Some(value),
+            "pgsteal" => v2.pgsteal = Some(value),
+            "workingset_refault_anon" => v2.workingset_refault_anon = Some(value),
+            "workingset_refault_file" => v2.workingset_refault_file = Some(value),
             _ => {}
         })?;
+        m.v2 = Some(v2);
         let inactive_file = inactive_file.ok_or_else(|| ParseError("memory.stat lacks inactive_file".into()))?;
-        m.working_set = usage.saturating_sub(inactive_file);
         // v2 has no separate hierarchical counters: both scopes show the same values.
         m.hierarchy_pgfault = m.pgfault;
         m.hierarchy_pgmajfault = m.pgmajfault;
-        Ok(m)
+        Ok((m, inactive_file))
     })?;
-    memory.usage = usage;
+    memory.inactive_file = inactive_file;
+    memory.usage = current.unwrap_or(memory.rss.saturating_add(memory.cache));
+    memory.working_set = memory.usage.saturating_sub(inactive_file);
     memory.max_usage = reader.parse(dir, File::MemoryPeak, parse::single_u64).unwrap_or(0);
     memory.swap = reader.parse(dir, File::MemorySwapCurrent, parse::single_u64);
     Some(memory)

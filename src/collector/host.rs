@@ -16,7 +16,18 @@ const CPU_READ_ATTEMPTS: u32 = 3;
 pub struct HostCollector {
     cpu_online: PathBuf,
     meminfo: PathBuf,
+    cpuinfo: PathBuf,
+    cpu_dir: PathBuf,
     cpu_cores: Mutex<CpuCores>,
+    /// Physical cores and sockets, read once (the hardware does not change under a running
+    /// kernel); `None` until a read succeeds.
+    topology: Mutex<Option<Topology>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Topology {
+    physical_cores: u64,
+    sockets: u64,
 }
 
 #[derive(Default)]
@@ -30,7 +41,10 @@ impl HostCollector {
         Self {
             cpu_online: paths.sysfs.join("devices/system/cpu/online"),
             meminfo: paths.procfs.join("meminfo"),
+            cpuinfo: paths.procfs.join("cpuinfo"),
+            cpu_dir: paths.sysfs.join("devices/system/cpu"),
             cpu_cores: Mutex::default(),
+            topology: Mutex::default(),
         }
     }
 
@@ -64,11 +78,41 @@ impl HostCollector {
         }
     }
 
-    fn memory_bytes(&self) -> Result<u64, CollectError> {
-        parse_mem_total(&read(&self.meminfo)?).map_err(|reason| CollectError::Parse {
+    /// `MemTotal` and, when the file has it, `SwapTotal`, in bytes.
+    fn memory_bytes(&self) -> Result<(u64, Option<u64>), CollectError> {
+        let text = read(&self.meminfo)?;
+        let parse_error = |reason| CollectError::Parse {
             path: self.meminfo.clone(),
             reason,
-        })
+        };
+        let total = parse_mem_total(&text).map_err(parse_error)?;
+        let swap = parse_meminfo_bytes(&text, "SwapTotal").map_err(parse_error)?;
+        Ok((total, swap))
+    }
+
+    /// Physical cores and sockets as cAdvisor counts them (`GetPhysicalCores`,
+    /// `GetSockets`): the distinct `core id` and `physical id` values of `cpuinfo`, else of
+    /// each CPU's `topology/core_id` and `topology/physical_package_id` in sysfs (where
+    /// `cpuinfo` has no such lines, as on arm64). Like cAdvisor, core ids that repeat on
+    /// each socket count once. `None` when neither source says.
+    fn topology(&self) -> Option<Topology> {
+        let mut known = sync::lock(&self.topology);
+        if known.is_none() {
+            let cpuinfo = std::fs::read_to_string(&self.cpuinfo).unwrap_or_default();
+            let count = |key: &str, property: &str| {
+                Some(distinct_cpuinfo_values(&cpuinfo, key))
+                    .filter(|n| *n > 0)
+                    .or_else(|| Some(distinct_topology_values(&self.cpu_dir, property)).filter(|n| *n > 0))
+            };
+            *known = match (count("core id", "core_id"), count("physical id", "physical_package_id")) {
+                (Some(physical_cores), Some(sockets)) => Some(Topology {
+                    physical_cores,
+                    sockets,
+                }),
+                _ => None,
+            };
+        }
+        *known
     }
 }
 
@@ -80,27 +124,102 @@ impl Collector for HostCollector {
     fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Collection> {
         // Two small pseudo-files that the kernel answers from memory: read them inline
         // rather than paying for a blocking-pool hop.
-        Box::pin(async move { self.families().into() })
+        Box::pin(async move { self.families() })
     }
 }
 
 impl HostCollector {
-    /// The two machine families.
-    fn families(&self) -> Result<Vec<Arc<Family>>, CollectError> {
+    /// The machine families; `machine_scrape_error` is 1, alone, when they cannot be read.
+    fn families(&self) -> Collection {
+        match self.machine() {
+            Ok(families) => Collection::ok(families.into_iter().chain(scrape_error(0.0)).collect()),
+            Err(error) => Collection {
+                families: scrape_error(1.0).into_iter().collect(),
+                failure: Some(error),
+            },
+        }
+    }
+
+    fn machine(&self) -> Result<Vec<Arc<Family>>, CollectError> {
         let cores = self.cpu_cores()?;
-        let memory = self.memory_bytes()?;
+        let (memory, swap) = self.memory_bytes()?;
+        let topology = self.topology();
+        let gauge =
+            |name, help, value: Option<u64>| value.map(|v| FamilyBuilder::gauge(name, help).with_sample(&[], v as f64));
         Ok(family::shared(
             [
-                FamilyBuilder::gauge("machine_cpu_cores", "Number of logical CPU cores.")
-                    .with_sample(&[], cores as f64),
-                FamilyBuilder::gauge("machine_memory_bytes", "Amount of memory installed on the machine.")
-                    .with_sample(&[], memory as f64),
+                gauge("machine_cpu_cores", "Number of logical CPU cores.", Some(cores)),
+                gauge(
+                    "machine_cpu_physical_cores",
+                    "Number of physical CPU cores.",
+                    topology.map(|t| t.physical_cores),
+                ),
+                gauge(
+                    "machine_cpu_sockets",
+                    "Number of CPU sockets.",
+                    topology.map(|t| t.sockets),
+                ),
+                gauge(
+                    "machine_memory_bytes",
+                    "Amount of memory installed on the machine.",
+                    Some(memory),
+                ),
+                gauge(
+                    "machine_swap_bytes",
+                    "Amount of swap memory available on the machine.",
+                    swap,
+                ),
             ]
             .into_iter()
+            .flatten()
             .filter_map(FamilyBuilder::build),
         ))
     }
 }
+
+/// cAdvisor's `machine_scrape_error`: 0 when the machine's figures were read, else 1.
+fn scrape_error(value: f64) -> Vec<Arc<Family>> {
+    family::shared(
+        FamilyBuilder::gauge(
+            "machine_scrape_error",
+            "1 if there was an error while getting machine metrics, 0 otherwise.",
+        )
+        .with_sample(&[], value)
+        .build(),
+    )
+}
+
+/// How many distinct values the `key : value` lines of `cpuinfo` give.
+fn distinct_cpuinfo_values(cpuinfo: &str, key: &str) -> u64 {
+    let values: std::collections::BTreeSet<&str> = cpuinfo
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(k, v)| k.trim() == key && !v.trim().is_empty() && v.trim().bytes().all(|b| b.is_ascii_digit()))
+        .map(|(_, v)| v.trim())
+        .collect();
+    values.len() as u64
+}
+
+/// How many distinct values `cpu<N>/topology/<property>` holds across the CPUs of sysfs.
+fn distinct_topology_values(cpu_dir: &Path, property: &str) -> u64 {
+    let Ok(entries) = std::fs::read_dir(cpu_dir) else {
+        return 0;
+    };
+    let values: std::collections::BTreeSet<String> = entries
+        .flatten()
+        .filter(|e| {
+            e.file_name()
+                .to_str()
+                .and_then(|n| n.strip_prefix("cpu"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path().join("topology").join(property)).ok())
+        .map(|v| v.trim().to_owned())
+        .collect();
+    values.len() as u64
+}
+
+impl HostCollector {}
 
 fn read(path: &Path) -> Result<String, CollectError> {
     std::fs::read_to_string(path).map_err(|source| CollectError::Read {
@@ -131,6 +250,22 @@ pub fn parse_cpu_list(text: &str) -> Result<u64, String> {
         count += last - first + 1;
     }
     Ok(count)
+}
+
+/// A `Key:   value kB` line of `/proc/meminfo` in bytes; `None` when the file has none.
+pub fn parse_meminfo_bytes(text: &str, key: &str) -> Result<Option<u64>, String> {
+    let Some(line) = text
+        .lines()
+        .find_map(|l| l.strip_prefix(key).and_then(|rest| rest.strip_prefix(':')))
+    else {
+        return Ok(None);
+    };
+    let kib = line.trim().strip_suffix("kB").unwrap_or(line).trim();
+    kib.parse::<u64>()
+        .ok()
+        .and_then(|v| v.checked_mul(1024))
+        .map(Some)
+        .ok_or_else(|| format!("bad {key} value {line:?}"))
 }
 
 /// `MemTotal` from `/proc/meminfo`, in bytes.
@@ -212,6 +347,76 @@ mod tests {
             .expect("collects");
         assert_eq!(gauge(&families, "machine_cpu_cores"), 6.0);
         assert_eq!(gauge(&families, "machine_memory_bytes"), 2048.0 * 1024.0);
+        assert_eq!(gauge(&families, "machine_scrape_error"), 0.0);
+        // No SwapTotal line, no cpuinfo, no topology: those families are left out.
+        for absent in [
+            "machine_swap_bytes",
+            "machine_cpu_physical_cores",
+            "machine_cpu_sockets",
+        ] {
+            assert!(families.iter().all(|f| f.name() != absent), "{absent}");
+        }
+    }
+
+    /// Two sockets of two cores with two threads each, as x86 `cpuinfo` writes them: cAdvisor
+    /// counts distinct `core id` values (2: the ids repeat on each socket) and `physical id`
+    /// values (2); swap is `SwapTotal`.
+    #[tokio::test]
+    async fn topology_and_swap_as_cadvisor_counts_them() {
+        let (dir, host) = fake_host(Some("0-7\n"));
+        let mut cpuinfo = String::new();
+        for cpu in 0..8 {
+            let (socket, core) = (cpu / 4, (cpu / 2) % 2);
+            cpuinfo.push_str(&format!(
+                "processor\t: {cpu}\nvendor_id\t: GenuineIntel\nphysical id\t: {socket}\nsiblings\t: 4\ncore id\t\t: {core}\ncpu cores\t: 2\n\n"
+            ));
+        }
+        std::fs::write(dir.path().join("proc/cpuinfo"), cpuinfo).expect("write");
+        std::fs::write(
+            dir.path().join("proc/meminfo"),
+            "MemTotal: 2048 kB\nSwapTotal:       1048572 kB\nSwapFree: 1000 kB\n",
+        )
+        .expect("write");
+        let families = host
+            .collect(ScrapeContext::with_timeout(std::time::Duration::from_secs(1)))
+            .await
+            .into_result()
+            .expect("collects");
+        assert_eq!(gauge(&families, "machine_cpu_physical_cores"), 2.0);
+        assert_eq!(gauge(&families, "machine_cpu_sockets"), 2.0);
+        assert_eq!(gauge(&families, "machine_swap_bytes"), 1_048_572.0 * 1024.0);
+    }
+
+    /// Where `cpuinfo` has no `core id`/`physical id` lines (arm64), sysfs's topology says.
+    #[tokio::test]
+    async fn topology_from_sysfs_without_cpuinfo_ids() {
+        let (dir, host) = fake_host(Some("0-3\n"));
+        std::fs::write(dir.path().join("proc/cpuinfo"), "processor\t: 0\nBogoMIPS\t: 50.00\n\n").expect("write");
+        for cpu in 0..4 {
+            let topology = dir.path().join(format!("sys/devices/system/cpu/cpu{cpu}/topology"));
+            std::fs::create_dir_all(&topology).expect("mkdir");
+            std::fs::write(topology.join("core_id"), format!("{cpu}\n")).expect("write");
+            std::fs::write(topology.join("physical_package_id"), "0\n").expect("write");
+        }
+        let families = host
+            .collect(ScrapeContext::with_timeout(std::time::Duration::from_secs(1)))
+            .await
+            .into_result()
+            .expect("collects");
+        assert_eq!(gauge(&families, "machine_cpu_physical_cores"), 4.0);
+        assert_eq!(gauge(&families, "machine_cpu_sockets"), 1.0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_read_says_machine_scrape_error_1() {
+        let (dir, host) = fake_host(Some("0-1\n"));
+        std::fs::remove_file(dir.path().join("proc/meminfo")).expect("rm");
+        let collection = host
+            .collect(ScrapeContext::with_timeout(std::time::Duration::from_secs(1)))
+            .await;
+        assert!(collection.failure.is_some());
+        assert_eq!(gauge(&collection.families, "machine_scrape_error"), 1.0);
+        assert_eq!(collection.families.len(), 1);
     }
 
     #[tokio::test]

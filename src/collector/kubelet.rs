@@ -1,10 +1,10 @@
-//! The `kubelet` collector: refreshes `/pods` and `/stats/summary` at most once per validity
-//! window (concurrent scrapes wait for the one refresh in flight), hands the pods to the
-//! metadata source, and renders pod network stats as cAdvisor's `container_network_*`
-//! families on the pod-level series. A failed refresh is counted, logged and reported as
-//! `sonde_collector_success{collector="kubelet"} 0`, never cached.
+//! The `kubelet` collector: refreshes `/pods` at most once per validity window (concurrent
+//! scrapes wait for the one refresh in flight) and hands the pods to the metadata source. A
+//! failed refresh is counted, logged and reported as
+//! `sonde_collector_success{collector="kubelet"} 0`, never cached. Pod networks are not the
+//! Kubelet's to report: as in cAdvisor, a network namespace is reported once, by the container
+//! collector on the pod's sandbox (the container that owns it), never on pod cgroups.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,19 +13,14 @@ use tokio::time::Instant;
 
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext};
 use crate::cache::{self, CacheFigures, ValidityCache};
-use crate::cgroup::Layout;
 use crate::exposition::family::{self, Family, FamilyBuilder};
-use crate::identity;
-use crate::identity::discovery::{self, Discovered, Kind};
-use crate::identity::filter::Filters;
 use crate::identity::metadata::MetadataSource;
 use crate::kubelet::TlsError;
 use crate::kubelet::client::{Endpoint, KubeletClient, KubeletError};
 use crate::kubelet::pods::{PodIndex, PodList};
 use crate::kubelet::source::KubeletSource;
-use crate::kubelet::summary::{self, PodInterface, Summary};
 
-/// Why one part of a collection (the pods, the summary) failed.
+/// Why a collection failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum KubeletFailure {
     /// The client could not be built (a CA file that does not load, say).
@@ -46,17 +41,6 @@ pub struct KubeletCollector {
     client: Result<KubeletClient, Arc<TlsError>>,
     source: Arc<KubeletSource>,
     pods: ValidityCache<PodIndex>,
-    summary: ValidityCache<PodNetworks>,
-    /// Where pod cgroups are found; `None` without a cgroup hierarchy (then no network series).
-    layout: Option<Layout>,
-    filters: Filters,
-}
-
-/// One `/stats/summary` read: each pod's interfaces and the pod cgroups they belong to.
-struct PodNetworks {
-    by_pod: HashMap<String, Vec<PodInterface>>,
-    /// Pod UID → its pod-level cgroups (their path is the `id` label).
-    cgroups: HashMap<String, Vec<Discovered>>,
 }
 
 impl KubeletCollector {
@@ -69,9 +53,6 @@ impl KubeletCollector {
             client,
             source: Arc::new(KubeletSource::new(settings.kubelet.max_staleness)),
             pods: ValidityCache::new("kubelet_pods", settings.kubelet.cache_validity),
-            summary: ValidityCache::new("kubelet_summary", settings.kubelet.cache_validity),
-            layout: Layout::detect(&settings.paths.sysfs).ok(),
-            filters: settings.container.filters.clone(),
         }
     }
 
@@ -104,74 +85,8 @@ impl KubeletCollector {
         Ok(())
     }
 
-    /// The pod networks, fetched at most once per window.
-    async fn refresh_summary(&self, deadline: Option<Instant>) -> Result<Arc<PodNetworks>, KubeletFailure> {
-        let client = self.client()?;
-        let layout = self.layout.clone();
-        let fetch = async {
-            let summary: Summary = client.get(Endpoint::StatsSummary, deadline).await.inspect_err(log)?;
-            let by_pod = summary::network_by_pod(summary);
-            // The pod cgroups as the container collector finds them, off the async workers.
-            let cgroups = tokio::task::spawn_blocking(move || pod_cgroups(layout.as_ref()))
-                .await
-                .unwrap_or_default();
-            Ok::<_, KubeletError>(PodNetworks { by_pod, cgroups })
-        };
-        self.summary
-            .get(fetch)
-            .await
-            .map(|(v, _)| v)
-            .map_err(KubeletFailure::Request)
-    }
-
-    /// `container_network_*_total{interface}` on each pod's pod-level series, with the label
-    /// set the container collector gives that series. Host-network pods are left out: their
-    /// figures are the node's, not theirs.
-    fn render(&self, networks: &PodNetworks) -> Vec<Arc<Family>> {
-        let Some((index, _)) = self.source.current() else {
-            return Vec::new(); // no identity: no pod to attach the figures to
-        };
-        let mut families: Vec<FamilyBuilder> = NETWORK_FAMILIES
-            .iter()
-            .map(|(name, help, _)| FamilyBuilder::counter(name, help))
-            .collect();
-        let sources = [self.source()];
-        let mut pods: Vec<(&String, &Vec<PodInterface>)> = networks.by_pod.iter().collect();
-        pods.sort_unstable_by_key(|(uid, _)| *uid);
-        for (uid, interfaces) in pods {
-            let Some(pod) = index.pods.get(uid) else { continue };
-            if pod.host_network {
-                continue;
-            }
-            for cgroup in networks.cgroups.get(uid).into_iter().flatten() {
-                // The pod as the container collector names and filters its series.
-                if identity::describe(cgroup, &sources, &self.filters).excluded {
-                    continue;
-                }
-                for interface in interfaces {
-                    let labels = [
-                        ("container", ""),
-                        ("id", cgroup.id.as_str()),
-                        ("image", ""),
-                        ("interface", interface.name.as_str()),
-                        ("name", ""),
-                        ("namespace", pod.namespace.as_str()),
-                        ("pod", pod.name.as_str()),
-                    ];
-                    for (family, (_, _, value)) in families.iter_mut().zip(NETWORK_FAMILIES) {
-                        if let Some(value) = value(&interface.stats) {
-                            family.sample(&labels, value as f64);
-                        }
-                    }
-                }
-            }
-        }
-        family::shared(families.into_iter().filter_map(FamilyBuilder::build))
-    }
-
-    /// The client's request counts, the pod list in use, and both caches (`networks`: pods
-    /// with network figures in the summary this scrape used).
-    fn telemetry(&self, networks: usize) -> Vec<Arc<Family>> {
+    /// The client's request counts, the pod list in use and its cache.
+    fn telemetry(&self) -> Vec<Arc<Family>> {
         let (pods, age) = self
             .source
             .current()
@@ -197,20 +112,12 @@ impl KubeletCollector {
                 .build(),
             );
         }
-        families.extend(cache::telemetry(&[
-            CacheFigures {
-                name: self.pods.name(),
-                hits: self.pods.requests().0,
-                misses: self.pods.requests().1,
-                entries: pods,
-            },
-            CacheFigures {
-                name: self.summary.name(),
-                hits: self.summary.requests().0,
-                misses: self.summary.requests().1,
-                entries: networks,
-            },
-        ]));
+        families.extend(cache::telemetry(&[CacheFigures {
+            name: self.pods.name(),
+            hits: self.pods.requests().0,
+            misses: self.pods.requests().1,
+            entries: pods,
+        }]));
         family::shared(families)
     }
 }
@@ -235,44 +142,6 @@ fn log(error: &KubeletError) {
     tracing::warn!(code = %error.code(), %error, "Kubelet request failed");
 }
 
-/// `(name, help, value)` of the network families the summary can fill: it has bytes and
-/// errors per interface (no packet or drop counts). Help texts as the container collector's.
-type NetworkFamily = (&'static str, &'static str, fn(&summary::InterfaceStats) -> Option<u64>);
-const NETWORK_FAMILIES: [NetworkFamily; 4] = [
-    (
-        "container_network_receive_bytes_total",
-        "Cumulative count of bytes received",
-        |s| s.rx_bytes,
-    ),
-    (
-        "container_network_receive_errors_total",
-        "Cumulative count of errors encountered while receiving",
-        |s| s.rx_errors,
-    ),
-    (
-        "container_network_transmit_bytes_total",
-        "Cumulative count of bytes transmitted",
-        |s| s.tx_bytes,
-    ),
-    (
-        "container_network_transmit_errors_total",
-        "Cumulative count of errors encountered while transmitting",
-        |s| s.tx_errors,
-    ),
-];
-
-/// Pod UID → pod-level cgroups under the hierarchy.
-fn pod_cgroups(layout: Option<&Layout>) -> HashMap<String, Vec<Discovered>> {
-    let mut cgroups: HashMap<String, Vec<Discovered>> = HashMap::new();
-    let Some(layout) = layout else { return cgroups };
-    for found in discovery::discover(layout.discovery_root(), &[]) {
-        if let (Kind::Pod, Some(uid)) = (found.kind, found.pod_uid.clone()) {
-            cgroups.entry(uid).or_default().push(found);
-        }
-    }
-    cgroups
-}
-
 impl Collector for KubeletCollector {
     fn name(&self) -> &'static str {
         "kubelet"
@@ -286,17 +155,9 @@ impl Collector for KubeletCollector {
             let (requests_end, wait_end) = (before(2 * DEADLINE_MARGIN), before(DEADLINE_MARGIN));
             // The wait is bounded too (a little later, so a request of this scrape ends by its
             // own timeout and is counted): a caller may be waiting on another's refresh.
-            let (pods, networks) = tokio::join!(
-                within(wait_end, self.refresh_pods(requests_end)),
-                within(wait_end, self.refresh_summary(requests_end))
-            );
-            let mut families = match &networks {
-                Ok(networks) => self.render(networks),
-                Err(_) => Vec::new(),
-            };
-            let with_network = networks.as_ref().map_or(0, |n| n.by_pod.len());
-            families.extend(self.telemetry(with_network));
-            let failures: Vec<KubeletFailure> = [pods.err(), networks.err()].into_iter().flatten().collect();
+            let pods = within(wait_end, self.refresh_pods(requests_end)).await;
+            let families = self.telemetry();
+            let failures: Vec<KubeletFailure> = pods.err().into_iter().collect();
             Collection {
                 families,
                 failure: (!failures.is_empty()).then(|| CollectError::from(KubeletFailures(failures))),

@@ -8,6 +8,7 @@ use std::sync::{Arc, RwLock};
 use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
 
 use super::labels::{self, Allowlists};
+use crate::identity::metadata::Health;
 use crate::sync;
 
 /// One container as the engine describes it.
@@ -19,10 +20,38 @@ pub struct Known {
     pub image: String,
     /// `container_label_*` and `container_env_*` labels, sorted by name.
     pub extra_labels: Vec<(String, String)>,
-    /// `starting`, `healthy` or `unhealthy` for a container with a health check.
-    pub health: Option<String>,
+    /// `State.Health.Status`; [`Health::NoCheck`] without `State.Health` (no health check).
+    pub health: Health,
     /// The `sonde.io/exclude=true` label.
     pub exclude: bool,
+    /// The Kubernetes names the runtime labelled it with (cri-dockerd and dockershim write
+    /// `io.kubernetes.*` labels), as the kubelet's own cAdvisor reads them; empty without.
+    pub kubernetes: KubernetesLabels,
+    /// `HostConfig.NetworkMode` is `container:<id>`: it runs in another container's network
+    /// namespace (a pod's app container joins its sandbox's).
+    pub joins_network: bool,
+}
+
+/// The `io.kubernetes.*` labels of a pod's container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KubernetesLabels {
+    pub pod: String,
+    pub namespace: String,
+    /// `POD` for a sandbox, as dockershim and cri-dockerd name it.
+    pub container: String,
+    pub pod_uid: String,
+}
+
+impl KubernetesLabels {
+    fn from_labels(labels: &HashMap<String, String>) -> Self {
+        let label = |key: &str| labels.get(key).cloned().unwrap_or_default();
+        KubernetesLabels {
+            pod: label("io.kubernetes.pod.name"),
+            namespace: label("io.kubernetes.pod.namespace"),
+            container: label("io.kubernetes.container.name"),
+            pod_uid: label("io.kubernetes.pod.uid"),
+        }
+    }
 }
 
 impl Known {
@@ -39,11 +68,11 @@ impl Known {
             .filter(|s| s.running.unwrap_or(false))
             .and_then(|s| s.health.as_ref())
             .and_then(|h| h.status)
-            .and_then(|status| match status {
-                HealthStatusEnum::STARTING | HealthStatusEnum::HEALTHY | HealthStatusEnum::UNHEALTHY => {
-                    Some(status.to_string())
-                }
-                HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => None,
+            .map_or(Health::NoCheck, |status| match status {
+                HealthStatusEnum::STARTING => Health::Starting,
+                HealthStatusEnum::HEALTHY => Health::Healthy,
+                HealthStatusEnum::UNHEALTHY => Health::Unhealthy,
+                HealthStatusEnum::NONE | HealthStatusEnum::EMPTY => Health::NoCheck,
             });
         let known = Known {
             name: inspect
@@ -56,6 +85,12 @@ impl Known {
             extra_labels: allow.extra_labels(container_labels, env),
             health,
             exclude: labels::excluded(container_labels),
+            kubernetes: KubernetesLabels::from_labels(container_labels),
+            joins_network: inspect
+                .host_config
+                .as_ref()
+                .and_then(|h| h.network_mode.as_deref())
+                .is_some_and(|mode| mode.starts_with("container:")),
         };
         Some((id, known))
     }
@@ -71,6 +106,15 @@ pub struct ContainerMap {
 impl ContainerMap {
     pub fn get(&self, id: &str) -> Option<Arc<Known>> {
         self.read().get(id).cloned()
+    }
+
+    /// The Kubernetes pod name and namespace that the labels of a container of pod `uid` give.
+    pub fn pod(&self, uid: &str) -> Option<(String, String)> {
+        self.read()
+            .values()
+            .map(|k| &k.kubernetes)
+            .find(|k| k.pod_uid == uid && !k.pod.is_empty())
+            .map(|k| (k.pod.clone(), k.namespace.clone()))
     }
 
     pub fn len(&self) -> usize {
@@ -120,9 +164,9 @@ impl ContainerMap {
     pub fn stopped(&self, id: &str) {
         let mut current = self.write();
         if let Some(known) = current.get_mut(id)
-            && known.health.is_some()
+            && known.health != Health::NoCheck
         {
-            Arc::make_mut(known).health = None;
+            Arc::make_mut(known).health = Health::NoCheck;
             self.bump();
         }
     }
@@ -138,7 +182,7 @@ impl ContainerMap {
 
 #[cfg(test)]
 mod tests {
-    use bollard::models::{ContainerConfig, ContainerState, Health};
+    use bollard::models::{ContainerConfig, ContainerState, Health as DockerHealth};
 
     use super::*;
 
@@ -158,9 +202,9 @@ mod tests {
             }),
             state: Some(ContainerState {
                 running: Some(running),
-                health: health.map(|status| Health {
+                health: health.map(|status| DockerHealth {
                     status: Some(status),
-                    ..Health::default()
+                    ..DockerHealth::default()
                 }),
                 ..ContainerState::default()
             }),
@@ -185,9 +229,42 @@ mod tests {
                     ("container_env_mode".into(), "fast".into()),
                     ("container_label_team".into(), "a\"b\\c\nd é".into()),
                 ],
-                health: Some("healthy".into()),
+                health: Health::Healthy,
                 exclude: true,
+                kubernetes: KubernetesLabels::default(),
+                joins_network: false,
             }
+        );
+
+        // A pod's app container as cri-dockerd makes it: Kubernetes labels, and the network
+        // namespace of its sandbox.
+        let mut app = inspect(None, true);
+        if let Some(labels) = app.config.as_mut().and_then(|c| c.labels.as_mut()) {
+            for (key, value) in [
+                ("io.kubernetes.pod.name", "web-0"),
+                ("io.kubernetes.pod.namespace", "shop"),
+                ("io.kubernetes.container.name", "app"),
+                ("io.kubernetes.pod.uid", "u-1"),
+            ] {
+                labels.insert(key.into(), value.into());
+            }
+        }
+        app.host_config = Some(bollard::models::HostConfig {
+            network_mode: Some("container:0123".into()),
+            ..bollard::models::HostConfig::default()
+        });
+        let (_, app) = Known::from_inspect(&allow, &app).expect("known");
+        assert_eq!(
+            (app.kubernetes, app.joins_network),
+            (
+                KubernetesLabels {
+                    pod: "web-0".into(),
+                    namespace: "shop".into(),
+                    container: "app".into(),
+                    pod_uid: "u-1".into(),
+                },
+                true
+            )
         );
         let health = |h, running| {
             Known::from_inspect(&allow, &inspect(h, running))
@@ -195,13 +272,15 @@ mod tests {
                 .1
                 .health
         };
+        assert_eq!(health(Some(HealthStatusEnum::STARTING), true), Health::Starting);
+        assert_eq!(health(Some(HealthStatusEnum::UNHEALTHY), true), Health::Unhealthy);
+        assert_eq!(health(Some(HealthStatusEnum::NONE), true), Health::NoCheck);
+        assert_eq!(health(None, true), Health::NoCheck, "no health check");
         assert_eq!(
-            health(Some(HealthStatusEnum::STARTING), true).as_deref(),
-            Some("starting")
+            health(Some(HealthStatusEnum::UNHEALTHY), false),
+            Health::NoCheck,
+            "not running"
         );
-        assert_eq!(health(Some(HealthStatusEnum::NONE), true), None, "no health check");
-        assert_eq!(health(None, true), None);
-        assert_eq!(health(Some(HealthStatusEnum::UNHEALTHY), false), None, "not running");
     }
 
     #[test]
@@ -209,7 +288,7 @@ mod tests {
         let map = ContainerMap::default();
         let web = Known {
             name: "web".into(),
-            health: Some("healthy".into()),
+            health: Health::Healthy,
             ..Known::default()
         };
         map.upsert("a".into(), web.clone());
@@ -218,8 +297,8 @@ mod tests {
         assert_eq!(map.generation(), 1, "the same description is no change");
         map.stopped("a");
         assert_eq!(
-            (map.generation(), map.get("a").and_then(|k| k.health.clone())),
-            (2, None)
+            (map.generation(), map.get("a").map(|k| k.health)),
+            (2, Some(Health::NoCheck))
         );
         assert_eq!(map.get("a").map(|k| k.name.clone()).as_deref(), Some("web"));
         map.stopped("a");

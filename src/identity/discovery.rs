@@ -13,6 +13,9 @@ pub enum Kind {
     Pod,
     /// A cgroup under a `--container.raw-cgroup-prefix`.
     Raw,
+    /// A cgroup that is not a container but that cAdvisor (as the kubelet runs it) reports:
+    /// the root (`/`), `/kubepods` and its QoS cgroups, `/system.slice` and its services.
+    System,
 }
 
 /// A cgroup sonde reports.
@@ -100,11 +103,42 @@ pub fn classify(id: &str) -> Option<Discovered> {
     None
 }
 
-/// Walks the hierarchy under `root` and returns every container, pod and raw-prefix cgroup.
-/// Container cgroups are not descended into: their sub-cgroups belong to them.
+/// The QoS cgroups of the kubelet's two drivers (Guaranteed pods sit in the kubepods root).
+const KUBEPODS_QOS: [&str; 4] = [
+    "/kubepods/burstable",
+    "/kubepods/besteffort",
+    "/kubepods.slice/kubepods-burstable.slice",
+    "/kubepods.slice/kubepods-besteffort.slice",
+];
+
+/// Whether `id` is one of the few non-container cgroups cAdvisor reports as the kubelet runs
+/// it: `/kubepods` and its QoS cgroups, `/system.slice` and its services. The root is added
+/// by [`discover`] itself.
+pub fn is_system(id: &str) -> bool {
+    matches!(id, "/kubepods" | "/kubepods.slice" | "/system.slice")
+        || KUBEPODS_QOS.contains(&id)
+        || id
+            .strip_prefix("/system.slice/")
+            .and_then(|unit| unit.strip_suffix(".service"))
+            .is_some_and(|name| !name.is_empty() && !name.contains('/'))
+}
+
+fn system(id: String) -> Discovered {
+    Discovered {
+        id,
+        kind: Kind::System,
+        runtime: None,
+        container_id: None,
+        pod_uid: None,
+    }
+}
+
+/// Walks the hierarchy under `root` and returns the root cgroup and every container, pod,
+/// system and raw-prefix cgroup. Container cgroups are not descended into: their sub-cgroups
+/// belong to them.
 pub fn discover(root: &Path, raw_prefixes: &[String]) -> Vec<Discovered> {
     const MAX_DEPTH: usize = 16;
-    let mut found = Vec::new();
+    let mut found = vec![system("/".to_owned())];
     let mut stack = vec![(root.to_path_buf(), String::new(), 0usize)];
     while let Some((dir, id, depth)) = stack.pop() {
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -125,6 +159,10 @@ pub fn discover(root: &Path, raw_prefixes: &[String]) -> Vec<Discovered> {
                 }
                 Some(d) => {
                     found.push(d);
+                    true
+                }
+                None if is_system(&child) => {
+                    found.push(system(child.clone()));
                     true
                 }
                 None if under_prefix(&child, raw_prefixes) => {
@@ -272,14 +310,45 @@ mod tests {
         assert_eq!(
             ids,
             [
+                ("/", Kind::System),
                 (format!("/docker/{ID}").as_str(), Kind::Container),
+                ("/kubepods", Kind::System),
+                ("/kubepods/burstable", Kind::System),
                 (format!("/kubepods/burstable/pod{UID}").as_str(), Kind::Pod),
                 (format!("/kubepods/burstable/pod{UID}/{ID}").as_str(), Kind::Container),
                 ("/sonde-raw", Kind::Raw),
                 ("/sonde-raw/a", Kind::Raw),
                 ("/sonde-raw/a/b", Kind::Raw),
+                ("/system.slice", Kind::System),
+                ("/system.slice/sshd.service", Kind::System),
             ]
         );
         assert!(!under_prefix("/sonde-rawer", &["/sonde-raw".to_owned()]));
+    }
+
+    #[test]
+    fn system_cgroups_are_the_kubelets_few() {
+        for id in [
+            "/kubepods",
+            "/kubepods/besteffort",
+            "/kubepods.slice",
+            "/kubepods.slice/kubepods-burstable.slice",
+            "/system.slice",
+            "/system.slice/containerd.service",
+        ] {
+            assert!(is_system(id), "{id}");
+        }
+        for id in [
+            "/",
+            "/kubepods/guaranteed",
+            "/system.slice/",
+            "/system.slice/a.service/nested",
+            "/system.slice/.service",
+            "/system.slice/run-r1.scope",
+            "/user.slice",
+            "/user.slice/user-0.slice",
+        ] {
+            assert!(!is_system(id), "{id}");
+        }
     }
 }

@@ -17,8 +17,37 @@ pub struct Metadata {
     /// Labels beyond cAdvisor's six, sorted by name, names already valid
     /// (`container_label_<key>`, `container_env_<name>`).
     pub extra_labels: Vec<(String, String)>,
-    /// `starting`, `healthy` or `unhealthy` for a container with a health check.
-    pub health: Option<String>,
+    pub health: Health,
+    /// The runtime or orchestrator says the container joins another container's network
+    /// namespace (Docker's `--network container:<id>`, a Kubernetes pod's app container,
+    /// which joins its sandbox's): its network is reported on that container, not on this one.
+    pub joins_network: bool,
+}
+
+/// A container's health check, as `container_health_state` reports it (cAdvisor's values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Health {
+    /// No health check defined, or no runtime that runs one (cAdvisor's -1).
+    #[default]
+    NoCheck,
+    Starting,
+    Healthy,
+    Unhealthy,
+    /// The runtime that knows is away (the Docker engine stopped): no series rather than a
+    /// guess.
+    Unknown,
+}
+
+impl Health {
+    /// The gauge's value: 1 healthy, 0 starting or unhealthy, -1 without a check.
+    pub fn value(self) -> Option<f64> {
+        match self {
+            Health::Healthy => Some(1.0),
+            Health::Starting | Health::Unhealthy => Some(0.0),
+            Health::NoCheck => Some(-1.0),
+            Health::Unknown => None,
+        }
+    }
 }
 
 /// A source of container metadata, consulted when the inventory is rebuilt.

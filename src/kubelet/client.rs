@@ -25,14 +25,12 @@ use crate::sync;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Endpoint {
     Pods,
-    StatsSummary,
 }
 
 impl Endpoint {
     pub fn path(self) -> &'static str {
         match self {
             Endpoint::Pods => "/pods",
-            Endpoint::StatsSummary => "/stats/summary",
         }
     }
 }

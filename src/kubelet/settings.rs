@@ -26,7 +26,7 @@ pub struct KubeletConfig {
     pub insecure_skip_verify: bool,
     /// Limit on one request, from connecting to the last byte of the answer.
     pub timeout: Duration,
-    /// `/pods` and `/stats/summary` are fetched at most once per window.
+    /// `/pods` is fetched at most once per window.
     pub cache_validity: Duration,
     /// How long the last good pod identity stays in use while the Kubelet fails.
     pub max_staleness: Duration,
@@ -68,7 +68,7 @@ pub struct KubeletArgs {
     /// Limit on one request to the Kubelet
     #[arg(long = "kubelet.timeout", value_name = "DURATION", default_value = "10s")]
     kubelet_timeout: String,
-    /// /pods and /stats/summary are fetched at most once per this window; scrapes inside it share one fetch
+    /// /pods is fetched at most once per this window; scrapes inside it share one fetch
     #[arg(long = "kubelet.cache-validity", value_name = "DURATION", default_value = "10s")]
     kubelet_cache_validity: String,
     /// The last good pod list stays in use this long while the Kubelet fails

@@ -87,6 +87,9 @@ impl MetadataSource for KubeletSource {
                 if let Some(container) = known {
                     describe_pod(&container.pod, metadata);
                     metadata.container = container.name.clone();
+                    // The pods' own containers run in their sandbox's network namespace (the
+                    // sandbox, which the Kubelet does not list, owns it).
+                    metadata.joins_network = true;
                     if metadata.image.is_empty() {
                         metadata.image = container.image.clone();
                     }
@@ -101,7 +104,7 @@ impl MetadataSource for KubeletSource {
                     describe_pod(pod, metadata);
                 }
             }
-            Kind::Raw => {}
+            Kind::Raw | Kind::System => {}
         }
     }
 

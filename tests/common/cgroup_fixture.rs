@@ -19,6 +19,16 @@ pub struct FakeCgroup {
     pub system_ticks: u64,
     pub memory_usage: u64,
     pub inactive_file: u64,
+    pub active_file: u64,
+    /// v2 `memory.stat` only: `(file_dirty, file_writeback, pgscan, pgsteal,
+    /// workingset_refault_anon, workingset_refault_file)`.
+    pub reclaim: (u64, u64, u64, u64, u64, u64),
+    /// v2 `memory.events` `high` and `max`.
+    pub memory_events: (u64, u64),
+    /// v1 `memory.kmem.usage_in_bytes`.
+    pub kernel_usage: u64,
+    /// `cpu.stat` `nr_bursts` and burst time in ns.
+    pub bursts: (u64, u64),
     pub rss: u64,
     pub cache: u64,
     pub mapped_file: u64,
@@ -45,6 +55,18 @@ impl FakeCgroup {
             system_ticks: 40 * (seed + 1),
             memory_usage: (64 << 20) + seed * 4096,
             inactive_file: 8 << 20,
+            active_file: (12 << 20) + seed * 4096,
+            reclaim: (
+                4096 * seed + 8192,
+                4096 * seed,
+                500 + seed,
+                400 + seed,
+                30 + seed,
+                50 + seed,
+            ),
+            memory_events: (20 + seed, 10 + seed),
+            kernel_usage: (3 << 20) + seed * 4096,
+            bursts: (7 + seed, 2_000_000 + seed * 1000),
             rss: 40 << 20,
             cache: 20 << 20,
             mapped_file: 4 << 20,
@@ -93,7 +115,8 @@ pub fn write_v1(sysfs: &Path, cgroup: &FakeCgroup) -> io::Result<()> {
         &cpu,
         "cpu.stat",
         &format!(
-            "nr_periods {periods}\nnr_throttled {throttled}\nthrottled_time {throttled_time}\nnr_bursts 0\nburst_time 0\n"
+            "nr_periods {periods}\nnr_throttled {throttled}\nthrottled_time {throttled_time}\nnr_bursts {}\nburst_time {}\n",
+            cgroup.bursts.0, cgroup.bursts.1
         ),
     )?;
 
@@ -115,6 +138,11 @@ pub fn write_v1(sysfs: &Path, cgroup: &FakeCgroup) -> io::Result<()> {
         &format!("{}\n", cgroup.memory_usage + 4096),
     )?;
     write(&memory, "memory.failcnt", "0\n")?;
+    write(
+        &memory,
+        "memory.kmem.usage_in_bytes",
+        &format!("{}\n", cgroup.kernel_usage),
+    )?;
     let unlimited = "9223372036854771712\n";
     let limit = cgroup.memory_limit.map_or(unlimited.to_owned(), |l| format!("{l}\n"));
     write(&memory, "memory.limit_in_bytes", &limit)?;
@@ -129,12 +157,13 @@ pub fn write_v1(sysfs: &Path, cgroup: &FakeCgroup) -> io::Result<()> {
         &memory,
         "memory.stat",
         &format!(
-            "cache {c}\nrss {r}\nrss_huge 0\nshmem 0\nmapped_file {m}\ndirty 0\nwriteback 0\nswap {s}\npgpgin 10\npgpgout 5\npgfault 300\npgmajfault 3\ninactive_anon 0\nactive_anon {r}\ninactive_file {i}\nactive_file 0\nunevictable 0\nhierarchical_memory_limit 9223372036854771712\nhierarchical_memsw_limit 9223372036854771712\ntotal_cache {c}\ntotal_rss {r}\ntotal_rss_huge 0\ntotal_shmem 0\ntotal_mapped_file {m}\ntotal_dirty 0\ntotal_writeback 0\ntotal_swap {s}\ntotal_pgpgin 10\ntotal_pgpgout 5\ntotal_pgfault 600\ntotal_pgmajfault 6\ntotal_inactive_anon 0\ntotal_active_anon {r}\ntotal_inactive_file {i}\ntotal_active_file 0\ntotal_unevictable 0\n",
+            "cache {c}\nrss {r}\nrss_huge 0\nshmem 0\nmapped_file {m}\ndirty 0\nwriteback 0\nswap {s}\npgpgin 10\npgpgout 5\npgfault 300\npgmajfault 3\ninactive_anon 0\nactive_anon {r}\ninactive_file {i}\nactive_file 0\nunevictable 0\nhierarchical_memory_limit 9223372036854771712\nhierarchical_memsw_limit 9223372036854771712\ntotal_cache {c}\ntotal_rss {r}\ntotal_rss_huge 0\ntotal_shmem 0\ntotal_mapped_file {m}\ntotal_dirty 0\ntotal_writeback 0\ntotal_swap {s}\ntotal_pgpgin 10\ntotal_pgpgout 5\ntotal_pgfault 600\ntotal_pgmajfault 6\ntotal_inactive_anon 0\ntotal_active_anon {r}\ntotal_inactive_file {i}\ntotal_active_file {a}\ntotal_unevictable 0\n",
             c = cgroup.cache,
             r = cgroup.rss,
             m = cgroup.mapped_file,
             s = cgroup.swap,
-            i = cgroup.inactive_file
+            i = cgroup.inactive_file,
+            a = cgroup.active_file
         ),
     )?;
 
@@ -176,11 +205,13 @@ pub fn write_v2(sysfs: &Path, cgroup: &FakeCgroup) -> io::Result<()> {
         &dir,
         "cpu.stat",
         &format!(
-            "usage_usec {}\nuser_usec {}\nsystem_usec {}\nnr_periods {periods}\nnr_throttled {throttled}\nthrottled_usec {}\nnr_bursts 0\nburst_usec 0\n",
+            "usage_usec {}\nuser_usec {}\nsystem_usec {}\nnr_periods {periods}\nnr_throttled {throttled}\nthrottled_usec {}\nnr_bursts {}\nburst_usec {}\n",
             cgroup.usage_ns / 1000,
             cgroup.user_ticks * 10_000,
             cgroup.system_ticks * 10_000,
-            throttled_ns / 1000
+            throttled_ns / 1000,
+            cgroup.bursts.0,
+            cgroup.bursts.1 / 1000
         ),
     )?;
     write(
@@ -205,19 +236,26 @@ pub fn write_v2(sysfs: &Path, cgroup: &FakeCgroup) -> io::Result<()> {
         &dir,
         "memory.events",
         &format!(
-            "low 0\nhigh 0\nmax 0\noom 0\noom_kill {}\noom_group_kill 0\n",
-            cgroup.oom_kills
+            "low 0\nhigh {}\nmax {}\noom 0\noom_kill {}\noom_group_kill 0\n",
+            cgroup.memory_events.0, cgroup.memory_events.1, cgroup.oom_kills
         ),
     )?;
     write(
         &dir,
         "memory.stat",
         &format!(
-            "anon {r}\nfile {c}\nkernel 0\nkernel_stack 0\npagetables 0\nsec_pagetables 0\npercpu 0\nsock 0\nvmalloc 0\nshmem 0\nfile_mapped {m}\nfile_dirty 0\nfile_writeback 0\nswapcached 0\nanon_thp 0\ninactive_anon 0\nactive_anon {r}\ninactive_file {i}\nactive_file 0\nunevictable 0\npgfault 300\npgmajfault 3\n",
+            "anon {r}\nfile {c}\nkernel 0\nkernel_stack 0\npagetables 0\nsec_pagetables 0\npercpu 0\nsock 0\nvmalloc 0\nshmem 0\nfile_mapped {m}\nfile_dirty {dirty}\nfile_writeback {wb}\nswapcached 0\nanon_thp 0\ninactive_anon 0\nactive_anon {r}\ninactive_file {i}\nactive_file {a}\nunevictable 0\nworkingset_refault_anon {ra}\nworkingset_refault_file {rf}\nworkingset_activate_anon 0\nworkingset_activate_file 0\npgscan {scan}\npgsteal {steal}\npgscan_kswapd 0\npgfault 300\npgmajfault 3\n",
             r = cgroup.rss,
             c = cgroup.cache,
             m = cgroup.mapped_file,
-            i = cgroup.inactive_file
+            i = cgroup.inactive_file,
+            a = cgroup.active_file,
+            dirty = cgroup.reclaim.0,
+            wb = cgroup.reclaim.1,
+            scan = cgroup.reclaim.2,
+            steal = cgroup.reclaim.3,
+            ra = cgroup.reclaim.4,
+            rf = cgroup.reclaim.5
         ),
     )?;
     let io: String = cgroup

@@ -313,8 +313,8 @@ pub struct KubeletState {
     pub requests: Mutex<HashMap<String, u64>>,
     /// The Authorization header of each request, in order.
     pub tokens_seen: Mutex<Vec<String>>,
-    /// Delays the `/stats/summary` answer, so concurrent scrapes overlap the refresh.
-    pub summary_delay: Mutex<Duration>,
+    /// Delays the `/pods` answer, so concurrent scrapes overlap the refresh.
+    pub pods_delay: Mutex<Duration>,
 }
 
 /// The test Kubelet: HTTPS on loopback with a certificate from a CA made here.
@@ -443,12 +443,14 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stre
     }
     let fault = lock(&state.faults).get(&path).copied().unwrap_or(Fault::None);
     let document = match path.as_str() {
-        "/pods" => pods_document(),
-        "/stats/summary" => {
-            let delay = *lock(&state.summary_delay);
+        "/pods" => {
+            let delay = *lock(&state.pods_delay);
             tokio::time::sleep(delay).await;
-            summary_document()
+            pods_document()
         }
+        // A real Kubelet serves it; sonde does not ask for it (pod networks are read from
+        // the sandbox's own namespace), which the tests check.
+        "/stats/summary" => summary_document(),
         _ => return respond(&mut stream, 404, b"404 page not found").await,
     };
     match fault {

@@ -17,7 +17,7 @@ pub use self::settings::{ContainerArgs, ContainerConfig};
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::cache::{self, CacheFigures, ValidityCache};
 use crate::cgroup::parse::{self, IGNORED_INTERFACE_PREFIXES, Interface};
-use crate::cgroup::{File, KeptFiles, Layout, Reader, Stats};
+use crate::cgroup::{CgroupPaths, File, KeptFiles, Layout, Reader, Stats};
 use crate::exposition::family::{self, Family, RenderedFamily};
 use crate::identity::discovery::Kind;
 use crate::identity::inventory::{Inventory, InventoryEntry, InventorySettings};
@@ -94,7 +94,17 @@ impl Collector for ContainerCollector {
     }
 
     fn collect(&self, _ctx: ScrapeContext) -> BoxFuture<'_, Collection> {
-        Box::pin(async move { self.families().await.into() })
+        // cAdvisor's `container_scrape_error`: 0 with the families, 1 alone when they could
+        // not be read (a collection cut off by the deadline has no families at all).
+        Box::pin(async move {
+            match self.families().await {
+                Ok(families) => Collection::ok(families.into_iter().chain(scrape_error(0.0)).collect()),
+                Err(error) => Collection {
+                    families: scrape_error(1.0),
+                    failure: Some(error),
+                },
+            }
+        })
     }
 }
 
@@ -206,12 +216,20 @@ impl ContainerState {
         base: &mut BaseLabels,
         families: &mut ContainerFamilies,
     ) -> bool {
-        let Ok(stats) = entry
+        let Ok(mut stats) = entry
             .paths
             .read_stats_kept(&self.reader, Some(&entry.files), &entry.spec)
         else {
             return false;
         };
+        if let (CgroupPaths::V2 { root: true, .. }, Some(memory)) = (&entry.paths, stats.memory.as_mut()) {
+            // The v2 root has no memory.swap.current: as runc's library (cAdvisor's) does,
+            // the machine's swap in use.
+            memory.swap = self
+                .reader
+                .parse(&self.procfs, File::Meminfo, parse::meminfo)
+                .and_then(|m| m.swap_used());
+        }
         let network = entry.net_pid.and_then(|pid| self.network(pid, &entry.files));
         base.set(entry, extra_keys);
         let mut out = SampleWriter { base, families };
@@ -223,6 +241,9 @@ impl ContainerState {
         }
         if let Some(start) = entry.start_time {
             out.gauge(GaugeKind::StartTime, None, start);
+        }
+        if let Some(created) = entry.creation_time {
+            out.gauge(GaugeKind::CreationTime, None, created);
         }
         out.gauge(GaugeKind::LastSeen, None, read_at);
         true
@@ -249,6 +270,17 @@ impl ContainerState {
             })
             .clone()
     }
+}
+
+fn scrape_error(value: f64) -> Vec<Arc<Family>> {
+    family::shared(
+        family::FamilyBuilder::gauge(
+            "container_scrape_error",
+            "1 if there was an error while getting container metrics, 0 otherwise",
+        )
+        .with_sample(&[], value)
+        .build(),
+    )
 }
 
 /// Runs blocking filesystem work off the async workers.
@@ -372,8 +404,14 @@ family_kinds!(GaugeKind, MetricType::GAUGE,
     Threads => ("container_threads", "Number of threads running inside the container"),
     ThreadsMax => ("container_threads_max", "Maximum number of threads allowed inside the container, infinity if value is zero"),
     StartTime => ("container_start_time_seconds", "Start time of the container since unix epoch in seconds."),
+    CreationTime => ("container_creation_time_seconds", "Container creation time since unix epoch in seconds."),
+    MemoryKernelUsage => ("container_memory_kernel_usage", "Size of kernel memory allocated in bytes."),
+    MemoryActiveFile => ("container_memory_total_active_file_bytes", "Current total active file in bytes."),
+    MemoryInactiveFile => ("container_memory_total_inactive_file_bytes", "Current total inactive file in bytes."),
+    MemoryFileDirty => ("container_memory_file_dirty_bytes", "Number of bytes of file cache that has been modified but not yet written back to disk."),
+    MemoryFileWriteback => ("container_memory_file_writeback_bytes", "Number of bytes of file cache that is currently being written back to disk."),
     LastSeen => ("container_last_seen", "Last time a container was seen by the exporter"),
-    HealthState => ("container_health_state", "Health check state of the container: 1 for its current state, 0 for the others."),
+    HealthState => ("container_health_state", "The result of the container's health check"),
 );
 
 family_kinds!(CounterKind, MetricType::COUNTER,
@@ -383,6 +421,14 @@ family_kinds!(CounterKind, MetricType::COUNTER,
     CfsPeriods => ("container_cpu_cfs_periods_total", "Number of elapsed enforcement period intervals."),
     CfsThrottledPeriods => ("container_cpu_cfs_throttled_periods_total", "Number of throttled period intervals."),
     CfsThrottledSeconds => ("container_cpu_cfs_throttled_seconds_total", "Total time duration the container has been throttled."),
+    CfsBurstPeriods => ("container_cpu_cfs_burst_periods_total", "Number of periods when burst occurs."),
+    CfsBurstSeconds => ("container_cpu_cfs_burst_seconds_total", "Total time duration the container has been bursted."),
+    MemoryEventsHigh => ("container_memory_events_high_total", "Cumulative count of memory.high throttle events for the container"),
+    MemoryEventsMax => ("container_memory_events_max_total", "Cumulative count of memory.max limit hit events for the container"),
+    MemoryPgscan => ("container_memory_pgscan_total", "Cumulative number of pages scanned by the page reclaim algorithm."),
+    MemoryPgsteal => ("container_memory_pgsteal_total", "Cumulative number of pages reclaimed by the page reclaim algorithm."),
+    MemoryRefaultFile => ("container_memory_workingset_refault_file_total", "Cumulative number of refaults of previously evicted file pages."),
+    MemoryRefaultAnon => ("container_memory_workingset_refault_anon_total", "Cumulative number of refaults of previously evicted anonymous pages."),
     MemoryFailures => ("container_memory_failures_total", "Cumulative count of memory allocation failures."),
     OomEvents => ("container_oom_events_total", "Count of out of memory events observed for the container"),
     FsReadsBytes => ("container_fs_reads_bytes_total", "Cumulative count of bytes read"),
@@ -483,18 +529,11 @@ fn render_spec(out: &mut SampleWriter, entry: &InventoryEntry) {
     }
 }
 
-/// The states of a Docker health check, each a series: 1 for the current one.
-const HEALTH_STATES: [&str; 3] = ["healthy", "starting", "unhealthy"];
-
+/// One series per container, as cAdvisor: 1 healthy, 0 starting or unhealthy, -1 without a
+/// health check.
 fn render_health(out: &mut SampleWriter, entry: &InventoryEntry) {
-    if let Some(current) = entry.metadata.health.as_deref() {
-        for state in HEALTH_STATES {
-            out.gauge(
-                GaugeKind::HealthState,
-                Some(("state", state)),
-                f64::from(u8::from(state == current)),
-            );
-        }
+    if let Some(value) = entry.metadata.health.value() {
+        out.gauge(GaugeKind::HealthState, None, value);
     }
 }
 
@@ -515,6 +554,12 @@ fn render_stats(out: &mut SampleWriter, stats: &Stats, device_name: &dyn Fn(u64,
         out.counter(CounterKind::CfsPeriods, &[], cfs.periods as f64);
         out.counter(CounterKind::CfsThrottledPeriods, &[], cfs.throttled_periods as f64);
         out.counter(CounterKind::CfsThrottledSeconds, &[], cfs.throttled_ns as f64 / NANOS);
+        if let Some(bursts) = cfs.bursts {
+            out.counter(CounterKind::CfsBurstPeriods, &[], bursts as f64);
+        }
+        if let Some(burst) = cfs.burst_ns {
+            out.counter(CounterKind::CfsBurstSeconds, &[], burst as f64 / NANOS);
+        }
     }
     if let Some(m) = stats.memory {
         out.gauge(GaugeKind::MemoryUsage, None, m.usage as f64);
@@ -526,6 +571,30 @@ fn render_stats(out: &mut SampleWriter, stats: &Stats, device_name: &dyn Fn(u64,
         out.gauge(GaugeKind::MemoryFailcnt, None, m.failcnt as f64);
         if let Some(swap) = m.swap {
             out.gauge(GaugeKind::MemorySwap, None, swap as f64);
+        }
+        out.gauge(GaugeKind::MemoryInactiveFile, None, m.inactive_file as f64);
+        let v2 = m.v2.unwrap_or_default();
+        for (g, value) in [
+            (GaugeKind::MemoryActiveFile, m.active_file),
+            (GaugeKind::MemoryKernelUsage, m.kernel_usage),
+            (GaugeKind::MemoryFileDirty, v2.file_dirty),
+            (GaugeKind::MemoryFileWriteback, v2.file_writeback),
+        ] {
+            if let Some(value) = value {
+                out.gauge(g, None, value as f64);
+            }
+        }
+        for (c, value) in [
+            (CounterKind::MemoryEventsHigh, v2.events_high),
+            (CounterKind::MemoryEventsMax, v2.events_max),
+            (CounterKind::MemoryPgscan, v2.pgscan),
+            (CounterKind::MemoryPgsteal, v2.pgsteal),
+            (CounterKind::MemoryRefaultFile, v2.workingset_refault_file),
+            (CounterKind::MemoryRefaultAnon, v2.workingset_refault_anon),
+        ] {
+            if let Some(value) = value {
+                out.counter(c, &[], value as f64);
+            }
         }
         for (kind, scope, value) in [
             ("pgfault", "container", m.pgfault),
