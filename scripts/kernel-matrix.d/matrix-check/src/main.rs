@@ -54,6 +54,8 @@ const CHECKS: &[(&str, Check)] = &[
     ("retransmits", retransmits),
     ("retransmits-gso", retransmits_gso),
     ("churn", churn),
+    ("attached", attached),
+    ("netns-once", netns_once),
 ];
 
 /// The collectors whose `sonde_collector_success` is checked (each a check of its name).
@@ -738,4 +740,128 @@ fn churn(ctx: &Ctx) -> Outcome {
         "port {port}: {N} connections, {} scrapes, none decreasing, totals exact, nothing lost",
         watch.scrapes
     ))
+}
+
+/// This kernel's release as (major, minor), from `/proc/sys/kernel/osrelease`.
+fn kernel_version() -> Result<(u32, u32), String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").map_err(io_err("osrelease"))?;
+    let mut parts = release.trim().split(['.', '-']);
+    let mut number = || parts.next().and_then(|p| p.parse::<u32>().ok());
+    match (number(), number()) {
+        (Some(major), Some(minor)) => Ok((major, minor)),
+        _ => Err(format!("cannot read the kernel release {release:?}")),
+    }
+}
+
+/// The programs that must run on a kernel, as `program=hook`: TCP from the state changes and
+/// the counters read at scrapes everywhere; UDP from the socket tracepoints from 6.3, else
+/// on return from UDP's calls, whose receive lost its `noblock` argument in 5.19.
+fn expected_programs(version: (u32, u32)) -> Vec<&'static str> {
+    let mut programs = vec![
+        "inet_sock_set_state=tp_btf/inet_sock_set_state",
+        "seed_tcp=iter/tcp",
+        "read_tcp=run",
+    ];
+    if version >= (6, 3) {
+        programs.extend([
+            "sock_send_length=tp_btf/sock_send_length",
+            "sock_recv_length=tp_btf/sock_recv_length",
+        ]);
+    } else {
+        programs.extend([
+            "udp_sendmsg_exit=fexit/udp_sendmsg",
+            "udpv6_sendmsg_exit=fexit/udpv6_sendmsg",
+        ]);
+        if version >= (5, 19) {
+            programs.extend([
+                "udp_recvmsg_exit=fexit/udp_recvmsg",
+                "udpv6_recvmsg_exit=fexit/udpv6_recvmsg",
+            ]);
+        } else {
+            programs.extend([
+                "udp_recvmsg_noblock_exit=fexit/udp_recvmsg",
+                "udpv6_recvmsg_noblock_exit=fexit/udpv6_recvmsg",
+            ]);
+        }
+    }
+    programs.sort_unstable();
+    programs
+}
+
+/// `sonde_ebpf_attached` says which way runs for each need: exactly this kernel's.
+fn attached(ctx: &Ctx) -> Outcome {
+    let version = kernel_version()?;
+    let scrape = ctx.scrape()?;
+    let mut on: Vec<String> = scrape
+        .samples
+        .iter()
+        .filter(|s| s.name == "sonde_ebpf_attached" && s.value == 1.0)
+        .map(|s| {
+            let label = |key: &str| s.labels.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str());
+            format!("{}={}", label("program"), label("hook"))
+        })
+        .collect();
+    on.sort_unstable();
+    let want = expected_programs(version);
+    if on == want {
+        Ok(format!("on {}.{}: {}", version.0, version.1, on.join(" ")))
+    } else {
+        Err(format!(
+            "on {}.{} sonde_ebpf_attached is 1 for [{}], expected [{}]",
+            version.0,
+            version.1,
+            on.join(" "),
+            want.join(" ")
+        ))
+    }
+}
+
+/// `sonde_connection_namespaces_walked` of one scrape.
+fn walked(ctx: &Ctx) -> Result<f64, String> {
+    ctx.scrape()?
+        .get("sonde_connection_namespaces_walked", &[])
+        .ok_or_else(|| "sonde_connection_namespaces_walked missing".to_owned())
+}
+
+/// A namespace is walked with the TCP iterator once: a new one at the next scrape, and not
+/// again. A quiet scrape walks none (a few tries: another process may make a namespace).
+fn netns_once(ctx: &Ctx) -> Outcome {
+    let quiet = |what: &str| -> Result<(), String> {
+        for _ in 0..5 {
+            if walked(ctx)? == 0.0 {
+                return Ok(());
+            }
+        }
+        Err(format!("{what}: five scrapes in a row walked a namespace"))
+    };
+    quiet("before")?;
+    let holder = sys::NetnsHolder::spawn().map_err(io_err("new network namespace"))?;
+    let first = walked(ctx)?;
+    let after = quiet("after the new namespace's walk");
+    drop(holder);
+    after?;
+    if first < 1.0 {
+        return Err(format!("the scrape after a new namespace walked {first}"));
+    }
+    Ok(format!(
+        "a new namespace walked at the next scrape ({first}), then none"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expected_programs;
+
+    #[test]
+    fn each_kernel_expects_its_own_ways() {
+        let has = |version, program: &str| expected_programs(version).iter().any(|p| p.starts_with(program));
+        assert!(has((5, 10), "udp_recvmsg_noblock_exit=") && !has((5, 10), "udp_recvmsg_exit="));
+        assert!(has((6, 1), "udp_recvmsg_exit=") && !has((6, 1), "sock_recv_length="));
+        assert!(has((6, 18), "sock_recv_length=") && !has((6, 18), "udp_sendmsg_exit="));
+        for version in [(5, 10), (6, 1), (6, 12), (6, 18)] {
+            assert!(has(version, "read_tcp=run") && has(version, "seed_tcp=iter/tcp"));
+            // One program per UDP direction from 6.3, one per direction and family before.
+            assert_eq!(expected_programs(version).len(), if version >= (6, 3) { 5 } else { 7 });
+        }
+    }
 }
