@@ -516,9 +516,12 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 	__u64 id = socket_id(sk);
 	if (bpf_map_lookup_elem(&tcp_conns, &id))
 		return 0;
-	if (start_conn(sk, tp, state, id, DIR_UNKNOWN, 0, BPF_NOEXIST, NULL) == 0)
+	struct tcp_conn conn;
+	if (start_conn(sk, tp, state, id, DIR_UNKNOWN, 0, BPF_NOEXIST, &conn) == 0) {
 		count(TM_FIRST_SEEN_LIVE);
-	else if (!bpf_map_lookup_elem(&tcp_conns, &id))
+		/* As at a handshake: user space's list of live connections learns of it. */
+		announce_open(&conn);
+	} else if (!bpf_map_lookup_elem(&tcp_conns, &id))
 		count(TM_TABLE_FULL);
 	return 0;
 }
