@@ -516,9 +516,12 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 	__u64 id = socket_id(sk);
 	if (bpf_map_lookup_elem(&tcp_conns, &id))
 		return 0;
-	if (start_conn(sk, tp, state, id, DIR_UNKNOWN, 0, BPF_NOEXIST, NULL) == 0)
+	struct tcp_conn conn;
+	if (start_conn(sk, tp, state, id, DIR_UNKNOWN, 0, BPF_NOEXIST, &conn) == 0) {
 		count(TM_FIRST_SEEN_LIVE);
-	else if (!bpf_map_lookup_elem(&tcp_conns, &id))
+		/* As at a handshake: user space's list of live connections learns of it. */
+		announce_open(&conn);
+	} else if (!bpf_map_lookup_elem(&tcp_conns, &id))
 		count(TM_TABLE_FULL);
 	return 0;
 }
@@ -605,12 +608,12 @@ static __always_inline int read_sk_fields(__u64 sk, struct sk_fields *f)
 			 MIN(OFF(struct tcp_sock, bytes_received), OFF(struct tcp_sock, bytes_acked)));
 	__u32 t_hi = MAX(MAX(END(struct tcp_sock, write_seq), END(struct tcp_sock, snd_una)),
 			 MAX(END(struct tcp_sock, bytes_received), END(struct tcp_sock, bytes_acked)));
-	/* The span reads are of the views' whole size: they must stay inside the socket. */
-	__u32 size = bpf_core_type_size(struct tcp_sock);
-	if (view && c_hi - c_lo <= COMMON_VIEW && t_hi - t_lo <= TCP_VIEW &&
-	    c_lo + COMMON_VIEW <= size && t_lo + TCP_VIEW <= size) {
-		if (bpf_probe_read_kernel(view->common, COMMON_VIEW, (const void *)(sk + c_lo)) ||
-		    bpf_probe_read_kernel(view->tcp, TCP_VIEW, (const void *)(sk + t_lo)))
+	/* Each read is of its span's size only: a line more is a cold line more to fetch. */
+	__u32 c_len = c_hi - c_lo;
+	__u32 t_len = t_hi - t_lo;
+	if (view && c_len <= COMMON_VIEW && t_len <= TCP_VIEW) {
+		if (bpf_probe_read_kernel(view->common, c_len, (const void *)(sk + c_lo)) ||
+		    bpf_probe_read_kernel(view->tcp, t_len, (const void *)(sk + t_lo)))
 			return -1;
 		const __u8 *c = view->common;
 		const __u8 *t = view->tcp;

@@ -5,9 +5,9 @@
 //! program can read: sonde writes each live connection's socket into the memory-mapped
 //! `live_reads` array and runs the probes' `read_tcp` over it (BPF_PROG_TEST_RUN), which
 //! writes the counts beside each (docs/ARCHITECTURE.md#live-tcp). The list is kept from the
-//! probes' start records (`FLAG_OPENED`, through the batches) and the closes, and read whole
-//! from the probes' table (`tcp_conns`) only when it may have missed one: after a seed, or a
-//! loss. Connections older than the probes are in the table once the `seed_tcp` iterator has
+//! probes' start records (`FLAG_OPENED`, through the batches; the seed's connections too) and
+//! the closes, and read whole from the probes' table (`tcp_conns`) only when it may have missed
+//! one: at the first scrape, and after a loss. Connections older than the probes are in the table once the `seed_tcp` iterator has
 //! run in their network namespace: once per namespace, at the first scrape that finds it (a
 //! TCP iterator walks the sockets of the namespace it is made in, and the kernel's whole
 //! established hash each time).
@@ -206,8 +206,8 @@ pub struct TcpIterator {
     closed_first: StdHashMap<u64, u64, foldhash::fast::RandomState>,
     /// Reads done.
     reads_done: u64,
-    /// Whether `live` may lack a connection the table holds (at start, after a seed or a
-    /// lost record): then the next read takes the whole table.
+    /// Whether `live` may lack a connection the table holds (at start, or after a lost
+    /// record): then the next read takes the whole table.
     stale: bool,
     /// The slots' connections, in slot order, for one read.
     reading: Vec<TcpConn>,
@@ -301,8 +301,6 @@ impl TcpIterator {
         if own_wanted || !others.is_empty() {
             let seeded = self.seed_these(own, own_wanted, &others, &mut walk)?;
             walk.namespaces = seeded.len();
-            // The seed's entries came with no start record.
-            self.stale |= !seeded.is_empty();
             self.seeded.extend(seeded);
         }
         if self.stale {
