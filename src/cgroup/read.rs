@@ -228,9 +228,22 @@ fn reread_into(file: &std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<us
 
 /// Open files kept by every [`KeptFiles`], against [`KEPT_BUDGET`].
 static KEPT_OPEN: AtomicUsize = AtomicUsize::new(0);
-/// How many files may be kept open: half the soft descriptor limit (read once), so sockets,
-/// procfs and uncached reads always have room.
+/// How many files may be kept open (from the soft descriptor limit, read once): see
+/// [`budget_for`].
 static KEPT_BUDGET: OnceLock<usize> = OnceLock::new();
+
+/// Descriptors never taken by kept files, whatever the limit: sockets, eBPF maps, procfs and
+/// uncached reads need at most a few hundred.
+const KEPT_RESERVE: u64 = 4096;
+
+/// The kept-file budget under a soft limit of `soft` descriptors: all but a reserve of half
+/// the limit, at most [`KEPT_RESERVE`]. Under small limits that is half (512 of 1024); under
+/// a limit of tens of thousands (a systemd or container default of 20,000 to 65,536), the
+/// ~15 files of each of a thousand or more cgroups still fit, where half would leave a
+/// third of them to a path lookup, open and close at every read.
+fn budget_for(soft: u64) -> usize {
+    usize::try_from(soft - (soft / 2).min(KEPT_RESERVE)).unwrap_or(usize::MAX)
+}
 
 fn kept_budget() -> usize {
     *KEPT_BUDGET.get_or_init(|| {
@@ -240,11 +253,7 @@ fn kept_budget() -> usize {
         };
         // SAFETY: `limit` is a valid, writable rlimit.
         let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-        if rc == 0 {
-            usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX)
-        } else {
-            0
-        }
+        if rc == 0 { budget_for(limit.rlim_cur) } else { 0 }
     })
 }
 
@@ -333,6 +342,19 @@ thread_local! {
 mod tests {
     use super::*;
     use crate::cgroup::parse;
+
+    #[test]
+    fn the_kept_budget_leaves_a_reserve() {
+        assert_eq!(budget_for(0), 0);
+        assert_eq!(budget_for(1024), 512);
+        assert_eq!(budget_for(8192), 4096);
+        assert_eq!(budget_for(20_000), 20_000 - 4096);
+        assert_eq!(budget_for(1 << 20), (1 << 20) - 4096);
+        assert_eq!(
+            budget_for(u64::MAX),
+            usize::try_from(u64::MAX - 4096).unwrap_or(usize::MAX)
+        );
+    }
 
     /// A kept `net/dev` re-read from offset 0 is generated afresh (a procfs seq_file), so
     /// keeping it open loses no traffic.
