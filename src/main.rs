@@ -42,8 +42,8 @@ fn main() -> ExitCode {
 
 /// Raises the soft limit on open files to the hard one, as Go programs (cAdvisor,
 /// node_exporter) do at start: the container collector keeps each cgroup's stats files open
-/// for its inventory window, within half the soft limit (see `cgroup::KeptFiles`), and the
-/// usual soft limit of 1024 would keep only a few dozen containers' files.
+/// for its inventory window, within the soft limit less a reserve (see `cgroup::KeptFiles`),
+/// and the usual soft limit of 1024 would keep only a few dozen containers' files.
 fn raise_open_file_limit() {
     let mut limit = libc::rlimit {
         rlim_cur: 0,

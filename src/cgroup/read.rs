@@ -144,11 +144,10 @@ impl Reader {
         parse: impl FnOnce(&str) -> Result<T, ParseError>,
     ) -> Option<T> {
         BUFFER.with_borrow_mut(|buffer| {
-            let path = dir.join(file.name());
             self.counters.reads[file as usize].fetch_add(1, Ordering::Relaxed);
-            let read = match kept.and_then(|k| k.get(&path, file)) {
-                Some(open) => reread_into(open, buffer),
-                None => read_into(&path, buffer),
+            let read = match kept {
+                Some(kept) => kept.read_into(dir, file, buffer),
+                None => read_into(&dir.join(file.name()), buffer),
             };
             let outcome = match read {
                 Ok(len) => match std::str::from_utf8(&buffer[..len]) {
@@ -164,6 +163,7 @@ impl Reader {
                 .map_err(|error| {
                     self.counters.errors[file as usize].fetch_add(1, Ordering::Relaxed);
                     if !self.counters.warned[file as usize].swap(true, Ordering::Relaxed) {
+                        let path = dir.join(file.name());
                         tracing::warn!(path = %path.display(), %error, "cannot use cgroup file (logged once per file name)");
                     }
                 })
@@ -176,7 +176,11 @@ impl Reader {
 /// for no size hint (a `statx` per file is a third more system calls for these small
 /// pseudo-files) and reuses the buffer's zeroed space.
 fn read_into(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut file = std::fs::File::open(path)?;
+    read_whole(std::fs::File::open(path)?, buffer)
+}
+
+/// Reads a file just opened to its end into `buffer` and returns its length.
+fn read_whole(mut file: std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
     let mut filled = 0;
     loop {
         if filled == buffer.len() {
@@ -228,9 +232,22 @@ fn reread_into(file: &std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<us
 
 /// Open files kept by every [`KeptFiles`], against [`KEPT_BUDGET`].
 static KEPT_OPEN: AtomicUsize = AtomicUsize::new(0);
-/// How many files may be kept open: half the soft descriptor limit (read once), so sockets,
-/// procfs and uncached reads always have room.
+/// How many files may be kept open (from the soft descriptor limit, read once): see
+/// [`budget_for`].
 static KEPT_BUDGET: OnceLock<usize> = OnceLock::new();
+
+/// Descriptors never taken by kept files, whatever the limit: sockets, eBPF maps, procfs and
+/// uncached reads need at most a few hundred.
+const KEPT_RESERVE: u64 = 4096;
+
+/// The kept-file budget under a soft limit of `soft` descriptors: all but a reserve of half
+/// the limit, at most [`KEPT_RESERVE`]. Under small limits that is half (512 of 1024); under
+/// a limit of tens of thousands (a systemd or container default of 20,000 to 65,536), the
+/// ~15 files of each of a thousand or more cgroups still fit, where half would leave a
+/// third of them to a path lookup, open and close at every read.
+fn budget_for(soft: u64) -> usize {
+    usize::try_from(soft - (soft / 2).min(KEPT_RESERVE)).unwrap_or(usize::MAX)
+}
 
 fn kept_budget() -> usize {
     *KEPT_BUDGET.get_or_init(|| {
@@ -240,11 +257,7 @@ fn kept_budget() -> usize {
         };
         // SAFETY: `limit` is a valid, writable rlimit.
         let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-        if rc == 0 {
-            usize::try_from(limit.rlim_cur / 2).unwrap_or(usize::MAX)
-        } else {
-            0
-        }
+        if rc == 0 { budget_for(limit.rlim_cur) } else { 0 }
     })
 }
 
@@ -257,17 +270,36 @@ fn kept_budget() -> usize {
 /// file follows the network namespace, which is the container's for its whole life). Files
 /// that cannot be opened are not kept (and read the usual way every time); beyond the
 /// process-wide budget nothing more is kept. A kept file of a removed cgroup reads ENODEV,
-/// which the reader treats as gone.
+/// which the reader treats as gone. `cgroup.procs`, opened afresh at every read, is opened
+/// relative to its directory, kept open (`O_PATH`): one name to look up instead of every
+/// component of the path (a fifth of the cost of its read on a v1 host); in a removed
+/// directory it is not found, which the reader treats as gone too.
 pub struct KeptFiles {
     slots: Box<[OnceLock<Option<std::fs::File>>]>,
+    procs_dir: OnceLock<Option<std::fs::File>>,
 }
 
 impl Default for KeptFiles {
     fn default() -> Self {
         Self {
             slots: File::ALL.iter().map(|_| OnceLock::new()).collect(),
+            procs_dir: OnceLock::new(),
         }
     }
+}
+
+/// Takes one descriptor from the budget and opens it with `open`; gives it back when the
+/// budget is spent or the open fails.
+fn keep(open: impl FnOnce() -> std::io::Result<std::fs::File>) -> Option<std::fs::File> {
+    if KEPT_OPEN.fetch_add(1, Ordering::Relaxed) >= kept_budget() {
+        KEPT_OPEN.fetch_sub(1, Ordering::Relaxed);
+        return None;
+    }
+    let opened = open().ok();
+    if opened.is_none() {
+        KEPT_OPEN.fetch_sub(1, Ordering::Relaxed);
+    }
+    opened
 }
 
 impl std::fmt::Debug for KeptFiles {
@@ -278,28 +310,67 @@ impl std::fmt::Debug for KeptFiles {
 }
 
 impl KeptFiles {
-    /// The kept file for `file`, opening `path` the first time; `None` when it cannot be
+    /// Reads `dir/<file>` whole into `buffer`: through the kept file, or a fresh open of
+    /// `cgroup.procs` in the kept directory, or by path when nothing can be kept.
+    fn read_into(&self, dir: &Path, file: File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
+        if file == File::CgroupProcs {
+            return match self.procs_dir(dir) {
+                Some(dir) => read_whole(open_procs_in(dir)?, buffer),
+                None => read_into(&dir.join(file.name()), buffer),
+            };
+        }
+        match self.get(dir, file) {
+            Some(open) => reread_into(open, buffer),
+            None => read_into(&dir.join(file.name()), buffer),
+        }
+    }
+
+    /// The kept file for `file` in `dir`, opened the first time; `None` when it cannot be
     /// (or may not be) kept.
-    fn get(&self, path: &Path, file: File) -> Option<&std::fs::File> {
+    fn get(&self, dir: &Path, file: File) -> Option<&std::fs::File> {
         // v1 builds a process list once per open and keeps it for a second after the last
         // read: a kept cgroup.procs could read stale.
         if file == File::CgroupProcs {
             return None;
         }
         self.slots[file as usize]
+            .get_or_init(|| keep(|| open_noatime(&dir.join(file.name()))))
+            .as_ref()
+    }
+
+    /// The directory of `cgroup.procs`, kept open as a path (`O_PATH`).
+    fn procs_dir(&self, dir: &Path) -> Option<&std::fs::File> {
+        self.procs_dir
             .get_or_init(|| {
-                if KEPT_OPEN.fetch_add(1, Ordering::Relaxed) >= kept_budget() {
-                    KEPT_OPEN.fetch_sub(1, Ordering::Relaxed);
-                    return None;
-                }
-                let opened = open_noatime(path).ok();
-                if opened.is_none() {
-                    KEPT_OPEN.fetch_sub(1, Ordering::Relaxed);
-                }
-                opened
+                keep(|| {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                        .open(dir)
+                })
             })
             .as_ref()
     }
+}
+
+/// Opens `cgroup.procs` afresh in a directory kept open.
+fn open_procs_in(dir: &std::fs::File) -> std::io::Result<std::fs::File> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: `dir` is an open descriptor and the name a NUL-terminated string; openat
+    // returns a new descriptor that nothing else owns.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            c"cgroup.procs".as_ptr(),
+            libc::O_RDONLY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by the File from here on.
+    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
 }
 
 /// Opens for reading without access-time updates (a kept file is read at every scrape, and
@@ -319,7 +390,12 @@ fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
 
 impl Drop for KeptFiles {
     fn drop(&mut self) {
-        let open = self.slots.iter().filter(|s| matches!(s.get(), Some(Some(_)))).count();
+        let open = self
+            .slots
+            .iter()
+            .chain([&self.procs_dir])
+            .filter(|s| matches!(s.get(), Some(Some(_))))
+            .count();
         KEPT_OPEN.fetch_sub(open, Ordering::Relaxed);
     }
 }
@@ -333,6 +409,40 @@ thread_local! {
 mod tests {
     use super::*;
     use crate::cgroup::parse;
+
+    /// `cgroup.procs` is opened afresh at every read, in its kept directory: a new list is
+    /// seen (here a new file in its place), and a removed directory reads as gone.
+    #[test]
+    fn cgroup_procs_is_opened_afresh_in_its_kept_directory() {
+        let root = tempfile::tempdir().expect("tempdir");
+        let dir = root.path().join("cg");
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("cgroup.procs"), "10\n").expect("write");
+        let reader = Reader::default();
+        let kept = KeptFiles::default();
+        let procs = || reader.parse_kept(Some(&kept), &dir, File::CgroupProcs, parse::procs);
+        assert_eq!(procs(), Some((1, Some(10))));
+        assert!(kept.procs_dir.get().is_some_and(Option::is_some), "directory kept");
+        std::fs::write(dir.join("new"), "20\n21\n").expect("write");
+        std::fs::rename(dir.join("new"), dir.join("cgroup.procs")).expect("rename");
+        assert_eq!(procs(), Some((2, Some(20))));
+        std::fs::remove_dir_all(&dir).expect("rm");
+        assert_eq!(procs(), None);
+        assert_eq!(reader.counters().errors(File::CgroupProcs), 0);
+    }
+
+    #[test]
+    fn the_kept_budget_leaves_a_reserve() {
+        assert_eq!(budget_for(0), 0);
+        assert_eq!(budget_for(1024), 512);
+        assert_eq!(budget_for(8192), 4096);
+        assert_eq!(budget_for(20_000), 20_000 - 4096);
+        assert_eq!(budget_for(1 << 20), (1 << 20) - 4096);
+        assert_eq!(
+            budget_for(u64::MAX),
+            usize::try_from(u64::MAX - 4096).unwrap_or(usize::MAX)
+        );
+    }
 
     /// A kept `net/dev` re-read from offset 0 is generated afresh (a procfs seq_file), so
     /// keeping it open loses no traffic.
@@ -349,10 +459,7 @@ mod tests {
                 .expect("lo in /proc/self/net/dev")
         };
         let before = loopback_rx();
-        assert!(
-            kept.get(&dir.join("net/dev"), File::NetDev).is_some(),
-            "net/dev is kept open"
-        );
+        assert!(kept.get(dir, File::NetDev).is_some(), "net/dev is kept open");
         let receiver = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let sender = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
         let sent = sender
