@@ -608,6 +608,411 @@ async fn wait_for(prometheus: &Prometheus, promql: &str, at_least: usize, limit:
     }
 }
 
+/// The network rates: the sandboxes' net/dev read every 5 ms through one window; every
+/// dashboard expression of one container_network_* family by pod, workload or namespace,
+/// evaluated at the window's end: `rate` against net/dev over the same window, `irate`
+/// against net/dev between the two scrapes it uses.
+async fn check_network(prometheus: &Prometheus, scene: &Scene, sandboxes: [&Container; 2], started: Instant) {
+    let ns = &scene.namespace;
+    let [server_sandbox, client_sandbox] = sandboxes;
+    let sandbox_pid = |c: &Container| c.inspect("{{.State.Pid}}");
+    let pids: BTreeMap<String, String> = [
+        (scene.server.pod.clone(), sandbox_pid(server_sandbox)),
+        (scene.client.pod.clone(), sandbox_pid(client_sandbox)),
+    ]
+    .into();
+    tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS).saturating_sub(started.elapsed())).await;
+    let sampler = {
+        let pids = pids.clone();
+        Sampler::start(Duration::from_millis(5), move || {
+            pids.iter()
+                .map(|(pod, pid)| (pod.clone(), net_dev(pid).iter().map(|&c| c as f64).collect()))
+                .collect()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let t1 = now() + WINDOW_SECONDS as f64;
+    tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS)).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let samples = sampler.stop();
+    tokio::time::sleep(Duration::from_millis(2500)).await; // the last scrapes ingested
+    let truth = |pod: &str, column: usize, from: f64, to: f64| {
+        (counter_at(&samples, pod, column, to) - counter_at(&samples, pod, column, from)) / (to - from)
+    };
+    let t0 = t1 - WINDOW_SECONDS as f64;
+    let workload_pod: BTreeMap<&str, &str> = [
+        (scene.server.workload.as_str(), scene.server.pod.as_str()),
+        (scene.client.workload.as_str(), scene.client.pod.as_str()),
+    ]
+    .into();
+    let pod_names = [scene.server.pod.as_str(), scene.client.pod.as_str()];
+    let durations = scrape_durations(prometheus, t1, WINDOW_SECONDS + 5).await;
+    let dashboards = dashboard_exprs();
+    let mut compared = 0;
+    let mut compared_exprs = 0;
+    for expr in &dashboards {
+        let Some(family) = network_family(&expr.promql) else {
+            continue;
+        };
+        let compact: String = expr.promql.split_whitespace().collect();
+        let by = ["pod", "workload", "namespace"]
+            .into_iter()
+            .find(|label| compact.contains(&format!("by({label})")));
+        let Some(by) = by else { continue };
+        let column = net_dev_column(family).expect("a net/dev column");
+        let bits = if compact.contains("8*rate") || compact.contains("8*irate") {
+            8.0
+        } else {
+            1.0
+        };
+        let irate = compact.contains("irate(");
+        let promql = substitute(&expr.promql, scene);
+        let result = prometheus
+            .query_at(&promql, t1)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {promql}: {e}", expr.origin));
+        compared_exprs += 1;
+        let mut seen = 0;
+        for series in &result {
+            let label = series["metric"][by].as_str().expect("the label summed by");
+            let pods: Vec<&str> = match by {
+                "pod" => vec![label],
+                "workload" => vec![workload_pod[label]],
+                _ if label == ns.as_str() => pod_names.to_vec(),
+                _ => continue, // another namespace of this machine
+            };
+            let got = value_of(series) / bits;
+            if irate {
+                // Between the two scrapes it uses: sonde read each within [the scrape's
+                // timestamp, + its duration], so the rate lies within what net/dev gives
+                // over the narrowest and the widest of those spans.
+                let mut bounds = (0.0, 0.0);
+                for pod in &pods {
+                    let (a, b) = last_two_scrapes(prometheus, family, ns, pod, t1).await;
+                    let window = |stamp: f64| (stamp, stamp + scrape_duration(&durations, stamp) + 0.001);
+                    let ((a_from, a_to), (b_from, b_to)) = (window(a), window(b));
+                    let (a_low, a_high) =
+                        counter_bounds(&samples, pod, column, a_from, a_to).expect("net/dev readings");
+                    let (b_low, b_high) =
+                        counter_bounds(&samples, pod, column, b_from, b_to).expect("net/dev readings");
+                    bounds.0 += (b_low - a_high) / (b - a);
+                    bounds.1 += (b_high - a_low) / (b - a);
+                }
+                println!(
+                    "{}: {family} by {by} {label}: {got:.1}/s from Prometheus (irate), {:.1}..={:.1}/s from net/dev over the same scrapes",
+                    expr.origin, bounds.0, bounds.1
+                );
+                assert!(
+                    bounds.0 - 1e-6 <= got && got <= bounds.1 + 1e-6,
+                    "{}: {label}: {got}/s outside {bounds:?} from net/dev: {promql}",
+                    expr.origin
+                );
+                let middle = (bounds.0 + bounds.1) / 2.0;
+                assert!(
+                    (got - middle).abs() <= 0.10 * middle,
+                    "{}: {label}: {got}/s not within 10% of {middle}/s from net/dev: {promql}",
+                    expr.origin
+                );
+                compared += 1;
+                seen += 1;
+                continue;
+            }
+            let mut want: f64 = pods.iter().map(|pod| truth(pod, column, t0, t1)).sum();
+            if compact.starts_with("avg") {
+                want /= pods.len() as f64;
+            }
+            println!(
+                "{}: {family} by {by} {label}: {got:.1}/s from Prometheus, {want:.1}/s from net/dev",
+                expr.origin
+            );
+            if want == 0.0 {
+                assert_eq!(got, 0.0, "{}: {label}: {promql}", expr.origin);
+            } else {
+                assert!(
+                    (got - want).abs() <= 0.10 * want,
+                    "{}: {label}: {got}/s against {want}/s from net/dev: {promql}",
+                    expr.origin
+                );
+            }
+            compared += 1;
+            seen += 1;
+        }
+        assert!(seen > 0, "{}: no data for this test's pods: {promql}", expr.origin);
+    }
+    let bytes_per_second = truth(&scene.client.pod, 0, t0, t1);
+    println!(
+        "network: {compared} per-pod/per-workload rates of {compared_exprs} dashboard expressions within 10% of net/dev \
+         (the client pod received {bytes_per_second:.0} B/s)"
+    );
+    assert!(
+        bytes_per_second > 100_000.0,
+        "the traffic flowed: {bytes_per_second} B/s"
+    );
+    assert!(
+        compared_exprs >= 8,
+        "only {compared_exprs} network expressions compared"
+    );
+}
+
+/// The CPU rule: the cgroup's CPU time read here every 20 ms bounds what sonde can have read
+/// during each scrape (Prometheus stamps a sample with the scrape's start and records how
+/// long it took): every sample sonde gave lies within those bounds, and every per-second
+/// `sum_irate` recording is the rate between two of those samples (found by recomputing it
+/// from the raw series) and lies within the bounds they give. No tolerance beyond the
+/// milliseconds of Prometheus's timestamps.
+async fn check_cpu(prometheus: &Prometheus, scene: &Scene, all: &[(&PodNames, &str, &Container)]) {
+    let ns = &scene.namespace;
+    let cpu_reader = {
+        let containers: Vec<(String, String, String)> = all
+            .iter()
+            .map(|(p, name, c)| (format!("{}/{name}", p.pod), p.uid.clone(), c.id.clone()))
+            .collect();
+        move || {
+            containers
+                .iter()
+                .map(|(key, uid, id)| (key.clone(), vec![cpu_seconds(uid, id)]))
+                .collect()
+        }
+    };
+    let sampler = Sampler::start(Duration::from_millis(20), cpu_reader);
+    tokio::time::sleep(Duration::from_secs(CPU_WINDOW_SECONDS + 2)).await;
+    let c1 = now() - 0.5;
+    let samples = sampler.stop();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let range = |promql: String| {
+        let prometheus = &prometheus;
+        async move {
+            let result = prometheus.query_at(&promql, c1).await.expect("query a range");
+            assert_eq!(result.len(), 1, "{promql}: {result:?}");
+            result[0]["values"]
+                .as_array()
+                .expect("a range of samples")
+                .iter()
+                .map(|v| {
+                    let value = v[1].as_str().and_then(|v| v.parse::<f64>().ok()).expect("a value");
+                    (v[0].as_f64().expect("a timestamp"), value)
+                })
+                .collect::<Vec<(f64, f64)>>()
+        }
+    };
+    let lookback = CPU_WINDOW_SECONDS + 3;
+    let durations = scrape_durations(prometheus, c1, lookback).await;
+    let duration_at = |stamp: f64| scrape_duration(&durations, stamp);
+    let slack = |v: f64| 1e-9 * v.abs().max(1.0);
+    for (pod, name, _) in all {
+        let key = format!("{}/{name}", pod.pod);
+        let selector = format!(
+            "{{job=\"cadvisor\",namespace=\"{ns}\",pod=\"{}\",container=\"{name}\"}}",
+            pod.pod
+        );
+        let raw = range(format!("container_cpu_usage_seconds_total{selector}[{lookback}s]")).await;
+        // A sample's read happened within [its timestamp, + the scrape's duration]; the
+        // timestamp is in milliseconds, truncated.
+        let read_window = |stamp: f64| (stamp, stamp + duration_at(stamp) + 0.001);
+        let mut samples_checked = 0;
+        for (stamp, value) in &raw {
+            let (from, to) = read_window(*stamp);
+            let Some((low, high)) = counter_bounds(&samples, &key, 0, from, to) else {
+                continue;
+            };
+            assert!(
+                low - slack(low) <= *value && *value <= high + slack(high),
+                "{key}: sonde's sample {value} at {stamp} outside the cgroup's {low}..={high} during the scrape"
+            );
+            samples_checked += 1;
+        }
+        let recorded = range(format!(
+            "{CPU_RULE}{{namespace=\"{ns}\",pod=\"{}\",container=\"{name}\",node=\"{NODE}\"}}[{CPU_WINDOW_SECONDS}s]",
+            pod.pod
+        ))
+        .await;
+        let (mut got, mut low_sum, mut high_sum, mut matched) = (0.0, 0.0, 0.0, 0);
+        for (evaluated, value) in &recorded {
+            let pair = raw.windows(2).rev().find(|w| {
+                let irate = (w[1].1 - w[0].1) / (w[1].0 - w[0].0);
+                w[1].0 <= *evaluated && (irate - value).abs() <= slack(*value)
+            });
+            let Some(pair) = pair else { continue };
+            let ((a_from, a_to), (b_from, b_to)) = (read_window(pair[0].0), read_window(pair[1].0));
+            let (Some((a_low, a_high)), Some((b_low, b_high))) = (
+                counter_bounds(&samples, &key, 0, a_from, a_to),
+                counter_bounds(&samples, &key, 0, b_from, b_to),
+            ) else {
+                continue; // outside the cgroup readings
+            };
+            let span = pair[1].0 - pair[0].0;
+            let (low, high) = ((b_low - a_high) / span, (b_high - a_low) / span);
+            assert!(
+                low - slack(low) <= *value && *value <= high + slack(high),
+                "{key}: {CPU_RULE} {value} at {evaluated} outside the cgroup's {low}..={high} over the same scrapes"
+            );
+            got += value;
+            low_sum += low;
+            high_sum += high;
+            matched += 1;
+        }
+        assert!(
+            matched >= 5 && samples_checked >= 5,
+            "{key}: only {matched} recordings and {samples_checked} samples within the cgroup readings: {recorded:?} {raw:?}"
+        );
+        let n = matched as f64;
+        println!(
+            "{CPU_RULE} {key}: {:.4} cores (mean of {matched} recordings), the cgroup's bounds {:.4}..={:.4}; \
+             {samples_checked} raw samples within the cgroup's bounds",
+            got / n,
+            low_sum / n,
+            high_sum / n
+        );
+        if *name == "busy" {
+            assert!((got / n - 0.25).abs() < 0.02, "the burner ran its quota: {}", got / n);
+        }
+    }
+}
+
+/// The memory rules: each recording against the cgroup's files read before and after it; compared
+/// exactly when the files did not move in between.
+async fn check_memory(prometheus: &Prometheus, scene: &Scene, all: &[(&PodNames, &str, &Container)]) {
+    let ns = &scene.namespace;
+    let mut exact = Vec::new();
+    for (pod, name, container) in all {
+        let selector = format!(
+            "{{namespace=\"{ns}\",pod=\"{}\",container=\"{name}\",node=\"{NODE}\"}}",
+            pod.pod
+        );
+        let mut moved = 0;
+        loop {
+            let first = memory_figures(&pod.uid, &container.id);
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            let at = now();
+            let mut recorded = [0u64; 4];
+            let mut missing = None;
+            for (slot, rule) in recorded.iter_mut().zip(MEMORY_RULES) {
+                let result = prometheus
+                    .query_at(&format!("{rule}{selector}"), at)
+                    .await
+                    .expect("query");
+                assert!(result.len() <= 1, "{rule}{selector}: {result:?}");
+                match result.first() {
+                    Some(series) => *slot = value_of(series) as u64,
+                    None => missing = Some(rule),
+                }
+            }
+            let second = memory_figures(&pod.uid, &container.id);
+            if let Some(rule) = missing {
+                // Said, and tried again: a scrape that failed or timed out leaves the
+                // recording without a value until the next one.
+                let scrapes = prometheus
+                    .query_at("scrape_duration_seconds{job=\"cadvisor\"}[5s]", at)
+                    .await
+                    .unwrap_or_default();
+                let up = prometheus
+                    .query_at("up{job=\"cadvisor\"}[5s]", at)
+                    .await
+                    .unwrap_or_default();
+                println!(
+                    "memory {}/{name}: no {rule} at {at:.3}; sonde's last scrapes: durations {}, up {}",
+                    pod.pod,
+                    scrapes.first().map_or(serde_json::Value::Null, |s| s["values"].clone()),
+                    up.first().map_or(serde_json::Value::Null, |s| s["values"].clone())
+                );
+                moved += 1;
+                assert!(moved < 10, "{}/{name}: {rule} missing or moving in 10 tries", pod.pod);
+                continue;
+            }
+            if first != second {
+                moved += 1;
+                if moved < 10 {
+                    continue;
+                }
+                println!(
+                    "memory {}/{name}: the cgroup's figures moved in every one of 10 tries ({first:?} then {second:?}); \
+                     recorded {recorded:?}",
+                    pod.pod
+                );
+                break;
+            }
+            println!(
+                "memory {}/{name}: working set, rss, cache, swap recorded {recorded:?}, cgroup {first:?}",
+                pod.pod
+            );
+            assert_eq!(
+                recorded, first,
+                "{}/{name}: recordings against the cgroup files",
+                pod.pod
+            );
+            exact.push(format!("{}/{name}", pod.pod));
+            break;
+        }
+    }
+    for name in ["POD", "busy", "cache"] {
+        assert!(
+            exact.iter().filter(|e| e.ends_with(&format!("/{name}"))).count() >= 1,
+            "{name} was compared exactly: {exact:?}"
+        );
+    }
+    println!("memory: {} containers compared exactly: {exact:?}", exact.len());
+}
+
+/// Every rule, alert and dashboard expression parses and evaluates (rules healthy); prints
+/// how many return data.
+async fn count_expressions(prometheus: &Prometheus, scene: &Scene) {
+    let dashboards = dashboard_exprs();
+    let rules = rule_exprs();
+    let loaded = prometheus.rules().await;
+    assert_eq!(loaded.len(), rules.len(), "Prometheus loaded every rule and alert");
+    let unhealthy: Vec<String> = loaded
+        .iter()
+        .filter(|r| r["health"] != "ok")
+        .map(|r| format!("{}: {} ({})", r["name"], r["health"], r["lastError"]))
+        .collect();
+    let mut counts = BTreeMap::new();
+    for (kind, exprs) in [("rules and alerts", rules), ("dashboard queries", dashboards)] {
+        let (mut with_data, mut execution_errors) = (0, Vec::new());
+        // Per file (dashboards) or per rule name (rules and alerts): (with data, all).
+        let mut by_origin: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+        for expr in &exprs {
+            let promql = substitute(&expr.promql, scene);
+            let origin = match kind {
+                "rules and alerts" => expr.origin.clone(),
+                _ => expr.origin.split(':').next().unwrap_or_default().to_owned(),
+            };
+            let counted = by_origin.entry(origin).or_default();
+            counted.1 += 1;
+            match prometheus.query(&promql).await {
+                Ok(result) if !result.is_empty() => {
+                    with_data += 1;
+                    counted.0 += 1;
+                }
+                Ok(_) => {}
+                Err(error) if error.starts_with("\"execution\"") => {
+                    execution_errors.push(format!("{}: {error}", expr.origin))
+                }
+                Err(error) => panic!("{}: {promql}\ndoes not parse: {error}", expr.origin),
+            }
+        }
+        println!(
+            "{kind}: {} expressions, all parse; {with_data} return data; {} fail to evaluate{}",
+            exprs.len(),
+            execution_errors.len(),
+            execution_errors.iter().map(|e| format!("\n  {e}")).collect::<String>()
+        );
+        for (origin, (data, all)) in &by_origin {
+            if kind != "rules and alerts" || *data > 0 {
+                println!("  {origin}: {data} of {all} with data");
+            }
+        }
+        assert!(execution_errors.is_empty(), "{kind}: every expression evaluates");
+        counts.insert(kind, with_data);
+    }
+    println!(
+        "rules Prometheus reports unhealthy: {}{}",
+        unhealthy.len(),
+        unhealthy.iter().map(|e| format!("\n  {e}")).collect::<String>()
+    );
+    assert!(unhealthy.is_empty(), "every rule evaluates without error");
+    assert!(counts["dashboard queries"] > 0 && counts["rules and alerts"] > 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_kubernetes_mixin_gives_the_kernels_figures_on_sonde() {
     let test = "the_kubernetes_mixin_gives_the_kernels_figures_on_sonde";
@@ -725,348 +1130,9 @@ async fn the_kubernetes_mixin_gives_the_kernels_figures_on_sonde() {
     println!("{rule}: {} series for the two pods", named.len());
     let started = Instant::now();
 
-    // (a) Network: the sandboxes' net/dev read every 5 ms through one window; every
-    // dashboard expression of one container_network_* family by pod, workload or namespace,
-    // evaluated at the window's end: `rate` against net/dev over the same window, `irate`
-    // against net/dev between the two scrapes it uses.
-    let sandbox_pid = |c: &Container| c.inspect("{{.State.Pid}}");
-    let pids: BTreeMap<String, String> = [
-        (scene.server.pod.clone(), sandbox_pid(&server_sandbox)),
-        (scene.client.pod.clone(), sandbox_pid(&client_sandbox)),
-    ]
-    .into();
-    tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS).saturating_sub(started.elapsed())).await;
-    let sampler = {
-        let pids = pids.clone();
-        Sampler::start(Duration::from_millis(5), move || {
-            pids.iter()
-                .map(|(pod, pid)| (pod.clone(), net_dev(pid).iter().map(|&c| c as f64).collect()))
-                .collect()
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let t1 = now() + WINDOW_SECONDS as f64;
-    tokio::time::sleep(Duration::from_secs(WINDOW_SECONDS)).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let samples = sampler.stop();
-    tokio::time::sleep(Duration::from_millis(2500)).await; // the last scrapes ingested
-    let truth = |pod: &str, column: usize, from: f64, to: f64| {
-        (counter_at(&samples, pod, column, to) - counter_at(&samples, pod, column, from)) / (to - from)
-    };
-    let t0 = t1 - WINDOW_SECONDS as f64;
-    let workload_pod: BTreeMap<&str, &str> = [
-        (scene.server.workload.as_str(), scene.server.pod.as_str()),
-        (scene.client.workload.as_str(), scene.client.pod.as_str()),
-    ]
-    .into();
-    let pod_names = [scene.server.pod.as_str(), scene.client.pod.as_str()];
-    let durations = scrape_durations(&prometheus, t1, WINDOW_SECONDS + 5).await;
-    let dashboards = dashboard_exprs();
-    let mut compared = 0;
-    let mut compared_exprs = 0;
-    for expr in &dashboards {
-        let Some(family) = network_family(&expr.promql) else {
-            continue;
-        };
-        let compact: String = expr.promql.split_whitespace().collect();
-        let by = ["pod", "workload", "namespace"]
-            .into_iter()
-            .find(|label| compact.contains(&format!("by({label})")));
-        let Some(by) = by else { continue };
-        let column = net_dev_column(family).expect("a net/dev column");
-        let bits = if compact.contains("8*rate") || compact.contains("8*irate") {
-            8.0
-        } else {
-            1.0
-        };
-        let irate = compact.contains("irate(");
-        let promql = substitute(&expr.promql, &scene);
-        let result = prometheus
-            .query_at(&promql, t1)
-            .await
-            .unwrap_or_else(|e| panic!("{}: {promql}: {e}", expr.origin));
-        compared_exprs += 1;
-        let mut seen = 0;
-        for series in &result {
-            let label = series["metric"][by].as_str().expect("the label summed by");
-            let pods: Vec<&str> = match by {
-                "pod" => vec![label],
-                "workload" => vec![workload_pod[label]],
-                _ if label == ns => pod_names.to_vec(),
-                _ => continue, // another namespace of this machine
-            };
-            let got = value_of(series) / bits;
-            if irate {
-                // Between the two scrapes it uses: sonde read each within [the scrape's
-                // timestamp, + its duration], so the rate lies within what net/dev gives
-                // over the narrowest and the widest of those spans.
-                let mut bounds = (0.0, 0.0);
-                for pod in &pods {
-                    let (a, b) = last_two_scrapes(&prometheus, family, &ns, pod, t1).await;
-                    let window = |stamp: f64| (stamp, stamp + scrape_duration(&durations, stamp) + 0.001);
-                    let ((a_from, a_to), (b_from, b_to)) = (window(a), window(b));
-                    let (a_low, a_high) =
-                        counter_bounds(&samples, pod, column, a_from, a_to).expect("net/dev readings");
-                    let (b_low, b_high) =
-                        counter_bounds(&samples, pod, column, b_from, b_to).expect("net/dev readings");
-                    bounds.0 += (b_low - a_high) / (b - a);
-                    bounds.1 += (b_high - a_low) / (b - a);
-                }
-                println!(
-                    "{}: {family} by {by} {label}: {got:.1}/s from Prometheus (irate), {:.1}..={:.1}/s from net/dev over the same scrapes",
-                    expr.origin, bounds.0, bounds.1
-                );
-                assert!(
-                    bounds.0 - 1e-6 <= got && got <= bounds.1 + 1e-6,
-                    "{}: {label}: {got}/s outside {bounds:?} from net/dev: {promql}",
-                    expr.origin
-                );
-                let middle = (bounds.0 + bounds.1) / 2.0;
-                assert!(
-                    (got - middle).abs() <= 0.10 * middle,
-                    "{}: {label}: {got}/s not within 10% of {middle}/s from net/dev: {promql}",
-                    expr.origin
-                );
-                compared += 1;
-                seen += 1;
-                continue;
-            }
-            let mut want: f64 = pods.iter().map(|pod| truth(pod, column, t0, t1)).sum();
-            if compact.starts_with("avg") {
-                want /= pods.len() as f64;
-            }
-            println!(
-                "{}: {family} by {by} {label}: {got:.1}/s from Prometheus, {want:.1}/s from net/dev",
-                expr.origin
-            );
-            if want == 0.0 {
-                assert_eq!(got, 0.0, "{}: {label}: {promql}", expr.origin);
-            } else {
-                assert!(
-                    (got - want).abs() <= 0.10 * want,
-                    "{}: {label}: {got}/s against {want}/s from net/dev: {promql}",
-                    expr.origin
-                );
-            }
-            compared += 1;
-            seen += 1;
-        }
-        assert!(seen > 0, "{}: no data for this test's pods: {promql}", expr.origin);
-    }
-    let bytes_per_second = truth(&scene.client.pod, 0, t0, t1);
-    println!(
-        "network: {compared} per-pod/per-workload rates of {compared_exprs} dashboard expressions within 10% of net/dev \
-         (the client pod received {bytes_per_second:.0} B/s)"
-    );
-    assert!(
-        bytes_per_second > 100_000.0,
-        "the traffic flowed: {bytes_per_second} B/s"
-    );
-    assert!(
-        compared_exprs >= 8,
-        "only {compared_exprs} network expressions compared"
-    );
-
-    // (b) CPU: the cgroup's CPU time read here every 20 ms bounds what sonde can have read
-    // during each scrape (Prometheus stamps a sample with the scrape's start and records how
-    // long it took): every sample sonde gave lies within those bounds, and every per-second
-    // `sum_irate` recording is the rate between two of those samples (found by recomputing it
-    // from the raw series) and lies within the bounds they give. No tolerance beyond the
-    // milliseconds of Prometheus's timestamps.
-    let cpu_reader = {
-        let containers: Vec<(String, String, String)> = all
-            .iter()
-            .map(|(p, name, c)| (format!("{}/{name}", p.pod), p.uid.clone(), c.id.clone()))
-            .collect();
-        move || {
-            containers
-                .iter()
-                .map(|(key, uid, id)| (key.clone(), vec![cpu_seconds(uid, id)]))
-                .collect()
-        }
-    };
-    let sampler = Sampler::start(Duration::from_millis(20), cpu_reader);
-    tokio::time::sleep(Duration::from_secs(CPU_WINDOW_SECONDS + 2)).await;
-    let c1 = now() - 0.5;
-    let samples = sampler.stop();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    let range = |promql: String| {
-        let prometheus = &prometheus;
-        async move {
-            let result = prometheus.query_at(&promql, c1).await.expect("query a range");
-            assert_eq!(result.len(), 1, "{promql}: {result:?}");
-            result[0]["values"]
-                .as_array()
-                .expect("a range of samples")
-                .iter()
-                .map(|v| {
-                    let value = v[1].as_str().and_then(|v| v.parse::<f64>().ok()).expect("a value");
-                    (v[0].as_f64().expect("a timestamp"), value)
-                })
-                .collect::<Vec<(f64, f64)>>()
-        }
-    };
-    let lookback = CPU_WINDOW_SECONDS + 3;
-    let durations = scrape_durations(&prometheus, c1, lookback).await;
-    let duration_at = |stamp: f64| scrape_duration(&durations, stamp);
-    let slack = |v: f64| 1e-9 * v.abs().max(1.0);
-    for (pod, name, _) in &all {
-        let key = format!("{}/{name}", pod.pod);
-        let selector = format!(
-            "{{job=\"cadvisor\",namespace=\"{ns}\",pod=\"{}\",container=\"{name}\"}}",
-            pod.pod
-        );
-        let raw = range(format!("container_cpu_usage_seconds_total{selector}[{lookback}s]")).await;
-        // A sample's read happened within [its timestamp, + the scrape's duration]; the
-        // timestamp is in milliseconds, truncated.
-        let read_window = |stamp: f64| (stamp, stamp + duration_at(stamp) + 0.001);
-        let mut samples_checked = 0;
-        for (stamp, value) in &raw {
-            let (from, to) = read_window(*stamp);
-            let Some((low, high)) = counter_bounds(&samples, &key, 0, from, to) else {
-                continue;
-            };
-            assert!(
-                low - slack(low) <= *value && *value <= high + slack(high),
-                "{key}: sonde's sample {value} at {stamp} outside the cgroup's {low}..={high} during the scrape"
-            );
-            samples_checked += 1;
-        }
-        let recorded = range(format!(
-            "{CPU_RULE}{{namespace=\"{ns}\",pod=\"{}\",container=\"{name}\",node=\"{NODE}\"}}[{CPU_WINDOW_SECONDS}s]",
-            pod.pod
-        ))
-        .await;
-        let (mut got, mut low_sum, mut high_sum, mut matched) = (0.0, 0.0, 0.0, 0);
-        for (evaluated, value) in &recorded {
-            let pair = raw.windows(2).rev().find(|w| {
-                let irate = (w[1].1 - w[0].1) / (w[1].0 - w[0].0);
-                w[1].0 <= *evaluated && (irate - value).abs() <= slack(*value)
-            });
-            let Some(pair) = pair else { continue };
-            let ((a_from, a_to), (b_from, b_to)) = (read_window(pair[0].0), read_window(pair[1].0));
-            let (Some((a_low, a_high)), Some((b_low, b_high))) = (
-                counter_bounds(&samples, &key, 0, a_from, a_to),
-                counter_bounds(&samples, &key, 0, b_from, b_to),
-            ) else {
-                continue; // outside the cgroup readings
-            };
-            let span = pair[1].0 - pair[0].0;
-            let (low, high) = ((b_low - a_high) / span, (b_high - a_low) / span);
-            assert!(
-                low - slack(low) <= *value && *value <= high + slack(high),
-                "{key}: {CPU_RULE} {value} at {evaluated} outside the cgroup's {low}..={high} over the same scrapes"
-            );
-            got += value;
-            low_sum += low;
-            high_sum += high;
-            matched += 1;
-        }
-        assert!(
-            matched >= 5 && samples_checked >= 5,
-            "{key}: only {matched} recordings and {samples_checked} samples within the cgroup readings: {recorded:?} {raw:?}"
-        );
-        let n = matched as f64;
-        println!(
-            "{CPU_RULE} {key}: {:.4} cores (mean of {matched} recordings), the cgroup's bounds {:.4}..={:.4}; \
-             {samples_checked} raw samples within the cgroup's bounds",
-            got / n,
-            low_sum / n,
-            high_sum / n
-        );
-        if *name == "busy" {
-            assert!((got / n - 0.25).abs() < 0.02, "the burner ran its quota: {}", got / n);
-        }
-    }
-
-    // (c) Memory: each recording against the cgroup's files read before and after it; compared
-    // exactly when the files did not move in between.
-    let mut exact = Vec::new();
-    for (pod, name, container) in &all {
-        let selector = format!(
-            "{{namespace=\"{ns}\",pod=\"{}\",container=\"{name}\",node=\"{NODE}\"}}",
-            pod.pod
-        );
-        let mut moved = 0;
-        loop {
-            let first = memory_figures(&pod.uid, &container.id);
-            tokio::time::sleep(Duration::from_millis(2500)).await;
-            let mut recorded = [0u64; 4];
-            for (slot, rule) in recorded.iter_mut().zip(MEMORY_RULES) {
-                let result = prometheus.query(&format!("{rule}{selector}")).await.expect("query");
-                assert_eq!(result.len(), 1, "{rule}{selector}: {result:?}");
-                *slot = value_of(&result[0]) as u64;
-            }
-            let second = memory_figures(&pod.uid, &container.id);
-            if first != second {
-                moved += 1;
-                if moved < 10 {
-                    continue;
-                }
-                println!(
-                    "memory {}/{name}: the cgroup's figures moved in every one of 10 tries ({first:?} then {second:?}); \
-                     recorded {recorded:?}",
-                    pod.pod
-                );
-                break;
-            }
-            println!(
-                "memory {}/{name}: working set, rss, cache, swap recorded {recorded:?}, cgroup {first:?}",
-                pod.pod
-            );
-            assert_eq!(
-                recorded, first,
-                "{}/{name}: recordings against the cgroup files",
-                pod.pod
-            );
-            exact.push(format!("{}/{name}", pod.pod));
-            break;
-        }
-    }
-    for name in ["POD", "busy", "cache"] {
-        assert!(
-            exact.iter().filter(|e| e.ends_with(&format!("/{name}"))).count() >= 1,
-            "{name} was compared exactly: {exact:?}"
-        );
-    }
-    println!("memory: {} containers compared exactly: {exact:?}", exact.len());
-
-    // (d) Every rule, alert and dashboard expression parses; how many return data.
-    let rules = rule_exprs();
-    let loaded = prometheus.rules().await;
-    assert_eq!(loaded.len(), rules.len(), "Prometheus loaded every rule and alert");
-    let unhealthy: Vec<String> = loaded
-        .iter()
-        .filter(|r| r["health"] != "ok")
-        .map(|r| format!("{}: {} ({})", r["name"], r["health"], r["lastError"]))
-        .collect();
-    let mut counts = BTreeMap::new();
-    for (kind, exprs) in [("rules and alerts", rules), ("dashboard queries", dashboards)] {
-        let (mut with_data, mut execution_errors) = (0, Vec::new());
-        for expr in &exprs {
-            let promql = substitute(&expr.promql, &scene);
-            match prometheus.query(&promql).await {
-                Ok(result) if !result.is_empty() => with_data += 1,
-                Ok(_) => {}
-                Err(error) if error.starts_with("\"execution\"") => {
-                    execution_errors.push(format!("{}: {error}", expr.origin))
-                }
-                Err(error) => panic!("{}: {promql}\ndoes not parse: {error}", expr.origin),
-            }
-        }
-        println!(
-            "{kind}: {} expressions, all parse; {with_data} return data; {} fail to evaluate{}",
-            exprs.len(),
-            execution_errors.len(),
-            execution_errors.iter().map(|e| format!("\n  {e}")).collect::<String>()
-        );
-        counts.insert(kind, with_data);
-    }
-    println!(
-        "rules Prometheus reports unhealthy: {}{}",
-        unhealthy.len(),
-        unhealthy.iter().map(|e| format!("\n  {e}")).collect::<String>()
-    );
-    assert!(counts["dashboard queries"] > 0 && counts["rules and alerts"] > 0);
+    check_network(&prometheus, &scene, [&server_sandbox, &client_sandbox], started).await;
+    check_cpu(&prometheus, &scene, &all).await;
+    check_memory(&prometheus, &scene, &all).await;
+    count_expressions(&prometheus, &scene).await;
     drop(prometheus);
 }
