@@ -315,6 +315,8 @@ pub struct KubeletState {
     pub tokens_seen: Mutex<Vec<String>>,
     /// Delays the `/pods` answer, so concurrent scrapes overlap the refresh.
     pub pods_delay: Mutex<Duration>,
+    /// The `/pods` document served instead of [`pods_document`]'s fixed node, when set.
+    pub pods: Mutex<Option<String>>,
 }
 
 /// The test Kubelet: HTTPS on loopback with a certificate from a CA made here.
@@ -446,7 +448,8 @@ async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stre
         "/pods" => {
             let delay = *lock(&state.pods_delay);
             tokio::time::sleep(delay).await;
-            pods_document()
+            let custom = lock(&state.pods).clone();
+            custom.unwrap_or_else(pods_document)
         }
         // A real Kubelet serves it; sonde does not ask for it (pod networks are read from
         // the sandbox's own namespace), which the tests check.

@@ -21,17 +21,29 @@ pub fn free_port() -> u16 {
 impl Prometheus {
     /// Scrapes `targets` (job `sonde`) every second and evaluates `rule_files` every second.
     pub fn start(targets: &[SocketAddr], rule_files: &[PathBuf]) -> Prometheus {
+        Self::start_jobs(&[("sonde", targets)], rule_files)
+    }
+
+    /// Scrapes each job's targets (`job_name`, `/metrics`) every second and evaluates
+    /// `rule_files` every second.
+    pub fn start_jobs(jobs: &[(&str, &[SocketAddr])], rule_files: &[PathBuf]) -> Prometheus {
         let binary = super::require_tool("prometheus");
         let dir = tempfile::tempdir().expect("tempdir");
-        let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
         let rules: Vec<String> = rule_files.iter().map(|r| format!("'{}'", r.display())).collect();
-        let config = format!(
+        let mut config = format!(
             "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
              rule_files: [{}]\n\
-             scrape_configs:\n  - job_name: sonde\n    static_configs:\n      - targets: [{}]\n",
+             scrape_configs:\n",
             rules.join(", "),
-            targets.join(", ")
         );
+        for (job, targets) in jobs {
+            let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
+            config.push_str(&format!(
+                "  - job_name: '{job}'\n    metrics_path: /metrics\n    \
+                 static_configs:\n      - targets: [{}]\n",
+                targets.join(", ")
+            ));
+        }
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
         let address = format!("127.0.0.1:{}", free_port());
@@ -91,7 +103,21 @@ impl Prometheus {
 
     /// An instant query through the HTTP API: the result vector, or the API's error.
     pub async fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
-        let url = format!("{}/api/v1/query?query={}", self.url, percent_encode(promql));
+        self.query_url(format!("{}/api/v1/query?query={}", self.url, percent_encode(promql)))
+            .await
+    }
+
+    /// An instant query evaluated at `time` (seconds since the epoch).
+    pub async fn query_at(&self, promql: &str, time: f64) -> Result<Vec<serde_json::Value>, String> {
+        self.query_url(format!(
+            "{}/api/v1/query?query={}&time={time:.3}",
+            self.url,
+            percent_encode(promql)
+        ))
+        .await
+    }
+
+    async fn query_url(&self, url: String) -> Result<Vec<serde_json::Value>, String> {
         let response = reqwest::get(url).await.map_err(|e| format!("request: {e}"))?;
         let text = response.text().await.map_err(|e| format!("answer: {e}"))?;
         let body: serde_json::Value = serde_json::from_str(&text).map_err(|e| format!("answer {text:?}: {e}"))?;
