@@ -590,24 +590,6 @@ const MEMORY_RULES: [&str; 4] = [
 ];
 const CPU_RULE: &str = "node_namespace_pod_container:container_cpu_usage_seconds_total:sum_irate";
 
-/// Waits until `promql` returns at least `at_least` series.
-async fn wait_for(prometheus: &Prometheus, promql: &str, at_least: usize, limit: Duration) -> Vec<serde_json::Value> {
-    let start = Instant::now();
-    loop {
-        if let Ok(result) = prometheus.query(promql).await
-            && result.len() >= at_least
-        {
-            return result;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{promql} never returned {at_least} series; Prometheus log:\n{}",
-            prometheus.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 /// The network rates: the sandboxes' net/dev read every 5 ms through one window; every
 /// dashboard expression of one container_network_* family by pod, workload or namespace,
 /// evaluated at the window's end: `rate` against net/dev over the same window, `irate`
@@ -1118,15 +1100,15 @@ async fn the_kubernetes_mixin_gives_the_kernels_figures_on_sonde() {
         &[("cadvisor", &[sonde.addr]), ("kube-state-metrics", &[ksm])],
         &rule_files(),
     );
-    wait_for(&prometheus, "up == 1", 2, Duration::from_secs(60)).await;
+    prometheus.wait_for("up == 1", 2, Duration::from_secs(60)).await;
     let rule = MEMORY_RULES[0];
-    let named = wait_for(
-        &prometheus,
-        &format!("{rule}{{namespace=\"{ns}\"}}"),
-        all.len(),
-        Duration::from_secs(90),
-    )
-    .await;
+    let named = prometheus
+        .wait_for(
+            &format!("{rule}{{namespace=\"{ns}\"}}"),
+            all.len(),
+            Duration::from_secs(90),
+        )
+        .await;
     println!("{rule}: {} series for the two pods", named.len());
     let started = Instant::now();
 

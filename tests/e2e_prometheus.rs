@@ -52,24 +52,6 @@ fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker").args(args).output().expect("run docker")
 }
 
-/// Waits until `promql` returns at least `at_least` series.
-async fn wait_for(prometheus: &Prometheus, promql: &str, at_least: usize, limit: Duration) -> Vec<serde_json::Value> {
-    let start = Instant::now();
-    loop {
-        if let Ok(result) = prometheus.query(promql).await
-            && result.len() >= at_least
-        {
-            return result;
-        }
-        assert!(
-            start.elapsed() < limit,
-            "{promql} never returned {at_least} series; Prometheus log:\n{}",
-            prometheus.log()
-        );
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_dashboard_and_rule_expression_returns_data_from_a_real_prometheus() {
     let test = "every_dashboard_and_rule_expression_returns_data_from_a_real_prometheus";
@@ -150,20 +132,22 @@ async fn every_dashboard_and_rule_expression_returns_data_from_a_real_prometheus
     ]);
     let prometheus = Prometheus::start(&[sonde.addr, broken.addr], &rule_files());
 
-    let up = wait_for(&prometheus, "up == 1", 2, Duration::from_secs(60)).await;
+    let up = prometheus.wait_for("up == 1", 2, Duration::from_secs(60)).await;
     println!("up == 1 for {} targets", up.len());
 
     let oom_series = format!("container_oom_events_total{{id=~\".*{}.*\"}}", oom.id);
-    wait_for(
-        &prometheus,
-        &format!("count_over_time({oom_series}[1m]) >= 3"),
-        1,
-        Duration::from_secs(60),
-    )
-    .await;
+    prometheus
+        .wait_for(
+            &format!("count_over_time({oom_series}[1m]) >= 3"),
+            1,
+            Duration::from_secs(60),
+        )
+        .await;
     let killed = docker(&["exec", &oom.id, "awk", "BEGIN { s = \"x\"; while (1) s = s s }"]);
     assert_eq!(killed.status.code(), Some(137), "awk was not OOM-killed: {killed:?}");
-    wait_for(&prometheus, &format!("{oom_series} == 1"), 1, Duration::from_secs(60)).await;
+    prometheus
+        .wait_for(&format!("{oom_series} == 1"), 1, Duration::from_secs(60))
+        .await;
 
     // Every expression; those without data are retried while the workload goes on.
     let block_io = host_accounts_block_io();
@@ -240,13 +224,13 @@ async fn every_dashboard_and_rule_expression_returns_data_from_a_real_prometheus
         );
     }
     for alert in ["SondeContainerOOMKilled", "SondeEBPFEventsLost"] {
-        wait_for(
-            &prometheus,
-            &format!("ALERTS{{alertname=\"{alert}\", alertstate=\"firing\"}}"),
-            1,
-            Duration::from_secs(30),
-        )
-        .await;
+        prometheus
+            .wait_for(
+                &format!("ALERTS{{alertname=\"{alert}\", alertstate=\"firing\"}}"),
+                1,
+                Duration::from_secs(30),
+            )
+            .await;
     }
     for alert in [
         "SondeContainerCPUThrottlingHigh",
@@ -255,13 +239,9 @@ async fn every_dashboard_and_rule_expression_returns_data_from_a_real_prometheus
         "SondeTCPRetransmitRatioHigh",
         "SondeCollectorFailing",
     ] {
-        wait_for(
-            &prometheus,
-            &format!("ALERTS{{alertname=\"{alert}\"}}"),
-            1,
-            Duration::from_secs(30),
-        )
-        .await;
+        prometheus
+            .wait_for(&format!("ALERTS{{alertname=\"{alert}\"}}"), 1, Duration::from_secs(30))
+            .await;
     }
     drop((client, lossy, server));
 }

@@ -101,6 +101,25 @@ impl Prometheus {
         std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
+    /// Waits until `promql` returns at least `at_least` series; fails the test with the
+    /// Prometheus log after `limit`.
+    pub async fn wait_for(&self, promql: &str, at_least: usize, limit: std::time::Duration) -> Vec<serde_json::Value> {
+        let start = std::time::Instant::now();
+        loop {
+            if let Ok(result) = self.query(promql).await
+                && result.len() >= at_least
+            {
+                return result;
+            }
+            assert!(
+                start.elapsed() < limit,
+                "{promql} never returned {at_least} series; Prometheus log:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+    }
+
     /// An instant query through the HTTP API: the result vector, or the API's error.
     pub async fn query(&self, promql: &str) -> Result<Vec<serde_json::Value>, String> {
         self.query_url(format!("{}/api/v1/query?query={}", self.url, percent_encode(promql)))
