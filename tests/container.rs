@@ -252,6 +252,44 @@ async fn check_fake_host(version: &str) {
         value("container_fs_writes_total", DOCKER, &[("device", "/dev/sda")]),
         Some(2.0)
     );
+    // Bytes by operation, from the same files. Seed 1: read 4096, write 8192, discard 512;
+    // v1's sync is the reads and a quarter of the writes. On v2 cAdvisor (runc's library)
+    // maps only rbytes and wbytes, so only Read and Write.
+    let usage: Vec<(String, f64)> = samples_with(&text, "container_blkio_device_usage_total", &[("id", DOCKER)])
+        .iter()
+        .map(|s| (s.series.to_owned(), s.value))
+        .collect();
+    let operations: &[(&str, f64)] = match version {
+        "v2" => &[("Read", 4096.0), ("Write", 8192.0)],
+        _ => &[
+            ("Async", 6656.0),
+            ("Discard", 512.0),
+            ("Read", 4096.0),
+            ("Sync", 6144.0),
+            ("Total", 12_800.0),
+            ("Write", 8192.0),
+        ],
+    };
+    let expected: Vec<(String, f64)> = operations
+        .iter()
+        .map(|(operation, figure)| {
+            let labels = [
+                ("device", "/dev/sda"),
+                ("major", "8"),
+                ("minor", "0"),
+                ("operation", *operation),
+            ];
+            (
+                format!("container_blkio_device_usage_total{}", series(DOCKER, &labels)),
+                *figure,
+            )
+        })
+        .collect();
+    assert_eq!(usage, expected);
+    assert!(
+        text.contains("# HELP container_blkio_device_usage_total Blkio Device bytes usage\n# TYPE container_blkio_device_usage_total counter\n"),
+        "cAdvisor's help and type"
+    );
     assert_eq!(value("container_processes", DOCKER, &[]), Some(1.0));
     assert_eq!(value("container_threads", DOCKER, &[]), Some(1.0));
     assert_eq!(

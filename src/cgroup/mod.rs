@@ -217,7 +217,7 @@ impl CgroupPaths {
 #[cfg(test)]
 mod tests {
     use super::fixture::{FakeCgroup, write_v1, write_v2};
-    use super::parse::{DeviceIo, Pressure};
+    use super::parse::{BlkioOperations, DeviceIo, Pressure};
     use super::stats::{Cfs, Cpu, Memory, MemoryV2};
     use super::*;
 
@@ -323,7 +323,16 @@ mod tests {
                 read_bytes: 3 * 4096,
                 write_bytes: 3 * 8192,
                 reads: 3,
-                writes: 6
+                writes: 6,
+                // Seed 3: discards 1536 bytes; sync is the reads and a quarter of the writes.
+                bytes_by_operation: BlkioOperations([
+                    Some(3 * 6144 + 1536),
+                    Some(1536),
+                    Some(3 * 4096),
+                    Some(3 * 6144),
+                    Some(3 * 12288 + 1536),
+                    Some(3 * 8192),
+                ]),
             }])
         );
         assert_eq!((stats.threads, stats.processes), (Some(2), Some(2)));
@@ -395,6 +404,19 @@ mod tests {
             })
         );
         assert_eq!(stats.oom_events, Some(1));
+        // Bytes by operation on v2: Read and Write only (no dbytes), as cAdvisor.
+        assert_eq!(
+            stats.io,
+            Some(vec![DeviceIo {
+                major: 8,
+                minor: 0,
+                read_bytes: 4096,
+                write_bytes: 8192,
+                reads: 1,
+                writes: 2,
+                bytes_by_operation: BlkioOperations([None, None, Some(4096), None, None, Some(8192)]),
+            }])
+        );
         assert_eq!(
             stats.cpu_pressure,
             Some(Pressure {

@@ -112,6 +112,44 @@ pub struct DeviceIo {
     pub write_bytes: u64,
     pub reads: u64,
     pub writes: u64,
+    /// Bytes by operation, what cAdvisor's `container_blkio_device_usage_total` reports:
+    /// every operation of v1's bytes file; on v2 only Read and Write, the only `io.stat`
+    /// keys runc's library (cAdvisor's) maps to bytes (it skips `dbytes`).
+    pub bytes_by_operation: BlkioOperations,
+}
+
+/// The operations of a v1 blkio file, as the kernel (and cAdvisor's `operation` label)
+/// spells them, in name order so a device's series come out sorted.
+pub const BLKIO_OPERATIONS: [&str; 6] = ["Async", "Discard", "Read", "Sync", "Total", "Write"];
+
+/// One device's figure per blkio operation, by index in [`BLKIO_OPERATIONS`]; `None` for
+/// an operation the file has no line for (older kernels write no Discard).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BlkioOperations(pub [Option<u64>; BLKIO_OPERATIONS.len()]);
+
+impl BlkioOperations {
+    pub fn get(&self, operation: &str) -> Option<u64> {
+        let index = BLKIO_OPERATIONS.iter().position(|o| *o == operation)?;
+        self.0[index]
+    }
+
+    /// Sets an operation's figure; an operation the kernel does not write is an error.
+    pub fn set(&mut self, operation: &str, value: u64) -> Result<(), ParseError> {
+        let index = BLKIO_OPERATIONS
+            .iter()
+            .position(|o| *o == operation)
+            .ok_or_else(|| bad(format!("unknown blkio operation {operation:?}")))?;
+        self.0[index] = Some(value);
+        Ok(())
+    }
+
+    /// The operations present, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        BLKIO_OPERATIONS
+            .iter()
+            .zip(self.0)
+            .filter_map(|(operation, value)| Some((*operation, value?)))
+    }
 }
 
 fn device_number(text: &str) -> Result<(u64, u64), ParseError> {
@@ -121,13 +159,22 @@ fn device_number(text: &str) -> Result<(u64, u64), ParseError> {
     Ok((number(major, "major")?, number(minor, "minor")?))
 }
 
-/// Reads and writes of one device in a v1 blkio file (bytes or operations, by file).
+/// One device's lines in a v1 blkio file (bytes or operations, by file).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReadWrite {
     pub major: u64,
     pub minor: u64,
-    pub read: u64,
-    pub write: u64,
+    pub operations: BlkioOperations,
+}
+
+impl ReadWrite {
+    pub fn read(&self) -> u64 {
+        self.operations.get("Read").unwrap_or(0)
+    }
+
+    pub fn write(&self) -> u64 {
+        self.operations.get("Write").unwrap_or(0)
+    }
 }
 
 /// v1 `blkio.throttle.io_service_bytes_recursive` or `…io_serviced_recursive`: lines
@@ -154,12 +201,7 @@ pub fn v1_blkio(text: &str) -> Result<Vec<ReadWrite>, ParseError> {
                         devices.len() - 1
                     }
                 };
-                match *op {
-                    "Read" => devices[index].read = value,
-                    "Write" => devices[index].write = value,
-                    "Sync" | "Async" | "Discard" | "Total" => {}
-                    _ => return Err(bad(format!("unknown blkio operation {op:?}"))),
-                }
+                devices[index].operations.set(op, value)?;
             }
             _ => return Err(bad(format!("expected \"MAJ:MIN Op value\", got {line:?}"))),
         }
@@ -185,8 +227,14 @@ pub fn v2_io_stat(text: &str) -> Result<Vec<DeviceIo>, ParseError> {
                 .ok_or_else(|| bad(format!("expected key=value, got {field:?}")))?;
             let value = number(value, key)?;
             match key {
-                "rbytes" => io.read_bytes = value,
-                "wbytes" => io.write_bytes = value,
+                "rbytes" => {
+                    io.read_bytes = value;
+                    io.bytes_by_operation.set("Read", value)?;
+                }
+                "wbytes" => {
+                    io.write_bytes = value;
+                    io.bytes_by_operation.set("Write", value)?;
+                }
                 "rios" => io.reads = value,
                 "wios" => io.writes = value,
                 _ => {}
@@ -417,23 +465,35 @@ mod tests {
 
     #[test]
     fn v1_blkio_files() {
-        let bytes = "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 12288\n8:0 Async 0\n8:0 Discard 0\n8:0 Total 12288\n253:1 Read 512\n253:1 Write 0\nTotal 12800\n";
+        // 253:1 as a kernel before Linux 4.19 writes it: no Discard line.
+        let bytes = "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 10240\n8:0 Async 2560\n8:0 Discard 512\n8:0 Total 12800\n253:1 Read 512\n253:1 Write 0\n253:1 Sync 512\n253:1 Async 0\n253:1 Total 512\nTotal 13312\n";
+        let devices = v1_blkio(bytes).expect("parses");
         assert_eq!(
-            v1_blkio(bytes),
-            Ok(vec![
+            devices,
+            vec![
                 ReadWrite {
                     major: 8,
                     minor: 0,
-                    read: 4096,
-                    write: 8192
+                    operations: BlkioOperations([
+                        Some(2560),
+                        Some(512),
+                        Some(4096),
+                        Some(10240),
+                        Some(12800),
+                        Some(8192)
+                    ]),
                 },
                 ReadWrite {
                     major: 253,
                     minor: 1,
-                    read: 512,
-                    write: 0
+                    operations: BlkioOperations([Some(0), None, Some(512), Some(512), Some(512), Some(0)]),
                 },
-            ])
+            ]
+        );
+        assert_eq!((devices[0].read(), devices[0].write()), (4096, 8192));
+        assert_eq!(
+            devices[1].operations.iter().collect::<Vec<_>>(),
+            [("Async", 0), ("Read", 512), ("Sync", 512), ("Total", 512), ("Write", 0)]
         );
         assert_eq!(v1_blkio("Total 0\n"), Ok(vec![]));
         for bad in [
@@ -449,7 +509,7 @@ mod tests {
 
     #[test]
     fn v2_io_stat_file() {
-        let text = "259:0 rbytes=1048576 wbytes=2097152 rios=16 wios=32 dbytes=0 dios=0\n8:16 rbytes=1 wbytes=2 rios=3 wios=4\n";
+        let text = "259:0 rbytes=1048576 wbytes=2097152 rios=16 wios=32 dbytes=4096 dios=1\n8:16 rbytes=1 wbytes=2 rios=3 wios=4\n";
         let devices = v2_io_stat(text).expect("parses");
         assert_eq!(
             devices[0],
@@ -459,10 +519,16 @@ mod tests {
                 read_bytes: 1_048_576,
                 write_bytes: 2_097_152,
                 reads: 16,
-                writes: 32
+                writes: 32,
+                // dbytes is not mapped, as runc's library (cAdvisor's) does not.
+                bytes_by_operation: BlkioOperations([None, None, Some(1_048_576), None, None, Some(2_097_152)]),
             }
         );
         assert_eq!(devices[1].writes, 4);
+        assert_eq!(
+            devices[1].bytes_by_operation.iter().collect::<Vec<_>>(),
+            [("Read", 1), ("Write", 2)]
+        );
         assert_eq!(v2_io_stat(""), Ok(vec![]));
         for bad in ["259:0 rbytes\n", "259 rbytes=1\n", "259:0 rbytes=x\n"] {
             assert!(v2_io_stat(bad).is_err(), "{bad:?}");

@@ -77,29 +77,31 @@ pub(super) fn stats(reader: CgroupFiles<'_>, paths: &CgroupPaths, spec: &Spec) -
     stats
 }
 
-/// Joins the bytes and operations files into one entry per device.
+/// Joins the bytes and operations files into one entry per device. A device only in the
+/// operations file has no bytes by operation, as in cAdvisor (which reports the bytes file).
 fn merge_blkio(bytes: &[parse::ReadWrite], ops: &[parse::ReadWrite]) -> Vec<DeviceIo> {
     let mut devices: Vec<DeviceIo> = bytes
         .iter()
         .map(|b| DeviceIo {
             major: b.major,
             minor: b.minor,
-            read_bytes: b.read,
-            write_bytes: b.write,
+            read_bytes: b.read(),
+            write_bytes: b.write(),
+            bytes_by_operation: b.operations,
             ..DeviceIo::default()
         })
         .collect();
     for op in ops {
         match devices.iter_mut().find(|d| d.major == op.major && d.minor == op.minor) {
             Some(device) => {
-                device.reads = op.read;
-                device.writes = op.write;
+                device.reads = op.read();
+                device.writes = op.write();
             }
             None => devices.push(DeviceIo {
                 major: op.major,
                 minor: op.minor,
-                reads: op.read,
-                writes: op.write,
+                reads: op.read(),
+                writes: op.write(),
                 ..DeviceIo::default()
             }),
         }

@@ -40,6 +40,10 @@ pub struct FakeCgroup {
     pub pids: Vec<u32>,
     /// `(major, minor, read_bytes, write_bytes, reads, writes)`.
     pub io: Vec<(u64, u64, u64, u64, u64, u64)>,
+    /// Discarded bytes and discards of each device in `io`. v1's Sync and Async split each
+    /// file's total as the kernel does (every I/O is one of read, write, discard and one of
+    /// sync, async): sync is the reads and a quarter of the writes.
+    pub io_discard: (u64, u64),
     pub oom_kills: u64,
     /// Whether PSI files exist (v2 only).
     pub pressure: Option<(u64, u64)>,
@@ -76,6 +80,7 @@ impl FakeCgroup {
             memory_limit: seed.is_multiple_of(3).then_some(512 << 20),
             pids: vec![1000 + seed as u32, 2000 + seed as u32],
             io: vec![(8, 0, 4096 * seed, 8192 * seed, seed, 2 * seed)],
+            io_discard: (512 * seed, seed),
             oom_kills: seed % 4,
             pressure: Some((1_500_000 + seed, 500_000 + seed)),
         }
@@ -169,18 +174,23 @@ pub fn write_v1(sysfs: &Path, cgroup: &FakeCgroup) -> io::Result<()> {
 
     let blkio = dir("blkio")?;
     let (mut bytes, mut ops) = (String::new(), String::new());
+    let (db, d) = cgroup.io_discard;
+    let (mut bytes_total, mut ops_total) = (0, 0);
     for (major, minor, rb, wb, r, w) in &cgroup.io {
-        bytes.push_str(&format!(
-            "{major}:{minor} Read {rb}\n{major}:{minor} Write {wb}\n{major}:{minor} Sync 0\n{major}:{minor} Async 0\n{major}:{minor} Discard 0\n{major}:{minor} Total {}\n",
-            rb + wb
-        ));
-        ops.push_str(&format!(
-            "{major}:{minor} Read {r}\n{major}:{minor} Write {w}\n{major}:{minor} Sync 0\n{major}:{minor} Async 0\n{major}:{minor} Discard 0\n{major}:{minor} Total {}\n",
-            r + w
-        ));
+        let line = |text: &mut String, read: u64, write: u64, discard: u64| {
+            let sync = read + write / 4;
+            let total = read + write + discard;
+            text.push_str(&format!(
+                "{major}:{minor} Read {read}\n{major}:{minor} Write {write}\n{major}:{minor} Sync {sync}\n{major}:{minor} Async {}\n{major}:{minor} Discard {discard}\n{major}:{minor} Total {total}\n",
+                total - sync
+            ));
+            total
+        };
+        bytes_total += line(&mut bytes, *rb, *wb, db);
+        ops_total += line(&mut ops, *r, *w, d);
     }
-    bytes.push_str("Total 0\n");
-    ops.push_str("Total 0\n");
+    bytes.push_str(&format!("Total {bytes_total}\n"));
+    ops.push_str(&format!("Total {ops_total}\n"));
     write(&blkio, "blkio.throttle.io_service_bytes_recursive", &bytes)?;
     write(&blkio, "blkio.throttle.io_serviced_recursive", &ops)?;
 
@@ -262,7 +272,8 @@ pub fn write_v2(sysfs: &Path, cgroup: &FakeCgroup) -> io::Result<()> {
         .io
         .iter()
         .map(|(major, minor, rb, wb, r, w)| {
-            format!("{major}:{minor} rbytes={rb} wbytes={wb} rios={r} wios={w} dbytes=0 dios=0\n")
+            let (db, d) = cgroup.io_discard;
+            format!("{major}:{minor} rbytes={rb} wbytes={wb} rios={r} wios={w} dbytes={db} dios={d}\n")
         })
         .collect();
     write(&dir, "io.stat", &io)?;

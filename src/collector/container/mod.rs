@@ -435,6 +435,7 @@ family_kinds!(CounterKind, MetricType::COUNTER,
     FsWritesBytes => ("container_fs_writes_bytes_total", "Cumulative count of bytes written"),
     FsReads => ("container_fs_reads_total", "Cumulative count of reads completed"),
     FsWrites => ("container_fs_writes_total", "Cumulative count of writes completed"),
+    BlkioDeviceUsage => ("container_blkio_device_usage_total", "Blkio Device bytes usage"),
     CpuWaiting => ("container_pressure_cpu_waiting_seconds_total", "Total time duration tasks in the container have waited due to CPU congestion."),
     CpuStalled => ("container_pressure_cpu_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to CPU congestion."),
     MemoryWaiting => ("container_pressure_memory_waiting_seconds_total", "Total time duration tasks in the container have waited due to memory congestion."),
@@ -619,6 +620,16 @@ fn render_stats(out: &mut SampleWriter, stats: &Stats, device_name: &dyn Fn(u64,
         out.counter(CounterKind::FsWritesBytes, &label, io.write_bytes as f64);
         out.counter(CounterKind::FsReads, &label, io.reads as f64);
         out.counter(CounterKind::FsWrites, &label, io.writes as f64);
+        let (major, minor) = (io.major.to_string(), io.minor.to_string());
+        for (operation, value) in io.bytes_by_operation.iter() {
+            let labels = [
+                ("device", device.as_str()),
+                ("major", major.as_str()),
+                ("minor", minor.as_str()),
+                ("operation", operation),
+            ];
+            out.counter(CounterKind::BlkioDeviceUsage, &labels, value as f64);
+        }
     }
     if let Some(processes) = stats.processes {
         out.gauge(GaugeKind::Processes, None, processes as f64);
