@@ -764,6 +764,11 @@ async fn blkio_device_usage_equals_the_kernels_file() {
         }
     }
     println!("{kernel_file} of the direct-I/O cgroup:\n{kernel_text}");
+    // Equal but empty would prove nothing.
+    assert!(
+        !expected.is_empty(),
+        "the kernel counted none of the worker's direct I/O: nothing to compare"
+    );
     assert_eq!(reported, expected);
     if let Some(number) = throttled_disk {
         // With the rule the kernel counts the worker's direct read of 1 MiB on that disk.
