@@ -6,11 +6,11 @@
 //! `live_reads` array and runs the probes' `read_tcp` over it (BPF_PROG_TEST_RUN), which
 //! writes the counts beside each (docs/ARCHITECTURE.md#live-tcp). The list is kept from the
 //! probes' start records (`FLAG_OPENED`, through the batches; the seed's connections too) and
-//! the closes, and read whole from the probes' table (`tcp_conns`) only when it may have missed
-//! one: at the first scrape, and after a loss. Connections older than the probes are in the table once the `seed_tcp` iterator has
-//! run in their network namespace: once per namespace, at the first scrape that finds it (a
-//! TCP iterator walks the sockets of the namespace it is made in, and the kernel's whole
-//! established hash each time).
+//! the closes, and read whole from the probes' table (`tcp_conns`) only when it may have
+//! missed one: at the first scrape, and after a loss. Connections older than the probes are in
+//! the table once the `seed_tcp` iterator has run in their network namespace: once per
+//! namespace, at the first scrape that finds it (a TCP iterator walks the sockets of the
+//! namespace it is made in, and the kernel's whole established hash each time).
 
 use std::collections::{HashMap as StdHashMap, HashSet};
 use std::fs::File;
@@ -274,11 +274,6 @@ impl TcpIterator {
     /// next read takes the whole table.
     pub fn records_lost(&mut self) {
         self.stale = true;
-    }
-
-    /// Live connections sonde knows of.
-    pub fn live_len(&self) -> usize {
-        self.live.len()
     }
 
     /// Every live TCP connection. `namespaces` are the network namespaces that exist (by
