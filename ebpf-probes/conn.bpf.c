@@ -530,8 +530,8 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
  * cookie, flags) and tcp_sock's counters from write_seq to bytes_acked, each in one probe
  * read instead of one per field. A socket's fields lie on cache lines that are cold at a
  * scrape; a read of the span lets the CPU fetch those lines together. Per CPU (too big for
- * the stack). The sizes cover 5.10 to 6.18 with room (spans there: at most 104 and 256 bytes);
- * a kernel whose span is larger is read field by field. */
+ * the stack). The sizes leave room over 6.18's spans (104 and 256 bytes); a kernel whose
+ * span is larger is read field by field. */
 #define COMMON_VIEW 160
 #define TCP_VIEW 448
 struct sk_view {
