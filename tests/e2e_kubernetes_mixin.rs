@@ -935,18 +935,22 @@ async fn check_memory(prometheus: &Prometheus, scene: &Scene, all: &[(&PodNames,
     println!("memory: {} containers compared exactly: {exact:?}", exact.len());
 }
 
-/// Every rule, alert and dashboard expression parses and evaluates (rules healthy); prints
+/// Every rule, alert and dashboard expression parses and evaluates (no rule failing); prints
 /// how many return data.
 async fn count_expressions(prometheus: &Prometheus, scene: &Scene) {
     let dashboards = dashboard_exprs();
     let rules = rule_exprs();
     let loaded = prometheus.rules().await;
     assert_eq!(loaded.len(), rules.len(), "Prometheus loaded every rule and alert");
+    // "err" only: a rule of a group with a long interval (the mixin's apiserver availability
+    // group runs every 3 minutes) may not have run yet, "unknown"; its expression is
+    // evaluated below all the same.
     let unhealthy: Vec<String> = loaded
         .iter()
-        .filter(|r| r["health"] != "ok")
+        .filter(|r| r["health"] == "err")
         .map(|r| format!("{}: {} ({})", r["name"], r["health"], r["lastError"]))
         .collect();
+    let not_run = loaded.iter().filter(|r| r["health"] == "unknown").count();
     let mut counts = BTreeMap::new();
     for (kind, exprs) in [("rules and alerts", rules), ("dashboard queries", dashboards)] {
         let (mut with_data, mut execution_errors) = (0, Vec::new());
@@ -987,7 +991,7 @@ async fn count_expressions(prometheus: &Prometheus, scene: &Scene) {
         counts.insert(kind, with_data);
     }
     println!(
-        "rules Prometheus reports unhealthy: {}{}",
+        "rules Prometheus reports failing: {}{}; not run yet: {not_run}",
         unhealthy.len(),
         unhealthy.iter().map(|e| format!("\n  {e}")).collect::<String>()
     );
