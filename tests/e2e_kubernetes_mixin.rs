@@ -329,20 +329,15 @@ fn kube_state_metrics(scene: &Scene, ips: &BTreeMap<String, String>) -> String {
 
 /// A plain-HTTP server answering every request with `body` as Prometheus text.
 async fn serve_text(body: String) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let task = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             let body = body.clone();
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match stream.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if common::kubelet::read_request_head(&mut stream).await.is_none() {
+                    return;
                 }
                 let answer = format!(
                     "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\

@@ -416,19 +416,27 @@ impl TestKubelet {
     }
 }
 
-async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S, state: &KubeletState) {
+/// An HTTP request's head (request line and headers), read up to its blank line; `None` when
+/// the peer closes first or sends more than 64 KiB of head.
+pub async fn read_request_head<S: tokio::io::AsyncRead + Unpin>(stream: &mut S) -> Option<String> {
     let mut head = Vec::new();
     let mut buf = [0u8; 4096];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
         match stream.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => return None,
             Ok(n) => head.extend_from_slice(&buf[..n]),
         }
         if head.len() > 64 << 10 {
-            return;
+            return None;
         }
     }
-    let head = String::from_utf8_lossy(&head).into_owned();
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
+async fn serve<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut stream: S, state: &KubeletState) {
+    let Some(head) = read_request_head(&mut stream).await else {
+        return;
+    };
     let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
     let authorization = head
         .lines()
