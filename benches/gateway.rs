@@ -23,8 +23,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sonde::collector::connection::series::{LabelPolicy, RemoteMode};
-use sonde::collector::connection::tracker::Tracker;
+use sonde::collector::connection::series::{Direction, LabelPolicy, RemoteMode};
+use sonde::collector::connection::tracker::{Enrichment, Tracker};
 use sonde::ebpf::conn::{AF_INET, ConnKey, ConnStats, DIR_OUTBOUND, FLAG_CONNECTED, IPPROTO_TCP};
 use sonde::gateway::netlink::RouteSocket;
 use sonde::gateway::{GatewayConfig, GatewayLookup};
@@ -302,7 +302,10 @@ fn tracker() -> Tracker {
 /// the first (every connection new) and three more.
 fn scrapes(gateway: Option<Arc<GatewayLookup>>, conns: &[(ConnKey, ConnStats)]) -> (Duration, Duration) {
     let mut tracker = tracker();
-    let route = |key: &ConnKey| gateway.as_ref()?.lookup(key);
+    let route = |key: &ConnKey, _: Direction| Enrichment {
+        via: gateway.as_ref().and_then(|g| g.lookup(key)),
+        nat: None,
+    };
     let start = Instant::now();
     tracker.live_snapshot(conns.iter().copied(), Instant::now(), &route);
     let first = start.elapsed();

@@ -16,6 +16,7 @@ use clap::{Arg, ArgMatches, Command, CommandFactory, FromArgMatches};
 use crate::collector::connection::ConnectionArgs;
 use crate::collector::container::ContainerArgs;
 use crate::collector::{CollectorSettings, CollectorSwitches};
+use crate::conntrack::ConntrackArgs;
 use crate::docker::settings::DockerArgs;
 use crate::gateway::GatewayArgs;
 use crate::kubelet::settings::KubeletArgs;
@@ -98,6 +99,8 @@ struct Cli {
     kubelet: KubeletArgs,
     #[command(flatten)]
     gateway: GatewayArgs,
+    #[command(flatten)]
+    conntrack: ConntrackArgs,
     #[command(flatten)]
     collectors: CollectorSwitches,
 }
@@ -247,6 +250,7 @@ fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
             docker: cli.docker.resolve()?,
             kubelet: cli.kubelet.resolve()?,
             gateway: cli.gateway.resolve()?,
+            conntrack: cli.conntrack.resolve()?,
         },
     })
 }

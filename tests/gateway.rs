@@ -14,12 +14,11 @@ mod common;
 
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::os::unix::fs::MetadataExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use common::netns::{read_one_connection, spawn_in};
+use common::netns::{Namespaces, batch, inode, read_one_connection, spawn_in};
 use common::*;
 use sonde::gateway::{GatewayConfig, GatewayLookup, Via};
 
@@ -36,55 +35,6 @@ fn run(args: &[&str]) {
         "ip {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Runs `ip -n <ns> -batch -` with one command a line.
-fn batch(ns: &str, commands: &str) {
-    let mut child = Command::new("ip")
-        .args(["-n", ns, "-batch", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run ip -batch");
-    child
-        .stdin
-        .take()
-        .expect("piped stdin")
-        .write_all(commands.as_bytes())
-        .expect("write the batch");
-    let out = child.wait_with_output().expect("wait for ip");
-    assert!(
-        out.status.success(),
-        "ip -n {ns} -batch:\n{commands}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Named network namespaces, deleted when dropped.
-struct Namespaces(Vec<String>);
-
-impl Namespaces {
-    fn add(&mut self, name: String) -> String {
-        run(&["netns", "add", &name]);
-        self.0.push(name.clone());
-        name
-    }
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for ns in &self.0 {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-/// The inode that names a namespace to the probes and to the lookup.
-fn inode(ns: &str) -> u32 {
-    std::fs::metadata(format!("/run/netns/{ns}"))
-        .expect("the namespace exists")
-        .ino() as u32
 }
 
 /// The A — R — B topology (with R2 beside R), removed on drop.
@@ -336,8 +286,8 @@ fn connections_through_a_router_carry_its_gateway_interface_and_subnet() {
 }
 
 #[test]
-fn no_gateway_leaves_the_labels_and_families_out() {
-    if !root_or_skip("no_gateway_leaves_the_labels_and_families_out") {
+fn no_gateway_and_no_conntrack_leave_the_labels_and_families_out() {
+    if !root_or_skip("no_gateway_and_no_conntrack_leave_the_labels_and_families_out") {
         return;
     }
     let _one = serialized();
@@ -345,6 +295,7 @@ fn no_gateway_leaves_the_labels_and_families_out() {
         "--no-collector.host",
         "--connection.ephemeral-port-range=1-1",
         "--no-gateway",
+        "--no-conntrack",
     ]);
     // The probes load at the first scrape.
     scrape(&sonde);
@@ -364,6 +315,7 @@ fn no_gateway_leaves_the_labels_and_families_out() {
         "{text}"
     );
     assert!(!text.contains("sonde_gateway_"), "{text}");
+    assert!(!text.contains("sonde_conntrack_"), "{text}");
 }
 
 // ---- the lookup itself, against the kernel ----
@@ -422,8 +374,8 @@ fn routed_direct_and_loopback_answers_and_the_caches_count_them() {
 
 #[test]
 fn known_connections_are_not_looked_up_again() {
-    use sonde::collector::connection::series::{LabelPolicy, RemoteMode};
-    use sonde::collector::connection::tracker::Tracker;
+    use sonde::collector::connection::series::{Direction, LabelPolicy, RemoteMode};
+    use sonde::collector::connection::tracker::{Enrichment, Tracker};
     use sonde::ebpf::conn::{AF_INET, ConnKey, ConnStats, DIR_OUTBOUND, FLAG_CONNECTED, IPPROTO_TCP};
     if !root_or_skip("known_connections_are_not_looked_up_again") {
         return;
@@ -438,7 +390,10 @@ fn known_connections_are_not_looked_up_again() {
         max_series: 1_000,
     });
     // The connection collector's enrichment step: the tracker asks for a new connection's route.
-    let route = |key: &ConnKey| gw.lookup(key);
+    let route = |key: &ConnKey, _: Direction| Enrichment {
+        via: gw.lookup(key),
+        nat: None,
+    };
     // 100 connections from A to B (routed) and 100 from A to R (direct).
     let conns: Vec<(ConnKey, ConnStats)> = (0..200u16)
         .map(|i| {

@@ -21,6 +21,7 @@ use self::container::ContainerConfig;
 pub use self::sources::Sources;
 pub use self::switches::CollectorSwitches;
 use crate::cgroup::CgroupError;
+use crate::conntrack::ConntrackConfig;
 use crate::docker::settings::DockerConfig;
 use crate::ebpf::batch::BatchError;
 use crate::ebpf::live::LiveError;
@@ -158,6 +159,7 @@ pub struct CollectorSettings {
     pub docker: DockerConfig,
     pub kubelet: KubeletConfig,
     pub gateway: GatewayConfig,
+    pub conntrack: ConntrackConfig,
 }
 
 impl CollectorSettings {

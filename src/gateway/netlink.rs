@@ -63,6 +63,7 @@ pub fn errno_name(errno: i32) -> String {
         libc::EHOSTUNREACH => "EHOSTUNREACH",
         libc::ECONNREFUSED => "ECONNREFUSED",
         libc::EOPNOTSUPP => "EOPNOTSUPP",
+        libc::EPROTONOSUPPORT => "EPROTONOSUPPORT",
         _ => return errno.to_string(),
     };
     name.to_owned()

@@ -1,4 +1,5 @@
-//! Network namespaces by inode, and a bounded cache of one rtnetlink socket per namespace.
+//! Network namespaces by inode, and a bounded cache of one netlink socket per namespace
+//! (rtnetlink for the gateway lookup, conntrack for the NAT lookup: [`NetnsSocket`]).
 //!
 //! The probes name a connection's namespace by its inode. sonde finds a path that holds
 //! that namespace (a process's `/proc/<pid>/ns/net`, or a name under `/run/netns`), enters it
@@ -54,31 +55,43 @@ impl NetnsError {
     }
 }
 
+/// A socket that answers for the network namespace it was opened in.
+pub trait NetnsSocket: Sized + Send {
+    /// Opens one in the calling thread's namespace.
+    fn open() -> std::io::Result<Self>;
+}
+
+impl NetnsSocket for RouteSocket {
+    fn open() -> std::io::Result<Self> {
+        RouteSocket::open()
+    }
+}
+
 /// One namespace's socket. Lookups in one namespace take turns on it.
-pub struct Handle {
-    pub socket: Mutex<RouteSocket>,
+pub struct Handle<S = RouteSocket> {
+    pub socket: Mutex<S>,
     last_used: AtomicU64,
 }
 
-impl Handle {
-    pub fn socket(&self) -> MutexGuard<'_, RouteSocket> {
+impl<S> Handle<S> {
+    pub fn socket(&self) -> MutexGuard<'_, S> {
         sync::lock(&self.socket)
     }
 }
 
-pub struct NetnsHandles {
+pub struct NetnsHandles<S = RouteSocket> {
     /// sonde's own namespace (the probes' inode 0 means it too): no `setns` needed.
     own: u32,
     procfs: PathBuf,
     named: PathBuf,
     capacity: usize,
-    handles: Mutex<HashMap<u32, Arc<Handle>>>,
+    handles: Mutex<HashMap<u32, Arc<Handle<S>>>>,
     /// Namespaces that could not be found or entered lately.
     failed: moka::sync::Cache<u32, ()>,
     ticks: AtomicU64,
 }
 
-impl NetnsHandles {
+impl<S: NetnsSocket> NetnsHandles<S> {
     /// `procfs` is where the processes' namespaces are read, `named` the directory of named
     /// namespaces (`/run/netns`); at most `capacity` sockets are kept.
     pub fn new(procfs: &Path, named: &Path, capacity: usize) -> Self {
@@ -96,7 +109,7 @@ impl NetnsHandles {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Arc<Handle>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<u32, Arc<Handle<S>>>> {
         sync::lock(&self.handles)
     }
 
@@ -115,8 +128,13 @@ impl NetnsHandles {
         self.lock().keys().any(|inode| *inode != self.own)
     }
 
+    /// sonde's own namespace's inode.
+    pub fn own(&self) -> u32 {
+        self.own
+    }
+
     /// The socket of namespace `inode`, opened on first use.
-    pub fn get(&self, inode: u32) -> Result<Arc<Handle>, NetnsError> {
+    pub fn get(&self, inode: u32) -> Result<Arc<Handle<S>>, NetnsError> {
         let inode = if inode == 0 { self.own } else { inode };
         let tick = self.ticks.fetch_add(1, Ordering::Relaxed);
         let mut handles = self.lock();
@@ -128,7 +146,7 @@ impl NetnsHandles {
             return Err(NetnsError::Failed(inode));
         }
         let opened = if inode == self.own {
-            RouteSocket::open().map_err(|source| NetnsError::Socket { inode, source })
+            S::open().map_err(|source| NetnsError::Socket { inode, source })
         } else {
             match self.find(inode) {
                 Some(path) => open_in(&path, inode),
@@ -183,7 +201,7 @@ impl NetnsHandles {
 
 /// Opens a socket inside the namespace `path` holds, on a thread of its own that ends
 /// right after: the calling thread stays where it is.
-fn open_in(path: &Path, inode: u32) -> Result<RouteSocket, NetnsError> {
+fn open_in<S: NetnsSocket>(path: &Path, inode: u32) -> Result<S, NetnsError> {
     let enter = |source| NetnsError::Enter {
         inode,
         path: path.to_owned(),
@@ -197,7 +215,7 @@ fn open_in(path: &Path, inode: u32) -> Result<RouteSocket, NetnsError> {
             .name("sonde-netns".into())
             .spawn_scoped(scope, || {
                 netns::enter(&file).map_err(enter)?;
-                RouteSocket::open().map_err(|source| NetnsError::Socket { inode, source })
+                S::open().map_err(|source| NetnsError::Socket { inode, source })
             })
             .map_err(enter)?;
         spawned

@@ -3,7 +3,8 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
-use std::process::Command;
+use std::os::unix::fs::MetadataExt;
+use std::process::{Command, Stdio};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -133,4 +134,53 @@ pub fn read_one_connection(addr: Ipv4Addr, port: std::sync::mpsc::Sender<u16>) -
     let mut got = Vec::new();
     stream.read_to_end(&mut got).expect("read");
     got.len()
+}
+
+/// Runs `ip -n <ns> -batch -` with one command a line.
+pub fn batch(ns: &str, commands: &str) {
+    let mut child = Command::new("ip")
+        .args(["-n", ns, "-batch", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run ip -batch");
+    child
+        .stdin
+        .take()
+        .expect("piped stdin")
+        .write_all(commands.as_bytes())
+        .expect("write the batch");
+    let out = child.wait_with_output().expect("wait for ip");
+    assert!(
+        out.status.success(),
+        "ip -n {ns} -batch:\n{commands}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Named network namespaces, deleted when dropped.
+pub struct Namespaces(pub Vec<String>);
+
+impl Namespaces {
+    pub fn add(&mut self, name: String) -> String {
+        run(&["ip", "netns", "add", &name]);
+        self.0.push(name.clone());
+        name
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// The inode that names a named namespace to the probes and to the lookups.
+pub fn inode(ns: &str) -> u32 {
+    std::fs::metadata(format!("/run/netns/{ns}"))
+        .expect("the namespace exists")
+        .ino() as u32
 }

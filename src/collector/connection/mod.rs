@@ -4,8 +4,10 @@
 //! Each scrape, in [`LoadedProbes::collect`]: **drain** — take the full batches the ring buffer
 //! announced, every CPU's partial batch (`BatchReader::read_all`), the live TCP connections
 //! (the probes' iterator, in every network namespace) and the live UDP sockets;
-//! **enrich** — each connection the tracker has not seen yet gets the gateway, interface and
-//! subnet it leaves its network namespace through ([`LoadedProbes::route`], `crate::gateway`);
+//! **enrich** — each connection the tracker has not seen yet gets, if outbound, the backend
+//! NAT sent it to (`crate::conntrack`), and the gateway, interface and subnet it leaves its
+//! network namespace through towards that destination ([`LoadedProbes::route`],
+//! `crate::gateway`);
 //! **series** — totals of closed connections plus values of live ones become families.
 //! When the probes cannot load (no privileges, no BTF, missing hooks) every collection fails
 //! with the reason, and the rest of sonde is unaffected.
@@ -22,10 +24,11 @@ use aya::maps::{MapData, PerCpuArray, RingBuf};
 use futures::future::BoxFuture;
 use prometheus::proto::MetricFamily;
 
-use self::series::LabelPolicy;
+use self::series::{Direction, LabelPolicy};
 pub use self::settings::{ConnectionArgs, ConnectionConfig};
-use self::tracker::Tracker;
+use self::tracker::{Enrichment, Tracker};
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
+use crate::conntrack::ConntrackLookup;
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
 use crate::ebpf::conn::{
     Batch, ClosedConn, ConnKey, FLAG_OPENED, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
@@ -34,7 +37,7 @@ use crate::ebpf::conn::{
 use crate::ebpf::live::{TcpIterator, UdpTable};
 use crate::ebpf::loader::{self, MapBatches, Program};
 use crate::exposition::family::{self, FamilyBuilder};
-use crate::gateway::{GatewayLookup, Via};
+use crate::gateway::GatewayLookup;
 use crate::identity::cgroup_ids::{CgroupNames, InodePaths, SourceNames};
 use crate::{netns, sync};
 
@@ -56,6 +59,7 @@ struct ProbesOnDemand {
     namespaces: Namespaces,
     names: Arc<dyn CgroupNames>,
     gateway: Option<Arc<GatewayLookup>>,
+    conntrack: Option<Arc<ConntrackLookup>>,
     loaded: OnceLock<Result<Arc<LoadedProbes>, Arc<loader::LoadError>>>,
 }
 
@@ -68,7 +72,10 @@ impl ProbesOnDemand {
                     &self.sysfs,
                     self.namespaces.clone(),
                     self.names.clone(),
-                    self.gateway.clone(),
+                    Enrichers {
+                        gateway: self.gateway.clone(),
+                        conntrack: self.conntrack.clone(),
+                    },
                 )
                 .map(Arc::new);
                 if let Ok(probes) = &probes {
@@ -82,6 +89,12 @@ impl ProbesOnDemand {
             .clone()
             .map_err(CollectError::Probes)
     }
+}
+
+/// The lookups of the enrichment step.
+struct Enrichers {
+    gateway: Option<Arc<GatewayLookup>>,
+    conntrack: Option<Arc<ConntrackLookup>>,
 }
 
 /// Where network namespaces are found.
@@ -101,6 +114,8 @@ struct LoadedProbes {
     names: Arc<dyn CgroupNames>,
     /// Labels connections with their gateway (`--no-gateway`: none).
     gateway: Option<Arc<GatewayLookup>>,
+    /// Finds the backend of NATed connections (`--no-conntrack`: none).
+    conntrack: Option<Arc<ConntrackLookup>>,
     udp_idle: Duration,
     /// Keeps the programs attached for the collector's life.
     _ebpf: Mutex<aya::Ebpf>,
@@ -145,6 +160,13 @@ impl ConnectionCollector {
                         &config.paths.rootfs.join("run/netns"),
                     ))
                 }),
+                conntrack: config.conntrack.enabled.then(|| {
+                    Arc::new(ConntrackLookup::new(
+                        &config.conntrack,
+                        &config.paths.procfs,
+                        &config.paths.rootfs.join("run/netns"),
+                    ))
+                }),
                 loaded: OnceLock::new(),
             }),
         }
@@ -167,7 +189,7 @@ impl LoadedProbes {
         sysfs: &Path,
         namespaces: Namespaces,
         names: Arc<dyn CgroupNames>,
-        gateway: Option<Arc<GatewayLookup>>,
+        enrichers: Enrichers,
     ) -> Result<Self, loader::LoadError> {
         let probes = loader::load_with(&loader::Options::under_sysfs(config.max_live, sysfs))?;
         let attached: Vec<String> = probes
@@ -206,7 +228,8 @@ impl LoadedProbes {
             namespaces,
             attached: probes.attached,
             names,
-            gateway,
+            gateway: enrichers.gateway,
+            conntrack: enrichers.conntrack,
             udp_idle: config.udp_idle,
             _ebpf: Mutex::new(probes.ebpf),
         })
@@ -236,7 +259,9 @@ impl LoadedProbes {
     fn take(&self, state: &mut TrackingState, record: &ClosedConn) {
         state.tcp.record(record);
         if record.stats.flags & FLAG_OPENED == 0 {
-            state.tracker.closed(record, &|key| self.route(key));
+            state
+                .tracker
+                .closed(record, &|key, direction| self.route(key, direction));
         }
     }
 
@@ -255,11 +280,21 @@ impl LoadedProbes {
         lost
     }
 
-    /// Scrape step 2, gateway enrichment: where a connection leaves its network namespace
-    /// (gateway, interface, subnet), asked by the tracker once per connection, when it first
-    /// sees it. `None` with `--no-gateway` or for a connection that is not routed.
-    fn route(&self, key: &ConnKey) -> Option<Arc<Via>> {
-        self.gateway.as_ref()?.lookup(key)
+    /// Scrape step 2, enrichment, asked by the tracker once per connection, when it first
+    /// sees it: for an outbound connection, the backend NAT sent it to (conntrack); then
+    /// where it leaves its network namespace (gateway, interface, subnet) towards the
+    /// destination it actually has, the translated one if NATed. Inbound connections need
+    /// no NAT lookup: their socket already holds the translated (local) address.
+    fn route(&self, key: &ConnKey, direction: Direction) -> Enrichment {
+        let nat = match (&self.conntrack, direction) {
+            (Some(conntrack), Direction::Outbound) => conntrack.lookup(key),
+            _ => None,
+        };
+        let via = self.gateway.as_ref().and_then(|gateway| match &nat {
+            Some(nat) => gateway.lookup_with_ips(key.local_addr()?, nat.backend.ip(), key.netns),
+            None => gateway.lookup(key),
+        });
+        Enrichment { via, nat }
     }
 
     /// Drains the ring buffer every [`RING_DRAIN_EVERY`] until the probes are dropped.
@@ -318,9 +353,13 @@ impl LoadedProbes {
         let read_live_done = Instant::now();
         state
             .tracker
-            .live_snapshot(live, Instant::now(), &|key| self.route(key));
+            .live_snapshot(live, Instant::now(), &|key, direction| self.route(key, direction));
+        // The enrichment's caches: namespaces that went away.
         if let Some(gateway) = &self.gateway {
-            gateway.maintain(); // the enrichment's caches: namespaces that went away
+            gateway.maintain();
+        }
+        if let Some(conntrack) = &self.conntrack {
+            conntrack.maintain();
         }
         let tracked = Instant::now();
 
@@ -356,7 +395,9 @@ impl LoadedProbes {
                 match state.udp.remove_if_unchanged(socket, &entry) {
                     Ok(true) => {
                         state.udp_idle_closed += 1;
-                        state.tracker.closed(&entry, &|key| self.route(key));
+                        state
+                            .tracker
+                            .closed(&entry, &|key, direction| self.route(key, direction));
                         continue;
                     }
                     // A datagram came meanwhile: still live.
@@ -410,6 +451,10 @@ impl LoadedProbes {
                 ("port", port.as_str()),
                 ("remote", key.remote.as_str()),
             ];
+            // Every series has the service label while the NAT lookup is on (empty: not NATed).
+            if self.conntrack.is_some() {
+                labels.push(("service", key.service.as_str()));
+            }
             // Every series has the gateway labels while the lookup is on (empty: direct).
             if self.gateway.is_some() {
                 let via = key.via.as_deref();
@@ -543,6 +588,9 @@ impl LoadedProbes {
         .collect();
         if let Some(gateway) = &self.gateway {
             families.extend(gateway.families());
+        }
+        if let Some(conntrack) = &self.conntrack {
+            families.extend(conntrack.families());
         }
         families
     }

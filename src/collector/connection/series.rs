@@ -1,10 +1,11 @@
 //! What a connection is counted under: the series key and the label policy (server port,
 //! remote address, cap on series).
 
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::sync::Arc;
 
+use crate::conntrack::{self, Nat};
 use crate::ebpf::conn::{ConnKey, ConnStats, DIR_INBOUND, DIR_OUTBOUND};
 use crate::gateway::Via;
 
@@ -79,6 +80,9 @@ pub struct SeriesKey {
     /// The server side's port; `None` when ephemeral (or folded).
     pub port: Option<u16>,
     pub remote: String,
+    /// The `address:port` the client dialed when NAT changed the destination (`remote` and
+    /// `port` are then the backend reached); empty otherwise.
+    pub service: String,
     /// The gateway the connection leaves through (`gateway`, `interface`, `subnet` labels);
     /// `None` when direct or when the lookup is off.
     pub via: Option<Arc<Via>>,
@@ -93,6 +97,7 @@ impl SeriesKey {
             direction: None,
             port: None,
             remote: "overflow".into(),
+            service: String::new(),
             via: None,
         }
     }
@@ -123,8 +128,28 @@ impl LabelPolicy {
             direction: Some(direction),
             port: (!self.ephemeral_ports.contains(&server_port)).then_some(server_port),
             remote: key.remote_addr().map(|a| self.remote_label(a)).unwrap_or_default(),
+            service: String::new(),
             via: None,
         }
+    }
+
+    /// A connection NAT sent elsewhere: `remote` and `port` become the backend reached, and
+    /// `service` the address dialed, shaped as `remote` is (empty when `remote` would be).
+    pub fn translate(&self, series: &mut SeriesKey, nat: &Nat) {
+        series.remote = self.remote_label(nat.backend.ip());
+        if series.direction == Some(Direction::Outbound) {
+            let port = nat.backend.port();
+            series.port = (!self.ephemeral_ports.contains(&port)).then_some(port);
+        }
+        series.service = self.service_label(nat.dialed);
+    }
+
+    fn service_label(&self, dialed: SocketAddr) -> String {
+        let address = self.remote_label(dialed.ip());
+        if address.is_empty() {
+            return address;
+        }
+        conntrack::address_port(&address, dialed.port(), dialed.ip())
     }
 
     /// For connections whose start the probes did not see (and UDP): the side on an
@@ -229,5 +254,44 @@ mod tests {
         assert!("cidr".parse::<RemoteMode>().is_err());
         assert_eq!(parse_port_range("1024-2048"), Ok(1024..=2048));
         assert!(parse_port_range("9-1").is_err());
+    }
+
+    #[test]
+    fn a_translated_connection_shows_the_backend_and_the_dialed_service() {
+        let out = ConnStats {
+            direction: DIR_OUTBOUND,
+            ..ConnStats::default()
+        };
+        let k = key(40000, 80, [198, 18, 9, 9]);
+        let nat = Nat {
+            backend: "198.18.4.2:8080".parse().expect("address"),
+            dialed: "198.18.9.9:80".parse().expect("address"),
+        };
+        let shaped = |mode| {
+            let p = policy(mode);
+            let mut s = p.series(&k, &out);
+            p.translate(&mut s, &nat);
+            (s.remote, s.port, s.service)
+        };
+        assert_eq!(
+            shaped(RemoteMode::Ip),
+            ("198.18.4.2".into(), Some(8080), "198.18.9.9:80".into())
+        );
+        assert_eq!(
+            shaped(RemoteMode::Prefix(24)),
+            ("198.18.4.0/24".into(), Some(8080), "198.18.9.0/24:80".into())
+        );
+        assert_eq!(shaped(RemoteMode::None), (String::new(), Some(8080), String::new()));
+        // A backend on an ephemeral port has no port label, as any server there.
+        let p = policy(RemoteMode::Ip);
+        let mut s = p.series(&k, &out);
+        p.translate(
+            &mut s,
+            &Nat {
+                backend: "198.18.4.2:40001".parse().expect("address"),
+                ..nat
+            },
+        );
+        assert_eq!(s.port, None);
     }
 }

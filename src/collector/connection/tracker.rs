@@ -14,18 +14,28 @@ use std::time::{Duration, Instant};
 
 use foldhash::fast::RandomState;
 
-use super::series::{LabelPolicy, SeriesKey};
+use super::series::{Direction, LabelPolicy, SeriesKey};
+use crate::conntrack::Nat;
 use crate::ebpf::conn::{ClosedConn, ConnKey, ConnStats, FLAG_CONNECT_FAILED, FLAG_CONNECTED, IPPROTO_TCP};
 use crate::gateway::Via;
 
-/// Where a connection leaves its network namespace: the gateway enrichment of its series,
-/// asked once per connection, when the tracker first sees it (so scrapes of known
-/// connections cost no lookup). [`no_route`] when connections are not enriched.
-pub type Route<'a> = &'a dyn Fn(&ConnKey) -> Option<Arc<Via>>;
+/// What the enrichment step learns of a new connection.
+#[derive(Debug, Clone, Default)]
+pub struct Enrichment {
+    /// Where it leaves its network namespace (of the translated destination, if NATed).
+    pub via: Option<Arc<Via>>,
+    /// The backend it reached, when NAT changed the destination it dialed.
+    pub nat: Option<Arc<Nat>>,
+}
+
+/// The enrichment of a connection's series (gateway, NAT), asked once per connection, when
+/// the tracker first sees it (so scrapes of known connections cost no lookup), with the
+/// direction the label policy gave it. [`no_route`] when connections are not enriched.
+pub type Route<'a> = &'a dyn Fn(&ConnKey, Direction) -> Enrichment;
 
 /// The [`Route`] of connections that are not enriched.
-pub fn no_route(_: &ConnKey) -> Option<Arc<Via>> {
-    None
+pub fn no_route(_: &ConnKey, _: Direction) -> Enrichment {
+    Enrichment::default()
 }
 
 /// Upper bounds (seconds) of the RTT histogram's buckets.
@@ -181,7 +191,11 @@ impl Tracker {
     /// The series of a connection not seen before, after the cap.
     fn assign(&mut self, key: &ConnKey, stats: &ConnStats, route: Route<'_>) -> usize {
         let mut series = self.policy.series(key, stats);
-        series.via = route(key);
+        let found = route(key, series.direction.unwrap_or(Direction::Outbound));
+        if let Some(nat) = &found.nat {
+            self.policy.translate(&mut series, nat);
+        }
+        series.via = found.via;
         if let Some(&i) = self.index.get(&series) {
             return i;
         }
