@@ -551,6 +551,29 @@ mod tests {
     }
 
     #[test]
+    fn conntrack_flags() {
+        use crate::conntrack::ConntrackConfig;
+        assert_eq!(Config::defaults().collectors.conntrack, ConntrackConfig::default());
+        let c = from_args(args(&[
+            "--conntrack.cache-ttl=30s",
+            "--conntrack.cache-size=10",
+            "--no-conntrack",
+        ]))
+        .expect("parses");
+        assert_eq!(
+            c.collectors.conntrack,
+            ConntrackConfig {
+                enabled: false,
+                cache_ttl: Duration::from_secs(30),
+                cache_size: 10,
+            }
+        );
+        for bad in ["--conntrack.cache-ttl=0s", "--conntrack.cache-size=0"] {
+            assert!(from_args(args(&[bad])).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn environment_names_follow_the_flags() {
         assert_eq!(env_name("web.listen-address"), "SONDE_WEB_LISTEN_ADDRESS");
         assert_eq!(env_name("collector.host"), "SONDE_COLLECTOR_HOST");
