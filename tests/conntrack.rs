@@ -535,11 +535,15 @@ fn two_thousand_short_connections_through_dnat_are_resolved_while_scraping() {
     };
     let server = topology.serve(CONNECTIONS);
     let started = Instant::now();
-    // Half through each rule, alternating.
+    // Half through each rule, alternating; in bursts of 100 a scrape interval apart, so
+    // scrapes fall between and during them.
     let vips: Vec<(Ipv4Addr, usize)> = (0..CONNECTIONS)
         .map(|i| (if i % 2 == 0 { OUTPUT_VIP } else { HOST_VIP }, 10))
         .collect();
-    topology.dial(vips);
+    for burst in vips.chunks(100) {
+        topology.dial(burst.to_vec());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let took = started.elapsed();
     assert_eq!(server.join().expect("backend").iter().sum::<usize>(), CONNECTIONS * 10);
     let ours = |text: &str| {
