@@ -119,20 +119,23 @@ impl Natted {
     fn open(ns: &str, count: usize) -> Natted {
         let tuples = spawn_in(ns, move || {
             let listener = TcpListener::bind((LOCAL, BACKEND_PORT)).expect("bind");
-            (0..count)
-                .map(|_| {
-                    let mut client = TcpStream::connect((VIP, 80)).expect("connect");
-                    let (mut server, _) = listener.accept().expect("accept");
-                    client.write_all(b"x").expect("send");
-                    let mut byte = [0u8];
-                    server.read_exact(&mut byte).expect("receive");
-                    FiveTuple {
-                        protocol: IPPROTO_TCP,
-                        src: client.local_addr().expect("local address"),
-                        dst: SocketAddr::from((VIP, 80)),
-                    }
-                })
-                .collect()
+            // Connections over a local route may reuse a port in TIME_WAIT (tcp_tw_reuse's
+            // default): the newer connection's entry replaces the older's, so tuples are
+            // counted distinct.
+            let mut tuples = std::collections::HashSet::with_capacity(count);
+            while tuples.len() < count {
+                let mut client = TcpStream::connect((VIP, 80)).expect("connect");
+                let (mut server, _) = listener.accept().expect("accept");
+                client.write_all(b"x").expect("send");
+                let mut byte = [0u8];
+                server.read_exact(&mut byte).expect("receive");
+                tuples.insert(FiveTuple {
+                    protocol: IPPROTO_TCP,
+                    src: client.local_addr().expect("local address"),
+                    dst: SocketAddr::from((VIP, 80)),
+                });
+            }
+            tuples.into_iter().collect()
         })
         .join()
         .expect("the connections");
