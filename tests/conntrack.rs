@@ -120,6 +120,48 @@ impl Drop for HostRules {
     }
 }
 
+/// The host's chains of a run that was killed (its drop guards never ran): `SONDE-<pid>-…`
+/// of a process that no longer exists, with the jumps to them.
+fn remove_rules_of_dead_runs() {
+    for table in ["nat", "filter"] {
+        let Ok(out) = Command::new("iptables").args(["-w", "5", "-t", table, "-S"]).output() else {
+            continue;
+        };
+        let rules = String::from_utf8_lossy(&out.stdout).into_owned();
+        let dead: Vec<&str> = rules
+            .lines()
+            .filter_map(|l| l.strip_prefix("-N "))
+            .filter(|chain| {
+                chain
+                    .strip_prefix("SONDE-")
+                    .and_then(|rest| rest.split('-').next())
+                    .and_then(|pid| pid.parse::<u32>().ok())
+                    .is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            })
+            .collect();
+        for chain in &dead {
+            for jump in rules
+                .lines()
+                .filter(|l| l.starts_with("-A ") && l.ends_with(&format!("-j {chain}")))
+            {
+                let spec: Vec<&str> = jump.split_whitespace().skip(1).collect();
+                let _ = Command::new("iptables")
+                    .args(["-w", "5", "-t", table, "-D"])
+                    .args(&spec)
+                    .status();
+            }
+        }
+        for chain in &dead {
+            let _ = Command::new("iptables")
+                .args(["-w", "5", "-t", table, "-F", chain])
+                .status();
+            let _ = Command::new("iptables")
+                .args(["-w", "5", "-t", table, "-X", chain])
+                .status();
+        }
+    }
+}
+
 /// Links made in the host's namespace, deleted on drop (deleting the namespace of their
 /// peer removes them too; this is for a failure before that).
 struct HostLinks(Vec<String>);
@@ -155,11 +197,8 @@ impl Topology {
         let [a, b] = ["a", "b"].map(|tag| namespaces.add(format!("{base}-{tag}")));
         // Host-side veth names: at most 15 bytes, unique per process and build.
         static BUILDS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let tag = format!(
-            "{}{}",
-            std::process::id() % 1_000_000,
-            BUILDS.fetch_add(1, Ordering::Relaxed) % 100
-        );
+        let (pid, build) = (std::process::id(), BUILDS.fetch_add(1, Ordering::Relaxed) % 100);
+        let tag = format!("{}{build}", pid % 1_000_000);
         let (ha, hb) = (format!("sna{tag}"), format!("snb{tag}"));
         let mut links = HostLinks(Vec::new());
         for (host, peer, ns) in [(&ha, "a0", &a), (&hb, "b0", &b)] {
@@ -215,7 +254,8 @@ impl Topology {
             jumps: Vec::new(),
             chains: Vec::new(),
         };
-        let unique = format!("SONDE-{tag}");
+        remove_rules_of_dead_runs();
+        let unique = format!("SONDE-{pid}-{build}");
         let nat = rules.chain("nat", format!("{unique}-NAT"));
         iptables(
             None,
