@@ -11,7 +11,11 @@
 //! (c) the enrichment step of a scrape with 50,000 live connections of which 10,000 are
 //!     NATed (real connections, closed: their entries stay for TIME_WAIT, whose conntrack
 //!     timeout the benchmark raises to 10 minutes in its own namespace), conntrack off and on,
-//!     at the first scrape (every connection new: one lookup each) and at later ones (none).
+//!     at the first scrape (every connection new: one lookup each) and at later ones (none);
+//! (d) scrapes of the real binary, `--no-conntrack` and with conntrack, side by side, with
+//!     50,000 live sockets held by child processes in the namespace (both ends of 25,000
+//!     connections, 10,000 of them dialed to a service address and DNATed): the first scrape
+//!     that sees them (every outbound one looked up) and later ones.
 //!
 //! Run by `cargo test` (no `--bench` argument) it does one small round of each, as a smoke
 //! test. Without root it says so and exits (under CI=true it fails). The machine is shared:
@@ -42,6 +46,8 @@ struct Sizes {
     samples: usize,
     connections: usize,
     natted: usize,
+    /// (d): rounds of the two variants, each with holders of its own.
+    scrape_rounds: usize,
 }
 
 fn main() {
@@ -55,6 +61,10 @@ fn main() {
         println!("skipped: the conntrack benchmark needs root (CAP_NET_ADMIN for conntrack, CAP_SYS_ADMIN for setns)");
         return;
     }
+    if let Ok(spec) = std::env::var("SONDE_BENCH_HOLD") {
+        hold(&spec);
+        return;
+    }
     common::require_tool("ip");
     common::require_tool("iptables");
     let sizes = if benchmarking {
@@ -63,6 +73,7 @@ fn main() {
             samples: 2_001,
             connections: 50_000,
             natted: 10_000,
+            scrape_rounds: 2,
         }
     } else {
         Sizes {
@@ -70,6 +81,7 @@ fn main() {
             samples: 51,
             connections: 1_000,
             natted: 200,
+            scrape_rounds: 1,
         }
     };
     let mut namespaces = Namespaces(Vec::new());
@@ -79,13 +91,25 @@ fn main() {
         "link set lo up\nlink add d0 type veth peer name d1\naddr add 198.18.30.2/24 dev d0\nlink set d0 up\n\
          link set d1 up\nroute add 198.18.31.0/24 dev d0\nroute add 198.18.32.0/24 dev d0\n",
     );
-    let out = Command::new("ip")
-        .args(["netns", "exec", &ns, "iptables", "-w", "5", "-t", "nat", "-A", "OUTPUT"])
-        .args(["-d", "198.18.31.9/32", "-p", "tcp", "--dport", "80", "-j", "DNAT"])
-        .args(["--to-destination", "198.18.30.2:8080"])
-        .output()
-        .expect("run iptables");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Port 80 for (a)-(c); 100 + i for holder i of (d), each to a listener of its own.
+    for (port, to) in std::iter::once((80, BACKEND_PORT)).chain((0..HOLDERS).map(|i| (100 + i, HOLD_PORT + i))) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &ns, "iptables", "-w", "5", "-t", "nat", "-A", "OUTPUT"])
+            .args([
+                "-d",
+                "198.18.31.9/32",
+                "-p",
+                "tcp",
+                "--dport",
+                &port.to_string(),
+                "-j",
+                "DNAT",
+            ])
+            .args(["--to-destination", &format!("198.18.30.2:{to}")])
+            .output()
+            .expect("run iptables");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
     // The entries of closed connections stay for TIME_WAIT: 10 minutes in this namespace, so
     // the benchmark cannot outlast them (the sysctl is the namespace's own).
     spawn_in(&ns, || {
@@ -106,6 +130,7 @@ fn main() {
     lookups(&sizes, netns, &natted);
     enrichment_per_scrape(&sizes, netns, &natted);
     drop(natted);
+    scrapes_of_the_binary(&sizes, &ns);
     drop(namespaces);
 }
 
@@ -356,5 +381,159 @@ fn enrichment_per_scrape(sizes: &Sizes, netns: u32, natted: &Natted) {
             ms(sample[sample.len() - 1]),
             ms(m) - ms(base)
         );
+    }
+}
+
+/// (d): child processes hold the sockets (one process cannot hold 50,000 under this
+/// machine's 20,000 descriptor limit), at most 12,500 each.
+const HOLDERS: u16 = 4;
+const HOLD_PORT: u16 = 8100;
+
+/// Child-process mode (`SONDE_BENCH_HOLD=<ns>,<index>,<pairs>,<natted>`): enters the
+/// namespace, opens `pairs` connections (both ends), the first `natted` dialed to the service
+/// address (its port for this holder, DNATed to this holder's listener), and holds them until
+/// standard input closes.
+fn hold(spec: &str) {
+    let parts: Vec<&str> = spec.split(',').collect();
+    let [ns, index, pairs, natted] = parts[..] else {
+        panic!("SONDE_BENCH_HOLD={spec:?}");
+    };
+    let number = |s: &str| s.parse::<u16>().expect("a number");
+    let (index, pairs, natted) = (number(index), number(pairs), number(natted));
+    common::raise_fd_limit();
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open the namespace");
+    // SAFETY: a valid namespace fd; this process has one thread here.
+    assert_eq!(unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) }, 0);
+    let nat_listener = TcpListener::bind((LOCAL, HOLD_PORT + index)).expect("bind");
+    let direct_listener = TcpListener::bind((LOCAL, 0)).expect("bind");
+    let direct = direct_listener.local_addr().expect("address");
+    let mut sockets = Vec::with_capacity(2 * usize::from(pairs));
+    for i in 0..pairs {
+        let (client, listener) = if i < natted {
+            (TcpStream::connect((VIP, 100 + index)), &nat_listener)
+        } else {
+            (TcpStream::connect(direct), &direct_listener)
+        };
+        sockets.push(client.expect("connect"));
+        sockets.push(listener.accept().expect("accept").0);
+    }
+    println!("ready {}", sockets.len());
+    std::io::stdout().flush().expect("flush");
+    let mut rest = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut rest);
+}
+
+/// The holders of one round; killed when dropped.
+struct Holders(Vec<std::process::Child>);
+
+impl Holders {
+    fn start(ns: &str, pairs: usize, natted: usize) -> Holders {
+        use std::io::BufRead;
+        let exe = std::env::current_exe().expect("own path");
+        let per = pairs.div_ceil(usize::from(HOLDERS));
+        let mut holders = Holders(Vec::new());
+        let (mut left, mut nat_left) = (pairs, natted);
+        for index in 0..HOLDERS {
+            let here = left.min(per);
+            let nat_here = nat_left.min(here);
+            left -= here;
+            nat_left -= nat_here;
+            let mut child = Command::new(&exe)
+                .env("SONDE_BENCH_HOLD", format!("{ns},{index},{here},{nat_here}"))
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .expect("start a holder");
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.take().expect("stdout"))
+                .read_line(&mut line)
+                .expect("the holder says ready");
+            holders.0.push(child);
+            assert_eq!(line.trim(), format!("ready {}", 2 * here), "holder {index}");
+        }
+        holders
+    }
+}
+
+impl Drop for Holders {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn timed_scrape(sonde: &common::Sonde) -> (Duration, String) {
+    let start = Instant::now();
+    let text = common::scrape(sonde);
+    (start.elapsed(), text)
+}
+
+fn scrapes_of_the_binary(sizes: &Sizes, ns: &str) {
+    let pairs = sizes.connections / 2;
+    let natted = sizes.natted;
+    let mut rows: Vec<(&str, Vec<Duration>, Vec<Duration>)> = vec![
+        ("--no-conntrack", Vec::new(), Vec::new()),
+        ("conntrack on", Vec::new(), Vec::new()),
+    ];
+    for _ in 0..sizes.scrape_rounds {
+        // Side by side: one of each variant a round.
+        for (variant, firsts, laters) in rows.iter_mut() {
+            let mut args = vec!["--no-collector.host", "--connection.max-series=100000"];
+            if *variant == "--no-conntrack" {
+                args.push("--no-conntrack");
+            }
+            let sonde = common::Sonde::start(&args);
+            // The probes load at the first collection, before the connections exist.
+            common::scrape(&sonde);
+            let holders = Holders::start(ns, pairs, natted);
+            let (first, text) = timed_scrape(&sonde);
+            firsts.push(first);
+            let live = common::sample_value(&text, "sonde_connection_live_entries").unwrap_or(0.0);
+            assert!(
+                live >= (2 * pairs) as f64,
+                "{live} live entries for {} sockets",
+                2 * pairs
+            );
+            let translated: f64 =
+                common::samples_containing(&text, "sonde_tcp_active_connections", &["service=\"198.18.31.9:"])
+                    .iter()
+                    .map(|s| s.value)
+                    .sum();
+            let expected = if *variant == "--no-conntrack" { 0 } else { natted };
+            assert_eq!(
+                translated, expected as f64,
+                "{variant}: active connections with a service label"
+            );
+            for _ in 0..5 {
+                laters.push(timed_scrape(&sonde).0);
+            }
+            drop(holders);
+        }
+    }
+    println!(
+        "\n(d) scrapes of the real binary, {} live sockets (both ends of {pairs} connections, {natted} of them DNATed), \
+         {} rounds of each variant side by side: the first scrape that sees them, then 5 later ones a round",
+        2 * pairs,
+        sizes.scrape_rounds
+    );
+    println!(
+        "{:<40} {:>10} {:>10} {:>10} {:>10}",
+        "variant", "median ms", "p99 ms", "min ms", "max ms"
+    );
+    for (variant, firsts, laters) in rows.iter_mut() {
+        for (what, sample) in [("first scrape", firsts), ("later scrapes", laters)] {
+            sample.sort();
+            let (median, p99, min, max) = spread(sample);
+            println!(
+                "{:<40} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+                format!("{variant}, {what}"),
+                ms(median),
+                ms(p99),
+                ms(min),
+                ms(max)
+            );
+        }
     }
 }
