@@ -1,0 +1,264 @@
+//! Connection bounds on the real binary, over loopback: clients that never finish their
+//! request headers (a slowloris) neither lock out a normal scrape nor keep their descriptors
+//! past `--web.read-header-timeout`; 20,000 of them cannot take sonde's last descriptor;
+//! SIGTERM with such a client connected ends within `--web.shutdown-timeout`; and a port in
+//! use is reported with its OS error once.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::web::*;
+use common::*;
+
+const HOST_ONLY: &[&str] = &["--no-collector.container", "--no-collector.connection", "--no-docker"];
+
+/// A request head that never ends: no blank line.
+const PARTIAL_HEAD: &[u8] = b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ";
+
+fn scrape_status(addr: SocketAddr) -> (u16, Duration) {
+    let start = Instant::now();
+    let answer = plain_get(addr, "/metrics", None).expect("an answer");
+    (answer.status, start.elapsed())
+}
+
+/// Waits up to `limit` for `check` to hold, polling every 50 ms; returns the time it took.
+fn within(limit: Duration, mut check: impl FnMut() -> bool) -> Option<Duration> {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check() {
+            return Some(start.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+/// Whether the server closed this client: a read sees the end (or a reset).
+fn closed_by_server(stream: &mut TcpStream) -> bool {
+    let mut byte = [0u8; 1];
+    stream.set_nonblocking(true).expect("nonblocking");
+    match stream.read(&mut byte) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
+    }
+}
+
+#[test]
+fn two_thousand_slowloris_clients_leave_metrics_reachable_and_are_closed_at_the_header_timeout() {
+    let own = raise_own_fd_limit(8192);
+    assert!(own >= 4096, "this test needs 2,000 descriptors of its own, has {own}");
+    let header_timeout = Duration::from_secs(4);
+    let mut args = HOST_ONLY.to_vec();
+    args.push("--web.read-header-timeout=4s");
+    let sonde = Sonde::start(&args);
+    let pid = sonde.child.id();
+    assert_eq!(scrape_status(sonde.addr).0, 200);
+    let baseline = open_fds(pid);
+
+    let opened = Instant::now();
+    let mut clients: Vec<TcpStream> = (0..2000)
+        .map(|_| {
+            let mut stream = TcpStream::connect(sonde.addr).expect("connect");
+            stream.write_all(PARTIAL_HEAD).expect("write");
+            stream
+        })
+        .collect();
+    let held = within(Duration::from_secs(2), || open_fds(pid) >= baseline + 2000);
+    let during = open_fds(pid);
+    println!(
+        "2,000 clients opened in {:?}; sonde's descriptors {baseline} -> {during}",
+        opened.elapsed()
+    );
+    assert!(held.is_some(), "sonde accepted them all: {during} descriptors");
+
+    // A normal scrape meanwhile.
+    let (status, took) = scrape_status(sonde.addr);
+    println!("a scrape amid 2,000 slowloris clients: {status} in {took:?}");
+    assert_eq!(status, 200);
+
+    // After the header timeout: every client closed by sonde, descriptors back.
+    let released = within(header_timeout + Duration::from_secs(6), || open_fds(pid) <= baseline);
+    let after = open_fds(pid);
+    println!(
+        "descriptors back to {after} (baseline {baseline}) {:?} after the clients opened",
+        opened.elapsed()
+    );
+    assert!(released.is_some(), "descriptors not released: {after}, baseline {baseline}");
+    assert!(
+        opened.elapsed() >= header_timeout,
+        "closed before the header timeout: {:?}",
+        opened.elapsed()
+    );
+    let closed = clients.iter_mut().map(closed_by_server).filter(|closed| *closed).count();
+    assert_eq!(closed, 2000);
+    assert_eq!(scrape_status(sonde.addr).0, 200);
+}
+
+/// Starts sonde with its open-file limit (soft and hard) lowered to `limit`.
+fn start_with_fd_limit(limit: u64, args: &[&str]) -> Sonde {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sonde"));
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let lowered = libc::rlimit {
+                rlim_cur: limit,
+                rlim_max: limit,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lowered) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Sonde::start_command(cmd, args)
+}
+
+/// A non-blocking connect from `source` (port chosen at connect time, so 20 source
+/// addresses give 20 separate port spaces and the host's ephemeral ports are not used up).
+fn connect_from(source: Ipv4Addr, to: SocketAddr) -> Option<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    let one: libc::c_int = 1;
+    // SAFETY: a valid socket and option value.
+    unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+    socket.set_nonblocking(true).ok()?;
+    socket.bind(&SocketAddrV4::new(source, 0).into()).ok()?;
+    match socket.connect(&to.into()) {
+        Ok(()) => Some(socket),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Some(socket),
+        Err(_) => None,
+    }
+}
+
+#[test]
+fn twenty_thousand_header_less_clients_cannot_take_the_last_descriptor() {
+    const CLIENTS: usize = 20_000;
+    const SONDE_LIMIT: u64 = 1024;
+    let own = raise_own_fd_limit(CLIENTS as u64 + 1024);
+    if own < CLIENTS as u64 + 256 {
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "needs {CLIENTS} descriptors of its own (root raises the limit), has {own}"
+        );
+        eprintln!("skipped: needs {CLIENTS} descriptors of its own, has {own}");
+        return;
+    }
+    let mut args = HOST_ONLY.to_vec();
+    args.extend(["--web.read-header-timeout=30s", "--log.format=logfmt"]);
+    let sonde = start_with_fd_limit(SONDE_LIMIT, &args);
+    let pid = sonde.child.id();
+    assert_eq!(scrape_status(sonde.addr).0, 200);
+    let baseline = open_fds(pid);
+    // The default cap under 1024 descriptors: a quarter (see README, --web.max-connections).
+    let cap = 256;
+
+    let peak = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let (peak, stop) = (Arc::clone(&peak), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                peak.fetch_max(open_fds(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let opened = Instant::now();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let source = Ipv4Addr::new(127, 0, 1, 1 + (i / 1000) as u8);
+        if let Some(socket) = connect_from(source, sonde.addr) {
+            clients.push(socket);
+        }
+    }
+    println!("{} of {CLIENTS} connects started in {:?}", clients.len(), opened.elapsed());
+    assert_eq!(clients.len(), CLIENTS, "connects that could not even start");
+
+    // Normal scrapes meanwhile: each gets in (at the cap the oldest header-less client
+    // makes room).
+    let mut took = Vec::new();
+    for _ in 0..5 {
+        let (status, time) = scrape_status(sonde.addr);
+        assert_eq!(status, 200);
+        took.push(time);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("5 scrapes amid {CLIENTS} header-less clients: 200 each, in {took:?}");
+    stop.store(true, Ordering::Relaxed);
+    sampler.join().expect("sampler");
+    let peak = peak.load(Ordering::Relaxed);
+    println!("sonde's descriptors: baseline {baseline}, peak {peak}, limit {SONDE_LIMIT}, cap {cap}");
+    assert!(
+        peak <= baseline + cap + 16,
+        "peak {peak} over baseline {baseline} + cap {cap} (+ 16 for the collectors' reads)"
+    );
+    assert!((peak as u64) < SONDE_LIMIT);
+    drop(clients);
+    assert_eq!(scrape_status(sonde.addr).0, 200);
+    let mut log = String::new();
+    while let Ok(line) = sonde.log.recv_timeout(Duration::from_millis(200)) {
+        log.push_str(&line);
+        log.push('\n');
+    }
+    assert!(!log.contains("accept error"), "sonde ran out of descriptors:\n{log}");
+}
+
+#[test]
+fn sigterm_with_a_header_less_client_connected_ends_within_the_shutdown_deadline() {
+    let mut args = HOST_ONLY.to_vec();
+    args.extend(["--web.read-header-timeout=5m", "--web.idle-timeout=5m", "--web.shutdown-timeout=3s"]);
+    let mut sonde = Sonde::start(&args);
+    let mut slow = TcpStream::connect(sonde.addr).expect("connect");
+    slow.write_all(PARTIAL_HEAD).expect("write");
+    // And one kept-alive connection between requests.
+    let mut idle = TcpStream::connect(sonde.addr).expect("connect");
+    idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    let mut answer = [0u8; 512];
+    let n = idle.read(&mut answer).expect("read");
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_millis(200));
+
+    let start = Instant::now();
+    let status = sonde.terminate();
+    let took = start.elapsed();
+    println!("SIGTERM to exit with two open connections: {took:?} (status {status})");
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(3), "{took:?}");
+}
+
+#[test]
+fn a_port_in_use_is_reported_with_its_os_error_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let address = taken.local_addr().expect("addr");
+    let output = Command::new(env!("CARGO_BIN_EXE_sonde"))
+        .args(HOST_ONLY)
+        .arg(format!("--web.listen-address={address}"))
+        .output()
+        .expect("run sonde");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("sonde: error:"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    assert_eq!(
+        line,
+        format!("sonde: error: listening on {address}: Address already in use (os error 98)")
+    );
+}
