@@ -103,9 +103,17 @@ fn tls_and_basic_auth_let_in_only_the_right_password() {
 
     let ok = client.get(sonde.addr, "/metrics", Some((USER, PASSWORD))).expect("TLS");
     assert_eq!(ok.status, 200, "{}", ok.text);
-    assert!(ok.text.contains("\nsonde_collector_success{collector=\"host\"} 1\n"), "{}", ok.text);
+    assert!(
+        ok.text.contains("\nsonde_collector_success{collector=\"host\"} 1\n"),
+        "{}",
+        ok.text
+    );
     assert!(ok.text.contains("\r\nx-frame-options: deny\r\n"), "{}", ok.text);
-    assert!(ok.text.contains("\r\nx-content-type-options: nosniff\r\n"), "{}", ok.text);
+    assert!(
+        ok.text.contains("\r\nx-content-type-options: nosniff\r\n"),
+        "{}",
+        ok.text
+    );
     for (credentials, what) in [
         (Some((USER, "wrong")), "wrong password"),
         (Some(("nobody", PASSWORD)), "unknown user"),
@@ -113,7 +121,11 @@ fn tls_and_basic_auth_let_in_only_the_right_password() {
     ] {
         let denied = client.get(sonde.addr, "/metrics", credentials).expect("TLS");
         assert_eq!(denied.status, 401, "{what}: {}", denied.text);
-        assert!(denied.text.contains("\r\nwww-authenticate: Basic\r\n"), "{what}: {}", denied.text);
+        assert!(
+            denied.text.contains("\r\nwww-authenticate: Basic\r\n"),
+            "{what}: {}",
+            denied.text
+        );
         assert!(!denied.text.contains("sonde_"), "{what}: {}", denied.text);
     }
     // The same wrong password again: answered from the cache, still 401.
@@ -125,11 +137,18 @@ fn tls_and_basic_auth_let_in_only_the_right_password() {
     // Plain HTTP on the TLS port: a 400 that says why, and no metrics.
     let plain = plain_get(sonde.addr, "/metrics", Some((USER, PASSWORD))).expect("an answer");
     assert_eq!(plain.status, 400, "{}", plain.text);
-    assert!(plain.text.contains("Client sent an HTTP request to an HTTPS server."), "{}", plain.text);
+    assert!(
+        plain.text.contains("Client sent an HTTP request to an HTTPS server."),
+        "{}",
+        plain.text
+    );
     assert!(!plain.text.contains("sonde_"), "{}", plain.text);
 
     let log = drain_log(&sonde);
-    assert!(!log.contains(PASSWORD) && !log.contains("wrong"), "a password in the log:\n{log}");
+    assert!(
+        !log.contains(PASSWORD) && !log.contains("wrong"),
+        "a password in the log:\n{log}"
+    );
 }
 
 #[test]
@@ -140,7 +159,10 @@ fn a_changed_password_and_a_renewed_certificate_apply_without_a_restart() {
     let first_cert = der(&std::fs::read_to_string(site.path().join("server.crt")).expect("cert"));
     let client = TlsClient::new(&site.ca.pem, None);
     let answer = client.get(sonde.addr, "/metrics", Some((USER, PASSWORD))).expect("TLS");
-    assert_eq!((answer.status, answer.server_cert.as_deref()), (200, Some(&first_cert[..])));
+    assert_eq!(
+        (answer.status, answer.server_cert.as_deref()),
+        (200, Some(&first_cert[..]))
+    );
 
     // A new password in the file: the old one stops working, the new one works.
     site.write_config("", &bcrypt_hash(NEW_PASSWORD));
@@ -162,11 +184,20 @@ fn a_changed_password_and_a_renewed_certificate_apply_without_a_restart() {
     });
 
     // A broken file: refused once in the log, the last good configuration stays.
-    write_atomically(site.path(), "web.yml", "tls_server_config:\n  cert_file: [not, a, path]\n");
+    write_atomically(
+        site.path(),
+        "web.yml",
+        "tls_server_config:\n  cert_file: [not, a, path]\n",
+    );
     let refused = sonde.wait_for_log(&["web config not reloaded"]);
-    assert!(refused.contains("tls_server_config") || refused.contains("invalid type"), "{refused}");
+    assert!(
+        refused.contains("tls_server_config") || refused.contains("invalid type"),
+        "{refused}"
+    );
     std::thread::sleep(Duration::from_millis(2500));
-    let still = client.get(sonde.addr, "/metrics", Some((USER, NEW_PASSWORD))).expect("TLS");
+    let still = client
+        .get(sonde.addr, "/metrics", Some((USER, NEW_PASSWORD)))
+        .expect("TLS");
     assert_eq!((still.status, still.server_cert.as_deref()), (200, Some(&renewed[..])));
     let log = drain_log(&sonde);
     assert_eq!(
@@ -188,7 +219,9 @@ fn client_certificates_are_required_when_the_file_asks() {
     let sonde = start(&config);
 
     let with_cert = TlsClient::new(&site.ca.pem, Some(&site.ca.client("scraper")));
-    let ok = with_cert.get(sonde.addr, "/metrics", Some((USER, PASSWORD))).expect("TLS");
+    let ok = with_cert
+        .get(sonde.addr, "/metrics", Some((USER, PASSWORD)))
+        .expect("TLS");
     assert_eq!(ok.status, 200, "{}", ok.text);
 
     let without = TlsClient::new(&site.ca.pem, None);
@@ -198,7 +231,11 @@ fn client_certificates_are_required_when_the_file_asks() {
     let stranger = Ca::new("another CA");
     let foreign = TlsClient::new(&site.ca.pem, Some(&stranger.client("intruder")));
     let refused = foreign.get(sonde.addr, "/metrics", Some((USER, PASSWORD)));
-    assert!(refused.is_err(), "a certificate of another CA: {:?}", refused.map(|a| a.text));
+    assert!(
+        refused.is_err(),
+        "a certificate of another CA: {:?}",
+        refused.map(|a| a.text)
+    );
 }
 
 #[test]
@@ -223,9 +260,15 @@ fn sighup_rereads_the_web_config_and_keeps_sonde_running() {
 fn a_broken_web_config_file_stops_the_start_with_the_reason() {
     let dir = tempfile::tempdir().expect("tempdir");
     for (text, expect) in [
-        ("tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n", "missing.crt"),
+        (
+            "tls_server_config:\n  cert_file: missing.crt\n  key_file: missing.key\n",
+            "missing.crt",
+        ),
         ("basic_auth_users:\n  alice: plain-text\n", "not a bcrypt hash"),
-        ("tls_server_config:\n  cert_file: c\n  key_file: k\n  max_version: TLS11\n", "TLS 1.2 and 1.3 only"),
+        (
+            "tls_server_config:\n  cert_file: c\n  key_file: k\n  max_version: TLS11\n",
+            "TLS 1.2 and 1.3 only",
+        ),
     ] {
         let file = write_atomically(dir.path(), "web.yml", text);
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_sonde"))
@@ -261,14 +304,22 @@ async fn a_real_prometheus_scrapes_over_tls_with_basic_auth() {
     };
     let prometheus =
         Prometheus::start_scrape_configs(&format!("{}{}", job("sonde_tls", PASSWORD), job("sonde_wrong", "nope")));
-    let up = prometheus.wait_for("up{job=\"sonde_tls\"} == 1", 1, Duration::from_secs(30)).await;
+    let up = prometheus
+        .wait_for("up{job=\"sonde_tls\"} == 1", 1, Duration::from_secs(30))
+        .await;
     assert_eq!(up.len(), 1, "{up:?}");
     let host = prometheus
-        .wait_for("sonde_collector_success{job=\"sonde_tls\",collector=\"host\"} == 1", 1, Duration::from_secs(30))
+        .wait_for(
+            "sonde_collector_success{job=\"sonde_tls\",collector=\"host\"} == 1",
+            1,
+            Duration::from_secs(30),
+        )
         .await;
     assert_eq!(host.len(), 1, "{host:?}");
     // The wrong password: Prometheus gets 401, so the target is down.
-    let down = prometheus.wait_for("up{job=\"sonde_wrong\"} == 0", 1, Duration::from_secs(30)).await;
+    let down = prometheus
+        .wait_for("up{job=\"sonde_wrong\"} == 0", 1, Duration::from_secs(30))
+        .await;
     assert_eq!(down.len(), 1, "{down:?}");
     let no_metrics = prometheus
         .query("sonde_collector_success{job=\"sonde_wrong\"}")

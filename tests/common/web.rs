@@ -40,7 +40,10 @@ impl Ca {
 
     /// A server certificate for 127.0.0.1 and localhost.
     pub fn server(&self) -> Leaf {
-        self.leaf(vec!["127.0.0.1".into(), "localhost".into()], rcgen::ExtendedKeyUsagePurpose::ServerAuth)
+        self.leaf(
+            vec!["127.0.0.1".into(), "localhost".into()],
+            rcgen::ExtendedKeyUsagePurpose::ServerAuth,
+        )
     }
 
     pub fn client(&self, name: &str) -> Leaf {
@@ -163,11 +166,7 @@ fn request(path: &str, credentials: Option<(&str, &str)>) -> String {
 
 fn parse(bytes: Vec<u8>) -> Answer {
     let text = String::from_utf8_lossy(&bytes).into_owned();
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = text.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
     Answer {
         status,
         text,
