@@ -1,8 +1,8 @@
 //! Connection bounds on the real binary, over loopback: clients that never finish their
 //! request headers (a slowloris) neither lock out a normal scrape nor keep their descriptors
 //! past `--web.read-header-timeout`; 20,000 of them cannot take sonde's last descriptor;
-//! SIGTERM with such a client connected ends within `--web.shutdown-timeout`; and a port in
-//! use is reported with its OS error once.
+//! SIGTERM with such a client connected, or with a scrape blocked in a cgroup read, ends
+//! within `--web.shutdown-timeout`; and a port in use is reported with its OS error once.
 
 mod common;
 
@@ -347,4 +347,58 @@ fn a_port_in_use_is_reported_with_its_os_error_once() {
         line,
         format!("sonde: error: listening on {address}: Address already in use (os error 98)")
     );
+}
+
+#[test]
+fn sigterm_with_a_scrape_blocked_in_a_cgroup_read_ends_within_the_shutdown_deadline() {
+    use common::cgroup_fixture::{FakeCgroup, write_v2};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sysfs = dir.path().join("sys");
+    let container = FakeCgroup::seeded(format!("/docker/{:064x}", 23), 23);
+    write_v2(&sysfs, &container).expect("fake cgroup");
+    std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
+    // A FIFO nobody writes in place of a stats file: opening or reading it blocks for ever.
+    let fifo = sysfs.join(format!("fs/cgroup/docker/{:064x}/memory.current", 23));
+    std::fs::remove_file(&fifo).expect("remove");
+    let path = std::ffi::CString::new(fifo.to_str().expect("utf-8")).expect("c string");
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(path.as_ptr(), 0o600) }, 0, "mkfifo");
+
+    let sysfs_flag = format!("--path.sysfs={}", sysfs.display());
+    let procfs_flag = format!("--path.procfs={}", dir.path().join("proc").display());
+    let mut sonde = Sonde::start(&[
+        &sysfs_flag,
+        &procfs_flag,
+        "--no-collector.host",
+        "--no-collector.connection",
+        "--no-docker",
+        "--scrape.timeout=60s",
+        "--web.shutdown-timeout=2s",
+    ]);
+    let addr = sonde.addr;
+    let scrape = std::thread::spawn(move || {
+        let started = Instant::now();
+        let answer = plain_get(addr, "/metrics", None);
+        (answer.map(|a| a.status), started.elapsed())
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    // Where cgroup files are opened non-blocking and only if regular, the FIFO no longer
+    // blocks the scrape: then this checks only that the exit is prompt.
+    let blocked = !scrape.is_finished();
+
+    let start = Instant::now();
+    let status = sonde.terminate();
+    let took = start.elapsed();
+    let (answer, scrape_took) = scrape.join().expect("scrape thread");
+    println!(
+        "SIGTERM to exit with a scrape blocked in a cgroup read: {took:?} (status {status}); the scrape: {answer:?} after {scrape_took:?}"
+    );
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(4), "{took:?}");
+    if blocked {
+        assert!(
+            took >= Duration::from_secs(2),
+            "the blocked scrape was not given its time: {took:?}"
+        );
+    }
 }
