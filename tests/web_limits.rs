@@ -402,3 +402,29 @@ fn sigterm_with_a_scrape_blocked_in_a_cgroup_read_ends_within_the_shutdown_deadl
         );
     }
 }
+
+#[test]
+fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
+    let mut args = HOST_ONLY.to_vec();
+    args.push("--web.idle-timeout=2s");
+    let sonde = Sonde::start(&args);
+    let mut stream = TcpStream::connect(sonde.addr).expect("connect");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut answer = [0u8; 1024];
+    // Two requests on one connection, the second after a pause shorter than the timeout.
+    for pause in [Duration::ZERO, Duration::from_secs(1)] {
+        std::thread::sleep(pause);
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .expect("write");
+        let n = stream.read(&mut answer).expect("read");
+        let text = String::from_utf8_lossy(&answer[..n]);
+        assert!(text.starts_with("HTTP/1.1 200") && text.ends_with("ok\n"), "{text}");
+    }
+    let idle = Instant::now();
+    let n = stream.read(&mut answer).expect("the server closes the connection");
+    let took = idle.elapsed();
+    println!("a kept-alive connection idle: closed after {took:?} (--web.idle-timeout=2s)");
+    assert_eq!(n, 0);
+    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(5), "{took:?}");
+}

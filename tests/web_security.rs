@@ -327,3 +327,51 @@ async fn a_real_prometheus_scrapes_over_tls_with_basic_auth() {
         .expect("query");
     assert!(no_metrics.is_empty(), "{no_metrics:?}");
 }
+
+#[test]
+fn a_flood_of_wrong_passwords_costs_one_bcrypt_at_a_time_and_leaves_the_scraper_in() {
+    let site = Site::new();
+    // Cost 10, as `htpasswd -B` makes by default.
+    let config = site.write_config("", &bcrypt::hash(PASSWORD, 10).expect("bcrypt"));
+    let sonde = start(&config);
+    let client = std::sync::Arc::new(TlsClient::new(&site.ca.pem, None));
+    let first = Instant::now();
+    assert_eq!(client.get(sonde.addr, "/metrics", Some((USER, PASSWORD))).expect("TLS").status, 200);
+    println!("first scrape (one bcrypt check): {:?}", first.elapsed());
+
+    let addr = sonde.addr;
+    let attackers: Vec<_> = (0..8)
+        .map(|t| {
+            let client = std::sync::Arc::clone(&client);
+            std::thread::spawn(move || {
+                let mut statuses = Vec::new();
+                for i in 0..10 {
+                    let wrong = format!("guess-{t}-{i}");
+                    if let Ok(answer) = client.get(addr, "/metrics", Some((USER, &wrong))) {
+                        statuses.push(answer.status);
+                    }
+                }
+                statuses
+            })
+        })
+        .collect();
+    let mut scrapes = Vec::new();
+    while !attackers.iter().all(|a| a.is_finished()) && scrapes.len() < 20 {
+        let start = Instant::now();
+        let answer = client.get(sonde.addr, "/metrics", Some((USER, PASSWORD))).expect("TLS");
+        assert_eq!(answer.status, 200, "the scraper's cached credentials: {}", answer.text);
+        scrapes.push(start.elapsed());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let statuses: Vec<u16> = attackers.into_iter().flat_map(|a| a.join().expect("attacker")).collect();
+    let denied = statuses.iter().filter(|s| **s == 401).count();
+    let busy = statuses.iter().filter(|s| **s == 429).count();
+    println!(
+        "80 distinct wrong passwords from 8 clients: {denied} answered 401, {busy} 429 (bcrypt busy); \
+         meanwhile {} scrapes with the right password, 200 each, in {scrapes:?}",
+        scrapes.len()
+    );
+    assert_eq!(denied + busy, statuses.len(), "{statuses:?}");
+    assert_eq!(statuses.len(), 80);
+    assert!(!scrapes.is_empty());
+}
