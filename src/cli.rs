@@ -307,6 +307,7 @@ mod tests {
                 idle_timeout: Duration::from_secs(30),
                 max_connections: 100,
                 shutdown_timeout: Duration::from_secs(1),
+                write_stall_timeout: Duration::from_secs(60),
             }
         );
         for bad in [

@@ -426,5 +426,8 @@ fn a_kept_alive_connection_is_closed_after_the_idle_timeout() {
     let took = idle.elapsed();
     println!("a kept-alive connection idle: closed after {took:?} (--web.idle-timeout=2s)");
     assert_eq!(n, 0);
-    assert!(took >= Duration::from_millis(1900) && took < Duration::from_secs(5), "{took:?}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
 }

@@ -336,7 +336,13 @@ fn a_flood_of_wrong_passwords_costs_one_bcrypt_at_a_time_and_leaves_the_scraper_
     let sonde = start(&config);
     let client = std::sync::Arc::new(TlsClient::new(&site.ca.pem, None));
     let first = Instant::now();
-    assert_eq!(client.get(sonde.addr, "/metrics", Some((USER, PASSWORD))).expect("TLS").status, 200);
+    assert_eq!(
+        client
+            .get(sonde.addr, "/metrics", Some((USER, PASSWORD)))
+            .expect("TLS")
+            .status,
+        200
+    );
     println!("first scrape (one bcrypt check): {:?}", first.elapsed());
 
     let addr = sonde.addr;
@@ -363,7 +369,10 @@ fn a_flood_of_wrong_passwords_costs_one_bcrypt_at_a_time_and_leaves_the_scraper_
         scrapes.push(start.elapsed());
         std::thread::sleep(Duration::from_millis(100));
     }
-    let statuses: Vec<u16> = attackers.into_iter().flat_map(|a| a.join().expect("attacker")).collect();
+    let statuses: Vec<u16> = attackers
+        .into_iter()
+        .flat_map(|a| a.join().expect("attacker"))
+        .collect();
     let denied = statuses.iter().filter(|s| **s == 401).count();
     let busy = statuses.iter().filter(|s| **s == 429).count();
     println!(

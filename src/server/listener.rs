@@ -10,6 +10,8 @@
 //! - **An idle deadline** (`--web.idle-timeout`): a kept-alive connection must start its next
 //!   request head, and finish it, within this (hyper's header timer, which starts when the
 //!   connection turns idle).
+//! - **A write deadline** (`--web.request-timeout`): a client that reads nothing of an
+//!   answer for this long is closed (`stall.rs`).
 //! - **A shutdown that ends**: on shutdown the listener closes, connections still before
 //!   their first request close at once, the others finish their request and close, and
 //!   after `--web.shutdown-timeout` the rest are abandoned (the process then exits).
@@ -34,6 +36,7 @@ use tower::ServiceExt;
 
 use super::auth::{Authenticator, Verdict};
 use super::live::LiveWebConfig;
+use super::stall::StallGuard;
 
 /// The connection bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,6 +45,9 @@ pub struct Limits {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub shutdown_timeout: Duration,
+    /// A write of an answer that makes no progress for this long closes the connection (a
+    /// client that stopped reading); `--web.request-timeout`.
+    pub write_stall_timeout: Duration,
 }
 
 /// What every connection task shares.
@@ -210,6 +216,7 @@ where
         .timer(TokioTimer::new())
         .header_read_timeout(shared.limits.idle_timeout)
         .keep_alive(true);
+    let io = StallGuard::new(io, shared.limits.write_stall_timeout);
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
     let mut shutdown = shared.shutdown.clone();

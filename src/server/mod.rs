@@ -7,6 +7,7 @@
 mod auth;
 mod listener;
 pub mod live;
+mod stall;
 mod tls;
 pub mod webconfig;
 
@@ -69,7 +70,7 @@ pub struct WebArgs {
     /// Concurrent scrapes served; more get 503 at once (0: no limit)
     #[arg(long = "web.max-requests", value_name = "N", default_value = "40")]
     max_requests: usize,
-    /// Hard limit on any one HTTP request
+    /// Hard limit on any one HTTP request; also closes a connection whose client reads nothing of an answer for this long
     #[arg(long = "web.request-timeout", value_name = "DURATION", default_value = "60s")]
     request_timeout: String,
     /// TLS, basic authentication and headers: an exporter-toolkit web config file (as node_exporter's); re-read when it changes and on SIGHUP
@@ -116,6 +117,7 @@ impl WebArgs {
                     None => default_max_connections(open_file_limit()),
                 },
                 shutdown_timeout: settings::duration("web.shutdown-timeout", &self.shutdown_timeout)?,
+                write_stall_timeout: settings::duration("web.request-timeout", &self.request_timeout)?,
             },
         })
     }
