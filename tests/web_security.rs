@@ -1,7 +1,8 @@
 //! `--web.config.file` on the real binary, over loopback: TLS with basic authentication
 //! (right password 200, wrong or none 401, plain HTTP no metrics), a changed password and a
 //! renewed certificate taking effect without a restart, a broken new file keeping the last
-//! good one, client certificates when the file asks for them, SIGHUP re-reading the file
+//! good one, client certificates when the file asks for them (and `client_allowed_sans`),
+//! SIGHUP re-reading the file
 //! instead of stopping sonde, and a real Prometheus scraping with `tls_config` and
 //! `basic_auth`. Certificates are made in the test (rcgen); no password reaches the log.
 
@@ -236,6 +237,22 @@ fn client_certificates_are_required_when_the_file_asks() {
         "a certificate of another CA: {:?}",
         refused.map(|a| a.text)
     );
+
+    // client_allowed_sans: of two clients of the same CA, only the one named gets in.
+    let named = TlsClient::new(&site.ca.pem, Some(&site.ca.client("scraper.example")));
+    let other = TlsClient::new(&site.ca.pem, Some(&site.ca.client("other.example")));
+    let before = other.get(sonde.addr, "/metrics", Some((USER, PASSWORD)));
+    assert_eq!(before.map(|a| a.status), Ok(200));
+    site.write_config(
+        "  client_ca_file: clients.crt\n  client_auth_type: RequireAndVerifyClientCert\n  \
+         client_allowed_sans: [scraper.example]\n",
+        &bcrypt_hash(PASSWORD),
+    );
+    eventually("only the named client gets in", || {
+        other.get(sonde.addr, "/metrics", Some((USER, PASSWORD))).is_err()
+    });
+    let ok = named.get(sonde.addr, "/metrics", Some((USER, PASSWORD))).expect("TLS");
+    assert_eq!(ok.status, 200, "{}", ok.text);
 }
 
 #[test]

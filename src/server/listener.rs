@@ -161,12 +161,23 @@ async fn connection(tcp: TcpStream, id: u64, evict: Arc<Notify>, shared: &Arc<Sh
     let Some(acceptor) = shared.web.current().tls.clone() else {
         return http(tcp, id, deadline, evict, shared).await;
     };
+    let allowed_sans = shared
+        .web
+        .current()
+        .settings
+        .tls
+        .as_ref()
+        .map(|t| t.client_allowed_sans.clone());
     let handshake = async {
         if !starts_with_tls(&tcp).await {
             refuse_plain_http(tcp).await;
             return None;
         }
-        acceptor.accept(tcp).await.ok()
+        let tls = acceptor.accept(tcp).await.ok()?;
+        match allowed_sans {
+            Some(sans) if !sans.is_empty() && !client_named(&tls, &sans) => None,
+            _ => Some(tls),
+        }
     };
     let tls = tokio::select! {
         tls = tokio::time::timeout_at(deadline, handshake) => tls.ok().flatten(),
@@ -176,6 +187,22 @@ async fn connection(tcp: TcpStream, id: u64, evict: Arc<Notify>, shared: &Arc<Sh
     if let Some(tls) = tls {
         http(tls, id, deadline, evict, shared).await;
     }
+}
+
+/// Whether the client's (verified) certificate names one of `sans` among its subject
+/// alternative names, as the toolkit's `client_allowed_sans` asks.
+fn client_named(
+    tls: &tokio_rustls::server::TlsStream<TcpStream>,
+    sans: &[rustls::pki_types::ServerName<'static>],
+) -> bool {
+    let Some(cert) = tls.get_ref().1.peer_certificates().and_then(|c| c.first()) else {
+        return false;
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    sans.iter()
+        .any(|name| cert.verify_is_valid_for_subject_name(name).is_ok())
 }
 
 /// Whether the client's first byte opens a TLS handshake record (content type 22).

@@ -5,13 +5,15 @@
 //!
 //! What rustls cannot honour is refused with the reason, never silently dropped: TLS 1.0 and
 //! 1.1 as a maximum, CBC and RSA-key-exchange cipher suites, the P-521 curve, and client
-//! certificates that are asked for but not verified.
+//! certificates that are asked for but not verified, e-mail and URI names in
+//! `client_allowed_sans`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderName, HeaderValue};
+use rustls::pki_types::ServerName;
 use rustls::{CipherSuite, NamedGroup, ProtocolVersion};
 use serde::Deserialize;
 
@@ -70,6 +72,9 @@ pub struct TlsSettings {
     /// Key-exchange groups in preference order (empty: rustls's defaults).
     pub curves: Vec<NamedGroup>,
     pub prefer_server_cipher_suites: bool,
+    /// When not empty, a client certificate must name one of these (DNS names or IP
+    /// addresses) among its subject alternative names.
+    pub client_allowed_sans: Vec<ServerName<'static>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,9 +264,20 @@ fn tls_settings(file: TlsFile, warnings: &mut Vec<String>) -> Result<Option<TlsS
         }
         _ => {}
     }
-    if file.client_allowed_sans.is_some_and(|sans| !sans.is_empty()) {
+    let mut client_allowed_sans = Vec::new();
+    for san in file.client_allowed_sans.unwrap_or_default() {
+        // Only DNS names and IP addresses can be checked (rustls-webpki); e-mail and URI
+        // names are refused rather than never matched.
+        let name = ServerName::try_from(san.clone()).map_err(|_| {
+            err(format!(
+                "client_allowed_sans entry {san:?}: only DNS names and IP addresses are supported"
+            ))
+        })?;
+        client_allowed_sans.push(name);
+    }
+    if !client_allowed_sans.is_empty() && client_auth != ClientAuth::RequireAndVerify {
         return Err(err(
-            "client_allowed_sans is not supported: give the allowed clients their own client_ca_file".into(),
+            "client_allowed_sans requires client_auth_type RequireAndVerifyClientCert".into(),
         ));
     }
     let min = version(file.min_version.as_deref(), ProtocolVersion::TLSv1_2)?;
@@ -306,6 +322,7 @@ fn tls_settings(file: TlsFile, warnings: &mut Vec<String>) -> Result<Option<TlsS
         cipher_suites,
         curves,
         prefer_server_cipher_suites: file.prefer_server_cipher_suites.unwrap_or(true),
+        client_allowed_sans,
     }))
 }
 
@@ -480,7 +497,11 @@ mod tests {
                 "needs client_ca_file",
             ),
             ("  client_ca_file: ca\n", "without a client_auth_type"),
-            ("  client_allowed_sans: [a]\n", "not supported"),
+            ("  client_allowed_sans: [a]\n", "requires client_auth_type"),
+            (
+                "  client_ca_file: ca\n  client_auth_type: RequireAndVerifyClientCert\n  client_allowed_sans: [a@b.c]\n",
+                "only DNS names and IP addresses",
+            ),
             ("  unknown_key: 1\n", "unknown field"),
         ] {
             let e = tls(extra).expect_err(extra).to_string();
