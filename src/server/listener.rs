@@ -50,6 +50,9 @@ pub struct Limits {
     pub write_stall_timeout: Duration,
 }
 
+/// The read buffer of a connection, and so the largest request head.
+const MAX_HEAD_BYTES: usize = 32 * 1024;
+
 /// What every connection task shares.
 struct Shared {
     router: Router,
@@ -242,6 +245,11 @@ where
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(shared.limits.idle_timeout)
+        // A request head larger than this gets 431. hyper's default buffer (~400 KiB) would
+        // let each of the allowed connections hold that much while it dribbles its head in;
+        // a scraper's head is under 1 KiB.
+        .max_header_size(MAX_HEAD_BYTES)
+        .max_buf_size(2 * MAX_HEAD_BYTES)
         .keep_alive(true);
     let io = StallGuard::new(io, shared.limits.write_stall_timeout);
     let conn = builder.serve_connection(TokioIo::new(io), service);

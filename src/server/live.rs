@@ -85,6 +85,11 @@ impl LiveWebConfig {
         })
     }
 
+    /// Whether a file is in use (else there is nothing to re-read).
+    pub fn has_file(&self) -> bool {
+        self.path.is_some()
+    }
+
     pub fn current(&self) -> Arc<Active> {
         match self.current.read() {
             Ok(current) => Arc::clone(&current),

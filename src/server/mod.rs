@@ -248,7 +248,11 @@ impl Server {
         let timeout = self.warm_up_timeout;
         tokio::spawn(async move { scraper.scrape(timeout).await });
         let web_config = Arc::clone(&self.web_config);
+        let has_file = web_config.has_file();
         let watcher = tokio::spawn(async move {
+            if !has_file {
+                return;
+            }
             let mut every = tokio::time::interval(live::CHECK_INTERVAL);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
