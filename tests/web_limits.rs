@@ -475,3 +475,64 @@ fn a_request_head_over_32_kib_gets_431() {
     let _ = stream.read_to_end(&mut answer);
     assert!(String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 200"));
 }
+
+#[test]
+fn a_client_that_stops_reading_an_answer_is_closed_after_the_request_timeout() {
+    use common::cgroup_fixture::{FakeCgroup, write_v2};
+    // A thousand containers: an answer of megabytes, more than the socket buffers hold.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sysfs = dir.path().join("sys");
+    for i in 0..1000u64 {
+        write_v2(&sysfs, &FakeCgroup::seeded(format!("/docker/{i:064x}"), i)).expect("fake cgroup");
+    }
+    std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
+    let sysfs_flag = format!("--path.sysfs={}", sysfs.display());
+    let procfs_flag = format!("--path.procfs={}", dir.path().join("proc").display());
+    let sonde = Sonde::start(&[
+        &sysfs_flag,
+        &procfs_flag,
+        "--no-collector.host",
+        "--no-collector.connection",
+        "--no-docker",
+        "--web.request-timeout=3s",
+    ]);
+    let pid = sonde.child.id();
+    let full = plain_get(sonde.addr, "/metrics", None).expect("a full scrape");
+    assert_eq!(full.status, 200);
+    let baseline = settled_fds(pid);
+
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small receive buffer");
+    socket.connect(&sonde.addr.into()).expect("connect");
+    let mut stalled: TcpStream = socket.into();
+    stalled
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .expect("write");
+    std::thread::sleep(Duration::from_secs(1));
+    let during = open_fds(pid);
+    let closed = within(Duration::from_secs(10), || open_fds(pid) <= baseline);
+    println!(
+        "an answer of {} bytes to a client that reads none of it: sonde's descriptors {baseline} -> {during}, \
+         back after {:?} more (--web.request-timeout=3s)",
+        full.text.len(),
+        closed
+    );
+    assert_eq!(
+        during,
+        baseline + 1,
+        "the stalled connection is open while it is within its time"
+    );
+    assert!(closed.is_some(), "the stalled connection was never closed");
+    // What the client gets: part of the answer, then the end, not the whole answer.
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut got = Vec::new();
+    let _ = stalled.read_to_end(&mut got);
+    assert!(
+        got.len() < full.text.len(),
+        "{} of {} bytes",
+        got.len(),
+        full.text.len()
+    );
+}
