@@ -113,6 +113,14 @@ impl WebArgs {
                     Some(0) => {
                         return Err(InvalidValue::new("web.max-connections", "0", "must be at least 1"));
                     }
+                    // More than the kernel's own cap on descriptors cannot be meant.
+                    Some(n) if n > 1 << 20 => {
+                        return Err(InvalidValue::new(
+                            "web.max-connections",
+                            n.to_string(),
+                            "must be at most 1048576",
+                        ));
+                    }
                     Some(n) => n,
                     None => default_max_connections(open_file_limit()),
                 },
