@@ -284,6 +284,47 @@ mod tests {
     }
 
     #[test]
+    fn web_hardening_flags() {
+        let c = Config::defaults();
+        assert_eq!(c.web.config_file, None);
+        assert_eq!(c.web.limits.read_header_timeout, Duration::from_secs(10));
+        assert_eq!(c.web.limits.idle_timeout, Duration::from_secs(120));
+        assert_eq!(c.web.limits.shutdown_timeout, Duration::from_secs(15));
+        assert!((1..=2048).contains(&c.web.limits.max_connections));
+        assert_eq!(crate::server::default_max_connections(1024), 256);
+        assert_eq!(crate::server::default_max_connections(20_000), 2048);
+        assert_eq!(crate::server::default_max_connections(1 << 20), 2048);
+        assert_eq!(crate::server::default_max_connections(8), 2);
+        let c = from_args(args(&[
+            "--web.config.file=/etc/sonde/web.yml",
+            "--web.read-header-timeout=3s",
+            "--web.idle-timeout=30s",
+            "--web.max-connections=100",
+            "--web.shutdown-timeout=1s",
+        ]))
+        .expect("parses");
+        assert_eq!(c.web.config_file, Some(PathBuf::from("/etc/sonde/web.yml")));
+        assert_eq!(
+            c.web.limits,
+            crate::server::Limits {
+                read_header_timeout: Duration::from_secs(3),
+                idle_timeout: Duration::from_secs(30),
+                max_connections: 100,
+                shutdown_timeout: Duration::from_secs(1),
+                write_stall_timeout: Duration::from_secs(60),
+            }
+        );
+        for bad in [
+            "--web.max-connections=0",
+            "--web.read-header-timeout=0s",
+            "--web.shutdown-timeout=x",
+        ] {
+            let err = from_args(args(&[bad])).expect_err(bad);
+            assert!(err.to_string().contains("--web."), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn collector_flags_switch_and_the_last_one_wins() {
         let off = from_args(args(&["--no-collector.host"])).expect("parses");
         assert!(!off.collectors.collector_enabled("host"));

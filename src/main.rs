@@ -1,6 +1,7 @@
 //! The `sonde` binary: configuration, logging, the server, and signals.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use sonde::cli::{self, Config, ConfigError};
@@ -31,7 +32,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let outcome = runtime.block_on(run(config));
+    // A thread still blocked (a collector in a read that never returns) must not hold the
+    // exit: the runtime is left behind instead of waiting for its blocking threads.
+    runtime.shutdown_background();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sonde: error: {error:#}");
@@ -71,7 +76,8 @@ fn limit_malloc_arenas() {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    let shutdown = shutdown_signal();
+    let shutdown = shutdown_signal(config.web.limits.shutdown_timeout);
+    let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let collectors = sonde::collector::enabled(&config.collectors);
     let names: Vec<&str> = collectors.iter().map(|c| c.name()).collect();
     let server = Server::bind(&config.web, &config.scrape, collectors).await?;
@@ -84,30 +90,66 @@ async fn run(config: Config) -> anyhow::Result<()> {
         collectors = %names.join(","),
         "listening"
     );
+    match hangup {
+        Ok(hangup) => {
+            tokio::spawn(reload_on_hangup(hangup, server.web_config()));
+        }
+        Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP; it would stop sonde"),
+    }
     server.run(shutdown).await?;
     tracing::info!("stopped");
     Ok(())
 }
 
+/// SIGHUP re-reads the web config file (it is also re-read when it changes); other settings
+/// need a restart.
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    web_config: std::sync::Arc<sonde::server::live::LiveWebConfig>,
+) {
+    while hangup.recv().await.is_some() {
+        tracing::info!(signal = "SIGHUP", "re-reading the web config file");
+        let web_config = std::sync::Arc::clone(&web_config);
+        let _ = tokio::task::spawn_blocking(move || web_config.reload(true)).await;
+    }
+}
+
 /// Resolves on SIGTERM or SIGINT; the server then finishes in-flight scrapes and exits.
 /// The handlers are installed here, before the server answers anything: installed on the
 /// future's first poll instead, a SIGTERM sent as soon as `/healthz` answered could still
-/// find the default action and kill the process.
-fn shutdown_signal() -> impl Future<Output = ()> {
+/// find the default action and kill the process. Once the signal came, a watchdog thread
+/// ends the process a little after the shutdown deadline whatever else still runs, so no
+/// stuck task or thread can keep sonde alive.
+fn shutdown_signal(deadline: Duration) -> impl Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let terminate = signal(SignalKind::terminate());
     let interrupt = signal(SignalKind::interrupt());
     async move {
-        match (terminate, interrupt) {
-            (Ok(mut terminate), Ok(mut interrupt)) => tokio::select! {
-                _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
-                _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
-            },
-            (Err(error), _) | (_, Err(error)) => {
-                tracing::warn!(%error, "cannot listen for SIGTERM and SIGINT; only SIGINT stops sonde");
-                let _ = tokio::signal::ctrl_c().await;
-                tracing::info!(signal = "SIGINT", "shutting down");
-            }
+        wait_for_stop_signal(terminate, interrupt).await;
+        std::thread::spawn(move || {
+            std::thread::sleep(deadline + WATCHDOG_MARGIN);
+            eprintln!("sonde: shutdown deadline passed with work still blocked; exiting");
+            std::process::exit(1);
+        });
+    }
+}
+
+/// How long past `--web.shutdown-timeout` the watchdog waits for the orderly exit.
+const WATCHDOG_MARGIN: Duration = Duration::from_secs(2);
+
+async fn wait_for_stop_signal(
+    terminate: std::io::Result<tokio::signal::unix::Signal>,
+    interrupt: std::io::Result<tokio::signal::unix::Signal>,
+) {
+    match (terminate, interrupt) {
+        (Ok(mut terminate), Ok(mut interrupt)) => tokio::select! {
+            _ = terminate.recv() => tracing::info!(signal = "SIGTERM", "shutting down"),
+            _ = interrupt.recv() => tracing::info!(signal = "SIGINT", "shutting down"),
+        },
+        (Err(error), _) | (_, Err(error)) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM and SIGINT; only SIGINT stops sonde");
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!(signal = "SIGINT", "shutting down");
         }
     }
 }

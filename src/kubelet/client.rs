@@ -153,7 +153,7 @@ impl KubeletClient {
             .http
             .request(request)
             .await
-            .map_err(|e| transport(chain(&e), e.is_connect()))?;
+            .map_err(|e| transport(with_hint(chain(&e)), e.is_connect()))?;
         let status = response.status();
         let limit = self.config.max_body_bytes;
         let declared = response
@@ -218,6 +218,18 @@ async fn read_limited(body: &mut Incoming, limit: u64) -> Result<Bytes, hyper::E
     Ok(bytes.freeze())
 }
 
+/// The fix for a TLS failure whose name alone says little.
+fn with_hint(mut text: String) -> String {
+    if text.contains("CaUsedAsEndEntity") {
+        text.push_str(
+            " (the Kubelet serves a self-signed certificate that is its own CA, which rustls refuses as a \
+             server certificate: have the Kubelet serve a certificate signed by the cluster CA \
+             (serverTLSBootstrap), or use --kubelet.insecure-skip-verify; see README, Kubernetes)",
+        );
+    }
+    text
+}
+
 /// An error and its causes on one line: hyper's own message rarely says what failed.
 fn chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
@@ -231,4 +243,17 @@ fn chain(error: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_certificate_that_is_its_own_ca_gets_a_hint() {
+        let text = with_hint("client error (Connect): invalid peer certificate: CaUsedAsEndEntity".into());
+        assert!(text.contains("--kubelet.insecure-skip-verify"), "{text}");
+        assert!(text.contains("serverTLSBootstrap"), "{text}");
+        assert_eq!(with_hint("connection refused".into()), "connection refused");
+    }
 }

@@ -18,6 +18,7 @@ pub mod prometheus_server;
 pub mod samples;
 pub mod scrape;
 pub mod tools;
+pub mod web;
 
 pub use docker::*;
 pub use host::*;

@@ -27,7 +27,6 @@ impl Prometheus {
     /// Scrapes each job's targets (`job_name`, `/metrics`) every second and evaluates
     /// `rule_files` every second.
     pub fn start_jobs(jobs: &[(&str, &[SocketAddr])], rule_files: &[PathBuf]) -> Prometheus {
-        let binary = super::require_tool("prometheus");
         let dir = tempfile::tempdir().expect("tempdir");
         let rules: Vec<String> = rule_files.iter().map(|r| format!("'{}'", r.display())).collect();
         let mut config = format!(
@@ -44,6 +43,22 @@ impl Prometheus {
                 targets.join(", ")
             ));
         }
+        Self::launch(dir, &config)
+    }
+
+    /// Scrapes every second with the given `scrape_configs` entries (YAML list items, each
+    /// starting `  - job_name:`), e.g. with `scheme: https`, `tls_config` and `basic_auth`.
+    pub fn start_scrape_configs(scrape_configs: &str) -> Prometheus {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n{scrape_configs}"
+        );
+        Self::launch(dir, &config)
+    }
+
+    fn launch(dir: tempfile::TempDir, config: &str) -> Prometheus {
+        let binary = super::require_tool("prometheus");
         let config_path = dir.path().join("prometheus.yml");
         std::fs::write(&config_path, config).expect("write prometheus.yml");
         let address = format!("127.0.0.1:{}", free_port());

@@ -1,9 +1,20 @@
 //! The HTTP side: `/metrics` (or `--web.telemetry-path`), `/healthz`, `/readyz` and a landing
-//! page, behind gzip, a per-request timeout and a shed-not-queue limit on concurrent scrapes.
+//! page, behind gzip, a per-request timeout and a shed-not-queue limit on concurrent scrapes;
+//! TLS, basic authentication and headers from `--web.config.file` (the exporter-toolkit
+//! format, `webconfig.rs`, reloaded by `live.rs`); connections bounded in number and time,
+//! and a shutdown that ends (`listener.rs`).
+
+mod auth;
+mod listener;
+pub mod live;
+mod stall;
+mod tls;
+pub mod webconfig;
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,7 +25,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
@@ -26,6 +36,9 @@ use crate::collector::Collector;
 use crate::exposition::{EncodeError, Format, gzip};
 use crate::scrape::{ScrapeConfig, Scraper};
 use crate::settings::{self, InvalidValue};
+pub use listener::Limits;
+use live::LiveWebConfig;
+pub use webconfig::WebConfigError;
 
 /// The header Prometheus sends with its scrape timeout in seconds.
 pub const SCRAPE_TIMEOUT_HEADER: &str = "x-prometheus-scrape-timeout-seconds";
@@ -40,6 +53,9 @@ pub struct WebConfig {
     pub max_requests: usize,
     /// Hard limit on any one HTTP request, a safety net behind the scrape deadline.
     pub request_timeout: Duration,
+    /// The exporter-toolkit web configuration (TLS, basic authentication, headers).
+    pub config_file: Option<PathBuf>,
+    pub limits: Limits,
 }
 
 /// The `--web.*` flags.
@@ -54,9 +70,24 @@ pub struct WebArgs {
     /// Concurrent scrapes served; more get 503 at once (0: no limit)
     #[arg(long = "web.max-requests", value_name = "N", default_value = "40")]
     max_requests: usize,
-    /// Hard limit on any one HTTP request
+    /// Hard limit on any one HTTP request; also closes a connection whose client reads nothing of an answer for this long
     #[arg(long = "web.request-timeout", value_name = "DURATION", default_value = "60s")]
     request_timeout: String,
+    /// TLS, basic authentication and headers: an exporter-toolkit web config file (as node_exporter's); re-read when it changes and on SIGHUP
+    #[arg(long = "web.config.file", value_name = "FILE")]
+    web_config_file: Option<PathBuf>,
+    /// Time from accepting a connection (TLS handshake included) to the end of its first request's headers
+    #[arg(long = "web.read-header-timeout", value_name = "DURATION", default_value = "10s")]
+    read_header_timeout: String,
+    /// Time a kept-alive connection may stay idle before its next request's headers are complete
+    #[arg(long = "web.idle-timeout", value_name = "DURATION", default_value = "2m")]
+    idle_timeout: String,
+    /// Open connections at most; at the cap the oldest one still without a complete request is closed (default: a quarter of the open-file limit, at most 2048)
+    #[arg(long = "web.max-connections", value_name = "N")]
+    max_connections: Option<usize>,
+    /// On SIGTERM or SIGINT, time in-flight requests get to finish before sonde exits anyway
+    #[arg(long = "web.shutdown-timeout", value_name = "DURATION", default_value = "15s")]
+    shutdown_timeout: String,
 }
 
 impl WebArgs {
@@ -74,8 +105,50 @@ impl WebArgs {
             telemetry_path: self.telemetry_path.clone(),
             max_requests: self.max_requests,
             request_timeout: settings::duration("web.request-timeout", &self.request_timeout)?,
+            config_file: self.web_config_file.clone(),
+            limits: Limits {
+                read_header_timeout: settings::duration("web.read-header-timeout", &self.read_header_timeout)?,
+                idle_timeout: settings::duration("web.idle-timeout", &self.idle_timeout)?,
+                max_connections: match self.max_connections {
+                    Some(0) => {
+                        return Err(InvalidValue::new("web.max-connections", "0", "must be at least 1"));
+                    }
+                    // More than the kernel's own cap on descriptors cannot be meant.
+                    Some(n) if n > 1 << 20 => {
+                        return Err(InvalidValue::new(
+                            "web.max-connections",
+                            n.to_string(),
+                            "must be at most 1048576",
+                        ));
+                    }
+                    Some(n) => n,
+                    None => default_max_connections(open_file_limit()),
+                },
+                shutdown_timeout: settings::duration("web.shutdown-timeout", &self.shutdown_timeout)?,
+                write_stall_timeout: settings::duration("web.request-timeout", &self.request_timeout)?,
+            },
         })
     }
+}
+
+/// The soft limit on open files (the binary raises it to the hard limit at start).
+fn open_file_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    if rc == 0 { limit.rlim_cur } else { 1024 }
+}
+
+/// Connections sonde takes by default under a soft limit of `soft` descriptors. The cgroup
+/// reader keeps files open up to all but a reserve of min(half the limit, 4096) descriptors
+/// (`cgroup/read.rs`, `KEPT_RESERVE`); connections get half of that reserve, the other half
+/// stays for eBPF maps, netlink and procfs reads: 256 under the common 1024, 2048 from 16,384 up.
+pub fn default_max_connections(soft: u64) -> usize {
+    let reserve = (soft / 2).min(4096);
+    usize::try_from((reserve / 2).max(1)).unwrap_or(2048)
 }
 
 /// Checks the shape of `[host]:port` now, so a typo fails at start with a clear message.
@@ -96,16 +169,22 @@ fn validate_listen_address(address: &str) -> Result<(), InvalidValue> {
     Ok(())
 }
 
+// The OS error is the source, not part of the message: `{:#}` prints the chain, and
+// both would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    #[error("listening on {address}: {source}")]
+    #[error("listening on {address}")]
     Bind {
         address: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("serving HTTP: {0}")]
-    Serve(#[source] std::io::Error),
+    #[error("web config file {path}")]
+    WebConfig {
+        path: String,
+        #[source]
+        source: WebConfigError,
+    },
 }
 
 /// A bound, not yet serving, exporter.
@@ -114,6 +193,8 @@ pub struct Server {
     router: Router,
     scraper: Arc<Scraper>,
     warm_up_timeout: Duration,
+    web_config: Arc<LiveWebConfig>,
+    limits: Limits,
 }
 
 struct AppState {
@@ -130,6 +211,16 @@ impl Server {
         scrape: &ScrapeConfig,
         collectors: Vec<Arc<dyn Collector>>,
     ) -> Result<Self, ServerError> {
+        // The file first: a bad one fails the start before the port is taken.
+        let web_config = LiveWebConfig::load(web.config_file.as_deref()).map_err(|source| ServerError::WebConfig {
+            path: web
+                .config_file
+                .as_deref()
+                .unwrap_or(std::path::Path::new(""))
+                .display()
+                .to_string(),
+            source,
+        })?;
         let listener = bind(&web.listen_address).await?;
         let scraper = Arc::new(Scraper::new(collectors));
         Ok(Self {
@@ -137,30 +228,50 @@ impl Server {
             router: router(web, scrape, Arc::clone(&scraper)),
             scraper,
             warm_up_timeout: scrape.timeout,
+            web_config: Arc::new(web_config),
+            limits: web.limits,
         })
+    }
+
+    /// The web configuration in force; [`LiveWebConfig::reload`] re-reads it (on SIGHUP).
+    pub fn web_config(&self) -> Arc<LiveWebConfig> {
+        Arc::clone(&self.web_config)
+    }
+
+    /// Whether answers are served over TLS.
+    pub fn tls(&self) -> bool {
+        self.web_config.current().tls.is_some()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish. A first
-    /// collection runs at once in the background so `/readyz` turns ready without a scrape.
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish, for
+    /// `--web.shutdown-timeout` at most. A first collection runs at once in the background
+    /// so `/readyz` turns ready without a scrape; the web config file is compared with what
+    /// is in force every second.
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
         let scraper = Arc::clone(&self.scraper);
         let timeout = self.warm_up_timeout;
         tokio::spawn(async move { scraper.scrape(timeout).await });
-        // An answer is sent as many chunks (each family's shared bytes): without TCP_NODELAY,
-        // Nagle's algorithm and the client's delayed ACK stall some answers by 40 ms.
-        let listener = self.listener.tap_io(|tcp| {
-            if let Err(error) = tcp.set_nodelay(true) {
-                tracing::debug!(%error, "cannot set TCP_NODELAY on a connection");
+        let web_config = Arc::clone(&self.web_config);
+        let has_file = web_config.has_file();
+        let watcher = tokio::spawn(async move {
+            if !has_file {
+                return;
+            }
+            let mut every = tokio::time::interval(live::CHECK_INTERVAL);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                let web_config = Arc::clone(&web_config);
+                let _ = tokio::task::spawn_blocking(move || web_config.reload(false)).await;
             }
         });
-        axum::serve(listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(ServerError::Serve)
+        listener::serve(self.listener, self.router, self.web_config, self.limits, shutdown).await;
+        watcher.abort();
+        Ok(())
     }
 }
 
