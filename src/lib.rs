@@ -7,6 +7,7 @@ pub mod cache;
 pub mod cgroup;
 pub mod cli;
 pub mod collector;
+pub mod disk;
 pub mod docker;
 pub mod ebpf;
 pub mod exposition;
