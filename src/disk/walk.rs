@@ -43,6 +43,11 @@ impl Walk {
         Ok(walk)
     }
 
+    /// `major:minor` of the device the walk stays on.
+    pub fn device(&self) -> (u64, u64) {
+        (libc::major(self.device) as u64, libc::minor(self.device) as u64)
+    }
+
     fn count(&mut self, meta: &std::fs::Metadata) {
         if meta.nlink() > 1 && !self.linked.insert(meta.ino()) {
             return;
