@@ -49,7 +49,9 @@ impl Mounts {
         // The host's mounts: init's, not this process's (sonde may run in a container).
         let partitions = Arc::new(
             reader
-                .parse(procfs, File::Mountinfo, |text| mounts::mountinfo(text).map(|m| mounts::partitions(&m)))
+                .parse(procfs, File::Mountinfo, |text| {
+                    mounts::mountinfo(text).map(|m| mounts::partitions(&m))
+                })
                 .unwrap_or_default(),
         );
         *last = Some((Instant::now(), Arc::clone(&partitions)));
@@ -70,7 +72,9 @@ impl DiskView {
     pub fn read(mounts: &Mounts, reader: &Reader, procfs: &Path, rootfs: &Path) -> Self {
         Self {
             partitions: mounts.partitions(reader, procfs),
-            diskstats: reader.parse(procfs, File::Diskstats, diskstats::diskstats).unwrap_or_default(),
+            diskstats: reader
+                .parse(procfs, File::Diskstats, diskstats::diskstats)
+                .unwrap_or_default(),
             rootfs: rootfs.to_owned(),
             capacities: OnceLock::new(),
         }
@@ -86,7 +90,10 @@ impl DiskView {
     }
 
     fn disk(&self, p: &Partition) -> DiskStats {
-        self.diskstats.find(&p.device, p.major, p.minor).copied().unwrap_or_default()
+        self.diskstats
+            .find(&p.device, p.major, p.minor)
+            .copied()
+            .unwrap_or_default()
     }
 
     /// The root cgroup's: every host filesystem whose `statvfs` answers.

@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use crate::disk::walk::{Usage, Walk};
 use crate::disk::under_root;
+use crate::disk::walk::{Usage, Walk};
 use crate::exposition::family::FamilyBuilder;
 use crate::identity::metadata::WritableLayer;
 use crate::sync;
@@ -146,13 +146,28 @@ impl Shared {
         let layer = {
             let state = sync::lock(&self.state);
             let due = |l: &Arc<WritableLayer>| {
-                let last = state.measured.get(l).map(|(_, at)| *at).into_iter().chain(state.failed_at.get(l).copied()).max();
+                let last = state
+                    .measured
+                    .get(l)
+                    .map(|(_, at)| *at)
+                    .into_iter()
+                    .chain(state.failed_at.get(l).copied())
+                    .max();
                 last.is_none_or(|at| now.duration_since(at) >= self.window)
             };
-            state.wanted.iter().filter(|l| due(l)).min_by_key(|l| state.measured.get(*l).map(|(_, at)| *at)).cloned()?
+            state
+                .wanted
+                .iter()
+                .filter(|l| due(l))
+                .min_by_key(|l| state.measured.get(*l).map(|(_, at)| *at))
+                .cloned()?
         };
         match Walk::start(&under_root(&self.rootfs, &layer.upper_dir)) {
-            Ok(walk) => Some(LayerWalk { layer, walk, upper: None }),
+            Ok(walk) => Some(LayerWalk {
+                layer,
+                walk,
+                upper: None,
+            }),
             Err(error) => {
                 self.fail(&layer, &error);
                 None
@@ -234,7 +249,11 @@ mod tests {
         std::fs::write(own.join("log"), vec![7u8; 10_000]).expect("write");
         let du = |p: &std::path::Path| {
             let mut budget = u64::MAX;
-            Walk::start(p).expect("start").step(&mut budget).expect("walk").expect("done")
+            Walk::start(p)
+                .expect("start")
+                .step(&mut budget)
+                .expect("walk")
+                .expect("done")
         };
         let layer = Arc::new(WritableLayer {
             upper_dir: upper.clone(),

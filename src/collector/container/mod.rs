@@ -15,6 +15,8 @@ mod filesystems;
 mod layers;
 mod settings;
 
+use self::filesystems::{DiskView, FsStat, Mounts};
+use self::layers::LayerUsage;
 pub use self::settings::{ContainerArgs, ContainerConfig};
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::cache::{self, CacheFigures, ValidityCache};
@@ -23,8 +25,6 @@ use crate::cgroup::{CgroupPaths, File, KeptFiles, Layout, Reader, Stats};
 use crate::exposition::family::{self, Family, RenderedFamily};
 use crate::identity::discovery::Kind;
 use crate::identity::inventory::{Inventory, InventoryEntry, InventorySettings};
-use self::filesystems::{DiskView, FsStat, Mounts};
-use self::layers::LayerUsage;
 use crate::sync;
 
 pub struct ContainerCollector {
@@ -267,7 +267,9 @@ impl ContainerState {
         render_health(&mut out, entry);
         let filesystems = disks.map_or_else(Vec::new, |d| self.filesystems(entry, d));
         render_stats(&mut out, &stats, &|major, minor| self.device_name(major, minor));
-        render_filesystems(&mut out, &stats, &filesystems, &|major, minor| self.device_name(major, minor));
+        render_filesystems(&mut out, &stats, &filesystems, &|major, minor| {
+            self.device_name(major, minor)
+        });
         if let Some(interfaces) = &network {
             render_network(&mut out, interfaces);
         }
@@ -731,7 +733,12 @@ fn render_filesystems(
     if filesystems.is_empty() {
         return;
     }
-    let io_devices: Vec<String> = stats.io.iter().flatten().map(|io| device_name(io.major, io.minor)).collect();
+    let io_devices: Vec<String> = stats
+        .io
+        .iter()
+        .flatten()
+        .map(|io| device_name(io.major, io.minor))
+        .collect();
     for fs in filesystems {
         let label = [("device", fs.device.as_str())];
         out.gauge(GaugeKind::FsInodesFree, Some(label[0]), fs.inodes_free as f64);
