@@ -527,23 +527,6 @@ fn check_root_filesystems(text: &str, root: &Path) {
     );
 }
 
-/// `(f_blocks·f_frsize, f_bfree·f_frsize, f_files)` of the filesystem holding `dir`.
-fn statvfs(dir: &Path) -> (u64, u64, u64) {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).expect("path");
-    // SAFETY: statvfs fills a plain struct; the path is NUL-terminated.
-    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: as above.
-    assert_eq!(
-        unsafe { libc::statvfs(path.as_ptr(), &mut s) },
-        0,
-        "statvfs {}",
-        dir.display()
-    );
-    let frsize = s.f_frsize as u64;
-    (s.f_blocks as u64 * frsize, s.f_bfree as u64 * frsize, s.f_files as u64)
-}
-
 #[tokio::test]
 async fn cgroup_v1_host() {
     check_fake_host("v1").await;
