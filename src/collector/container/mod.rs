@@ -15,7 +15,7 @@ mod filesystems;
 mod layers;
 mod settings;
 
-use self::filesystems::{DiskView, FsStat, Mounts};
+use self::filesystems::{DiskView, FsStat, Mounts, render_filesystems};
 use self::layers::LayerUsage;
 pub use self::settings::{ContainerArgs, ContainerConfig};
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
@@ -716,53 +716,6 @@ fn render_stats(out: &mut SampleWriter, stats: &Stats, device_name: &dyn Fn(u64,
         if let Some(p) = pressure {
             out.counter(waiting, &[], p.some_us as f64 / MICROS);
             out.counter(stalled, &[], p.full_us as f64 / MICROS);
-        }
-    }
-}
-
-/// cAdvisor's per-filesystem series (its `fsValues`, and the second half of its `ioValues`).
-/// A series whose device the cgroup's own IO series already has is left out: cAdvisor would
-/// collect it twice and its registry keeps the first, the cgroup's. The times are
-/// `/proc/diskstats`' milliseconds divided by 10^9, exactly as cAdvisor divides them.
-fn render_filesystems(
-    out: &mut SampleWriter,
-    stats: &Stats,
-    filesystems: &[FsStat],
-    device_name: &dyn Fn(u64, u64) -> String,
-) {
-    if filesystems.is_empty() {
-        return;
-    }
-    let io_devices: Vec<String> = stats
-        .io
-        .iter()
-        .flatten()
-        .map(|io| device_name(io.major, io.minor))
-        .collect();
-    for fs in filesystems {
-        let label = [("device", fs.device.as_str())];
-        out.gauge(GaugeKind::FsInodesFree, Some(label[0]), fs.inodes_free as f64);
-        out.gauge(GaugeKind::FsInodesTotal, Some(label[0]), fs.inodes as f64);
-        out.gauge(GaugeKind::FsLimit, Some(label[0]), fs.limit as f64);
-        out.gauge(GaugeKind::FsUsage, Some(label[0]), fs.usage as f64);
-        out.gauge(GaugeKind::FsIoCurrent, Some(label[0]), fs.disk.io_in_progress as f64);
-        let d = &fs.disk;
-        let seconds = |ms: u64| ms as f64 / NANOS;
-        if !io_devices.contains(&fs.device) {
-            out.counter(CounterKind::FsReads, &label, d.reads_completed as f64);
-            out.counter(CounterKind::FsWrites, &label, d.writes_completed as f64);
-        }
-        for (c, value) in [
-            (CounterKind::FsSectorReads, d.sectors_read as f64),
-            (CounterKind::FsReadsMerged, d.reads_merged as f64),
-            (CounterKind::FsReadSeconds, seconds(d.read_time_ms)),
-            (CounterKind::FsSectorWrites, d.sectors_written as f64),
-            (CounterKind::FsWritesMerged, d.writes_merged as f64),
-            (CounterKind::FsWriteSeconds, seconds(d.write_time_ms)),
-            (CounterKind::FsIoTime, seconds(d.io_time_ms)),
-            (CounterKind::FsIoTimeWeighted, seconds(d.weighted_io_time_ms)),
-        ] {
-            out.counter(c, &label, value);
         }
     }
 }
