@@ -36,6 +36,18 @@ fn fake_host(root: &Path, version: &str) {
     let mut docker = FakeCgroup::seeded(DOCKER, 1);
     docker.pids = vec![4242];
     write(&docker).expect("write");
+    if version == "v2" {
+        // blk-iocost on for the device: the kernel adds its rate (not an integer) and four
+        // times in microseconds to the container's io.stat line.
+        let io_stat = sysfs
+            .join("fs/cgroup")
+            .join(DOCKER.trim_start_matches('/'))
+            .join("io.stat");
+        let line = std::fs::read_to_string(&io_stat).expect("read io.stat");
+        let line = line.trim_end().to_owned()
+            + " cost.vrate=100.00 cost.usage=7000 cost.wait=8000 cost.indebt=9 cost.indelay=10\n";
+        std::fs::write(&io_stat, line).expect("write io.stat");
+    }
     let mut scope = FakeCgroup::seeded(SCOPE, 2);
     scope.pids = vec![4343];
     write(&scope).expect("write");
@@ -479,6 +491,16 @@ async fn check_fake_host(version: &str) {
         sample_value(&text, "sonde_cgroup_read_errors_total{file=\"memory.stat\"}"),
         Some(0.0)
     );
+    // cAdvisor's IOCost families: v2's cost.* keys (µs) where blk-iocost is on, none on v1.
+    for (family, seconds) in [
+        ("container_fs_io_cost_usage_seconds_total", 0.007),
+        ("container_fs_io_cost_wait_seconds_total", 0.008),
+        ("container_fs_io_cost_indebt_seconds_total", 0.000009),
+        ("container_fs_io_cost_indelay_seconds_total", 0.00001),
+    ] {
+        let expected = (version == "v2").then_some(seconds);
+        assert_eq!(value(family, DOCKER, &[("device", "/dev/sda")]), expected, "{family}");
+    }
     check_root_filesystems(&text, dir.path());
 }
 

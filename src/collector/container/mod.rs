@@ -502,6 +502,10 @@ family_kinds!(CounterKind, MetricType::COUNTER,
     FsWriteSeconds => ("container_fs_write_seconds_total", "Cumulative count of seconds spent writing"),
     FsIoTime => ("container_fs_io_time_seconds_total", "Cumulative count of seconds spent doing I/Os"),
     FsIoTimeWeighted => ("container_fs_io_time_weighted_seconds_total", "Cumulative weighted I/O time in seconds"),
+    FsIoCostUsage => ("container_fs_io_cost_usage_seconds_total", "Cumulative IOCost usage in seconds"),
+    FsIoCostWait => ("container_fs_io_cost_wait_seconds_total", "Cumulative IOCost wait in seconds"),
+    FsIoCostIndebt => ("container_fs_io_cost_indebt_seconds_total", "Cumulative IOCost debt in seconds"),
+    FsIoCostIndelay => ("container_fs_io_cost_indelay_seconds_total", "Cumulative IOCost delay in seconds"),
     BlkioDeviceUsage => ("container_blkio_device_usage_total", "Blkio Device bytes usage"),
     CpuWaiting => ("container_pressure_cpu_waiting_seconds_total", "Total time duration tasks in the container have waited due to CPU congestion."),
     CpuStalled => ("container_pressure_cpu_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to CPU congestion."),
@@ -687,6 +691,16 @@ fn render_stats(out: &mut SampleWriter, stats: &Stats, device_name: &dyn Fn(u64,
         out.counter(CounterKind::FsWritesBytes, &label, io.write_bytes as f64);
         out.counter(CounterKind::FsReads, &label, io.reads as f64);
         out.counter(CounterKind::FsWrites, &label, io.writes as f64);
+        for (c, value) in [
+            (CounterKind::FsIoCostUsage, io.cost.usage_us),
+            (CounterKind::FsIoCostWait, io.cost.wait_us),
+            (CounterKind::FsIoCostIndebt, io.cost.indebt_us),
+            (CounterKind::FsIoCostIndelay, io.cost.indelay_us),
+        ] {
+            if let Some(us) = value {
+                out.counter(c, &label, us as f64 / MICROS);
+            }
+        }
         let (major, minor) = (io.major.to_string(), io.minor.to_string());
         for (operation, value) in io.bytes_by_operation.iter() {
             let labels = [
