@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod cli;
 pub mod collector;
 pub mod conntrack;
+pub mod disk;
 pub mod docker;
 pub mod ebpf;
 pub mod exposition;

@@ -16,6 +16,7 @@ const HOST_ONLY: &[&str] = &["--no-collector.container", "--no-collector.connect
 /// Every family `sonde` answers with when only the host collector runs: the host collector, the framework's
 /// per-collector families and the exporter's own.
 const DEFAULT_FAMILIES: &[&str] = &[
+    "cadvisor_version_info",
     "machine_cpu_cores",
     "machine_cpu_physical_cores",
     "machine_cpu_sockets",
@@ -33,6 +34,22 @@ const DEFAULT_FAMILIES: &[&str] = &[
     "sonde_collector_duration_seconds",
     "sonde_collector_success",
 ];
+
+/// [`DEFAULT_FAMILIES`], with `machine_dimm_*` on a host whose kernel has EDAC modules.
+fn default_families() -> Vec<&'static str> {
+    let mut families = DEFAULT_FAMILIES.to_vec();
+    let edac = std::fs::read_dir("/sys/devices/system/edac/mc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|mc| std::fs::read_dir(mc.path()).into_iter().flatten().flatten())
+        .any(|d| d.path().join("dimm_mem_type").exists());
+    if edac {
+        families.extend(["machine_dimm_capacity_bytes", "machine_dimm_count"]);
+        families.sort_unstable();
+    }
+    families
+}
 
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_gzip().build().expect("http client")
@@ -64,7 +81,7 @@ async fn openmetrics_scrape_parses_strictly_and_tells_the_host_truth() {
     assert!(text.ends_with("# EOF\n"), "{text}");
 
     let families = python_openmetrics_families(&body).unwrap_or_else(|e| panic!("strict parser refused:\n{e}\n{text}"));
-    let expected: Vec<String> = DEFAULT_FAMILIES
+    let expected: Vec<String> = default_families()
         .iter()
         .map(|name| match *name {
             "process_cpu_seconds_total" => "process_cpu_seconds counter 1".to_owned(),
@@ -78,6 +95,16 @@ async fn openmetrics_scrape_parses_strictly_and_tells_the_host_truth() {
     assert_eq!(sample_value(&text, "machine_memory_bytes"), Some(mem_total));
     assert_eq!(collector_success(&text, "host"), Some(1.0));
     assert_eq!(sample_value(&text, "machine_scrape_error"), Some(0.0));
+    // cAdvisor's version family with sonde in its place and this kernel's release.
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").expect("osrelease");
+    let version = parse_samples(&text)
+        .into_iter()
+        .find(|s| s.name == "cadvisor_version_info")
+        .expect("cadvisor_version_info");
+    assert_eq!(version.label("kernelVersion"), Some(kernel.trim()));
+    assert_eq!(version.label("cadvisorVersion"), Some(env!("CARGO_PKG_VERSION")));
+    assert_eq!(version.label("dockerVersion"), Some(""));
+    assert_eq!(version.value, 1.0);
 
     // cAdvisor's counts: distinct `core id` and `physical id` values of /proc/cpuinfo
     // (this test machine's x86 cpuinfo has both), swap from SwapTotal.
@@ -118,7 +145,7 @@ async fn default_text_format_passes_promtool_without_complaint() {
     let (ok, complaints) = promtool_check_metrics(&body);
     assert!(ok && complaints.trim().is_empty(), "promtool: {complaints}");
     let text = String::from_utf8(body.to_vec()).expect("utf-8");
-    assert_eq!(family_names(&text), DEFAULT_FAMILIES);
+    assert_eq!(family_names(&text), default_families());
     let build_info = format!(
         "sonde_build_info{{version=\"{}\",revision=\"{}\",rustc=\"{}\"}}",
         env!("CARGO_PKG_VERSION"),
@@ -169,7 +196,7 @@ async fn protobuf_when_preferred() {
         }
         names.push(family.name().to_owned());
     }
-    assert_eq!(names, DEFAULT_FAMILIES);
+    assert_eq!(names, default_families());
 }
 
 #[tokio::test]
@@ -188,7 +215,7 @@ async fn gzip_when_the_client_asks() {
     flate2::read::GzDecoder::new(&compressed[..])
         .read_to_string(&mut text)
         .expect("valid gzip");
-    assert_eq!(family_names(&text), DEFAULT_FAMILIES);
+    assert_eq!(family_names(&text), default_families());
     let plain = get(&sonde.url("/metrics"), None).await;
     assert!(!plain.headers().contains_key(CONTENT_ENCODING));
 
@@ -218,7 +245,10 @@ async fn gzip_when_the_client_asks() {
         }
         assert!(text.ends_with("# EOF\n"), "{accept_encoding}: {text}");
         // OpenMetrics names counter families without `_total`.
-        let expected: Vec<&str> = DEFAULT_FAMILIES.iter().map(|f| f.trim_end_matches("_total")).collect();
+        let expected: Vec<&str> = default_families()
+            .iter()
+            .map(|f| f.trim_end_matches("_total"))
+            .collect();
         assert_eq!(family_names(&text), expected, "{accept_encoding}");
     }
 }

@@ -36,6 +36,18 @@ fn fake_host(root: &Path, version: &str) {
     let mut docker = FakeCgroup::seeded(DOCKER, 1);
     docker.pids = vec![4242];
     write(&docker).expect("write");
+    if version == "v2" {
+        // blk-iocost on for the device: the kernel adds its rate (not an integer) and four
+        // times in microseconds to the container's io.stat line.
+        let io_stat = sysfs
+            .join("fs/cgroup")
+            .join(DOCKER.trim_start_matches('/'))
+            .join("io.stat");
+        let line = std::fs::read_to_string(&io_stat).expect("read io.stat");
+        let line = line.trim_end().to_owned()
+            + " cost.vrate=100.00 cost.usage=7000 cost.wait=8000 cost.indebt=9 cost.indelay=10\n";
+        std::fs::write(&io_stat, line).expect("write io.stat");
+    }
     let mut scope = FakeCgroup::seeded(SCOPE, 2);
     scope.pids = vec![4343];
     write(&scope).expect("write");
@@ -78,7 +90,31 @@ fn fake_host(root: &Path, version: &str) {
 
     // PID 4242 has a network namespace of its own, PID 4343 shares the host's.
     let proc = root.join("proc");
-    std::fs::create_dir_all(&proc).expect("mkdir");
+    std::fs::create_dir_all(proc.join("1")).expect("mkdir");
+    // The host's filesystems as init sees them: an ext4 root on sda (also bind-mounted), a
+    // tmpfs, procfs (not a filesystem cAdvisor reports); and the disks' counters.
+    std::fs::write(
+        proc.join("1/mountinfo"),
+        [
+            "22 1 8:0 / / rw,relatime shared:1 - ext4 /dev/sda rw",
+            "23 22 0:21 / /proc rw,nosuid shared:5 - proc proc rw",
+            "24 22 8:0 /var/lib/docker /var/lib/docker rw shared:1 - ext4 /dev/sda rw",
+            "25 22 0:30 / /run rw,nosuid shared:8 - tmpfs tmpfs rw",
+            "",
+        ]
+        .join("\n"),
+    )
+    .expect("write");
+    std::fs::write(
+        proc.join("diskstats"),
+        "   7       0 loop0 9 9 9 9 9 9 9 9 0 9 9 0 0 0 0 0 0
+   8       0 sda 1001 1002 1003 1004 1005 1006 1007 1008 3 1010 1011 0 0 0 0 0 0
+",
+    )
+    .expect("write");
+    for dir in ["run", "var/lib/docker"] {
+        std::fs::create_dir_all(root.join(dir)).expect("mkdir");
+    }
     std::fs::write(
         proc.join("meminfo"),
         "MemTotal:       16318412 kB\nMemFree:         8123456 kB\nSwapTotal:       2097148 kB\nSwapFree:        2000000 kB\n",
@@ -144,9 +180,11 @@ async fn check_fake_host(version: &str) {
     fake_host(dir.path(), version);
     let sysfs = format!("--path.sysfs={}", dir.path().join("sys").display());
     let procfs = format!("--path.procfs={}", dir.path().join("proc").display());
+    let rootfs = format!("--path.rootfs={}", dir.path().display());
     let sonde = Sonde::start(&[
         &sysfs,
         &procfs,
+        &rootfs,
         "--container.raw-cgroup-prefix=/sonde-raw",
         "--no-collector.host",
     ]);
@@ -452,6 +490,62 @@ async fn check_fake_host(version: &str) {
     assert_eq!(
         sample_value(&text, "sonde_cgroup_read_errors_total{file=\"memory.stat\"}"),
         Some(0.0)
+    );
+    // cAdvisor's IOCost families: v2's cost.* keys (µs) where blk-iocost is on, none on v1.
+    for (family, seconds) in [
+        ("container_fs_io_cost_usage_seconds_total", 0.007),
+        ("container_fs_io_cost_wait_seconds_total", 0.008),
+        ("container_fs_io_cost_indebt_seconds_total", 0.000009),
+        ("container_fs_io_cost_indelay_seconds_total", 0.00001),
+    ] {
+        let expected = (version == "v2").then_some(seconds);
+        assert_eq!(value(family, DOCKER, &[("device", "/dev/sda")]), expected, "{family}");
+    }
+    check_root_filesystems(&text, dir.path());
+}
+
+/// The root cgroup's filesystems, as cAdvisor's raw handler fills them: each host filesystem
+/// (sda once for its two mounts, the tmpfs by its mountpoint) with `statvfs`'s figures, and
+/// sda's `/proc/diskstats` counters, times in milliseconds divided by 10^9 as cAdvisor does;
+/// no other cgroup has any (no writable layer without Docker).
+fn check_root_filesystems(text: &str, root: &Path) {
+    let value = |name: &str, device: &str| sample_value(text, &format!("{name}{}", series("/", &[("device", device)])));
+    for (device, dir) in [("/dev/sda", root.to_path_buf()), ("/run", root.join("run"))] {
+        let c = statvfs(&dir);
+        assert_eq!(value("container_fs_limit_bytes", device), Some(c.0 as f64), "{device}");
+        assert_eq!(value("container_fs_inodes_total", device), Some(c.2 as f64), "{device}");
+        // Free space and inodes move with everything else on the disk: between two reads.
+        let usage = value("container_fs_usage_bytes", device).expect("usage");
+        assert!(usage <= c.0 as f64, "{device}: usage {usage}");
+        assert!(value("container_fs_inodes_free", device).is_some_and(|v| v <= c.2 as f64));
+    }
+    for (name, expected) in [
+        ("container_fs_reads_total", 1001.0),
+        ("container_fs_reads_merged_total", 1002.0),
+        ("container_fs_sector_reads_total", 1003.0),
+        ("container_fs_read_seconds_total", 1004.0 / 1e9),
+        ("container_fs_writes_total", 1005.0),
+        ("container_fs_writes_merged_total", 1006.0),
+        ("container_fs_sector_writes_total", 1007.0),
+        ("container_fs_write_seconds_total", 1008.0 / 1e9),
+        ("container_fs_io_current", 3.0),
+        ("container_fs_io_time_seconds_total", 1010.0 / 1e9),
+        ("container_fs_io_time_weighted_seconds_total", 1011.0 / 1e9),
+    ] {
+        assert_eq!(value(name, "/dev/sda"), Some(expected), "{name}");
+        // A tmpfs has no disk: zeros, as cAdvisor.
+        assert_eq!(value(name, "/run"), Some(0.0), "{name} of the tmpfs");
+    }
+    let devices = label_values(text, "container_fs_limit_bytes", "device");
+    assert_eq!(
+        devices,
+        ["/dev/sda", "/run"],
+        "one series per filesystem, proc left out"
+    );
+    let ids = label_values(text, "container_fs_usage_bytes", "id");
+    assert!(
+        ids.iter().all(|id| id == "/"),
+        "only the root has filesystems here: {ids:?}"
     );
 }
 

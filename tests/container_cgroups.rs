@@ -794,3 +794,74 @@ fn device_name(number: &str) -> String {
         })
         .unwrap_or_else(|| number.to_owned())
 }
+
+/// The root cgroup's filesystems on this machine, as cAdvisor's raw handler reports them:
+/// the filesystem of `/` under its mount source, its size and inodes from `statvfs`, and its
+/// disk's counters between two reads of `/proc/diskstats` around the scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_roots_filesystems_equal_statvfs_and_diskstats() {
+    use std::os::unix::fs::MetadataExt;
+    if !root_or_skip("the_roots_filesystems_equal_statvfs_and_diskstats") {
+        return;
+    }
+    let sonde = Sonde::start(&[
+        "--container.cache-validity=100ms",
+        "--no-collector.host",
+        "--no-collector.connection",
+    ]);
+    let root_dev = std::fs::metadata("/").expect("stat /").dev();
+    let disk = || std::fs::read_to_string("/proc/diskstats").expect("read /proc/diskstats");
+    let before = disk();
+    std::thread::sleep(Duration::from_millis(150));
+    let text = scrape(&sonde);
+    let after = disk();
+    let samples = parse_samples(&text);
+    let of_root = |family: &str| -> Vec<(String, f64)> {
+        samples
+            .iter()
+            .filter(|s| s.name == family && s.label("id") == Some("/"))
+            .map(|s| (s.label("device").unwrap_or_default().to_owned(), s.value))
+            .collect()
+    };
+    // The filesystem of `/`: the series whose device node is the root's device.
+    let device = of_root("container_fs_limit_bytes")
+        .into_iter()
+        .map(|(d, _)| d)
+        .find(|d| std::fs::metadata(d).is_ok_and(|m| m.rdev() == root_dev))
+        .unwrap_or_else(|| panic!("no root filesystem series for device {root_dev:x}:\n{text}"));
+    let value = |family: &str| {
+        of_root(family)
+            .into_iter()
+            .find(|(d, _)| *d == device)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("{family}{{device={device}}} of the root"))
+    };
+    let (size, _, inodes, _) = statvfs(Path::new("/"));
+    println!("root filesystem {device}: {size} bytes, {inodes} inodes");
+    assert_eq!(value("container_fs_limit_bytes"), size as f64);
+    assert_eq!(value("container_fs_inodes_total"), inodes as f64);
+    let name = device.trim_start_matches("/dev/");
+    let column = |text: &str, i: usize| -> f64 {
+        text.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|f| f.get(2) == Some(&name))
+            .map_or(0.0, |f| f[3 + i].parse().expect("a number"))
+    };
+    for (family, i, scale) in [
+        ("container_fs_reads_merged_total", 1, 1.0),
+        ("container_fs_sector_reads_total", 2, 1.0),
+        ("container_fs_read_seconds_total", 3, 1e9),
+        ("container_fs_writes_merged_total", 5, 1.0),
+        ("container_fs_sector_writes_total", 6, 1.0),
+        ("container_fs_write_seconds_total", 7, 1e9),
+        ("container_fs_io_time_seconds_total", 9, 1e9),
+        ("container_fs_io_time_weighted_seconds_total", 10, 1e9),
+    ] {
+        let v = (value(family) * scale).round();
+        let (low, high) = (column(&before, i), column(&after, i));
+        assert!(
+            low <= v && v <= high,
+            "{family}: {v} not within /proc/diskstats' {low}..{high}"
+        );
+    }
+}

@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -311,6 +312,137 @@ async fn a_shared_network_namespace_is_reported_once_on_its_owner_and_pods_named
             owners,
             std::slice::from_ref(&sandbox_id),
             "{family} without the Docker source"
+        );
+    }
+}
+
+/// The kernel's counters of a disk from `/proc/diskstats` (by name, without `/dev/`).
+fn diskstats_of(name: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string("/proc/diskstats").expect("read /proc/diskstats");
+    text.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&name))
+        .unwrap_or_else(|| panic!("{name} in /proc/diskstats"))[3..14]
+        .iter()
+        .map(|v| v.parse().expect("a number"))
+        .collect()
+}
+
+/// A file of known size written in a container's writable layer: `container_fs_usage_bytes`
+/// grows by its allocated size, and always equals a `du` of the overlay's upper directory
+/// plus the container's own directory (as cAdvisor adds them), measured by the background
+/// walk; `container_fs_inodes_total` is the layer's entries, `container_fs_limit_bytes` the
+/// filesystem's size (statvfs), `device` the disk the layer lies on, and the filesystem's IO
+/// series lie between two reads of `/proc/diskstats` around the scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writable_layer_usage_against_a_file_of_known_size() {
+    use std::os::unix::fs::MetadataExt;
+    let test = "writable_layer_usage_against_a_file_of_known_size";
+    if !root_or_skip(test) || !docker_or_skip(test) {
+        return;
+    }
+    const KNOWN: u64 = 5 << 20;
+    let layer = Container::run("sonde-layer", &[], "echo ready && sleep 3600");
+    layer.wait_for_log("ready", Duration::from_secs(30));
+    assert_eq!(
+        layer.inspect("{{.GraphDriver.Name}}"),
+        "overlay2",
+        "the test engine's storage driver"
+    );
+    let upper = std::path::PathBuf::from(layer.inspect("{{.GraphDriver.Data.UpperDir}}"));
+    let own_dir = std::path::PathBuf::from(layer.inspect("{{.HostnamePath}}"))
+        .parent()
+        .expect("the container's directory")
+        .to_path_buf();
+    let expected = || disk_usage(&upper).0 + disk_usage(&own_dir).0;
+
+    let sonde = Sonde::start(&[
+        "--no-collector.host",
+        "--no-collector.connection",
+        "--container.cache-validity=100ms",
+        "--container.inventory-validity=100ms",
+        "--container.fs-usage-window=200ms",
+    ]);
+    let image = busybox_image();
+    let usage_of = |text: &str| {
+        let id = common::cgroup_of(text, &layer.id)?;
+        parse_samples(text)
+            .into_iter()
+            .find(|s| {
+                s.name == "container_fs_usage_bytes"
+                    && s.label("id") == Some(id.as_str())
+                    && s.label("name") == Some(layer.name.as_str())
+            })
+            .map(|s| s.value)
+    };
+    let before = scrape_until(&sonde, "the layer's usage equal to du", |text| {
+        usage_of(text) == Some(expected() as f64)
+    });
+    let usage_before = usage_of(&before).expect("usage");
+
+    let written = Command::new("docker")
+        .args(["exec", &layer.id, "dd", "if=/dev/zero", "of=/known", "bs=1048576"])
+        .arg(format!("count={}", KNOWN >> 20))
+        .output()
+        .expect("run docker exec");
+    assert!(written.status.success(), "dd in the container: {written:?}");
+    let file = std::fs::symlink_metadata(upper.join("known")).expect("the file in the upper directory");
+    assert_eq!(file.len(), KNOWN);
+    assert_eq!(file.blocks() * 512, KNOWN, "the file's allocated size");
+
+    let after = scrape_until(&sonde, "the layer's usage grown to du", |text| {
+        usage_of(text) == Some(expected() as f64) && usage_of(text) != Some(usage_before)
+    });
+    let usage_after = usage_of(&after).expect("usage");
+    println!("writable layer: {usage_before} bytes, then {usage_after} after writing {KNOWN} bytes");
+    assert_eq!(
+        usage_after - usage_before,
+        KNOWN as f64,
+        "usage grew by the file's size"
+    );
+
+    // The other filesystem series of the container, against the kernel's own figures.
+    let id = cgroup_of(&after, &layer.id);
+    let device = samples_with(&after, "container_fs_usage_bytes", &[("id", &id)])[0]
+        .label("device")
+        .expect("device")
+        .to_owned();
+    let rdev = std::fs::metadata(&device).expect("the device node").rdev();
+    assert_eq!(
+        rdev,
+        std::fs::metadata(&upper).expect("lstat").dev(),
+        "{device} holds the layer"
+    );
+    let (size, _, _, _) = statvfs(&upper);
+    let name = device.trim_start_matches("/dev/").to_owned();
+    let counters_before = diskstats_of(&name);
+    let text = scrape_until(&sonde, "a fresh read", |text| usage_of(text).is_some());
+    let counters_after = diskstats_of(&name);
+    let value = |family: &str| {
+        sample_value(
+            &text,
+            &format!(
+                "{family}{}",
+                named_container_labels(&id, &layer.name, image, &[("device", &device)])
+            ),
+        )
+        .unwrap_or_else(|| panic!("{family} of the layer's filesystem"))
+    };
+    assert_eq!(value("container_fs_limit_bytes"), size as f64);
+    assert_eq!(value("container_fs_inodes_total"), disk_usage(&upper).1 as f64);
+    assert_eq!(value("container_fs_inodes_free"), 0.0, "cAdvisor sets none for a layer");
+    // diskstats columns: 2 sectors read, 6 sectors written, 9 ms doing I/O, 10 weighted.
+    for (family, column, scale) in [
+        ("container_fs_sector_reads_total", 2, 1.0),
+        ("container_fs_sector_writes_total", 6, 1.0),
+        ("container_fs_io_time_seconds_total", 9, 1e9),
+        ("container_fs_io_time_weighted_seconds_total", 10, 1e9),
+    ] {
+        let v = value(family) * scale;
+        let (low, high) = (counters_before[column] as f64, counters_after[column] as f64);
+        assert!(
+            low <= v.round() && v.round() <= high,
+            "{family}: {v} not within /proc/diskstats' {low}..{high}"
         );
     }
 }

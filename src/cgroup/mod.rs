@@ -333,6 +333,7 @@ mod tests {
                     Some(3 * 12288 + 1536),
                     Some(3 * 8192),
                 ]),
+                ..DeviceIo::default()
             }])
         );
         assert_eq!((stats.threads, stats.processes), (Some(2), Some(2)));
@@ -415,6 +416,7 @@ mod tests {
                 reads: 1,
                 writes: 2,
                 bytes_by_operation: BlkioOperations([None, None, Some(4096), None, None, Some(8192)]),
+                ..DeviceIo::default()
             }])
         );
         assert_eq!(

@@ -116,6 +116,18 @@ pub struct DeviceIo {
     /// every operation of v1's bytes file; on v2 only Read and Write, the only `io.stat`
     /// keys runc's library (cAdvisor's) maps to bytes (it skips `dbytes`).
     pub bytes_by_operation: BlkioOperations,
+    /// v2 `io.stat`'s `cost.*` keys (µs), written where the `blk-iocost` controller is on for
+    /// the device; runc's library (cAdvisor's) maps them to its IOCost tables.
+    pub cost: IoCost,
+}
+
+/// The iocost controller's per-cgroup times for a device, in microseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCost {
+    pub usage_us: Option<u64>,
+    pub wait_us: Option<u64>,
+    pub indebt_us: Option<u64>,
+    pub indelay_us: Option<u64>,
 }
 
 /// The operations of a v1 blkio file, as the kernel (and cAdvisor's `operation` label)
@@ -225,6 +237,14 @@ pub fn v2_io_stat(text: &str) -> Result<Vec<DeviceIo>, ParseError> {
             let (key, value) = field
                 .split_once('=')
                 .ok_or_else(|| bad(format!("expected key=value, got {field:?}")))?;
+            // Only the keys read are numbers to parse: others may not be integers
+            // (blk-iocost's `cost.vrate=100.00`), and runc's library skips them too.
+            if !matches!(
+                key,
+                "rbytes" | "wbytes" | "rios" | "wios" | "cost.usage" | "cost.wait" | "cost.indebt" | "cost.indelay"
+            ) {
+                continue;
+            }
             let value = number(value, key)?;
             match key {
                 "rbytes" => {
@@ -237,6 +257,10 @@ pub fn v2_io_stat(text: &str) -> Result<Vec<DeviceIo>, ParseError> {
                 }
                 "rios" => io.reads = value,
                 "wios" => io.writes = value,
+                "cost.usage" => io.cost.usage_us = Some(value),
+                "cost.wait" => io.cost.wait_us = Some(value),
+                "cost.indebt" => io.cost.indebt_us = Some(value),
+                "cost.indelay" => io.cost.indelay_us = Some(value),
                 _ => {}
             }
         }
@@ -522,9 +546,22 @@ mod tests {
                 writes: 32,
                 // dbytes is not mapped, as runc's library (cAdvisor's) does not.
                 bytes_by_operation: BlkioOperations([None, None, Some(1_048_576), None, None, Some(2_097_152)]),
+                cost: IoCost::default(),
             }
         );
         assert_eq!(devices[1].writes, 4);
+        // With blk-iocost on, the kernel adds its four times (µs) after the counters.
+        let costed = v2_io_stat("8:0 rbytes=1 wbytes=2 rios=3 wios=4 dbytes=0 dios=0 cost.vrate=100.00 cost.usage=7000 cost.wait=8000 cost.indebt=9 cost.indelay=10\n")
+            .expect("parses");
+        assert_eq!(
+            costed[0].cost,
+            IoCost {
+                usage_us: Some(7000),
+                wait_us: Some(8000),
+                indebt_us: Some(9),
+                indelay_us: Some(10)
+            }
+        );
         assert_eq!(
             devices[1].bytes_by_operation.iter().collect::<Vec<_>>(),
             [("Read", 1), ("Write", 2)]

@@ -63,6 +63,8 @@ files! {
     IoPressure => "io.pressure",
     NetDev => "net/dev",
     Meminfo => "meminfo",
+    Diskstats => "diskstats",
+    Mountinfo => "1/mountinfo",
 }
 
 /// Reads and failures per file, for the life of the process.

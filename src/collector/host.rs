@@ -5,6 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 
+use super::dimm::{self, Dimms};
+use super::version_info::VersionInfo;
 use super::{CollectError, Collection, Collector, ScrapeContext};
 use crate::exposition::family::{self, Family, FamilyBuilder};
 use crate::paths::Paths;
@@ -22,6 +24,10 @@ pub struct HostCollector {
     /// Physical cores and sockets, read once (the hardware does not change under a running
     /// kernel); `None` until a read succeeds.
     topology: Mutex<Option<Topology>>,
+    sysfs: PathBuf,
+    /// Memory modules by type (EDAC), read once like the topology; `None` until read.
+    dimms: Mutex<Option<std::collections::BTreeMap<String, Dimms>>>,
+    version: VersionInfo,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +51,39 @@ impl HostCollector {
             cpu_dir: paths.sysfs.join("devices/system/cpu"),
             cpu_cores: Mutex::default(),
             topology: Mutex::default(),
+            sysfs: paths.sysfs.clone(),
+            dimms: Mutex::default(),
+            version: VersionInfo::read(&paths.procfs),
         }
+    }
+
+    /// `machine_dimm_count` and `machine_dimm_capacity_bytes`, one series per memory type.
+    /// Unreadable EDAC files leave both out (and are logged once): cAdvisor fails its whole
+    /// machine info then; here only these two families go.
+    fn dimm_families(&self) -> Vec<Option<FamilyBuilder>> {
+        let mut known = sync::lock(&self.dimms);
+        let dimms = known.get_or_insert_with(|| {
+            dimm::by_type(&self.sysfs).unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot read the memory modules (EDAC); machine_dimm_* left out");
+                Default::default()
+            })
+        });
+        if dimms.is_empty() {
+            return Vec::new();
+        }
+        let mut count = FamilyBuilder::gauge(
+            "machine_dimm_count",
+            "Number of RAM DIMM (all types memory modules) value labeled by dimm type.",
+        );
+        let mut capacity = FamilyBuilder::gauge(
+            "machine_dimm_capacity_bytes",
+            "Total RAM DIMM capacity (all types memory modules) value labeled by dimm type.",
+        );
+        for (kind, d) in dimms.iter() {
+            count.sample(&[("type", kind)], d.count as f64);
+            capacity.sample(&[("type", kind)], d.capacity_bytes as f64);
+        }
+        vec![Some(count), Some(capacity)]
     }
 
     /// Logical CPUs of the host, read once and cached; after repeated failures, the
@@ -171,8 +209,10 @@ impl HostCollector {
                 ),
             ]
             .into_iter()
+            .chain(self.dimm_families())
             .flatten()
-            .filter_map(FamilyBuilder::build),
+            .filter_map(FamilyBuilder::build)
+            .chain(self.version.family()),
         ))
     }
 }
@@ -353,9 +393,78 @@ mod tests {
             "machine_swap_bytes",
             "machine_cpu_physical_cores",
             "machine_cpu_sockets",
+            "machine_dimm_count",
+            "machine_dimm_capacity_bytes",
         ] {
             assert!(families.iter().all(|f| f.name() != absent), "{absent}");
         }
+    }
+
+    /// EDAC's per-DIMM files give one series per memory type; the version family is cAdvisor's
+    /// with sonde's version and the kernel's release.
+    #[tokio::test]
+    async fn dimms_by_type_and_version_info() {
+        let (dir, _) = fake_host(Some("0\n"));
+        for (at, kind, mib) in [
+            ("mc0/dimm0", "Registered-DDR4", "32768"),
+            ("mc0/dimm1", "Registered-DDR4", "32768"),
+            ("mc1/dimm0", "Registered-DDR5", "65536"),
+        ] {
+            let d = dir.path().join("sys/devices/system/edac/mc").join(at);
+            std::fs::create_dir_all(&d).expect("mkdir");
+            std::fs::write(d.join("dimm_mem_type"), kind).expect("write");
+            std::fs::write(d.join("size"), mib).expect("write");
+        }
+        std::fs::create_dir_all(dir.path().join("proc/sys/kernel")).expect("mkdir");
+        std::fs::write(dir.path().join("proc/sys/kernel/osrelease"), "6.1.0-test\n").expect("write");
+        let host = HostCollector::new(&Paths {
+            procfs: dir.path().join("proc"),
+            sysfs: dir.path().join("sys"),
+            rootfs: dir.path().to_owned(),
+        });
+        let families = host.families().into_result().expect("collects");
+        let series = |name: &str| -> Vec<(String, f64)> {
+            let family = families.iter().find(|f| f.name() == name).expect(name);
+            family
+                .model()
+                .get_metric()
+                .iter()
+                .map(|m| {
+                    let labels: Vec<String> = m
+                        .get_label()
+                        .iter()
+                        .map(|l| format!("{}={}", l.name(), l.value()))
+                        .collect();
+                    (labels.join(","), m.get_gauge().value())
+                })
+                .collect()
+        };
+        assert_eq!(
+            series("machine_dimm_count"),
+            [
+                ("type=Registered-DDR4".to_owned(), 2.0),
+                ("type=Registered-DDR5".to_owned(), 1.0)
+            ]
+        );
+        assert_eq!(
+            series("machine_dimm_capacity_bytes"),
+            [
+                ("type=Registered-DDR4".to_owned(), (64u64 << 30) as f64),
+                ("type=Registered-DDR5".to_owned(), (64u64 << 30) as f64)
+            ]
+        );
+        let version = series("cadvisor_version_info");
+        assert_eq!(version.len(), 1);
+        assert_eq!(version[0].1, 1.0);
+        let labels = &version[0].0;
+        assert!(
+            labels.starts_with(&format!(
+                "cadvisorRevision={},cadvisorVersion={},dockerVersion=,kernelVersion=6.1.0-test,osVersion=",
+                crate::build_info::REVISION,
+                crate::build_info::VERSION
+            )),
+            "{labels}"
+        );
     }
 
     /// Two sockets of two cores with two threads each, as x86 `cpuinfo` writes them: cAdvisor

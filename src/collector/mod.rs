@@ -3,11 +3,13 @@
 
 pub mod connection;
 pub mod container;
+mod dimm;
 pub mod docker;
 pub mod host;
 pub mod kubelet;
 pub mod sources;
 mod switches;
+mod version_info;
 
 use std::path::PathBuf;
 use std::sync::Arc;

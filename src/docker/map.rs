@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use bollard::models::{ContainerInspectResponse, HealthStatusEnum};
 
 use super::labels::{self, Allowlists};
-use crate::identity::metadata::Health;
+use crate::identity::metadata::{Health, WritableLayer};
 use crate::sync;
 
 /// One container as the engine describes it.
@@ -30,6 +30,9 @@ pub struct Known {
     /// `HostConfig.NetworkMode` is `container:<id>`: it runs in another container's network
     /// namespace (a pod's app container joins its sandbox's).
     pub joins_network: bool,
+    /// The overlay drivers' upper directory and the container's own directory; `None` with
+    /// other storage drivers (cAdvisor measures devicemapper and zfs with their own tools).
+    pub writable_layer: Option<Arc<WritableLayer>>,
 }
 
 /// The `io.kubernetes.*` labels of a pod's container.
@@ -91,9 +94,30 @@ impl Known {
                 .as_ref()
                 .and_then(|h| h.network_mode.as_deref())
                 .is_some_and(|mode| mode.starts_with("container:")),
+            writable_layer: writable_layer(inspect).map(Arc::new),
         };
         Some((id, known))
     }
+}
+
+/// The container's writable layer with Docker's `overlay2` (or `overlay`) driver: the upper
+/// directory, and the directory of its `hostname` file (`<root>/containers/<id>`), as
+/// cAdvisor's `rootfsStorageDir` and `otherStorageDir`.
+fn writable_layer(inspect: &ContainerInspectResponse) -> Option<WritableLayer> {
+    let driver = inspect.graph_driver.as_ref()?;
+    if !matches!(driver.name.as_str(), "overlay2" | "overlay") {
+        return None;
+    }
+    let upper_dir = driver.data.get("UpperDir").filter(|d| d.starts_with('/'))?;
+    let container_dir = [&inspect.hostname_path, &inspect.resolv_conf_path]
+        .into_iter()
+        .flatten()
+        .find_map(|file| std::path::Path::new(file).parent().filter(|d| d.is_absolute()))
+        .map(std::path::Path::to_path_buf);
+    Some(WritableLayer {
+        upper_dir: upper_dir.into(),
+        container_dir,
+    })
 }
 
 /// The running containers, shared by the watcher (writer) and the inventory (readers).
@@ -213,6 +237,34 @@ mod tests {
     }
 
     #[test]
+    fn overlay_drivers_give_the_writable_layer() {
+        let allow = Allowlists::default();
+        let mut overlay = inspect(None, true);
+        overlay.graph_driver = Some(bollard::models::DriverData {
+            name: "overlay2".into(),
+            data: HashMap::from([
+                ("UpperDir".to_owned(), "/var/lib/docker/overlay2/x/diff".to_owned()),
+                ("LowerDir".to_owned(), "/var/lib/docker/overlay2/y/diff".to_owned()),
+            ]),
+        });
+        overlay.hostname_path = Some("/var/lib/docker/containers/abc/hostname".into());
+        let (_, known) = Known::from_inspect(&allow, &overlay).expect("known");
+        assert_eq!(
+            known.writable_layer.as_deref(),
+            Some(&WritableLayer {
+                upper_dir: "/var/lib/docker/overlay2/x/diff".into(),
+                container_dir: Some("/var/lib/docker/containers/abc".into()),
+            })
+        );
+        // Other drivers (vfs, devicemapper, zfs, btrfs) have no upper directory to measure.
+        if let Some(driver) = overlay.graph_driver.as_mut() {
+            driver.name = "vfs".into();
+        }
+        let (_, known) = Known::from_inspect(&allow, &overlay).expect("known");
+        assert_eq!(known.writable_layer, None);
+    }
+
+    #[test]
     fn inspect_answers_become_known_containers() {
         let allow = Allowlists {
             labels: Some(regex::Regex::new("^team$").expect("regex")),
@@ -233,6 +285,7 @@ mod tests {
                 exclude: true,
                 kubernetes: KubernetesLabels::default(),
                 joins_network: false,
+                writable_layer: None,
             }
         );
 

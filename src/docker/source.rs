@@ -54,6 +54,7 @@ impl MetadataSource for DockerSource {
             Health::Unknown
         };
         metadata.exclude |= known.exclude;
+        metadata.writable_layer.clone_from(&known.writable_layer);
     }
 
     fn generation(&self) -> u64 {

@@ -22,6 +22,20 @@ pub struct Metadata {
     /// namespace (Docker's `--network container:<id>`, a Kubernetes pod's app container,
     /// which joins its sandbox's): its network is reported on that container, not on this one.
     pub joins_network: bool,
+    /// Where the runtime keeps the container's own files, for `container_fs_usage_bytes`.
+    pub writable_layer: Option<std::sync::Arc<WritableLayer>>,
+}
+
+/// A container's writable files as its runtime lays them out (host paths): what cAdvisor
+/// measures for `container_fs_usage_bytes` with Docker's overlay drivers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct WritableLayer {
+    /// The overlay's upper directory (`GraphDriver.Data.UpperDir`): the container's changes to
+    /// its image. Its filesystem is the series' `device`, and its entries the inodes.
+    pub upper_dir: std::path::PathBuf,
+    /// The runtime's directory for the container (logs, `hostname`, `resolv.conf`), which
+    /// cAdvisor adds to the usage.
+    pub container_dir: Option<std::path::PathBuf>,
 }
 
 /// A container's health check, as `container_health_state` reports it (cAdvisor's values).

@@ -57,3 +57,55 @@ pub fn root_or_skip(test: &str) -> bool {
     eprintln!("skipping {test}: it needs root");
     false
 }
+
+/// `(f_blocks·f_frsize, f_bfree·f_frsize, f_files, f_ffree)` of the filesystem holding `dir`.
+pub fn statvfs(dir: &std::path::Path) -> (u64, u64, u64, u64) {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).expect("path");
+    // SAFETY: statvfs fills a plain struct; the path is NUL-terminated.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    assert_eq!(
+        unsafe { libc::statvfs(path.as_ptr(), &mut s) },
+        0,
+        "statvfs {}",
+        dir.display()
+    );
+    let frsize = s.f_frsize as u64;
+    (
+        s.f_blocks as u64 * frsize,
+        s.f_bfree as u64 * frsize,
+        s.f_files as u64,
+        s.f_ffree as u64,
+    )
+}
+
+/// `du` as cAdvisor counts it, written apart from sonde's: `(bytes, entries)` of every entry
+/// under `dir` on its device (`st_blocks` · 512, hard links once), `dir` included.
+pub fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let top = std::fs::symlink_metadata(dir).unwrap_or_else(|e| panic!("lstat {}: {e}", dir.display()));
+    let mut linked = std::collections::HashSet::new();
+    let (mut bytes, mut entries) = (0, 0);
+    let mut stack = vec![dir.to_path_buf()];
+    let mut count = |m: &std::fs::Metadata| {
+        if m.nlink() <= 1 || linked.insert(m.ino()) {
+            bytes += m.blocks() * 512;
+            entries += 1;
+        }
+    };
+    count(&top);
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let Ok(m) = entry.metadata() else { continue };
+            if m.dev() != top.dev() {
+                continue;
+            }
+            count(&m);
+            if m.is_dir() {
+                stack.push(entry.path());
+            }
+        }
+    }
+    (bytes, entries)
+}

@@ -11,8 +11,12 @@ use futures::future::BoxFuture;
 use prometheus::proto::MetricType;
 use rayon::prelude::*;
 
+mod filesystems;
+mod layers;
 mod settings;
 
+use self::filesystems::{DiskView, FsStat, Mounts, render_filesystems};
+use self::layers::LayerUsage;
 pub use self::settings::{ContainerArgs, ContainerConfig};
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::cache::{self, CacheFigures, ValidityCache};
@@ -35,6 +39,7 @@ struct ContainerState {
     reader: Reader,
     procfs: PathBuf,
     sysfs: PathBuf,
+    rootfs: PathBuf,
     inventory: ValidityCache<Inventory>,
     /// The last inventory built, whose open files the next one takes over.
     last_inventory: Mutex<Option<Arc<Inventory>>>,
@@ -44,6 +49,10 @@ struct ContainerState {
     /// Bytes of sample lines per container in each family at the last read: each chunk's
     /// buffers are sized from them once, instead of doubling (and copying) a dozen times.
     line_bytes: Vec<AtomicUsize>,
+    /// The host's filesystems (`mountinfo`), re-read once per inventory window.
+    mounts: Mounts,
+    /// Writable layers' usage, measured by a background walk (never by a scrape).
+    layers: LayerUsage,
 }
 
 /// One read of every container's changing stats, rendered: every scrape inside the window
@@ -71,11 +80,18 @@ impl ContainerCollector {
                     reader: Reader::default(),
                     procfs: settings.paths.procfs.clone(),
                     sysfs: settings.paths.sysfs.clone(),
+                    rootfs: settings.paths.rootfs.clone(),
                     inventory: ValidityCache::new("container_inventory", settings.container.inventory_validity),
                     last_inventory: Mutex::default(),
                     stats: ValidityCache::new("container_stats", settings.container.cache_validity),
                     devices: Mutex::default(),
                     line_bytes: (0..FAMILIES).map(|_| AtomicUsize::new(0)).collect(),
+                    mounts: Mounts::new(settings.container.inventory_validity),
+                    layers: LayerUsage::new(
+                        settings.container.fs_usage_window,
+                        settings.container.fs_usage_files_per_second,
+                        settings.paths.rootfs.clone(),
+                    ),
                 })
             })
             .map_err(|e| Arc::new(CollectError::from(e)));
@@ -129,6 +145,7 @@ impl ContainerCollector {
             },
         ])));
         families.extend(family::shared(state.reader.counters().families()));
+        families.extend(family::shared(state.layers.families()));
         Ok(families)
     }
 }
@@ -152,6 +169,12 @@ impl ContainerState {
             .map_err(CollectError::Shared)?;
         if rebuilt {
             *sync::lock(&self.last_inventory) = Some(Arc::clone(&inventory));
+            let layers = inventory
+                .entries
+                .iter()
+                .filter_map(|e| e.metadata.writable_layer.clone())
+                .collect();
+            self.layers.set_wanted(layers);
             // New containers should show at once, not when the stats window ends.
             self.stats.invalidate().await;
         }
@@ -171,6 +194,12 @@ impl ContainerState {
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
         let extra_keys = extra_label_keys(&inventory);
+        // Filesystems only when a cgroup has some: the root, or a container's writable layer.
+        let disks = inventory
+            .entries
+            .iter()
+            .any(|e| is_root(e) || e.metadata.writable_layer.is_some())
+            .then(|| DiskView::read(&self.mounts, &self.reader, &self.procfs, &self.rootfs));
         // A few chunks per thread, so a slow chunk (a cold cache, a busy core) evens out.
         let chunk = inventory
             .entries
@@ -186,7 +215,7 @@ impl ContainerState {
                 let mut base = BaseLabels::default();
                 let mut containers = 0;
                 for entry in entries {
-                    if self.read_and_render(entry, &extra_keys, read_at, &mut base, &mut families) {
+                    if self.read_and_render(entry, &extra_keys, read_at, disks.as_ref(), &mut base, &mut families) {
                         containers += 1;
                     }
                 }
@@ -213,6 +242,7 @@ impl ContainerState {
         entry: &InventoryEntry,
         extra_keys: &[&str],
         read_at: f64,
+        disks: Option<&DiskView>,
         base: &mut BaseLabels,
         families: &mut ContainerFamilies,
     ) -> bool {
@@ -235,7 +265,11 @@ impl ContainerState {
         let mut out = SampleWriter { base, families };
         render_spec(&mut out, entry);
         render_health(&mut out, entry);
+        let filesystems = disks.map_or_else(Vec::new, |d| self.filesystems(entry, d));
         render_stats(&mut out, &stats, &|major, minor| self.device_name(major, minor));
+        render_filesystems(&mut out, &stats, &filesystems, &|major, minor| {
+            self.device_name(major, minor)
+        });
         if let Some(interfaces) = &network {
             render_network(&mut out, interfaces);
         }
@@ -247,6 +281,22 @@ impl ContainerState {
         }
         out.gauge(GaugeKind::LastSeen, None, read_at);
         true
+    }
+
+    /// The container's filesystems as cAdvisor fills them: every host filesystem for the
+    /// root, the writable layer's once the background walk has measured it, else none.
+    fn filesystems(&self, entry: &InventoryEntry, disks: &DiskView) -> Vec<FsStat> {
+        if is_root(entry) {
+            return disks.root();
+        }
+        entry
+            .metadata
+            .writable_layer
+            .as_deref()
+            .and_then(|layer| self.layers.get(layer))
+            .and_then(|measured| disks.layer(&measured))
+            .into_iter()
+            .collect()
     }
 
     fn network(&self, pid: u32, kept: &KeptFiles) -> Option<Vec<Interface>> {
@@ -270,6 +320,10 @@ impl ContainerState {
             })
             .clone()
     }
+}
+
+fn is_root(entry: &InventoryEntry) -> bool {
+    entry.cgroup.kind == Kind::System && entry.cgroup.id == "/"
 }
 
 fn scrape_error(value: f64) -> Vec<Arc<Family>> {
@@ -412,6 +466,11 @@ family_kinds!(GaugeKind, MetricType::GAUGE,
     MemoryFileWriteback => ("container_memory_file_writeback_bytes", "Number of bytes of file cache that is currently being written back to disk."),
     LastSeen => ("container_last_seen", "Last time a container was seen by the exporter"),
     HealthState => ("container_health_state", "The result of the container's health check"),
+    FsUsage => ("container_fs_usage_bytes", "Number of bytes that are consumed by the container on this filesystem."),
+    FsLimit => ("container_fs_limit_bytes", "Number of bytes that can be consumed by the container on this filesystem."),
+    FsInodesFree => ("container_fs_inodes_free", "Number of available Inodes"),
+    FsInodesTotal => ("container_fs_inodes_total", "Number of Inodes"),
+    FsIoCurrent => ("container_fs_io_current", "Number of I/Os currently in progress"),
 );
 
 family_kinds!(CounterKind, MetricType::COUNTER,
@@ -435,6 +494,18 @@ family_kinds!(CounterKind, MetricType::COUNTER,
     FsWritesBytes => ("container_fs_writes_bytes_total", "Cumulative count of bytes written"),
     FsReads => ("container_fs_reads_total", "Cumulative count of reads completed"),
     FsWrites => ("container_fs_writes_total", "Cumulative count of writes completed"),
+    FsSectorReads => ("container_fs_sector_reads_total", "Cumulative count of sector reads completed"),
+    FsReadsMerged => ("container_fs_reads_merged_total", "Cumulative count of reads merged"),
+    FsReadSeconds => ("container_fs_read_seconds_total", "Cumulative count of seconds spent reading"),
+    FsSectorWrites => ("container_fs_sector_writes_total", "Cumulative count of sector writes completed"),
+    FsWritesMerged => ("container_fs_writes_merged_total", "Cumulative count of writes merged"),
+    FsWriteSeconds => ("container_fs_write_seconds_total", "Cumulative count of seconds spent writing"),
+    FsIoTime => ("container_fs_io_time_seconds_total", "Cumulative count of seconds spent doing I/Os"),
+    FsIoTimeWeighted => ("container_fs_io_time_weighted_seconds_total", "Cumulative weighted I/O time in seconds"),
+    FsIoCostUsage => ("container_fs_io_cost_usage_seconds_total", "Cumulative IOCost usage in seconds"),
+    FsIoCostWait => ("container_fs_io_cost_wait_seconds_total", "Cumulative IOCost wait in seconds"),
+    FsIoCostIndebt => ("container_fs_io_cost_indebt_seconds_total", "Cumulative IOCost debt in seconds"),
+    FsIoCostIndelay => ("container_fs_io_cost_indelay_seconds_total", "Cumulative IOCost delay in seconds"),
     BlkioDeviceUsage => ("container_blkio_device_usage_total", "Blkio Device bytes usage"),
     CpuWaiting => ("container_pressure_cpu_waiting_seconds_total", "Total time duration tasks in the container have waited due to CPU congestion."),
     CpuStalled => ("container_pressure_cpu_stalled_seconds_total", "Total time duration no tasks in the container could make progress due to CPU congestion."),
@@ -620,6 +691,16 @@ fn render_stats(out: &mut SampleWriter, stats: &Stats, device_name: &dyn Fn(u64,
         out.counter(CounterKind::FsWritesBytes, &label, io.write_bytes as f64);
         out.counter(CounterKind::FsReads, &label, io.reads as f64);
         out.counter(CounterKind::FsWrites, &label, io.writes as f64);
+        for (c, value) in [
+            (CounterKind::FsIoCostUsage, io.cost.usage_us),
+            (CounterKind::FsIoCostWait, io.cost.wait_us),
+            (CounterKind::FsIoCostIndebt, io.cost.indebt_us),
+            (CounterKind::FsIoCostIndelay, io.cost.indelay_us),
+        ] {
+            if let Some(us) = value {
+                out.counter(c, &label, us as f64 / MICROS);
+            }
+        }
         let (major, minor) = (io.major.to_string(), io.minor.to_string());
         for (operation, value) in io.bytes_by_operation.iter() {
             let labels = [

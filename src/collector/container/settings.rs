@@ -16,6 +16,11 @@ pub struct ContainerConfig {
     pub raw_cgroup_prefixes: Vec<String>,
     /// Which containers are reported (by every collector that names containers).
     pub filters: Filters,
+    /// Each writable layer's disk usage is measured again at most once per window, by a
+    /// background walk off the scrape path.
+    pub fs_usage_window: Duration,
+    /// The background walk counts at most this many directory entries per second.
+    pub fs_usage_files_per_second: u64,
 }
 
 /// The `--container.*` flags.
@@ -30,6 +35,12 @@ pub struct ContainerArgs {
     /// Report cgroups at or below this path too (repeatable; comma-separated in the environment)
     #[arg(long = "container.raw-cgroup-prefix", value_name = "PATH", value_delimiter = ',')]
     raw_cgroup_prefix: Vec<String>,
+    /// Writable layers' disk usage (container_fs_usage_bytes) is measured again at most once per this window, in the background
+    #[arg(long = "container.fs-usage-window", value_name = "DURATION", default_value = "1m")]
+    fs_usage_window: String,
+    /// The background measure of writable layers reads at most this many directory entries per second (0 turns it off)
+    #[arg(long = "container.fs-usage-files-per-second", value_name = "N", default_value_t = 20_000)]
+    fs_usage_files_per_second: u64,
     #[command(flatten)]
     filters: FilterArgs,
 }
@@ -46,6 +57,8 @@ impl ContainerArgs {
             cache_validity: settings::duration("container.cache-validity", &self.cache_validity)?,
             inventory_validity: settings::duration("container.inventory-validity", &self.inventory_validity)?,
             filters: self.filters.resolve()?,
+            fs_usage_window: settings::duration("container.fs-usage-window", &self.fs_usage_window)?,
+            fs_usage_files_per_second: self.fs_usage_files_per_second,
         })
     }
 }
