@@ -28,7 +28,7 @@ use self::tracker::Tracker;
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
 use crate::ebpf::conn::{
-    Batch, ClosedConn, ConnKey, FLAG_OPENED, LiveConn, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
+    Batch, ClosedConn, ConnKey, FLAG_OPENED, IPPROTO_TCP, IPPROTO_UDP, LiveConn, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
     TM_UNBATCHED_LOST,
 };
 use crate::ebpf::live::{TcpIterator, UdpTable};
@@ -342,11 +342,7 @@ impl LoadedProbes {
 
     /// The UDP table's live sockets into `live`; a socket idle for `--connection.udp-idle`
     /// leaves the table as if closed (UDP has no close event).
-    fn read_udp(
-        &self,
-        state: &mut TrackingState,
-        live: &mut Vec<LiveConn>,
-    ) -> Result<(), CollectError> {
+    fn read_udp(&self, state: &mut TrackingState, live: &mut Vec<LiveConn>) -> Result<(), CollectError> {
         let now_ns = monotonic_ns();
         let udp_idle_ns = u64::try_from(self.udp_idle.as_nanos()).unwrap_or(u64::MAX);
         let mut entries = Vec::new();
