@@ -217,8 +217,49 @@ pub struct TcpIterator {
     stale: bool,
     /// The slots of `live` being read, in the order of `live_reads`, for one read.
     reading: Vec<u32>,
+    /// Where the runs of `read_tcp` are shared out when there are many connections.
+    pool: Option<rayon::ThreadPool>,
     keys: Vec<u64>,
     entries: Vec<TcpConn>,
+}
+
+/// Runs `read_tcp` (the program `read`) over slots [first, end) (BPF_PROG_TEST_RUN of a raw
+/// tracepoint program: its context is the arguments).
+fn run_read(read: &OwnedFd, first: u32, end: u32) -> std::io::Result<()> {
+    let args = [u64::from(first), u64::from(end)];
+    let mut attr = [0u64; 10];
+    attr[0] = u64::from(read.as_raw_fd() as u32);
+    // ctx_size_in (offset 40), ctx_in (offset 48)
+    attr[5] = (std::mem::size_of_val(&args) as u64) & 0xffff_ffff;
+    attr[6] = args.as_ptr() as u64;
+    bpf(BPF_PROG_TEST_RUN, &mut attr).map(|_| ())
+}
+
+/// Threads at most that share the runs of `read_tcp` at a scrape. Most of a scrape of many
+/// connections is `read_tcp` waiting for the sockets' cold cache lines; runs on several
+/// CPUs wait together.
+const READ_THREADS: usize = 4;
+
+/// From this many connections a scrape's reads are shared out; fewer are read on the
+/// scrape's own thread (handing work over would cost more than it saves).
+const PARALLEL_FROM: usize = 8 * READ_CHUNK as usize;
+
+/// The pool the runs of `read_tcp` are shared out on: as many threads as this process may
+/// run on at once, at most [`READ_THREADS`]; none on one CPU, or when no thread can start
+/// (then a scrape reads on its own thread).
+fn read_pool() -> Option<rayon::ThreadPool> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(READ_THREADS));
+    if threads < 2 {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("sonde-live-{i}"))
+        .build()
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "the live read's threads did not start; scrapes read on one thread"),
+        )
+        .ok()
 }
 
 /// One connection of sonde's live list, with the tag its consumer keeps with it.
@@ -274,6 +315,7 @@ impl TcpIterator {
             reads_done: 0,
             stale: true,
             reading: Vec::new(),
+            pool: read_pool(),
             keys: Vec::new(),
             entries: Vec::new(),
         })
@@ -442,12 +484,29 @@ impl TcpIterator {
             self.reading.push(i as u32);
             n += 1;
         }
-        let mut first = 0u32;
-        while (first as usize) < n {
-            let end = (first + READ_CHUNK).min(n as u32);
-            self.run_read(first, end).map_err(LiveError::Read)?;
-            first = end;
+        let chunk = |c: usize| {
+            let first = c as u32 * READ_CHUNK;
+            (first, (first + READ_CHUNK).min(n as u32))
+        };
+        let chunks = n.div_ceil(READ_CHUNK as usize);
+        let read = &self.read;
+        match &self.pool {
+            // Each run reads its own slots, and its scratch is its CPU's: runs on several
+            // CPUs at once are independent (a run keeps its CPU: the kernel disables
+            // preemption around it).
+            Some(pool) if n >= PARALLEL_FROM => pool.install(|| {
+                use rayon::prelude::*;
+                (0..chunks).into_par_iter().try_for_each(|c| {
+                    let (first, end) = chunk(c);
+                    run_read(read, first, end)
+                })
+            }),
+            _ => (0..chunks).try_for_each(|c| {
+                let (first, end) = chunk(c);
+                run_read(read, first, end)
+            }),
         }
+        .map_err(LiveError::Read)?;
         out.reserve(n);
         let slots = self.reads.slots();
         for (read, &i) in slots[..n].iter().zip(&self.reading) {
@@ -465,18 +524,6 @@ impl TcpIterator {
             }
         }
         Ok(())
-    }
-
-    /// Runs `read_tcp` over slots [first, end) (BPF_PROG_TEST_RUN of a raw tracepoint
-    /// program: its context is the arguments).
-    fn run_read(&self, first: u32, end: u32) -> std::io::Result<()> {
-        let args = [u64::from(first), u64::from(end)];
-        let mut attr = [0u64; 10];
-        attr[0] = u64::from(self.read.as_raw_fd() as u32);
-        // ctx_size_in (offset 40), ctx_in (offset 48)
-        attr[5] = (std::mem::size_of_val(&args) as u64) & 0xffff_ffff;
-        attr[6] = args.as_ptr() as u64;
-        bpf(BPF_PROG_TEST_RUN, &mut attr).map(|_| ())
     }
 
     /// Seeds this process's namespace (when `own_wanted`), then each of `others`; returns
