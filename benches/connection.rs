@@ -569,12 +569,12 @@ fn walk_iterator(ebpf: &mut aya::Ebpf, buf: &mut Vec<u8>) {
 fn read_live(probes: &mut loader::Probes) -> usize {
     let own =
         std::collections::HashMap::from([(sonde::netns::own_inode(), std::path::PathBuf::from("/proc/self/ns/net"))]);
+    let mut conns = Vec::new();
     probes
         .tcp
-        .walk(&own)
-        .expect("read the live TCP connections")
-        .connections
-        .len()
+        .walk(&own, &mut conns)
+        .expect("read the live TCP connections");
+    conns.len()
 }
 
 fn per_event_cost(sizes: &Sizes) {

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use sonde::collector::connection::series::{Direction, LabelPolicy, RemoteMode};
 use sonde::collector::connection::tracker::{Enrichment, Tracker};
-use sonde::ebpf::conn::{AF_INET, ConnKey, ConnStats, DIR_OUTBOUND, FLAG_CONNECTED, IPPROTO_TCP};
+use sonde::ebpf::conn::{AF_INET, ConnKey, ConnStats, DIR_OUTBOUND, FLAG_CONNECTED, IPPROTO_TCP, LiveConn};
 use sonde::gateway::netlink::RouteSocket;
 use sonde::gateway::{GatewayConfig, GatewayLookup};
 
@@ -299,20 +299,25 @@ fn tracker() -> Tracker {
 }
 
 /// Times `live_snapshot` of `conns`, enriched by `gateway` as the connection collector does:
-/// the first (every connection new) and three more.
+/// the first (every connection new) and three more, each given back with the tag the one
+/// before set, as the TCP reader does.
 fn scrapes(gateway: Option<Arc<GatewayLookup>>, conns: &[(ConnKey, ConnStats)]) -> (Duration, Duration) {
     let mut tracker = tracker();
     let route = |key: &ConnKey, _: Direction| Enrichment {
         via: gateway.as_ref().and_then(|g| g.lookup(key)),
         nat: None,
     };
+    let mut conns: Vec<LiveConn> = conns
+        .iter()
+        .map(|(key, stats)| LiveConn::untracked(*key, *stats))
+        .collect();
     let start = Instant::now();
-    tracker.live_snapshot(conns.iter().copied(), Instant::now(), &route);
+    tracker.live_snapshot(&mut conns, Instant::now(), &route);
     let first = start.elapsed();
     let mut later = Vec::new();
     for _ in 0..3 {
         let start = Instant::now();
-        tracker.live_snapshot(conns.iter().copied(), Instant::now(), &route);
+        tracker.live_snapshot(&mut conns, Instant::now(), &route);
         later.push(start.elapsed());
     }
     later.sort();

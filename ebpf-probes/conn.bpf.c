@@ -366,32 +366,28 @@ static __always_inline void fill_record(struct closed_conn *rec, struct tcp_conn
 	rec->stats.pad = 0;
 }
 
-/* A new entry for the socket, its counters taken as they are now, also left in `conn`; 0
- * when it holds one. */
+/* A new entry for the socket, its counters taken as they are now, built in `conn` (the
+ * caller's, which then announces it: no second copy); 0 when the table holds it. */
 static __always_inline int start_conn(struct sock *sk, struct tcp_sock *tp, int state, __u64 id,
-				      __u8 direction, __u8 flags, __u64 update, struct tcp_conn *out)
+				      __u8 direction, __u8 flags, __u64 update, struct tcp_conn *conn)
 {
-	struct tcp_conn conn = {};
-	if (read_key(sk, &conn.key))
+	__builtin_memset(conn, 0, sizeof(*conn));
+	if (read_key(sk, &conn->key))
 		return -1;
 	struct tcp_counts now;
 	read_counts(tp, state, &now);
-	conn.base_sent = now.sent;
-	conn.base_received = now.received;
-	conn.base_retrans = now.retransmits;
+	conn->base_sent = now.sent;
+	conn->base_received = now.received;
+	conn->base_retrans = now.retransmits;
 	/* Often in softirq context, where the current task is not the socket's owner. */
-	conn.cgroup_id = socket_cgroup(sk, 0);
-	conn.cookie = new_identity(sk);
-	conn.direction = direction;
-	conn.flags = flags;
+	conn->cgroup_id = socket_cgroup(sk, 0);
+	conn->cookie = new_identity(sk);
+	conn->direction = direction;
+	conn->flags = flags;
 	/* The socket's address as a number, for the scrape's iterator: a program that may
 	 * read kernel memory (CAP_PERFMON) may store a pointer. */
-	conn.sk = (__u64)sk;
-	if (bpf_map_update_elem(&tcp_conns, &id, &conn, update))
-		return -1;
-	if (out)
-		*out = conn;
-	return 0;
+	conn->sk = (__u64)sk;
+	return bpf_map_update_elem(&tcp_conns, &id, conn, update) ? -1 : 0;
 }
 
 /* Tells user space of a connection's start (FLAG_OPENED), through the batches as closes
@@ -460,9 +456,15 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 
 	/* newstate == TCP_CLOSE: the final record is written into the batch. */
 	struct tcp_conn *conn = bpf_map_lookup_elem(&tcp_conns, &id);
-	struct conn_key failed = {};
-	if (!conn && (oldstate != TCP_SYN_SENT || read_key(sk, &failed)))
-		return 0;
+	struct conn_key failed;
+	if (!conn) {
+		/* Only a connect() that failed is counted without an entry. */
+		if (oldstate != TCP_SYN_SENT)
+			return 0;
+		__builtin_memset(&failed, 0, sizeof(failed));
+		if (read_key(sk, &failed))
+			return 0;
+	}
 	struct record_spot spot;
 	if (open_record(&spot)) {
 		/* No spot for the record (not expected): the entry goes all the same. */

@@ -240,6 +240,31 @@ fn tcp_bytes_are_exact_for_100_connections_still_open() {
     assert_exact_tcp(&sonde, port, 100, exchanged, 0);
 }
 
+/// 3,000 live sockets: more than sonde reads on one thread (its live read shares the runs of
+/// read_tcp out over its threads from 1,024 connections), so the shared read is exact too.
+#[test]
+fn tcp_bytes_are_exact_for_1500_connections_still_open() {
+    if !privileged() {
+        return;
+    }
+    let limit = common::host::raise_fd_limit();
+    assert!(
+        limit >= 4_000,
+        "3,000 sockets need an open-file limit over 4,000, not {limit}"
+    );
+    let sonde = start_sonde(&[]);
+    let (listener, port) = listener();
+    let kept = Arc::default();
+    let server = serve(listener, 1_500, false, Arc::clone(&kept), true);
+    let (exchanged, open) = clients(port, 1_500, 2, false, true);
+    server.join().expect("server");
+    assert_eq!(open.len(), 1_500);
+    assert_exact_tcp(&sonde, port, 1_500, exchanged, 1_500);
+    drop(open);
+    kept.lock().expect("kept").clear();
+    assert_exact_tcp(&sonde, port, 1_500, exchanged, 0);
+}
+
 #[test]
 fn tcp_bytes_are_exact_with_connections_split_across_every_cpu() {
     if !privileged() {

@@ -376,7 +376,7 @@ fn routed_direct_and_loopback_answers_and_the_caches_count_them() {
 fn known_connections_are_not_looked_up_again() {
     use sonde::collector::connection::series::{Direction, LabelPolicy, RemoteMode};
     use sonde::collector::connection::tracker::{Enrichment, Tracker};
-    use sonde::ebpf::conn::{AF_INET, ConnKey, ConnStats, DIR_OUTBOUND, FLAG_CONNECTED, IPPROTO_TCP};
+    use sonde::ebpf::conn::{AF_INET, ConnKey, ConnStats, DIR_OUTBOUND, FLAG_CONNECTED, IPPROTO_TCP, LiveConn};
     if !root_or_skip("known_connections_are_not_looked_up_again") {
         return;
     }
@@ -417,8 +417,12 @@ fn known_connections_are_not_looked_up_again() {
             (key, stats)
         })
         .collect();
+    let mut conns: Vec<LiveConn> = conns
+        .into_iter()
+        .map(|(key, stats)| LiveConn::untracked(key, stats))
+        .collect();
     for scrape in 0..4 {
-        tracker.live_snapshot(conns.iter().copied(), Instant::now(), &route);
+        tracker.live_snapshot(&mut conns, Instant::now(), &route);
         let s = gw.snapshot();
         // Every connection was looked up once, at its first scrape; two went to the kernel.
         assert_eq!(

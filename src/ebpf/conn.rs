@@ -171,6 +171,35 @@ impl LiveRead {
     }
 }
 
+/// A live connection as a scrape read it, with a number its reader keeps with it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LiveConn {
+    pub key: ConnKey,
+    pub stats: ConnStats,
+    /// Where the reader of the live connections (`TcpIterator`) keeps it, so that `tag` can
+    /// be given back; [`LiveConn::NO_SLOT`] for a connection it does not keep (UDP).
+    pub slot: u32,
+    /// A number the consumer of the reads keeps with the connection (the tracker's slot for
+    /// it), given back with each read so that the consumer need not look the connection up;
+    /// [`LiveConn::NO_TAG`] until it sets one.
+    pub tag: u32,
+}
+
+impl LiveConn {
+    pub const NO_SLOT: u32 = u32::MAX;
+    pub const NO_TAG: u32 = u32::MAX;
+
+    /// A connection the reader does not keep (a UDP socket's entry).
+    pub fn untracked(key: ConnKey, stats: ConnStats) -> Self {
+        Self {
+            key,
+            stats,
+            slot: Self::NO_SLOT,
+            tag: Self::NO_TAG,
+        }
+    }
+}
+
 /// Connections `read_tcp` reads in one run (`READ_CHUNK`).
 pub const READ_CHUNK: u32 = 128;
 

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap, MapData};
 
-use super::conn::{ClosedConn, IPPROTO_TCP, LiveRead, READ_CHUNK, TcpConn};
+use super::conn::{ClosedConn, IPPROTO_TCP, LiveConn, LiveRead, READ_CHUNK, TcpConn};
 use crate::netns;
 
 #[derive(Debug, thiserror::Error)]
@@ -39,10 +39,10 @@ pub enum LiveError {
     Udp(String),
 }
 
-/// What one scrape read of the live TCP connections.
+/// What one scrape read of the live TCP connections (the connections themselves are
+/// appended to the caller's list).
 #[derive(Debug, Default)]
 pub struct TcpWalk {
-    pub connections: Vec<ClosedConn>,
     /// Namespaces seeded by this scrape: those not seen by an earlier one.
     pub namespaces: usize,
     /// Namespaces that could not be seeded (gone meanwhile, or no right to enter), with why;
@@ -196,9 +196,15 @@ pub struct TcpIterator {
     /// Namespaces seeded: every connection older than the probes there has its entry, and
     /// every later one gets its entry at its handshake.
     seeded: HashSet<u64>,
-    /// The live connections, by identity (the cookie, unique among live sockets), as the
-    /// start and close records tell them; the table's entries after a full read.
-    live: StdHashMap<u64, TcpConn, foldhash::fast::RandomState>,
+    /// The live connections, as the start and close records tell them (the table's entries
+    /// after a full read), each in a slot that stays its own while it lives: a scrape walks
+    /// this vector in order instead of a hash map.
+    live: Vec<Option<Kept>>,
+    /// Slots of `live` that are free.
+    free: Vec<u32>,
+    /// The slot of each live connection, by identity (the cookie, unique among live
+    /// sockets): looked up by its start and close only, never by a scrape.
+    slot_of: StdHashMap<u64, u32, foldhash::fast::RandomState>,
     /// Identities whose close came with no start before it (the start may still come, through
     /// another CPU's batch), with the read they came before: a start that comes after its
     /// close is dropped, not read. A start is read by the scrape after the one it was
@@ -209,10 +215,71 @@ pub struct TcpIterator {
     /// Whether `live` may lack a connection the table holds (at start, or after a lost
     /// record): then the next read takes the whole table.
     stale: bool,
-    /// The slots' connections, in slot order, for one read.
-    reading: Vec<TcpConn>,
+    /// The slots of `live` being read, in the order of `live_reads`, for one read.
+    reading: Vec<u32>,
+    /// Where the runs of `read_tcp` are shared out when there are many connections.
+    pool: Option<rayon::ThreadPool>,
     keys: Vec<u64>,
     entries: Vec<TcpConn>,
+}
+
+/// Runs `read_tcp` (the program `read`) over slots [first, end) (BPF_PROG_TEST_RUN of a raw
+/// tracepoint program: its context is the arguments).
+fn run_read(read: &OwnedFd, first: u32, end: u32) -> std::io::Result<()> {
+    let args = [u64::from(first), u64::from(end)];
+    let mut attr = [0u64; 10];
+    attr[0] = u64::from(read.as_raw_fd() as u32);
+    // ctx_size_in (offset 40), ctx_in (offset 48)
+    attr[5] = (std::mem::size_of_val(&args) as u64) & 0xffff_ffff;
+    attr[6] = args.as_ptr() as u64;
+    bpf(BPF_PROG_TEST_RUN, &mut attr).map(|_| ())
+}
+
+/// Threads at most that share the runs of `read_tcp` at a scrape. Most of a scrape of many
+/// connections is `read_tcp` waiting for the sockets' cold cache lines; runs on several
+/// CPUs wait together.
+const READ_THREADS: usize = 4;
+
+/// From this many connections a scrape's reads are shared out; fewer are read on the
+/// scrape's own thread (handing work over would cost more than it saves).
+const PARALLEL_FROM: usize = 8 * READ_CHUNK as usize;
+
+/// The pool the runs of `read_tcp` are shared out on: as many threads as this process may
+/// run on at once, at most [`READ_THREADS`]; none on one CPU, or when no thread can start
+/// (then a scrape reads on its own thread).
+fn read_pool() -> Option<rayon::ThreadPool> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(READ_THREADS));
+    if threads < 2 {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("sonde-live-{i}"))
+        .build()
+        .inspect_err(
+            |e| tracing::warn!(error = %e, "the live read's threads did not start; scrapes read on one thread"),
+        )
+        .ok()
+}
+
+/// One connection of sonde's live list, with the tag its consumer keeps with it.
+#[derive(Debug, Clone, Copy)]
+struct Kept {
+    conn: TcpConn,
+    tag: u32,
+}
+
+impl Kept {
+    /// The connection with its counts as `read` gives them.
+    fn live_conn(&self, read: &LiveRead, slot: u32) -> LiveConn {
+        let record = self.conn.record(read);
+        LiveConn {
+            key: record.key,
+            stats: record.stats,
+            slot,
+            tag: self.tag,
+        }
+    }
 }
 
 /// The probes' parts [`TcpIterator`] uses.
@@ -241,11 +308,14 @@ impl TcpIterator {
             table: dup(parts.table)?,
             reads: LiveReads::map(parts.reads, parts.capacity).map_err(LiveError::Map)?,
             seeded: HashSet::new(),
-            live: StdHashMap::default(),
+            live: Vec::new(),
+            free: Vec::new(),
+            slot_of: StdHashMap::default(),
             closed_first: StdHashMap::default(),
             reads_done: 0,
             stale: true,
             reading: Vec::new(),
+            pool: read_pool(),
             keys: Vec::new(),
             entries: Vec::new(),
         })
@@ -263,11 +333,67 @@ impl TcpIterator {
         let cookie = record.stats.cookie;
         if record.stats.flags & FLAG_OPENED != 0 {
             if self.closed_first.remove(&cookie).is_none() {
-                self.live.insert(cookie, TcpConn::opened(record));
+                self.keep(TcpConn::opened(record));
             }
-        } else if self.live.remove(&cookie).is_none() && record.stats.flags & FLAG_CONNECT_FAILED == 0 {
+        } else if !self.forget(cookie) && record.stats.flags & FLAG_CONNECT_FAILED == 0 {
             self.closed_first.insert(cookie, self.reads_done);
         }
+    }
+
+    /// A live connection into the list: into its own slot when it has one already (a start
+    /// the full table read had), else into a free slot.
+    fn keep(&mut self, conn: TcpConn) {
+        let kept = Some(Kept {
+            conn,
+            tag: LiveConn::NO_TAG,
+        });
+        if let Some(&slot) = self.slot_of.get(&conn.cookie) {
+            self.live[slot as usize] = kept;
+            return;
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.live[slot as usize] = kept;
+                slot
+            }
+            None => {
+                self.live.push(kept);
+                (self.live.len() - 1) as u32
+            }
+        };
+        self.slot_of.insert(conn.cookie, slot);
+    }
+
+    /// The connection of this identity out of the list; false when it was not there.
+    fn forget(&mut self, cookie: u64) -> bool {
+        let Some(slot) = self.slot_of.remove(&cookie) else {
+            return false;
+        };
+        self.live[slot as usize] = None;
+        self.free.push(slot);
+        true
+    }
+
+    /// Keeps each connection's `tag` (as its consumer set it) with the connection, to be
+    /// given back at the next read. `conns` are a read's connections; those of no slot here
+    /// (UDP) are passed over.
+    pub fn keep_tags(&mut self, conns: &[LiveConn]) {
+        for conn in conns {
+            let kept = self.live.get_mut(conn.slot as usize).and_then(Option::as_mut);
+            if let Some(kept) = kept.filter(|k| k.conn.cookie == conn.stats.cookie) {
+                kept.tag = conn.tag;
+            }
+        }
+    }
+
+    /// Live connections in the list.
+    pub fn len(&self) -> usize {
+        self.slot_of.len()
+    }
+
+    /// Whether the list is empty.
+    pub fn is_empty(&self) -> bool {
+        self.slot_of.is_empty()
     }
 
     /// Records may have been lost (the batches were overwritten before sonde read them): the
@@ -279,7 +405,13 @@ impl TcpIterator {
     /// Every live TCP connection. `namespaces` are the network namespaces that exist (by
     /// inode, with a path that holds each); those not seeded yet are seeded first, on one
     /// thread that enters each in turn (`setns` moves only the calling thread).
-    pub fn walk(&mut self, namespaces: &StdHashMap<u64, PathBuf>) -> Result<TcpWalk, LiveError> {
+    /// The connections, with their counts now, are appended to `out` in the order of the
+    /// list's slots.
+    pub fn walk(
+        &mut self,
+        namespaces: &StdHashMap<u64, PathBuf>,
+        out: &mut Vec<LiveConn>,
+    ) -> Result<TcpWalk, LiveError> {
         // No namespace at all means the listing failed (this process's own is always
         // there): then none is taken as gone.
         if !namespaces.is_empty() {
@@ -301,7 +433,7 @@ impl TcpIterator {
         if self.stale {
             self.read_whole_table()?;
         }
-        self.read_live(&mut walk.connections)?;
+        self.read_live(out)?;
         Ok(walk)
     }
 
@@ -309,54 +441,89 @@ impl TcpIterator {
     fn read_whole_table(&mut self) -> Result<(), LiveError> {
         read_table(std::os::fd::AsFd::as_fd(&self.table), &mut self.keys, &mut self.entries)
             .map_err(LiveError::Table)?;
-        self.live.clear();
-        self.live.extend(self.entries.iter().map(|conn| (conn.cookie, *conn)));
+        // Slots of connections still live stay theirs (so do the tags kept with them).
+        let fresh: std::collections::HashSet<u64, foldhash::fast::RandomState> =
+            self.entries.iter().map(|conn| conn.cookie).collect();
+        let gone: Vec<u64> = self
+            .slot_of
+            .keys()
+            .copied()
+            .filter(|cookie| !fresh.contains(cookie))
+            .collect();
+        for cookie in gone {
+            self.forget(cookie);
+        }
+        for i in 0..self.entries.len() {
+            let conn = self.entries[i];
+            match self.slot_of.get(&conn.cookie) {
+                Some(&slot) => {
+                    if let Some(kept) = self.live[slot as usize].as_mut() {
+                        kept.conn = conn;
+                    }
+                }
+                None => self.keep(conn),
+            }
+        }
         self.stale = false;
         Ok(())
     }
 
     /// The live list's connections that are live, with their counts now, appended to `out`;
     /// those whose socket is closed leave the list.
-    fn read_live(&mut self, out: &mut Vec<ClosedConn>) -> Result<(), LiveError> {
+    fn read_live(&mut self, out: &mut Vec<LiveConn>) -> Result<(), LiveError> {
         self.reads_done += 1;
         let now = self.reads_done;
         self.closed_first.retain(|_, at| now - *at <= 2);
         self.reading.clear();
-        self.reading.extend(self.live.values().copied());
         let slots = self.reads.slots();
-        let n = self.reading.len().min(slots.len());
-        for (slot, conn) in slots.iter_mut().zip(&self.reading[..n]) {
-            *slot = LiveRead::of(conn);
+        let mut n = 0;
+        for (i, kept) in self.live.iter().enumerate() {
+            let Some(kept) = kept else { continue };
+            let Some(slot) = slots.get_mut(n) else { break };
+            *slot = LiveRead::of(&kept.conn);
+            self.reading.push(i as u32);
+            n += 1;
         }
-        let mut first = 0u32;
-        while (first as usize) < n {
-            let end = (first + READ_CHUNK).min(n as u32);
-            self.run_read(first, end).map_err(LiveError::Read)?;
-            first = end;
+        let chunk = |c: usize| {
+            let first = c as u32 * READ_CHUNK;
+            (first, (first + READ_CHUNK).min(n as u32))
+        };
+        let chunks = n.div_ceil(READ_CHUNK as usize);
+        let read = &self.read;
+        match &self.pool {
+            // Each run reads its own slots, and its scratch is its CPU's: runs on several
+            // CPUs at once are independent (a run keeps its CPU: the kernel disables
+            // preemption around it).
+            Some(pool) if n >= PARALLEL_FROM => pool.install(|| {
+                use rayon::prelude::*;
+                (0..chunks).into_par_iter().try_for_each(|c| {
+                    let (first, end) = chunk(c);
+                    run_read(read, first, end)
+                })
+            }),
+            _ => (0..chunks).try_for_each(|c| {
+                let (first, end) = chunk(c);
+                run_read(read, first, end)
+            }),
         }
+        .map_err(LiveError::Read)?;
+        out.reserve(n);
         let slots = self.reads.slots();
-        for (read, conn) in slots[..n].iter().zip(&self.reading[..n]) {
+        for (read, &i) in slots[..n].iter().zip(&self.reading) {
+            let Some(kept) = &self.live[i as usize] else { continue };
             match read.live {
-                LiveRead::LIVE => out.push(conn.record(read)),
+                LiveRead::LIVE => out.push(kept.live_conn(read, i)),
                 LiveRead::NOT_YET => {}
                 _ => {
-                    self.live.remove(&conn.cookie);
+                    // Out of the list (`forget`, inline: `slots` borrows `self.reads`).
+                    let cookie = kept.conn.cookie;
+                    self.slot_of.remove(&cookie);
+                    self.live[i as usize] = None;
+                    self.free.push(i);
                 }
             }
         }
         Ok(())
-    }
-
-    /// Runs `read_tcp` over slots [first, end) (BPF_PROG_TEST_RUN of a raw tracepoint
-    /// program: its context is the arguments).
-    fn run_read(&self, first: u32, end: u32) -> std::io::Result<()> {
-        let args = [u64::from(first), u64::from(end)];
-        let mut attr = [0u64; 10];
-        attr[0] = u64::from(self.read.as_raw_fd() as u32);
-        // ctx_size_in (offset 40), ctx_in (offset 48)
-        attr[5] = (std::mem::size_of_val(&args) as u64) & 0xffff_ffff;
-        attr[6] = args.as_ptr() as u64;
-        bpf(BPF_PROG_TEST_RUN, &mut attr).map(|_| ())
     }
 
     /// Seeds this process's namespace (when `own_wanted`), then each of `others`; returns

@@ -31,7 +31,7 @@ use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContex
 use crate::conntrack::ConntrackLookup;
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
 use crate::ebpf::conn::{
-    Batch, ClosedConn, ConnKey, FLAG_OPENED, IPPROTO_TCP, IPPROTO_UDP, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
+    Batch, ClosedConn, ConnKey, FLAG_OPENED, IPPROTO_TCP, IPPROTO_UDP, LiveConn, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
     TM_UNBATCHED_LOST,
 };
 use crate::ebpf::live::{TcpIterator, UdpTable};
@@ -337,23 +337,24 @@ impl LoadedProbes {
         }
 
         // Live UDP sockets; idle ones leave the table as if closed.
-        let mut live: Vec<(ConnKey, crate::ebpf::conn::ConnStats)> =
-            Vec::with_capacity(state.tracker.live_len() + 1024);
+        let mut live: Vec<LiveConn> = Vec::with_capacity(state.tracker.live_len() + 1024);
         self.read_udp(state, &mut live)?;
         // Live TCP connections, from the probes' table (namespaces new to sonde seeded first).
         let namespaces = netns::all(&self.namespaces.procfs, &self.namespaces.named);
-        let walk = state.tcp.walk(&namespaces).map_err(CollectError::Live)?;
+        let udp_entries = live.len();
+        let walk = state.tcp.walk(&namespaces, &mut live).map_err(CollectError::Live)?;
         state.namespaces_walked = walk.namespaces;
         for (inode, error) in &walk.failures {
             state.namespace_failures += 1;
             tracing::debug!(collector = "connection", netns = inode, %error, "TCP iterator not run in a namespace");
         }
-        live.extend(walk.connections.iter().map(|c| (c.key, c.stats)));
         let live_entries = live.len();
         let read_live_done = Instant::now();
         state
             .tracker
-            .live_snapshot(live, Instant::now(), &|key, direction| self.route(key, direction));
+            .live_snapshot(&mut live, Instant::now(), &|key, direction| self.route(key, direction));
+        // The TCP connections' slots in the tracker, for it to find them by at the next scrape.
+        state.tcp.keep_tags(&live[udp_entries..]);
         // The enrichment's caches: namespaces that went away.
         if let Some(gateway) = &self.gateway {
             gateway.maintain();
@@ -380,11 +381,7 @@ impl LoadedProbes {
 
     /// The UDP table's live sockets into `live`; a socket idle for `--connection.udp-idle`
     /// leaves the table as if closed (UDP has no close event).
-    fn read_udp(
-        &self,
-        state: &mut TrackingState,
-        live: &mut Vec<(ConnKey, crate::ebpf::conn::ConnStats)>,
-    ) -> Result<(), CollectError> {
+    fn read_udp(&self, state: &mut TrackingState, live: &mut Vec<LiveConn>) -> Result<(), CollectError> {
         let now_ns = monotonic_ns();
         let udp_idle_ns = u64::try_from(self.udp_idle.as_nanos()).unwrap_or(u64::MAX);
         let mut entries = Vec::new();
@@ -405,7 +402,7 @@ impl LoadedProbes {
                     Err(e) => tracing::warn!(collector = "connection", error = %e, "idle UDP entry not deleted"),
                 }
             }
-            live.push((entry.key, entry.stats));
+            live.push(LiveConn::untracked(entry.key, entry.stats));
         }
         Ok(())
     }

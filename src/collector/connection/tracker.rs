@@ -16,7 +16,7 @@ use foldhash::fast::RandomState;
 
 use super::series::{Direction, LabelPolicy, SeriesKey};
 use crate::conntrack::Nat;
-use crate::ebpf::conn::{ClosedConn, ConnKey, ConnStats, FLAG_CONNECT_FAILED, FLAG_CONNECTED, IPPROTO_TCP};
+use crate::ebpf::conn::{ClosedConn, ConnKey, ConnStats, FLAG_CONNECT_FAILED, FLAG_CONNECTED, IPPROTO_TCP, LiveConn};
 use crate::gateway::Via;
 
 /// What the enrichment step learns of a new connection.
@@ -126,6 +126,8 @@ struct Totals {
 
 #[derive(Debug)]
 struct Live {
+    /// Which connection this is: a tag given back with a read is checked against it.
+    identity: Identity,
     /// Index into the tracker's series.
     series: usize,
     counters: Counters,
@@ -147,14 +149,23 @@ pub struct SeriesView<'a> {
 type Identity = (ConnKey, u64);
 
 /// Series are interned: connections refer to them by index, so a scrape sums 50,000 live
-/// connections without hashing a label set for each.
+/// connections without hashing a label set for each. Live connections are kept in slots of
+/// a vector, and a read gives each TCP connection back with its slot (`LiveConn::tag`), so a
+/// scrape finds a connection it knows without a hash lookup; only a new connection, a
+/// close, and UDP sockets (which no reader keeps tags for) look one up by identity.
 pub struct Tracker {
     policy: LabelPolicy,
     series: Vec<SeriesKey>,
     index: HashMap<SeriesKey, usize, RandomState>,
     /// Closed totals, by series index.
     totals: Vec<Totals>,
-    live: HashMap<Identity, Live, RandomState>,
+    /// Live connections (present, or waiting for their record), each in its own slot while
+    /// it is tracked.
+    live: Vec<Option<Live>>,
+    /// Free slots of `live`.
+    free: Vec<u32>,
+    /// The slot of each tracked live connection, by identity.
+    slot_of: HashMap<Identity, u32, RandomState>,
     /// Series counted against the cap (the overflow series are not).
     capped: usize,
     /// Live snapshots taken so far.
@@ -170,7 +181,9 @@ impl Tracker {
             series: Vec::new(),
             index: HashMap::default(),
             totals: Vec::new(),
-            live: HashMap::default(),
+            live: Vec::new(),
+            free: Vec::new(),
+            slot_of: HashMap::default(),
             capped: 0,
             generation: 0,
             folded: 0,
@@ -211,7 +224,7 @@ impl Tracker {
     pub fn closed(&mut self, record: &ClosedConn, route: Route<'_>) {
         let stats = &record.stats;
         let counters = Counters::of(stats);
-        let series = match self.live.remove(&(record.key, stats.cookie)) {
+        let series = match self.untrack(&(record.key, stats.cookie)) {
             Some(live) => live.series,
             None => self.assign(&record.key, stats, route),
         };
@@ -223,46 +236,76 @@ impl Tracker {
         }
     }
 
-    /// The live table as just read. Connections gone from it wait for their closed record;
+    /// The tracked connection of this identity out of its slot.
+    fn untrack(&mut self, identity: &Identity) -> Option<Live> {
+        let slot = self.slot_of.remove(identity)?;
+        self.free.push(slot);
+        self.live.get_mut(slot as usize)?.take()
+    }
+
+    /// A connection seen for the first time into a free slot; returns the slot.
+    fn track(&mut self, live: Live) -> u32 {
+        let identity = live.identity;
+        let slot = match self.free.pop() {
+            Some(slot) => {
+                self.live[slot as usize] = Some(live);
+                slot
+            }
+            None => {
+                self.live.push(Some(live));
+                (self.live.len() - 1) as u32
+            }
+        };
+        self.slot_of.insert(identity, slot);
+        slot
+    }
+
+    /// The live connections as just read. Each one's `tag` is its slot here as the last
+    /// snapshot set it, or [`LiveConn::NO_TAG`]; this sets it, for the reader to give it back
+    /// with the next read. Connections gone from the reads wait for their closed record;
     /// after [`PENDING_CLOSE_TTL`] their last values become final.
-    pub fn live_snapshot(
-        &mut self,
-        entries: impl IntoIterator<Item = (ConnKey, ConnStats)>,
-        now: Instant,
-        route: Route<'_>,
-    ) {
+    pub fn live_snapshot(&mut self, entries: &mut [LiveConn], now: Instant, route: Route<'_>) {
         self.generation += 1;
         let generation = self.generation;
-        for (key, stats) in entries {
-            let counters = Counters::of(&stats);
-            let identity = (key, stats.cookie);
-            if let Some(live) = self.live.get_mut(&identity) {
+        for entry in entries.iter_mut() {
+            let counters = Counters::of(&entry.stats);
+            let identity = (entry.key, entry.stats.cookie);
+            // The tag is checked, not trusted: a slot freed and taken by another connection
+            // since the tag was given holds another identity.
+            let tagged = match self.live.get(entry.tag as usize) {
+                Some(Some(live)) if live.identity == identity => Some(entry.tag),
+                _ => self.slot_of.get(&identity).copied(),
+            };
+            if let Some(slot) = tagged
+                && let Some(Some(live)) = self.live.get_mut(slot as usize)
+            {
                 live.counters.raise_to(&counters);
                 live.generation = generation;
                 live.seen = now;
+                entry.tag = slot;
                 continue;
             }
-            let series = self.assign(&key, &stats, route);
-            self.live.insert(
+            let series = self.assign(&entry.key, &entry.stats, route);
+            entry.tag = self.track(Live {
                 identity,
-                Live {
-                    series,
-                    counters,
-                    generation,
-                    seen: now,
-                },
-            );
+                series,
+                counters,
+                generation,
+                seen: now,
+            });
         }
-        // One pass: connections gone from the table for too long leave their last values
+        // One pass: connections gone from the reads for too long leave their last values
         // in the totals.
-        let totals = &mut self.totals;
-        self.live.retain(|_, live| {
-            let keep = live.generation == generation || now.duration_since(live.seen) < PENDING_CLOSE_TTL;
-            if !keep {
-                totals[live.series].counters.add(&live.counters);
+        for slot in 0..self.live.len() {
+            let Some(live) = &self.live[slot] else { continue };
+            if live.generation == generation || now.duration_since(live.seen) < PENDING_CLOSE_TTL {
+                continue;
             }
-            keep
-        });
+            let identity = live.identity;
+            if let Some(live) = self.untrack(&identity) {
+                self.totals[live.series].counters.add(&live.counters);
+            }
+        }
     }
 
     /// Every series with its counters (closed totals plus live values) and active count.
@@ -278,7 +321,7 @@ impl Tracker {
                 rtt: Some(&t.rtt).filter(|h| h.count > 0),
             })
             .collect();
-        for live in self.live.values() {
+        for live in self.live.iter().flatten() {
             let view = &mut views[live.series];
             view.counters.add(&live.counters);
             if live.generation == self.generation && view.key.protocol == IPPROTO_TCP {
@@ -290,7 +333,7 @@ impl Tracker {
 
     /// Connections in the live view (present or waiting for their record).
     pub fn live_len(&self) -> usize {
-        self.live.len()
+        self.slot_of.len()
     }
 }
 
@@ -331,6 +374,15 @@ mod tests {
         ClosedConn { key, pad: 0, stats }
     }
 
+    /// A snapshot of these connections, read with no tag (as UDP sockets are).
+    fn snapshot(t: &mut Tracker, conns: &[(ConnKey, ConnStats)], now: Instant) {
+        let mut entries: Vec<LiveConn> = conns
+            .iter()
+            .map(|(key, stats)| LiveConn::untracked(*key, *stats))
+            .collect();
+        t.live_snapshot(&mut entries, now, &no_route);
+    }
+
     fn sent(t: &Tracker) -> u64 {
         t.view().iter().map(|v| v.counters.bytes_sent).sum()
     }
@@ -340,16 +392,16 @@ mod tests {
         let mut t = tracker(100);
         let now = Instant::now();
         let (k, mut s) = conn(40000, 80, 10, 1);
-        t.live_snapshot([(k, s)], now, &no_route);
+        snapshot(&mut t, &[(k, s)], now);
         assert_eq!(sent(&t), 10);
         assert_eq!(t.view()[0].active, 1);
         // Gone from the live table, record not here yet: the last value stays.
-        t.live_snapshot([], now, &no_route);
+        snapshot(&mut t, &[], now);
         assert_eq!(sent(&t), 10);
         assert_eq!(t.view()[0].active, 0);
         s.bytes_sent = 25;
         t.closed(&record(k, s), &no_route);
-        t.live_snapshot([], now, &no_route);
+        snapshot(&mut t, &[], now);
         assert_eq!(sent(&t), 25);
         let view = t.view();
         assert_eq!(view.len(), 1);
@@ -364,7 +416,7 @@ mod tests {
         let (k, s) = conn(40000, 80, 10, 1);
         t.closed(&record(k, s), &no_route);
         let (_, s2) = conn(40000, 80, 7, 2);
-        t.live_snapshot([(k, s2)], now, &no_route);
+        snapshot(&mut t, &[(k, s2)], now);
         assert_eq!(sent(&t), 17);
         assert_eq!(t.view()[0].counters.connects, 2);
     }
@@ -374,10 +426,58 @@ mod tests {
         let mut t = tracker(100);
         let start = Instant::now();
         let (k, s) = conn(40000, 80, 10, 1);
-        t.live_snapshot([(k, s)], start, &no_route);
-        t.live_snapshot([], start + PENDING_CLOSE_TTL, &no_route);
+        snapshot(&mut t, &[(k, s)], start);
+        snapshot(&mut t, &[], start + PENDING_CLOSE_TTL);
         assert_eq!(t.live_len(), 0);
         assert_eq!(sent(&t), 10);
+    }
+
+    /// Bytes sent per remote port.
+    fn sent_by_port(t: &Tracker) -> Vec<(Option<u16>, u64)> {
+        let mut v: Vec<_> = t.view().iter().map(|v| (v.key.port, v.counters.bytes_sent)).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn tags_find_connections_and_a_wrong_tag_is_checked_not_trusted() {
+        let mut t = tracker(100);
+        let now = Instant::now();
+        let (ka, sa) = conn(40000, 81, 10, 1);
+        let (kb, sb) = conn(40001, 82, 20, 2);
+        let mut reads = vec![LiveConn::untracked(ka, sa), LiveConn::untracked(kb, sb)];
+        t.live_snapshot(&mut reads, now, &no_route);
+        let tags: Vec<u32> = reads.iter().map(|r| r.tag).collect();
+        assert_eq!(tags, [0, 1], "each connection got its slot");
+        // Given back with their tags: the same connections, nothing new.
+        reads[0].stats.bytes_sent = 15;
+        t.live_snapshot(&mut reads, now, &no_route);
+        assert_eq!(t.live_len(), 2);
+        assert_eq!(sent_by_port(&t), [(Some(81), 15), (Some(82), 20)]);
+        // Tags swapped (as a slot freed and taken by another connection would look): each is
+        // found by its identity all the same, and its tag corrected.
+        reads.swap(0, 1);
+        reads[0].tag = 0;
+        reads[1].tag = 1;
+        reads[0].stats.bytes_sent = 30;
+        t.live_snapshot(&mut reads, now, &no_route);
+        assert_eq!(t.live_len(), 2);
+        assert_eq!(sent_by_port(&t), [(Some(81), 15), (Some(82), 30)]);
+        assert_eq!((reads[0].tag, reads[1].tag), (1, 0));
+        // A's close frees its slot; C takes it, and A's old tag given with C finds C's own.
+        t.closed(&record(ka, sa), &no_route);
+        let (kc, sc) = conn(40002, 83, 5, 3);
+        let mut reads = vec![
+            reads[0],
+            LiveConn {
+                tag: 0,
+                ..LiveConn::untracked(kc, sc)
+            },
+        ];
+        t.live_snapshot(&mut reads, now, &no_route);
+        assert_eq!(reads[1].tag, 0, "C took A's freed slot");
+        assert_eq!(t.live_len(), 2);
+        assert_eq!(sent_by_port(&t), [(Some(81), 10), (Some(82), 30), (Some(83), 5)]);
     }
 
     #[test]
