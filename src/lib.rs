@@ -10,6 +10,7 @@ pub mod collector;
 pub mod docker;
 pub mod ebpf;
 pub mod exposition;
+pub mod fsread;
 pub mod gateway;
 pub mod identity;
 pub mod kubelet;

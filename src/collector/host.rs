@@ -98,7 +98,7 @@ impl HostCollector {
     fn topology(&self) -> Option<Topology> {
         let mut known = sync::lock(&self.topology);
         if known.is_none() {
-            let cpuinfo = std::fs::read_to_string(&self.cpuinfo).unwrap_or_default();
+            let cpuinfo = crate::fsread::read_to_string(&self.cpuinfo).unwrap_or_default();
             let count = |key: &str, property: &str| {
                 Some(distinct_cpuinfo_values(&cpuinfo, key))
                     .filter(|n| *n > 0)
@@ -213,7 +213,7 @@ fn distinct_topology_values(cpu_dir: &Path, property: &str) -> u64 {
                 .and_then(|n| n.strip_prefix("cpu"))
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         })
-        .filter_map(|e| std::fs::read_to_string(e.path().join("topology").join(property)).ok())
+        .filter_map(|e| crate::fsread::read_to_string(&e.path().join("topology").join(property)).ok())
         .map(|v| v.trim().to_owned())
         .collect();
     values.len() as u64
@@ -222,7 +222,7 @@ fn distinct_topology_values(cpu_dir: &Path, property: &str) -> u64 {
 impl HostCollector {}
 
 fn read(path: &Path) -> Result<String, CollectError> {
-    std::fs::read_to_string(path).map_err(|source| CollectError::Read {
+    crate::fsread::read_to_string(path).map_err(|source| CollectError::Read {
         path: path.to_owned(),
         source,
     })
