@@ -274,3 +274,96 @@ fn lost<'a>(memory: &[&'a str]) -> Vec<&'a str> {
     all.sort_unstable();
     all
 }
+
+/// A stand-in engine whose container list is 200 MB (one endless name): what bollard would
+/// read whole into memory before decoding.
+fn start_huge_engine(socket: &Path) {
+    use std::io::{Read, Write};
+    let listener = std::os::unix::net::UnixListener::bind(socket).expect("bind");
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_owned();
+                let reply = |body: &str| {
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nApi-Version: 1.47\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                if path.ends_with("/_ping") {
+                    let _ = stream.write_all(reply("OK").as_bytes());
+                } else if path.ends_with("/version") {
+                    let body = r#"{"Version":"27.5.1","ApiVersion":"1.47","MinAPIVersion":"1.24","Os":"linux"}"#;
+                    let _ = stream.write_all(reply(body).as_bytes());
+                } else if path.contains("/containers/json") {
+                    let size: usize = 200_000_000;
+                    let (open, close) = (r#"[{"Id":""#, r#""}]"#);
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nApi-Version: 1.47\r\nContent-Length: {}\r\n\r\n{open}",
+                        size + open.len() + close.len()
+                    );
+                    if stream.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    let chunk = vec![b'a'; 1 << 16];
+                    for _ in 0..size / chunk.len() {
+                        if stream.write_all(&chunk).is_err() {
+                            return; // sonde hung up
+                        }
+                    }
+                    let _ = stream.write_all(&chunk[..size % chunk.len()]);
+                    let _ = stream.write_all(close.as_bytes());
+                } else {
+                    let _ = stream.write_all(b"HTTP/1.1 404 X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+                }
+            });
+        }
+    });
+}
+
+/// A 200 MB answer from the engine fails the `docker` collector alone, past the 16 MiB cap,
+/// and costs no more memory than that.
+#[test]
+fn a_huge_docker_answer_is_cut_at_the_cap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
+    write_tree(&dir.path().join("sys"), "v2");
+    let socket = dir.path().join("docker.sock");
+    start_huge_engine(&socket);
+    let sysfs = format!("--path.sysfs={}", dir.path().join("sys").display());
+    let procfs = format!("--path.procfs={}", dir.path().join("proc").display());
+    let host = format!("--docker.host=unix://{}", socket.display());
+    let sonde = Sonde::start(&[
+        &sysfs,
+        &procfs,
+        &host,
+        "--no-collector.host",
+        "--no-collector.connection",
+    ]);
+    let text = scrape(&sonde);
+    let line = sonde.wait_for_log(&["collector failed", "collector=docker"]);
+    assert!(line.contains("larger than 16777216 bytes"), "{line}");
+    assert!(
+        text.contains("sonde_collector_success{collector=\"docker\"} 0"),
+        "docker fails"
+    );
+    assert!(
+        text.contains("sonde_collector_success{collector=\"container\"} 1"),
+        "containers stay"
+    );
+    // A few more attempts (the watcher reconnects with backoff).
+    std::thread::sleep(Duration::from_secs(3));
+    let hwm_mib = vm_hwm_kib(sonde.child.id()) / 1024;
+    eprintln!("peak RSS (VmHWM) after 200 MB Docker answers: {hwm_mib} MiB");
+    assert!(hwm_mib < 100, "peak RSS {hwm_mib} MiB");
+}
