@@ -17,6 +17,7 @@ pub mod kubelet;
 pub mod logging;
 pub mod netns;
 pub mod paths;
+pub mod privileges;
 pub mod scrape;
 pub mod self_metrics;
 pub mod server;

@@ -20,10 +20,19 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any other thread exists, so every thread has only these (see privileges.rs).
+    let kept = match sonde::privileges::lower_to(&sonde::privileges::needed(&config.collectors)) {
+        Ok(kept) => kept,
+        Err(error) => {
+            eprintln!("sonde: error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(error) = sonde::logging::init(config.log) {
         eprintln!("sonde: error: setting up logging: {error}");
         return ExitCode::FAILURE;
     }
+    tracing::info!(kept = %kept.names(), dropped = kept.dropped, no_new_privs = true, "capabilities lowered");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
