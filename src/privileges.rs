@@ -24,12 +24,14 @@ pub enum PrivilegeError {
 }
 
 /// The capabilities the enabled collectors use; the others are dropped.
-/// - `connection`: `CAP_BPF` and `CAP_PERFMON` to load and attach the probes (the first
-///   collection loads them, on a thread started after the drop); `CAP_SYS_ADMIN` to enter
-///   other network namespaces (`setns`: the TCP iterator and the gateway's netlink
-///   sockets, for namespaces that appear at any time) and mount tracefs where it is
-///   missing; it also stands for the first two on kernels before 5.8. `CAP_SYS_PTRACE` to
-///   open `<procfs>/<pid>/ns/net` of processes with other credentials.
+/// - `connection`: `CAP_SYS_ADMIN` to enter other network namespaces (`setns`: the TCP
+///   iterator and the gateway's netlink sockets, for namespaces that appear at any time)
+///   and mount tracefs where it is missing; the kernel takes it for `CAP_BPF` and
+///   `CAP_PERFMON` too (map creation, program loading and attaching: the first collection
+///   loads the probes, on a thread started after the drop). Those two are kept only where
+///   `CAP_SYS_ADMIN` is not held (see [`lower_to`]): the probes then load, and only other
+///   namespaces are out of reach. `CAP_SYS_PTRACE` to open `<procfs>/<pid>/ns/net` of
+///   processes with other credentials.
 /// - `container`: `CAP_SYS_PTRACE`, for a container's network namespace
 ///   (`<procfs>/<pid>/ns/net`) and its `net/dev`.
 /// - `host`, `docker`, `kubelet`: none (world-readable files; the Docker socket and the
@@ -77,13 +79,19 @@ pub fn lower_to(needed: &CapsHashSet) -> Result<Kept, PrivilegeError> {
     }
     let error = |set| move |source| PrivilegeError::Caps { set, source };
     let permitted = caps::read(None, CapSet::Permitted).map_err(error("permitted"))?;
-    let kept: CapsHashSet = permitted.intersection(needed).copied().collect();
+    let mut needed = needed.clone();
+    if permitted.contains(&Capability::CAP_SYS_ADMIN) && needed.contains(&Capability::CAP_SYS_ADMIN) {
+        // The kernel's bpf and perf checks accept CAP_SYS_ADMIN in their stead.
+        needed.remove(&Capability::CAP_BPF);
+        needed.remove(&Capability::CAP_PERFMON);
+    }
+    let kept: CapsHashSet = permitted.intersection(&needed).copied().collect();
     let dropped = permitted.len() - kept.len();
     // The bounding set first: dropping from it needs CAP_SETPCAP, which goes next. Without
     // CAP_SETPCAP (a container that was not given it) the bounding set stays as the runtime
     // made it; with no_new_privs nothing can gain from it.
     if permitted.contains(&Capability::CAP_SETPCAP) {
-        for cap in caps::all().difference(needed) {
+        for cap in caps::all().difference(&needed) {
             if caps::has_cap(None, CapSet::Bounding, *cap).unwrap_or(false) {
                 caps::drop(None, CapSet::Bounding, *cap).map_err(error("bounding"))?;
             }
