@@ -190,7 +190,7 @@ fn scrape_error(value: f64) -> Vec<Arc<Family>> {
 }
 
 /// How many distinct values the `key : value` lines of `cpuinfo` give.
-fn distinct_cpuinfo_values(cpuinfo: &str, key: &str) -> u64 {
+pub fn distinct_cpuinfo_values(cpuinfo: &str, key: &str) -> u64 {
     let values: std::collections::BTreeSet<&str> = cpuinfo
         .lines()
         .filter_map(|line| line.split_once(':'))

@@ -180,39 +180,77 @@ impl RouteSocket {
         let mut answers = Vec::new();
         loop {
             let received = self.socket.recv(&mut &mut self.buffer[..], 0)?;
-            let mut offset = 0;
-            while offset < received {
-                let bytes = &self.buffer[offset..received];
-                let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
-                    .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                let length = answer.header.length as usize;
-                if length == 0 {
-                    break;
-                }
-                // Messages in one datagram are aligned to 4 bytes.
-                offset += (length + 3) & !3;
-                // Answers to an earlier request that timed out are not this one's.
-                if answer.header.sequence_number != sequence {
-                    continue;
-                }
-                match answer.payload {
-                    NetlinkPayload::InnerMessage(inner) => {
-                        answers.push(inner);
-                        if !dump {
-                            return Ok(answers);
-                        }
-                    }
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            Some(code) => Err(NetlinkError::Kernel(-code.get())),
-                            None => Ok(answers),
-                        };
-                    }
-                    NetlinkPayload::Done(_) => return Ok(answers),
-                    _ => {}
-                }
+            let datagram = &self.buffer[..received.min(self.buffer.len())];
+            if let Answered::Yes = decode_datagram(datagram, sequence, dump, &mut answers)? {
+                return Ok(answers);
             }
         }
+    }
+}
+
+/// Whether a datagram ended the answer to a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answered {
+    Yes,
+    /// More datagrams are to come (a dump's next part).
+    NotYet,
+}
+
+/// Decodes one datagram of answers to request `sequence` into `answers`: the kernel's
+/// bytes, so every length is checked (by the decoder) and a message that claims no length
+/// ends the datagram.
+pub fn decode_datagram(
+    datagram: &[u8],
+    sequence: u32,
+    dump: bool,
+    answers: &mut Vec<RouteNetlinkMessage>,
+) -> Result<Answered, NetlinkError> {
+    let mut offset = 0;
+    while offset < datagram.len() {
+        let bytes = &datagram[offset..];
+        let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
+            .map_err(|e| NetlinkError::Decode(e.to_string()))?;
+        let length = answer.header.length as usize;
+        if length == 0 {
+            break;
+        }
+        // Messages in one datagram are aligned to 4 bytes.
+        offset = offset.saturating_add(length.saturating_add(3) & !3);
+        // Answers to an earlier request that timed out are not this one's.
+        if answer.header.sequence_number != sequence {
+            continue;
+        }
+        match answer.payload {
+            NetlinkPayload::InnerMessage(inner) => {
+                answers.push(inner);
+                if !dump {
+                    return Ok(Answered::Yes);
+                }
+            }
+            NetlinkPayload::Error(e) => {
+                return match e.code {
+                    Some(code) => Err(NetlinkError::Kernel(-code.get())),
+                    None => Ok(Answered::Yes),
+                };
+            }
+            NetlinkPayload::Done(_) => return Ok(Answered::Yes),
+            _ => {}
+        }
+    }
+    Ok(Answered::NotYet)
+}
+
+/// What sonde takes from decoded answers: a route's gateway, an address's prefix, a link's
+/// name (for the fuzz test, which feeds it every answer it decodes).
+pub fn use_answer(answer: &RouteNetlinkMessage) -> Option<String> {
+    match answer {
+        RouteNetlinkMessage::NewRoute(route) => gateway_of(route).map(|r| format!("{} {}", r.gateway, r.oif)),
+        RouteNetlinkMessage::NewAddress(address) => prefix_of(address).map(|p| format!("{}/{}", p.addr, p.len)),
+        RouteNetlinkMessage::NewLink(link) => link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        }),
+        _ => None,
     }
 }
 
