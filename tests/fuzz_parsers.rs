@@ -11,10 +11,12 @@
 //! part of the test command; the long run is the same code:
 //!
 //! ```sh
-//! SONDE_FUZZ_INPUTS=1000000 cargo test --release --test fuzz_parsers -- --nocapture --test-threads=1
+//! CARGO_PROFILE_RELEASE_OVERFLOW_CHECKS=true CARGO_PROFILE_RELEASE_DEBUG_ASSERTIONS=true \
+//!   SONDE_FUZZ_INPUTS=1000000 cargo test --release --test fuzz_parsers -- --nocapture --test-threads=1
 //! ```
 //!
-//! `SONDE_FUZZ_SEED` picks another sequence; a failing input is written to
+//! (release speed, with arithmetic overflow still a panic, as in the debug build of the
+//! short run). `SONDE_FUZZ_SEED` picks another sequence; a failing input is written to
 //! `$CARGO_TARGET_TMPDIR/fuzz-<parser>-<n>.bin` and named in the failure.
 
 mod common;

@@ -15,9 +15,11 @@ use std::time::{Duration, Instant};
 use common::cgroup_fixture::{FakeCgroup, write_v1, write_v2};
 use common::*;
 
-/// The containers; the second one gets the broken files.
+/// The containers: the second gets a FIFO, an endless file and a 10 MB file; the fourth a
+/// 10 MB `memory.stat`, the fifth an endless one (the cases the issue measured); the first
+/// and third are left alone.
 fn ids() -> Vec<String> {
-    (1..=3u64).map(|seed| format!("/docker/{seed:064x}")).collect()
+    (1..=5u64).map(|seed| format!("/docker/{seed:064x}")).collect()
 }
 
 fn write_tree(sysfs: &Path, version: &str) {
@@ -70,6 +72,21 @@ fn break_files(sysfs: &Path, version: &str) -> [String; 3] {
         _ => "8:0 Read 1\n",
     };
     std::fs::write(&large_path, line.repeat(10_000_000 / line.len())).expect("write");
+    // The fourth and fifth containers' memory.stat: 10 MB of its own lines, and /dev/zero.
+    let memory_stat = |id: &str| match version {
+        "v2" => sysfs
+            .join("fs/cgroup")
+            .join(id.trim_start_matches('/'))
+            .join("memory.stat"),
+        _ => sysfs
+            .join("fs/cgroup/memory")
+            .join(id.trim_start_matches('/'))
+            .join("memory.stat"),
+    };
+    let ids = ids();
+    std::fs::write(memory_stat(&ids[3]), "cache 1\n".repeat(10_000_000 / 8)).expect("write");
+    std::fs::remove_file(memory_stat(&ids[4])).expect("rm");
+    std::os::unix::fs::symlink("/dev/zero", memory_stat(&ids[4])).expect("symlink");
     [fifo, endless, large].map(str::to_owned)
 }
 
@@ -120,7 +137,7 @@ fn families(series: &BTreeMap<String, f64>) -> BTreeSet<String> {
         .collect()
 }
 
-fn check(version: &str, lost_families: &[&str]) {
+fn check(version: &str, lost_families: &[&str], memory_families: &[&str]) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::create_dir_all(dir.path().join("proc")).expect("mkdir");
     let sysfs = dir.path().join("sys");
@@ -161,19 +178,36 @@ fn check(version: &str, lost_families: &[&str]) {
         assert_eq!(after.get(id), before.get(id), "{id} unchanged");
     }
     // The bad one loses exactly the families its broken files feed, and keeps the rest.
-    let bad = &ids[1];
-    let lost: Vec<String> = families(&before[bad])
-        .difference(&families(&after[bad]))
-        .cloned()
-        .collect();
-    assert_eq!(lost, lost_families, "{version}: families lost with {broken:?}");
-    for (series, value) in &after[bad] {
-        // Its start time is its directory's time, which replacing the files moved.
-        if !series.starts_with("container_start_time_seconds") {
-            assert_eq!(before[bad].get(series), Some(value), "{series} kept as it was");
+    // The fourth and fifth lose their memory families, as the second does.
+    for (bad, expected) in [
+        (&ids[1], lost_families),
+        (&ids[3], memory_families),
+        (&ids[4], memory_families),
+    ] {
+        let lost: Vec<String> = families(&before[bad])
+            .difference(&families(&after[bad]))
+            .cloned()
+            .collect();
+        assert_eq!(lost, expected, "{version}: families lost by {bad}");
+        for (series, value) in &after[bad] {
+            // Its start time is its directory's time, which replacing the files moved.
+            if !series.starts_with("container_start_time_seconds") {
+                assert_eq!(before[bad].get(series), Some(value), "{series} kept as it was");
+            }
         }
     }
-    // Each broken file is counted as a failed read.
+    // Each broken file is counted as a failed read (memory.stat twice a scrape).
+    let memory_stat_errors = parse_samples(&text)
+        .into_iter()
+        .find(|s| {
+            s.name == "sonde_cgroup_read_errors_total"
+                && s.labels.iter().any(|(k, v)| k == "file" && v == "memory.stat")
+        })
+        .map(|s| s.value);
+    assert!(
+        memory_stat_errors.is_some_and(|n| n >= 10.0),
+        "memory.stat: read errors {memory_stat_errors:?}"
+    );
     for file in &broken {
         let name = file.rsplit('/').next().unwrap_or(file);
         let errors = parse_samples(&text)
@@ -247,7 +281,7 @@ fn broken_files_of_one_container_cost_only_its_own_figures_v2() {
         "container_memory_workingset_refault_file_total",
         "container_oom_events_total",
     ];
-    check("v2", &lost(&memory));
+    check("v2", &lost(&memory), &memory);
 }
 
 #[test]
@@ -266,7 +300,7 @@ fn broken_files_of_one_container_cost_only_its_own_figures_v1() {
         "container_memory_usage_bytes",
         "container_memory_working_set_bytes",
     ];
-    check("v1", &lost(&memory));
+    check("v1", &lost(&memory), &memory);
 }
 
 fn lost<'a>(memory: &[&'a str]) -> Vec<&'a str> {
