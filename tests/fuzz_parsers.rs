@@ -828,8 +828,13 @@ fn fuzz(target: Target, count: u64, seed: u64) -> Result<Outcome, String> {
     }
 }
 
+/// The allocation counts are the process's: one test at a time, so one test's allocations
+/// are not taken for the other's.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
 #[test]
 fn every_parser_of_outside_input_survives_generated_inputs() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // Panics are caught per input and reported; keep their messages out of the output.
     std::panic::set_hook(Box::new(|_| {}));
     let count = inputs_per_parser();
@@ -857,4 +862,31 @@ fn every_parser_of_outside_input_survives_generated_inputs() {
     }
     let _ = std::panic::take_hook();
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+/// The driver itself: a parser that panics on some inputs, or holds far more memory than
+/// its input, is reported with the input saved.
+#[test]
+fn the_driver_reports_panics_and_memory_blowups() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    std::panic::set_hook(Box::new(|_| {}));
+    let panicky = Target {
+        name: "panics on a zero byte",
+        seeds: vec![b"123\n456\n".to_vec()],
+        json: false,
+        run: |input| assert!(!input.contains(&0), "a zero byte"),
+    };
+    let failure = fuzz(panicky, 20_000, 1).err().expect("the panic is found");
+    assert!(failure.contains("panicked (saved at"), "{failure}");
+    let greedy = Target {
+        name: "holds 64 MiB",
+        seeds: vec![b"x".to_vec()],
+        json: false,
+        run: |input| {
+            std::hint::black_box(vec![input.len() as u8; 64 << 20]);
+        },
+    };
+    let failure = fuzz(greedy, 10, 1).err().expect("the blow-up is found");
+    assert!(failure.contains("held"), "{failure}");
+    let _ = std::panic::take_hook();
 }
