@@ -32,7 +32,6 @@ fn main() -> ExitCode {
         eprintln!("sonde: error: setting up logging: {error}");
         return ExitCode::FAILURE;
     }
-    tracing::info!(kept = %kept.names(), dropped = kept.dropped, no_new_privs = true, "capabilities lowered");
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -40,7 +39,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, kept)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("sonde: error: {error:#}");
@@ -79,7 +78,7 @@ fn limit_malloc_arenas() {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, kept: sonde::privileges::Kept) -> anyhow::Result<()> {
     let shutdown = shutdown_signal();
     let collectors = sonde::collector::enabled(&config.collectors);
     let names: Vec<&str> = collectors.iter().map(|c| c.name()).collect();
@@ -93,6 +92,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         collectors = %names.join(","),
         "listening"
     );
+    // Said once sonde is up, so a start that fails still prints one line only.
+    tracing::info!(kept = %kept.names(), dropped = kept.dropped, no_new_privs = true, "capabilities lowered");
     server.run(shutdown).await?;
     tracing::info!("stopped");
     Ok(())
