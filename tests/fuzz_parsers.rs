@@ -580,6 +580,10 @@ fn targets() -> Vec<Target> {
             },
         },
     ];
+    // `SONDE_FUZZ_ONLY=<part of a name>` runs only the parsers whose name has it.
+    if let Ok(only) = std::env::var("SONDE_FUZZ_ONLY") {
+        all.retain(|t| t.name.contains(only.as_str()));
+    }
     // The slot for `--web.config.file` (the exporter-toolkit's YAML), whose parser is being
     // written on another branch: add its target here, seeded with the toolkit's examples.
     all.retain(|t| !t.seeds.is_empty());
@@ -889,4 +893,20 @@ fn the_driver_reports_panics_and_memory_blowups() {
     let failure = fuzz(greedy, 10, 1).err().expect("the blow-up is found");
     assert!(failure.contains("held"), "{failure}");
     let _ = std::panic::take_hook();
+}
+
+/// `SONDE_FUZZ_REPLAY=<saved input> cargo test --test fuzz_parsers replay -- --nocapture`
+/// runs one saved input through every parser, panics shown in full; without the variable
+/// it does nothing.
+#[test]
+fn replay() {
+    let Ok(path) = std::env::var("SONDE_FUZZ_REPLAY") else {
+        return;
+    };
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let input = std::fs::read(&path).expect("the saved input");
+    for target in targets() {
+        println!("{}", target.name);
+        (target.run)(&input);
+    }
 }

@@ -247,7 +247,11 @@ pub fn parse_cpu_list(text: &str) -> Result<u64, String> {
         if last < first {
             return Err(format!("descending CPU range {part:?}"));
         }
-        count += last - first + 1;
+        // Checked: a range such as 0-18446744073709551615 is no CPU list (found by fuzzing).
+        count = (last - first)
+            .checked_add(1)
+            .and_then(|n| count.checked_add(n))
+            .ok_or_else(|| format!("CPU range {part:?} too large"))?;
     }
     Ok(count)
 }
@@ -295,7 +299,15 @@ mod tests {
         assert_eq!(parse_cpu_list("0\n"), Ok(1));
         assert_eq!(parse_cpu_list("0-1\n"), Ok(2));
         assert_eq!(parse_cpu_list("0-3,8,10-11"), Ok(7));
-        for bad in ["", "a", "3-1", "0-", "0,,1"] {
+        for bad in [
+            "",
+            "a",
+            "3-1",
+            "0-",
+            "0,,1",
+            "0-18446744073709551615",
+            "0-9223372036854775807,0-9223372036854775807",
+        ] {
             assert!(parse_cpu_list(bad).is_err(), "{bad:?}");
         }
     }

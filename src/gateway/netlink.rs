@@ -229,7 +229,8 @@ pub fn decode_datagram(
             }
             NetlinkPayload::Error(e) => {
                 return match e.code {
-                    Some(code) => Err(NetlinkError::Kernel(-code.get())),
+                    // Saturating: an answer claiming i32::MIN is no errno (found by fuzzing).
+                    Some(code) => Err(NetlinkError::Kernel(code.get().saturating_neg())),
                     None => Ok(Answered::Yes),
                 };
             }
@@ -295,6 +296,22 @@ fn prefix_of(message: &AddressMessage) -> Option<Prefix> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error answer whose code is i32::MIN (no errno) is an error, not a panic.
+    #[test]
+    fn an_error_answer_with_the_least_code_is_an_error() {
+        use netlink_packet_core::ErrorMessage;
+        let mut error = ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(i32::MIN);
+        let mut header = NetlinkHeader::default();
+        header.sequence_number = 7;
+        let mut message = NetlinkMessage::new(header, NetlinkPayload::<RouteNetlinkMessage>::Error(error));
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        let outcome = decode_datagram(&bytes, 7, false, &mut Vec::new());
+        assert!(matches!(outcome, Err(NetlinkError::Kernel(i32::MAX))), "{outcome:?}");
+    }
 
     #[test]
     fn errno_labels_are_names_when_known() {
