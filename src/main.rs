@@ -21,6 +21,14 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // Before any other thread exists, so every thread has only these (see privileges.rs).
+    let kept = match sonde::privileges::lower_to(&sonde::privileges::needed(&config.collectors)) {
+        Ok(kept) => kept,
+        Err(error) => {
+            eprintln!("sonde: error: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Err(error) = sonde::logging::init(config.log) {
         eprintln!("sonde: error: setting up logging: {error}");
         return ExitCode::FAILURE;
@@ -32,7 +40,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let outcome = runtime.block_on(run(config));
+    let outcome = runtime.block_on(run(config, kept));
     // A thread still blocked (a collector in a read that never returns) must not hold the
     // exit: the runtime is left behind instead of waiting for its blocking threads.
     runtime.shutdown_background();
@@ -75,7 +83,7 @@ fn limit_malloc_arenas() {
     }
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, kept: sonde::privileges::Kept) -> anyhow::Result<()> {
     let shutdown = shutdown_signal(config.web.limits.shutdown_timeout);
     let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup());
     let collectors = sonde::collector::enabled(&config.collectors);
@@ -96,6 +104,8 @@ async fn run(config: Config) -> anyhow::Result<()> {
         }
         Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP; it would stop sonde"),
     }
+    // Said once sonde is up, so a start that fails still prints one line only.
+    tracing::info!(kept = %kept.names(), dropped = kept.dropped, no_new_privs = true, "capabilities lowered");
     server.run(shutdown).await?;
     tracing::info!("stopped");
     Ok(())

@@ -54,7 +54,14 @@ pub fn all(procfs: &Path, named: &Path) -> HashMap<u64, PathBuf> {
 /// Opens the namespace `path` holds, checking it is still namespace `inode` (the process
 /// may have gone and its pid been reused since the path was found).
 pub fn open(path: &Path, inode: u64) -> std::io::Result<Option<File>> {
-    let file = File::open(path)?;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking: a FIFO put under /run/netns would otherwise hold the open for ever (an
+    // nsfs file is not a regular file, so fsread's check does not apply; the inode check
+    // below and setns refuse anything else).
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(path)?;
     Ok((file.metadata()?.ino() == inode).then_some(file))
 }
 

@@ -259,7 +259,7 @@ fn the_compose_stack_mounts_files_that_exist_and_its_prometheus_config_is_valid(
         .iter()
         .filter_map(|c| c.as_str())
         .collect();
-    assert_eq!(caps, BTreeSet::from(["BPF", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"]));
+    assert_eq!(caps, BTreeSet::from(["SYS_ADMIN", "SYS_PTRACE"]));
 
     // docker-compose validates the file against the Compose schema, offline; a misspelt
     // option is refused.

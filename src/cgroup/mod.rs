@@ -15,7 +15,7 @@ mod v2;
 
 use std::path::{Path, PathBuf};
 
-pub use read::{CgroupFiles, File, FileCounters, KeptFiles, Reader};
+pub use read::{CONTAINER_READ_BUDGET, CgroupFiles, File, FileCounters, KeptFiles, ReadBudget, Reader};
 pub use stats::{Spec, Stats};
 
 /// Why the cgroup hierarchy could not be used at all.
@@ -158,7 +158,19 @@ impl CgroupPaths {
 
     /// [`CgroupPaths::read_stats`] through the cgroup's kept-open files.
     pub fn read_stats_kept(&self, reader: &Reader, kept: Option<&KeptFiles>, spec: &Spec) -> Result<Stats, Gone> {
-        let reader = CgroupFiles { reader, kept };
+        self.read_stats_budgeted(reader, kept, None, spec)
+    }
+
+    /// [`CgroupPaths::read_stats_kept`] within a container's [`ReadBudget`]: a container
+    /// whose files hold far more than any real one's loses its own figures, not the others'.
+    pub fn read_stats_budgeted(
+        &self,
+        reader: &Reader,
+        kept: Option<&KeptFiles>,
+        budget: Option<&ReadBudget>,
+        spec: &Spec,
+    ) -> Result<Stats, Gone> {
+        let reader = CgroupFiles { reader, kept, budget };
         let stats = match self {
             CgroupPaths::V2 { dir, root } => v2::stats(reader, dir, *root, spec),
             CgroupPaths::V1 { .. } => v1::stats(reader, self, spec),

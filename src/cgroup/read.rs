@@ -2,7 +2,7 @@
 //! (`sonde_cgroup_reads_total`, `sonde_cgroup_read_errors_total`) and logs a failing file
 //! once, not on every scrape.
 
-use std::io::{ErrorKind, Read};
+use std::io::ErrorKind;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -10,6 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::parse::ParseError;
 use crate::exposition::family::FamilyBuilder;
+use crate::fsread;
 
 macro_rules! files {
     ($($variant:ident => $name:literal),* $(,)?) => {
@@ -145,12 +146,32 @@ impl Reader {
         file: File,
         parse: impl FnOnce(&str) -> Result<T, ParseError>,
     ) -> Option<T> {
+        self.parse_budgeted(kept, None, dir, file, parse)
+    }
+
+    /// [`Reader::parse_kept`], charging the bytes read to a container's [`ReadBudget`]: once
+    /// it is spent, the container's remaining files are refused (and counted as failures).
+    pub fn parse_budgeted<T>(
+        &self,
+        kept: Option<&KeptFiles>,
+        budget: Option<&ReadBudget>,
+        dir: &Path,
+        file: File,
+        parse: impl FnOnce(&str) -> Result<T, ParseError>,
+    ) -> Option<T> {
         BUFFER.with_borrow_mut(|buffer| {
             self.counters.reads[file as usize].fetch_add(1, Ordering::Relaxed);
-            let read = match kept {
-                Some(kept) => kept.read_into(dir, file, buffer),
-                None => read_into(&dir.join(file.name()), buffer),
+            let read = if budget.is_some_and(ReadBudget::spent) {
+                Err(std::io::Error::other("the container's read budget is spent"))
+            } else {
+                match kept {
+                    Some(kept) => kept.read_into(dir, file, buffer),
+                    None => read_into(&dir.join(file.name()), buffer),
+                }
             };
+            if let (Some(budget), Ok(len)) = (budget, &read) {
+                budget.charge(*len);
+            }
             let outcome = match read {
                 Ok(len) => match std::str::from_utf8(&buffer[..len]) {
                     Ok(text) => parse(text).map_err(|e| e.to_string()),
@@ -161,6 +182,11 @@ impl Reader {
                 Err(e) if e.raw_os_error() == Some(19) => return None,
                 Err(e) => Err(e.to_string()),
             };
+            // A file that was large (up to the cap) must not keep its buffer on every
+            // reading thread for the life of the process.
+            if buffer.len() > KEPT_BUFFER_BYTES {
+                *buffer = Vec::new();
+            }
             outcome
                 .map_err(|error| {
                     self.counters.errors[file as usize].fetch_add(1, Ordering::Relaxed);
@@ -174,27 +200,55 @@ impl Reader {
     }
 }
 
-/// Reads a whole file into `buffer` and returns its length. Unlike `read_to_string`, asks
-/// for no size hint (a `statx` per file is a third more system calls for these small
+/// The largest read buffer a reading thread keeps between reads: more than any usual
+/// pseudo-file.
+const KEPT_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How many bytes one container's files may add up to in one read of its stats: a few
+/// hundred times what a real container's files hold (tens of kilobytes), so only a broken or
+/// hostile tree reaches it, and then only that container loses figures.
+pub const CONTAINER_READ_BUDGET: usize = 4 << 20;
+
+/// The bytes one container's stats may still read in this pass (see
+/// [`CONTAINER_READ_BUDGET`]). Each container is read by one thread, so a `Cell` will do.
+#[derive(Debug)]
+pub struct ReadBudget {
+    left: std::cell::Cell<usize>,
+}
+
+impl Default for ReadBudget {
+    fn default() -> Self {
+        Self::new(CONTAINER_READ_BUDGET)
+    }
+}
+
+impl ReadBudget {
+    pub fn new(bytes: usize) -> Self {
+        Self {
+            left: std::cell::Cell::new(bytes),
+        }
+    }
+
+    fn spent(&self) -> bool {
+        self.left.get() == 0
+    }
+
+    fn charge(&self, bytes: usize) {
+        self.left.set(self.left.get().saturating_sub(bytes));
+    }
+}
+
+/// Reads a whole file into `buffer` and returns its length: opened non-blocking, only if
+/// regular, at most [`crate::fsread::MAX_FILE_BYTES`]. Unlike `read_to_string`, asks for no
+/// size hint (a `statx` per file is a third more system calls for these small
 /// pseudo-files) and reuses the buffer's zeroed space.
 fn read_into(path: &Path, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
-    read_whole(std::fs::File::open(path)?, buffer)
+    read_whole(fsread::open_regular(path)?, buffer)
 }
 
 /// Reads a file just opened to its end into `buffer` and returns its length.
 fn read_whole(mut file: std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut filled = 0;
-    loop {
-        if filled == buffer.len() {
-            buffer.resize((buffer.len() * 2).max(8192), 0);
-        }
-        match file.read(&mut buffer[filled..]) {
-            Ok(0) => return Ok(filled),
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    fsread::read_capped(&mut file, buffer)
 }
 
 /// A reader bound to one cgroup's kept files, for the stats read at every scrape.
@@ -202,11 +256,13 @@ fn read_whole(mut file: std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<
 pub struct CgroupFiles<'a> {
     pub reader: &'a Reader,
     pub kept: Option<&'a KeptFiles>,
+    /// The container's bytes for this pass, when it has a budget.
+    pub budget: Option<&'a ReadBudget>,
 }
 
 impl CgroupFiles<'_> {
     pub fn parse<T>(&self, dir: &Path, file: File, parse: impl FnOnce(&str) -> Result<T, ParseError>) -> Option<T> {
-        self.reader.parse_kept(self.kept, dir, file, parse)
+        self.reader.parse_budgeted(self.kept, self.budget, dir, file, parse)
     }
 }
 
@@ -214,22 +270,11 @@ impl CgroupFiles<'_> {
 /// seq_file record that one read copies whole when the buffer has room, so a read that
 /// leaves room in the buffer has reached the end (as it does for a regular file).
 fn reread_into(file: &std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
-    let mut filled = 0;
-    loop {
-        if filled == buffer.len() {
-            buffer.resize((buffer.len() * 2).max(8192), 0);
-        }
-        match file.read_at(&mut buffer[filled..], filled as u64) {
-            Ok(n) => {
-                filled += n;
-                if n == 0 || filled < buffer.len() {
-                    return Ok(filled);
-                }
-            }
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    fsread::read_with(
+        buffer,
+        |buffer, filled| file.read_at(&mut buffer[filled..], filled as u64),
+        true,
+    )
 }
 
 /// Open files kept by every [`KeptFiles`], against [`KEPT_BUDGET`].
@@ -365,29 +410,27 @@ fn open_procs_in(dir: &std::fs::File) -> std::io::Result<std::fs::File> {
         libc::openat(
             dir.as_raw_fd(),
             c"cgroup.procs".as_ptr(),
-            libc::O_RDONLY | libc::O_CLOEXEC,
+            libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK | libc::O_NOCTTY,
         )
     };
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: `fd` was just opened and is owned by the File from here on.
-    Ok(unsafe { std::fs::File::from_raw_fd(fd) })
+    let file = unsafe { std::fs::File::from_raw_fd(fd) };
+    fsread::check_regular(&file)?;
+    Ok(file)
 }
 
 /// Opens for reading without access-time updates (a kept file is read at every scrape, and
 /// on tmpfs or a filesystem with atime each read would otherwise write the inode); falls
 /// back to a plain open where O_NOATIME is refused (not the file's owner, no CAP_FOWNER).
+/// Non-blocking and regular files only, as every read here.
 fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt;
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOATIME)
-        .open(path)
-        .or_else(|e| match e.raw_os_error() {
-            Some(libc::EPERM) => std::fs::File::open(path),
-            _ => Err(e),
-        })
+    fsread::open_regular_with(path, libc::O_NOATIME).or_else(|e| match e.raw_os_error() {
+        Some(libc::EPERM) => fsread::open_regular(path),
+        _ => Err(e),
+    })
 }
 
 impl Drop for KeptFiles {
@@ -431,6 +474,22 @@ mod tests {
         std::fs::remove_dir_all(&dir).expect("rm");
         assert_eq!(procs(), None);
         assert_eq!(reader.counters().errors(File::CgroupProcs), 0);
+    }
+
+    /// Once a container's budget is spent its next files are refused and counted, while a
+    /// reader without a budget (another container's) reads on.
+    #[test]
+    fn a_spent_budget_refuses_the_containers_next_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::write(dir.path().join("memory.current"), "123456789012\n").expect("write");
+        std::fs::write(dir.path().join("pids.current"), "7\n").expect("write");
+        let reader = Reader::default();
+        let budget = ReadBudget::new(10);
+        let read = |file, budget| reader.parse_budgeted(None, budget, dir.path(), file, parse::single_u64);
+        assert_eq!(read(File::MemoryCurrent, Some(&budget)), Some(123_456_789_012));
+        assert_eq!(read(File::PidsCurrent, Some(&budget)), None);
+        assert_eq!(reader.counters().errors(File::PidsCurrent), 1);
+        assert_eq!(read(File::PidsCurrent, None), Some(7));
     }
 
     #[test]

@@ -136,7 +136,7 @@ impl HostCollector {
     fn topology(&self) -> Option<Topology> {
         let mut known = sync::lock(&self.topology);
         if known.is_none() {
-            let cpuinfo = std::fs::read_to_string(&self.cpuinfo).unwrap_or_default();
+            let cpuinfo = crate::fsread::read_to_string(&self.cpuinfo).unwrap_or_default();
             let count = |key: &str, property: &str| {
                 Some(distinct_cpuinfo_values(&cpuinfo, key))
                     .filter(|n| *n > 0)
@@ -230,7 +230,7 @@ fn scrape_error(value: f64) -> Vec<Arc<Family>> {
 }
 
 /// How many distinct values the `key : value` lines of `cpuinfo` give.
-fn distinct_cpuinfo_values(cpuinfo: &str, key: &str) -> u64 {
+pub fn distinct_cpuinfo_values(cpuinfo: &str, key: &str) -> u64 {
     let values: std::collections::BTreeSet<&str> = cpuinfo
         .lines()
         .filter_map(|line| line.split_once(':'))
@@ -253,7 +253,7 @@ fn distinct_topology_values(cpu_dir: &Path, property: &str) -> u64 {
                 .and_then(|n| n.strip_prefix("cpu"))
                 .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
         })
-        .filter_map(|e| std::fs::read_to_string(e.path().join("topology").join(property)).ok())
+        .filter_map(|e| crate::fsread::read_to_string(&e.path().join("topology").join(property)).ok())
         .map(|v| v.trim().to_owned())
         .collect();
     values.len() as u64
@@ -262,7 +262,7 @@ fn distinct_topology_values(cpu_dir: &Path, property: &str) -> u64 {
 impl HostCollector {}
 
 fn read(path: &Path) -> Result<String, CollectError> {
-    std::fs::read_to_string(path).map_err(|source| CollectError::Read {
+    crate::fsread::read_to_string(path).map_err(|source| CollectError::Read {
         path: path.to_owned(),
         source,
     })
@@ -287,7 +287,11 @@ pub fn parse_cpu_list(text: &str) -> Result<u64, String> {
         if last < first {
             return Err(format!("descending CPU range {part:?}"));
         }
-        count += last - first + 1;
+        // Checked: a range such as 0-18446744073709551615 is no CPU list (found by fuzzing).
+        count = (last - first)
+            .checked_add(1)
+            .and_then(|n| count.checked_add(n))
+            .ok_or_else(|| format!("CPU range {part:?} too large"))?;
     }
     Ok(count)
 }
@@ -335,7 +339,15 @@ mod tests {
         assert_eq!(parse_cpu_list("0\n"), Ok(1));
         assert_eq!(parse_cpu_list("0-1\n"), Ok(2));
         assert_eq!(parse_cpu_list("0-3,8,10-11"), Ok(7));
-        for bad in ["", "a", "3-1", "0-", "0,,1"] {
+        for bad in [
+            "",
+            "a",
+            "3-1",
+            "0-",
+            "0,,1",
+            "0-18446744073709551615",
+            "0-9223372036854775807,0-9223372036854775807",
+        ] {
             assert!(parse_cpu_list(bad).is_err(), "{bad:?}");
         }
     }

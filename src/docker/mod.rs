@@ -3,6 +3,7 @@
 //! allowlisted labels and health from it; the `docker` collector (`collector::docker`)
 //! reports the engine's link.
 
+mod capped;
 mod client;
 pub mod labels;
 pub mod link;

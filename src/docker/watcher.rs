@@ -73,7 +73,7 @@ impl Watcher {
         let summaries = docker
             .list_containers(Some(ListContainersOptions::default()))
             .await
-            .map_err(|e| format!("listing containers: {e}"))?;
+            .map_err(|e| format!("listing containers: {}", chain(&e)))?;
         let ids: Vec<String> = summaries.into_iter().filter_map(|s| s.id).collect();
         let found: Vec<Option<(String, Known)>> = futures::stream::iter(ids)
             .map(|id| async move { self.inspect(docker, &id).await })
@@ -105,7 +105,7 @@ impl Watcher {
         while let Some(event) = events.next().await {
             let event = match event {
                 Ok(event) => event,
-                Err(error) => return format!("following events: {error}"),
+                Err(error) => return format!("following events: {}", chain(&error)),
             };
             let (Some(action), Some(id)) = (event.action.as_deref(), event.actor.and_then(|a| a.id)) else {
                 continue;
@@ -128,4 +128,20 @@ impl Watcher {
         }
         self.link.event_applied();
     }
+}
+
+/// An error with its causes: bollard's own text for a cut answer ("error reading a body")
+/// leaves out why (the size cap, in `source()`).
+fn chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }

@@ -261,7 +261,7 @@ fn tracing_has_cookie_helper() -> bool {
 /// default); the probes' maps take tens of MiB. Lifts the limit as far as the process may
 /// (no limit with CAP_SYS_RESOURCE, else up to the hard limit); a later kernel charges
 /// maps to the memory cgroup instead, and this changes nothing there.
-fn raise_memlock_limit() {
+pub fn raise_memlock_limit() {
     let unlimited = libc::rlimit {
         rlim_cur: libc::RLIM_INFINITY,
         rlim_max: libc::RLIM_INFINITY,

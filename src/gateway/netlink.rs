@@ -181,39 +181,78 @@ impl RouteSocket {
         let mut answers = Vec::new();
         loop {
             let received = self.socket.recv(&mut &mut self.buffer[..], 0)?;
-            let mut offset = 0;
-            while offset < received {
-                let bytes = &self.buffer[offset..received];
-                let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
-                    .map_err(|e| NetlinkError::Decode(e.to_string()))?;
-                let length = answer.header.length as usize;
-                if length == 0 {
-                    break;
-                }
-                // Messages in one datagram are aligned to 4 bytes.
-                offset += (length + 3) & !3;
-                // Answers to an earlier request that timed out are not this one's.
-                if answer.header.sequence_number != sequence {
-                    continue;
-                }
-                match answer.payload {
-                    NetlinkPayload::InnerMessage(inner) => {
-                        answers.push(inner);
-                        if !dump {
-                            return Ok(answers);
-                        }
-                    }
-                    NetlinkPayload::Error(e) => {
-                        return match e.code {
-                            Some(code) => Err(NetlinkError::Kernel(-code.get())),
-                            None => Ok(answers),
-                        };
-                    }
-                    NetlinkPayload::Done(_) => return Ok(answers),
-                    _ => {}
-                }
+            let datagram = &self.buffer[..received.min(self.buffer.len())];
+            if let Answered::Yes = decode_datagram(datagram, sequence, dump, &mut answers)? {
+                return Ok(answers);
             }
         }
+    }
+}
+
+/// Whether a datagram ended the answer to a request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Answered {
+    Yes,
+    /// More datagrams are to come (a dump's next part).
+    NotYet,
+}
+
+/// Decodes one datagram of answers to request `sequence` into `answers`: the kernel's
+/// bytes, so every length is checked (by the decoder) and a message that claims no length
+/// ends the datagram.
+pub fn decode_datagram(
+    datagram: &[u8],
+    sequence: u32,
+    dump: bool,
+    answers: &mut Vec<RouteNetlinkMessage>,
+) -> Result<Answered, NetlinkError> {
+    let mut offset = 0;
+    while offset < datagram.len() {
+        let bytes = &datagram[offset..];
+        let answer = NetlinkMessage::<RouteNetlinkMessage>::deserialize(bytes)
+            .map_err(|e| NetlinkError::Decode(e.to_string()))?;
+        let length = answer.header.length as usize;
+        if length == 0 {
+            break;
+        }
+        // Messages in one datagram are aligned to 4 bytes.
+        offset = offset.saturating_add(length.saturating_add(3) & !3);
+        // Answers to an earlier request that timed out are not this one's.
+        if answer.header.sequence_number != sequence {
+            continue;
+        }
+        match answer.payload {
+            NetlinkPayload::InnerMessage(inner) => {
+                answers.push(inner);
+                if !dump {
+                    return Ok(Answered::Yes);
+                }
+            }
+            NetlinkPayload::Error(e) => {
+                return match e.code {
+                    // Saturating: an answer claiming i32::MIN is no errno (found by fuzzing).
+                    Some(code) => Err(NetlinkError::Kernel(code.get().saturating_neg())),
+                    None => Ok(Answered::Yes),
+                };
+            }
+            NetlinkPayload::Done(_) => return Ok(Answered::Yes),
+            _ => {}
+        }
+    }
+    Ok(Answered::NotYet)
+}
+
+/// What sonde takes from decoded answers: a route's gateway, an address's prefix, a link's
+/// name (for the fuzz test, which feeds it every answer it decodes).
+pub fn use_answer(answer: &RouteNetlinkMessage) -> Option<String> {
+    match answer {
+        RouteNetlinkMessage::NewRoute(route) => gateway_of(route).map(|r| format!("{} {}", r.gateway, r.oif)),
+        RouteNetlinkMessage::NewAddress(address) => prefix_of(address).map(|p| format!("{}/{}", p.addr, p.len)),
+        RouteNetlinkMessage::NewLink(link) => link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::IfName(name) => Some(name.clone()),
+            _ => None,
+        }),
+        _ => None,
     }
 }
 
@@ -258,6 +297,22 @@ fn prefix_of(message: &AddressMessage) -> Option<Prefix> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error answer whose code is i32::MIN (no errno) is an error, not a panic.
+    #[test]
+    fn an_error_answer_with_the_least_code_is_an_error() {
+        use netlink_packet_core::ErrorMessage;
+        let mut error = ErrorMessage::default();
+        error.code = std::num::NonZeroI32::new(i32::MIN);
+        let mut header = NetlinkHeader::default();
+        header.sequence_number = 7;
+        let mut message = NetlinkMessage::new(header, NetlinkPayload::<RouteNetlinkMessage>::Error(error));
+        message.finalize();
+        let mut bytes = vec![0; message.buffer_len()];
+        message.serialize(&mut bytes);
+        let outcome = decode_datagram(&bytes, 7, false, &mut Vec::new());
+        assert!(matches!(outcome, Err(NetlinkError::Kernel(i32::MAX))), "{outcome:?}");
+    }
 
     #[test]
     fn errno_labels_are_names_when_known() {

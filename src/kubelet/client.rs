@@ -135,7 +135,7 @@ impl KubeletClient {
     }
 
     async fn fetch(&self, url: &str) -> Result<Bytes, KubeletError> {
-        let token = std::fs::read_to_string(&self.config.token_file).map_err(|source| KubeletError::Token {
+        let token = crate::fsread::read_to_string(&self.config.token_file).map_err(|source| KubeletError::Token {
             path: self.config.token_file.clone(),
             source,
         })?;

@@ -21,7 +21,7 @@ pub use self::settings::{ContainerArgs, ContainerConfig};
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
 use crate::cache::{self, CacheFigures, ValidityCache};
 use crate::cgroup::parse::{self, IGNORED_INTERFACE_PREFIXES, Interface};
-use crate::cgroup::{CgroupPaths, File, KeptFiles, Layout, Reader, Stats};
+use crate::cgroup::{CgroupPaths, File, KeptFiles, Layout, ReadBudget, Reader, Stats};
 use crate::exposition::family::{self, Family, RenderedFamily};
 use crate::identity::discovery::Kind;
 use crate::identity::inventory::{Inventory, InventoryEntry, InventorySettings};
@@ -246,9 +246,12 @@ impl ContainerState {
         base: &mut BaseLabels,
         families: &mut ContainerFamilies,
     ) -> bool {
-        let Ok(mut stats) = entry
-            .paths
-            .read_stats_kept(&self.reader, Some(&entry.files), &entry.spec)
+        // Every file of this container, its network included, is read within one budget.
+        let budget = ReadBudget::default();
+        let Ok(mut stats) =
+            entry
+                .paths
+                .read_stats_budgeted(&self.reader, Some(&entry.files), Some(&budget), &entry.spec)
         else {
             return false;
         };
@@ -260,7 +263,7 @@ impl ContainerState {
                 .parse(&self.procfs, File::Meminfo, parse::meminfo)
                 .and_then(|m| m.swap_used());
         }
-        let network = entry.net_pid.and_then(|pid| self.network(pid, &entry.files));
+        let network = entry.net_pid.and_then(|pid| self.network(pid, &entry.files, &budget));
         base.set(entry, extra_keys);
         let mut out = SampleWriter { base, families };
         render_spec(&mut out, entry);
@@ -299,9 +302,11 @@ impl ContainerState {
             .collect()
     }
 
-    fn network(&self, pid: u32, kept: &KeptFiles) -> Option<Vec<Interface>> {
+    fn network(&self, pid: u32, kept: &KeptFiles, budget: &ReadBudget) -> Option<Vec<Interface>> {
         let dir = self.procfs.join(pid.to_string());
-        let mut interfaces = self.reader.parse_kept(Some(kept), &dir, File::NetDev, parse::net_dev)?;
+        let mut interfaces =
+            self.reader
+                .parse_budgeted(Some(kept), Some(budget), &dir, File::NetDev, parse::net_dev)?;
         interfaces.retain(|i| !IGNORED_INTERFACE_PREFIXES.iter().any(|p| i.name.starts_with(p)));
         Some(interfaces)
     }
@@ -313,7 +318,7 @@ impl ContainerState {
             .entry((major, minor))
             .or_insert_with(|| {
                 let uevent = self.sysfs.join(format!("dev/block/{major}:{minor}/uevent"));
-                std::fs::read_to_string(uevent)
+                crate::fsread::read_to_string(&uevent)
                     .ok()
                     .and_then(|text| parse::uevent_devname(&text).map(|n| format!("/dev/{n}")))
                     .unwrap_or_else(|| format!("{major}:{minor}"))

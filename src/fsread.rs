@@ -1,0 +1,169 @@
+//! Reads of files sonde does not own (cgroupfs, procfs, sysfs, and the same paths under
+//! `--path.sysfs`/`--path.procfs`) that can neither block nor grow: a file is opened
+//! non-blocking and used only if it is a regular file (the kernel's pseudo-files are; a FIFO,
+//! a character device such as `/dev/zero` or a socket in their place is refused at once,
+//! where a plain open of a FIFO waits for a writer for ever), and at most [`MAX_FILE_BYTES`]
+//! of it is read (a file that holds more is refused, not cut: a cut stats file would give
+//! wrong figures).
+
+use std::io::{ErrorKind, Read};
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+use std::path::Path;
+
+/// The most a single pseudo-file may hold. The largest real ones (`memory.stat` of v1,
+/// `io.stat` of a host with many disks, `/proc/cpuinfo` of a few hundred CPUs) are tens of
+/// kilobytes.
+pub const MAX_FILE_BYTES: usize = 1 << 20;
+
+/// Why a file was refused without being read.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error("not a regular file (a {0})")]
+    NotRegular(&'static str),
+    #[error("larger than {MAX_FILE_BYTES} bytes")]
+    TooLarge,
+}
+
+impl From<Refused> for std::io::Error {
+    fn from(refused: Refused) -> Self {
+        std::io::Error::new(ErrorKind::InvalidData, refused)
+    }
+}
+
+/// Opens `path` for reading without blocking, with `extra` open flags (such as
+/// `O_NOATIME`), and checks it is a regular file.
+pub fn open_regular_with(path: &Path, extra: i32) -> std::io::Result<std::fs::File> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | extra)
+        .open(path)?;
+    check_regular(&file)?;
+    Ok(file)
+}
+
+/// Opens `path` for reading without blocking and checks it is a regular file.
+pub fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
+    open_regular_with(path, 0)
+}
+
+/// Refuses a file just opened that is not a regular file (`fstat`, so what was checked is
+/// what was opened).
+pub fn check_regular(file: &std::fs::File) -> std::io::Result<()> {
+    let kind = file.metadata()?.file_type();
+    if kind.is_file() {
+        return Ok(());
+    }
+    let name = if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_socket() {
+        "socket"
+    } else if kind.is_dir() {
+        "directory"
+    } else {
+        "special file"
+    };
+    Err(Refused::NotRegular(name).into())
+}
+
+/// Reads an open file from where it stands to its end into `buffer` (grown as needed, never
+/// past [`MAX_FILE_BYTES`] and one byte) and returns its length; a file with more than
+/// [`MAX_FILE_BYTES`] is refused.
+pub fn read_capped(file: &mut std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
+    read_with(buffer, |buffer, filled| file.read(&mut buffer[filled..]), false)
+}
+
+/// The loop of [`read_capped`] over any `read(buffer, offset)`. With `short_is_end`, a read
+/// that leaves room in the buffer is taken as the end (a seq_file record, which one read
+/// copies whole when it fits: this saves the read that would return 0).
+pub fn read_with(
+    buffer: &mut Vec<u8>,
+    mut read: impl FnMut(&mut [u8], usize) -> std::io::Result<usize>,
+    short_is_end: bool,
+) -> std::io::Result<usize> {
+    let mut filled = 0;
+    loop {
+        if filled == buffer.len() {
+            if filled > MAX_FILE_BYTES {
+                return Err(Refused::TooLarge.into());
+            }
+            let grown = (buffer.len() * 2).clamp(8192, MAX_FILE_BYTES + 1);
+            buffer.resize(grown, 0);
+        }
+        match read(buffer, filled) {
+            Ok(0) => return Ok(filled),
+            Ok(n) => {
+                filled += n;
+                if short_is_end && filled < buffer.len() {
+                    return Ok(filled);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Reads a whole pseudo-file as text: non-blocking, regular files only, capped.
+pub fn read_to_string(path: &Path) -> std::io::Result<String> {
+    let mut file = open_regular(path)?;
+    let mut buffer = Vec::new();
+    let len = read_capped(&mut file, &mut buffer)?;
+    buffer.truncate(len);
+    String::from_utf8(buffer).map_err(|e| std::io::Error::new(ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fifo_is_refused_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let fifo = dir.path().join("memory.current");
+        let name = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid NUL-terminated path.
+        assert_eq!(unsafe { libc::mkfifo(name.as_ptr(), 0o600) }, 0);
+        let error = read_to_string(&fifo).expect_err("a FIFO is refused");
+        assert_eq!(error.to_string(), "not a regular file (a FIFO)");
+    }
+
+    #[test]
+    fn dev_zero_and_a_symlink_to_it_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let link = dir.path().join("memory.stat");
+        std::os::unix::fs::symlink("/dev/zero", &link).expect("symlink");
+        for path in [Path::new("/dev/zero"), &link] {
+            let error = read_to_string(path).expect_err("a device is refused");
+            assert_eq!(error.to_string(), "not a regular file (a character device)");
+        }
+    }
+
+    #[test]
+    fn a_file_over_the_cap_is_refused_and_one_at_it_is_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let at = dir.path().join("at");
+        std::fs::write(&at, vec![b'a'; MAX_FILE_BYTES]).expect("write");
+        assert_eq!(read_to_string(&at).expect("read").len(), MAX_FILE_BYTES);
+        let over = dir.path().join("over");
+        std::fs::write(&over, vec![b'a'; MAX_FILE_BYTES + 1]).expect("write");
+        let error = read_to_string(&over).expect_err("refused");
+        assert_eq!(error.to_string(), "larger than 1048576 bytes");
+    }
+
+    #[test]
+    fn procfs_and_sysfs_files_are_regular() {
+        for path in [
+            "/proc/self/stat",
+            "/proc/meminfo",
+            "/sys/kernel/mm/transparent_hugepage/enabled",
+        ] {
+            if Path::new(path).exists() {
+                assert!(!read_to_string(Path::new(path)).expect(path).is_empty(), "{path}");
+            }
+        }
+    }
+}
