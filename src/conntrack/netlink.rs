@@ -3,19 +3,15 @@
 //! namespace it was created in, whichever thread uses it later.
 
 use std::net::{IpAddr, SocketAddr};
-use std::os::fd::AsRawFd;
-use std::time::Duration;
 
 use netlink_packet_core::{NLM_F_REQUEST, NetlinkHeader, NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::conntrack::{ConntrackAttribute, ConntrackMessage, IPTuple, ProtoTuple, Protocol, Tuple};
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
-use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_NETFILTER};
+use netlink_sys::{Socket, protocols::NETLINK_NETFILTER};
 
 pub use crate::gateway::netlink::NetlinkError;
+use crate::gateway::netlink::open_socket;
 use crate::gateway::netns::NetnsSocket;
-
-/// A kernel that does not answer within this time is taken as failing (as the gateway's).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// One conntrack entry is a few hundred bytes.
 const RECEIVE_BUFFER: usize = 8 * 1024;
@@ -74,28 +70,8 @@ impl ConntrackSocket {
     /// A socket in the calling thread's network namespace. Fails with `EPROTONOSUPPORT`
     /// where the kernel has no `nfnetlink`.
     pub fn open() -> std::io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_NETFILTER)?;
-        socket.bind_auto()?;
-        socket.connect(&NetlinkAddr::new(0, 0))?;
-        let timeout = libc::timeval {
-            tv_sec: ANSWER_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: a valid socket fd and a timeval of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
         Ok(Self {
-            socket,
+            socket: open_socket(NETLINK_NETFILTER)?,
             sequence: 0,
             buffer: vec![0; RECEIVE_BUFFER],
         })

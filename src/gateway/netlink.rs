@@ -76,6 +76,33 @@ pub struct Route {
     pub oif: u32,
 }
 
+/// A netlink socket of `protocol` in the calling thread's network namespace, connected to
+/// the kernel, whose reads give up after [`ANSWER_TIMEOUT`] (a kernel that never answers
+/// must not hold a scrape). Shared by the route and the conntrack sockets.
+pub fn open_socket(protocol: isize) -> std::io::Result<Socket> {
+    let mut socket = Socket::new(protocol)?;
+    socket.bind_auto()?;
+    socket.connect(&SocketAddr::new(0, 0))?;
+    let timeout = libc::timeval {
+        tv_sec: ANSWER_TIMEOUT.as_secs() as libc::time_t,
+        tv_usec: 0,
+    };
+    // SAFETY: a valid socket fd and a timeval of the size given.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&timeout as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(socket)
+}
+
 pub struct RouteSocket {
     socket: Socket,
     sequence: u32,
@@ -85,28 +112,8 @@ pub struct RouteSocket {
 impl RouteSocket {
     /// A socket in the calling thread's network namespace.
     pub fn open() -> std::io::Result<Self> {
-        let mut socket = Socket::new(NETLINK_ROUTE)?;
-        socket.bind_auto()?;
-        socket.connect(&SocketAddr::new(0, 0))?;
-        let timeout = libc::timeval {
-            tv_sec: ANSWER_TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: 0,
-        };
-        // SAFETY: a valid socket fd and a timeval of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
         Ok(Self {
-            socket,
+            socket: open_socket(NETLINK_ROUTE)?,
             sequence: 0,
             buffer: vec![0; RECEIVE_BUFFER],
         })
