@@ -662,20 +662,6 @@ mod real {
         [c50, c99, cmin, cmax]
     }
 
-    fn raise_open_file_limit() {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `limit` is a valid, writable rlimit; setrlimit reads a valid one.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-                limit.rlim_cur = limit.rlim_max;
-                libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-            }
-        }
-    }
-
     pub async fn run(benchmarking: bool, warm_scrapes: u64) {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
@@ -689,7 +675,7 @@ mod real {
         let count = env_number("SONDE_BENCH_REAL_CGROUPS", if benchmarking { 1000 } else { 50 }) as usize;
         let rounds = env_number("SONDE_BENCH_REAL_ROUNDS", if benchmarking { 100 } else { 3 }) as usize;
         let layout = Layout::detect(Path::new("/sys")).expect("a cgroup hierarchy under /sys/fs/cgroup");
-        raise_open_file_limit();
+        sonde::fdlimit::raise_soft_to_hard();
         let forest = Forest::make(&layout, count);
         println!(
             "\nreal cgroupfs: {count} empty cgroups made in Docker's layout ({}), the host's root and system cgroups; \

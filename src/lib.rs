@@ -12,6 +12,7 @@ pub mod disk;
 pub mod docker;
 pub mod ebpf;
 pub mod exposition;
+pub mod fdlimit;
 pub mod fsread;
 pub mod gateway;
 pub mod identity;

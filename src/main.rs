@@ -58,17 +58,7 @@ fn main() -> ExitCode {
 /// for its inventory window, within the soft limit less a reserve (see `cgroup::KeptFiles`),
 /// and the usual soft limit of 1024 would keep only a few dozen containers' files.
 fn raise_open_file_limit() {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable rlimit; setrlimit reads a valid one.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
+    sonde::fdlimit::raise_soft_to_hard();
 }
 
 /// glibc gives every thread that allocates its own arena and keeps freed memory in each:

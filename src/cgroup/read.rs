@@ -297,15 +297,7 @@ fn budget_for(soft: u64) -> usize {
 }
 
 fn kept_budget() -> usize {
-    *KEPT_BUDGET.get_or_init(|| {
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: `limit` is a valid, writable rlimit.
-        let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-        if rc == 0 { budget_for(limit.rlim_cur) } else { 0 }
-    })
+    *KEPT_BUDGET.get_or_init(|| crate::fdlimit::soft().map_or(0, budget_for))
 }
 
 /// One cgroup's stats files, opened at their first read and kept open for the life of the

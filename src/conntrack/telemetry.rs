@@ -91,20 +91,16 @@ impl TelemetrySnapshot {
             |name: &str, help: &str, value: u64| FamilyBuilder::counter(name, help).with_sample(&[], value as f64);
         let gauge =
             |name: &str, help: &str, value: u64| FamilyBuilder::gauge(name, help).with_sample(&[], value as f64);
-        let mut netlink_errors = FamilyBuilder::counter(
+        let netlink_errors = FamilyBuilder::counter(
             "sonde_conntrack_netlink_errors_total",
             "Conntrack queries the kernel refused or did not answer, by errno (not found is no error)",
-        );
-        for (errno, n) in &self.netlink_errors {
-            netlink_errors.sample(&[("errno", errno)], *n as f64);
-        }
-        let mut lookup_errors = FamilyBuilder::counter(
+        )
+        .with_samples_by("errno", self.netlink_errors.iter().map(|(k, n)| (k, *n)));
+        let lookup_errors = FamilyBuilder::counter(
             "sonde_conntrack_lookup_errors_total",
             "Conntrack lookups that failed (and were cached negatively), by reason",
-        );
-        for (reason, n) in &self.lookup_errors {
-            lookup_errors.sample(&[("reason", reason)], *n as f64);
-        }
+        )
+        .with_samples_by("reason", self.lookup_errors.iter().map(|(k, n)| (k, *n)));
         let queries = FamilyBuilder::counter(
             "sonde_conntrack_netlink_lookups_total",
             "Conntrack GET queries sent, by the namespace asked: the connection's own or the host's",

@@ -92,6 +92,15 @@ impl FamilyBuilder {
         self
     }
 
+    /// Adds one sample per `(label value, count)` pair under the one label `label`: the
+    /// counters of a telemetry map (errors by errno, by reason).
+    pub fn with_samples_by<K: AsRef<str>>(mut self, label: &str, samples: impl IntoIterator<Item = (K, u64)>) -> Self {
+        for (value, n) in samples {
+            self.sample(&[(label, value.as_ref())], n as f64);
+        }
+        self
+    }
+
     /// The finished family, or `None` when it has no samples: an empty family is not valid
     /// exposition, and a family whose source had nothing to say should simply be absent.
     pub fn build(self) -> Option<MetricFamily> {

@@ -72,20 +72,16 @@ impl TelemetrySnapshot {
             |name: &str, help: &str, value: u64| FamilyBuilder::counter(name, help).with_sample(&[], value as f64);
         let gauge =
             |name: &str, help: &str, value: u64| FamilyBuilder::gauge(name, help).with_sample(&[], value as f64);
-        let mut netlink_errors = FamilyBuilder::counter(
+        let netlink_errors = FamilyBuilder::counter(
             "sonde_gateway_netlink_errors_total",
             "Route and interface queries the kernel refused or did not answer, by errno",
-        );
-        for (errno, n) in &self.netlink_errors {
-            netlink_errors.sample(&[("errno", errno)], *n as f64);
-        }
-        let mut lookup_errors = FamilyBuilder::counter(
+        )
+        .with_samples_by("errno", self.netlink_errors.iter().map(|(k, n)| (k, *n)));
+        let lookup_errors = FamilyBuilder::counter(
             "sonde_gateway_lookup_errors_total",
             "Gateway lookups that failed (and were cached negatively), by reason",
-        );
-        for (reason, n) in &self.lookup_errors {
-            lookup_errors.sample(&[("reason", reason)], *n as f64);
-        }
+        )
+        .with_samples_by("reason", self.lookup_errors.iter().map(|(k, n)| (k, *n)));
         [
             counter(
                 "sonde_gateway_route_cache_lookups_total",

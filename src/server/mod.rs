@@ -133,13 +133,7 @@ impl WebArgs {
 
 /// The soft limit on open files (the binary raises it to the hard limit at start).
 fn open_file_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: `limit` is a valid, writable rlimit.
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    if rc == 0 { limit.rlim_cur } else { 1024 }
+    crate::fdlimit::soft().unwrap_or(1024)
 }
 
 /// Connections sonde takes by default under a soft limit of `soft` descriptors. The cgroup
