@@ -217,6 +217,19 @@ impl Family {
             .map_err(|e| EncodeError::Family(e.clone()))
     }
 
+    /// The bytes still to compress for this family's gzip segment in `format`: 0 once it is
+    /// compressed, else its size (estimated from the sample count before it is encoded).
+    pub fn gzip_pending(&self, format: Format) -> usize {
+        if self.gzipped[format as usize].get().is_some() {
+            return 0;
+        }
+        match (&self.rendered, self.encoded[format as usize].get()) {
+            (Some(_), _) => self.lines.iter().map(Bytes::len).sum::<usize>().max(1),
+            (None, Some(Ok(encoded))) => encoded.len().max(1),
+            (None, _) => 100 * self.model().get_metric().len().max(1),
+        }
+    }
+
     /// This family alone in `format`, encoded from the model once and kept.
     pub fn encoded(&self, format: Format) -> Result<&Bytes, EncodeError> {
         self.encoded[format as usize]

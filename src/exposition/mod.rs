@@ -124,22 +124,35 @@ impl Format {
     }
 
     /// The answer for shared families, gzipped: each family's segment is compressed once
-    /// (the first answers that need them compress theirs in parallel) and shared after.
+    /// and shared after. When there is much to compress (the first answer of a window), the
+    /// families not compressed yet are compressed in parallel first; a warm answer has only
+    /// the few small families built for it, compressed here in turn (waking other threads
+    /// for them would cost more, and under load wait for a preempted one).
     pub fn encode_gzip_chunks(self, families: &[Arc<Family>]) -> Result<Vec<Bytes>, EncodeError> {
         use rayon::prelude::*;
+        if self.gzip_work(families) >= PARALLEL_GZIP_BYTES {
+            // Errors are kept in the families and returned by the pass below.
+            families
+                .par_iter()
+                .filter(|family| family.gzip_pending(self) > 0)
+                .for_each(|family| {
+                    let _ = family.gzipped(self);
+                });
+        }
         let mut segments: Vec<&gzip::Segment> = families
-            .par_iter()
+            .iter()
             .map(|family| family.gzipped(self))
             .collect::<Result<_, _>>()?;
-        let eof = match self {
-            Format::OpenMetrics => Some(
-                gzip::Segment::compress(&[Bytes::from_static(openmetrics::EOF)])
-                    .map_err(|e| EncodeError::Family(e.to_string()))?,
-            ),
-            _ => None,
-        };
-        segments.extend(eof.as_ref());
+        if self == Format::OpenMetrics {
+            segments.push(openmetrics_eof_segment()?);
+        }
         Ok(gzip::member(segments))
+    }
+
+    /// The bytes a gzip answer of `families` still has to compress (0 when every family was
+    /// compressed by an earlier answer): what decides whether it is worth another thread.
+    pub fn gzip_work(self, families: &[Arc<Family>]) -> usize {
+        families.iter().map(|family| family.gzip_pending(self)).sum()
     }
 
     /// The answer for shared families in one buffer.
@@ -149,6 +162,18 @@ impl Format {
         }
         Ok(())
     }
+}
+
+/// From this many bytes to compress, an answer compresses its families in parallel (and the
+/// server compresses it on the blocking pool): about a millisecond of compression.
+pub const PARALLEL_GZIP_BYTES: usize = 256 * 1024;
+
+/// OpenMetrics' `# EOF`, compressed once.
+fn openmetrics_eof_segment() -> Result<&'static gzip::Segment, EncodeError> {
+    static EOF: std::sync::OnceLock<Result<gzip::Segment, String>> = std::sync::OnceLock::new();
+    EOF.get_or_init(|| gzip::Segment::compress(&[Bytes::from_static(openmetrics::EOF)]).map_err(|e| e.to_string()))
+        .as_ref()
+        .map_err(|e| EncodeError::Family(e.clone()))
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -5,13 +5,13 @@
 //! and a shutdown that ends (`listener.rs`).
 
 mod auth;
+mod body;
 mod listener;
 pub mod live;
 mod stall;
 mod tls;
 pub mod webconfig;
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -33,7 +33,7 @@ use tower_http::timeout::TimeoutLayer;
 
 use crate::build_info;
 use crate::collector::Collector;
-use crate::exposition::{EncodeError, Format, gzip};
+use crate::exposition::{EncodeError, Format, PARALLEL_GZIP_BYTES, gzip};
 use crate::scrape::{ScrapeConfig, Scraper};
 use crate::settings::{self, InvalidValue};
 pub use listener::Limits;
@@ -346,18 +346,23 @@ async fn metrics(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Resp
         .get(header::ACCEPT_ENCODING)
         .and_then(|v| v.to_str().ok())
         .is_some_and(gzip::accepted);
-    let encoded = if gzip {
+    let encoded = if gzip && format.gzip_work(&families) >= PARALLEL_GZIP_BYTES {
         // Compressing what no earlier answer compressed is CPU work: off the async workers.
         tokio::task::spawn_blocking(move || format.encode_gzip_chunks(&families))
             .await
             .unwrap_or_else(|e| Err(EncodeError::Family(format!("compressing the answer: {e}"))))
+    } else if gzip {
+        // Inside a window only the scrape's own small families are new: microseconds of
+        // compression, less than the hop to another thread (which, on a busy machine, can
+        // wait milliseconds for a core).
+        format.encode_gzip_chunks(&families)
     } else {
         format.encode_chunks(&families)
     };
     match encoded {
         Ok(chunks) => {
             // The chunks share the families' bytes: nothing is copied into one big buffer.
-            let body = Body::from_stream(futures::stream::iter(chunks.into_iter().map(Ok::<_, Infallible>)));
+            let body = Body::new(body::Chunks::new(chunks));
             let mut response = ([(header::CONTENT_TYPE, format.content_type())], body).into_response();
             if gzip {
                 // Already compressed: the compression layer leaves an encoded answer alone.
