@@ -73,16 +73,35 @@ pub fn check_regular(file: &std::fs::File) -> std::io::Result<()> {
 /// past [`MAX_FILE_BYTES`] and one byte) and returns its length; a file with more than
 /// [`MAX_FILE_BYTES`] is refused.
 pub fn read_capped(file: &mut std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
-    read_with(buffer, |buffer, filled| file.read(&mut buffer[filled..]), false)
+    read_with(buffer, |buffer, filled| file.read(&mut buffer[filled..]), End::AtZero)
 }
 
-/// The loop of [`read_capped`] over any `read(buffer, offset)`. With `short_is_end`, a read
-/// that leaves room in the buffer is taken as the end (a seq_file record, which one read
-/// copies whole when it fits: this saves the read that would return 0).
+/// When a loop of reads of a pseudo-file has reached its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// At a read that returns 0: any file.
+    AtZero,
+    /// At a read that leaves room in the buffer: a seq_file of one record (a cgroup's
+    /// `memory.stat`, `cpu.stat`), which one read copies whole when it fits. Saves the read
+    /// that would return 0.
+    Short,
+    /// At a read that leaves room in the buffer and returned less than
+    /// [`SEQ_RECORDS_ROOM`]: a seq_file of many small records (`cgroup.procs`, one line per
+    /// process; `net/dev`, one per interface). One read of such a file stops at the kernel's
+    /// own buffer (a page, 4 KiB at least) when the next record does not fit, short of the
+    /// end, so only a read well short of a page is known to be the last.
+    ShortRecords,
+}
+
+/// See [`End::ShortRecords`]: less than a page minus the largest record of such a file (a
+/// `net/dev` line: a name and sixteen 20-digit counters, under 400 bytes).
+pub const SEQ_RECORDS_ROOM: usize = 2048;
+
+/// The loop of [`read_capped`] over any `read(buffer, offset)`, until `end`.
 pub fn read_with(
     buffer: &mut Vec<u8>,
     mut read: impl FnMut(&mut [u8], usize) -> std::io::Result<usize>,
-    short_is_end: bool,
+    end: End,
 ) -> std::io::Result<usize> {
     let mut filled = 0;
     loop {
@@ -97,8 +116,11 @@ pub fn read_with(
             Ok(0) => return Ok(filled),
             Ok(n) => {
                 filled += n;
-                if short_is_end && filled < buffer.len() {
-                    return Ok(filled);
+                let short = filled < buffer.len();
+                match end {
+                    End::Short if short => return Ok(filled),
+                    End::ShortRecords if short && n < SEQ_RECORDS_ROOM => return Ok(filled),
+                    _ => {}
                 }
             }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
@@ -119,6 +141,26 @@ pub fn read_to_string(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A seq_file of many records hands out at most its page per read: a read well short
+    /// of a page is the end, one near a page is not.
+    #[test]
+    fn many_record_files_are_read_past_a_full_page() {
+        let file: Vec<u8> = (0..3000u32).flat_map(|pid| format!("{pid}\n").into_bytes()).collect();
+        let page = |buffer: &mut [u8], offset: usize| {
+            let n = (file.len() - offset).min(4000).min(buffer.len() - offset);
+            buffer[offset..offset + n].copy_from_slice(&file[offset..offset + n]);
+            Ok(n)
+        };
+        let mut buffer = Vec::new();
+        assert_eq!(
+            read_with(&mut buffer, page, End::ShortRecords).expect("reads"),
+            file.len()
+        );
+        assert_eq!(&buffer[..file.len()], &file[..]);
+        // Taking any short read as the end would stop at the first page.
+        assert_eq!(read_with(&mut buffer, page, End::Short).expect("reads"), 4000);
+    }
 
     #[test]
     fn a_fifo_is_refused_at_once() {

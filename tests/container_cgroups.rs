@@ -865,3 +865,103 @@ async fn the_roots_filesystems_equal_statvfs_and_diskstats() {
         );
     }
 }
+
+/// A process killed and reaped when dropped.
+struct Reaped(Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A cgroup directory removed when dropped (after its processes, dropped first).
+struct CgroupDir(PathBuf);
+
+impl Drop for CgroupDir {
+    fn drop(&mut self) {
+        for _ in 0..100 {
+            if std::fs::remove_dir(&self.0).is_ok() || !self.0.exists() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A kept `net/dev` of a namespace with more interfaces than one read of the seq_file
+/// hands out (a page): every interface is read, as a fresh read of the whole file gives.
+#[test]
+fn a_kept_net_dev_of_many_interfaces_reads_them_all() {
+    if !root_or_skip("a_kept_net_dev_of_many_interfaces_reads_them_all") {
+        return;
+    }
+    use sonde::cgroup::{File, KeptFiles, Reader, parse};
+    let mut namespaces = netns::Namespaces(Vec::new());
+    let ns = namespaces.add(unique_name("sonde-ifs"));
+    let pairs: String = (0..40)
+        .map(|i| format!("link add sa{i} type veth peer name sb{i}\n"))
+        .collect();
+    netns::batch(&ns, &pairs);
+    let sleeper = Reaped(
+        Command::new(require_tool("ip"))
+            .args(["netns", "exec", &ns, "sleep", "60"])
+            .spawn()
+            .expect("start a process in the namespace"),
+    );
+    let dir = PathBuf::from(format!("/proc/{}", sleeper.0.id()));
+    // `ip netns exec` enters the namespace, then becomes sleep (the same process).
+    for _ in 0..250 {
+        if std::fs::read_to_string(dir.join("net/dev")).is_ok_and(|t| t.contains("sa39:")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let whole = std::fs::read_to_string(dir.join("net/dev")).expect("net/dev");
+    let names = |interfaces: Vec<parse::Interface>| interfaces.into_iter().map(|i| i.name).collect::<Vec<_>>();
+    let expected = names(parse::net_dev(&whole).expect("parses"));
+    assert_eq!(expected.len(), 81, "lo and 40 veth pairs: {expected:?}");
+    assert!(whole.len() > 8192, "more than a page: {} bytes", whole.len());
+    let reader = Reader::default();
+    let kept = KeptFiles::default();
+    for read in ["first, opened", "again, kept"] {
+        let interfaces = reader
+            .parse_kept(Some(&kept), &dir, File::NetDev, parse::net_dev)
+            .expect("net/dev");
+        assert_eq!(names(interfaces), expected, "{read}");
+    }
+    drop(sleeper);
+    drop(namespaces);
+}
+
+/// On cgroup v2 `cgroup.procs` is kept open: a read from its start lists the cgroup's
+/// processes as they are now (on v1 a kept one would list them as at its first read).
+#[test]
+fn a_kept_cgroup_procs_on_cgroup2_lists_the_processes_of_now() {
+    if !root_or_skip("a_kept_cgroup_procs_on_cgroup2_lists_the_processes_of_now") {
+        return;
+    }
+    use sonde::cgroup::{File, KeptFiles, Reader, parse};
+    let unified = match Layout::detect(Path::new("/sys")).expect("this machine has cgroups") {
+        Layout::V2 { root } => root,
+        Layout::V1 {
+            unified: Some(unified), ..
+        } => unified,
+        Layout::V1 { unified: None, .. } => {
+            panic!("no cgroup2 hierarchy mounted (neither v2 nor the unified tree of a hybrid host)")
+        }
+    };
+    let dir = CgroupDir(unified.join(unique_name("sonde-procs")));
+    std::fs::create_dir(&dir.0).expect("make a cgroup");
+    let reader = Reader::default();
+    let kept = KeptFiles::default();
+    let procs = || reader.parse_kept(Some(&kept), &dir.0, File::CgroupProcs, parse::procs);
+    assert_eq!(procs(), Some((0, None)));
+    let sleeper = Reaped(Command::new("sleep").arg("60").spawn().expect("start sleep"));
+    write(&dir.0.join("cgroup.procs"), &sleeper.0.id().to_string());
+    assert_eq!(procs(), Some((1, Some(sleeper.0.id()))));
+    drop(sleeper);
+    assert_eq!(procs(), Some((0, None)));
+    assert_eq!(reader.counters().errors(File::CgroupProcs), 0);
+}

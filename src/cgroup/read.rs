@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 
 use super::parse::ParseError;
 use crate::exposition::family::FamilyBuilder;
-use crate::fsread;
+use crate::fsread::{self, End};
 
 macro_rules! files {
     ($($variant:ident => $name:literal),* $(,)?) => {
@@ -251,6 +251,18 @@ fn read_whole(mut file: std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<
     fsread::read_capped(&mut file, buffer)
 }
 
+/// Reads `cgroup.procs` just opened: one line per process, many seq_file records (see
+/// [`fsread::End::ShortRecords`]), so an empty or small list is one read.
+fn read_procs(file: std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
+    use std::io::Read;
+    let mut file = file;
+    fsread::read_with(
+        buffer,
+        |buffer, filled| file.read(&mut buffer[filled..]),
+        End::ShortRecords,
+    )
+}
+
 /// A reader bound to one cgroup's kept files, for the stats read at every scrape.
 #[derive(Clone, Copy)]
 pub struct CgroupFiles<'a> {
@@ -266,15 +278,27 @@ impl CgroupFiles<'_> {
     }
 }
 
-/// Re-reads a kept-open cgroup file from its start: one `pread`. A cgroup file is a single
-/// seq_file record that one read copies whole when the buffer has room, so a read that
-/// leaves room in the buffer has reached the end (as it does for a regular file).
-fn reread_into(file: &std::fs::File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
+/// Re-reads a kept-open file from its start: one `pread`, mostly. A cgroup stats file is a
+/// single seq_file record that one read copies whole when the buffer has room, so a read
+/// that leaves room in the buffer has reached the end (as it does for a regular file).
+/// `net/dev` and `cgroup.procs` are a record per interface or process, and one read stops
+/// at a page: see [`File::end`].
+fn reread_into(file: &std::fs::File, end: End, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
     fsread::read_with(
         buffer,
         |buffer, filled| file.read_at(&mut buffer[filled..], filled as u64),
-        true,
+        end,
     )
+}
+
+impl File {
+    /// When a read of this file has reached its end: see [`reread_into`].
+    fn end(self) -> End {
+        match self {
+            File::NetDev | File::CgroupProcs | File::Diskstats | File::Mountinfo => End::ShortRecords,
+            _ => End::Short,
+        }
+    }
 }
 
 /// Open files kept by every [`KeptFiles`], against [`KEPT_BUDGET`].
@@ -304,25 +328,38 @@ fn kept_budget() -> usize {
 /// inventory entry: re-reading a kept file is one `pread` instead of a path lookup, open,
 /// two reads and a close — most of the cost of a scrape of many containers. Within one
 /// cgroup each [`File`] lives in exactly one directory, so the file names the slot.
-/// `cgroup.procs` is never kept (see [`KeptFiles::get`]); `net/dev` of the container's
-/// network process is (a seq_file re-read from offset 0 is generated afresh, and the open
-/// file follows the network namespace, which is the container's for its whole life). Files
-/// that cannot be opened are not kept (and read the usual way every time); beyond the
-/// process-wide budget nothing more is kept. A kept file of a removed cgroup reads ENODEV,
-/// which the reader treats as gone. `cgroup.procs`, opened afresh at every read, is opened
+/// `net/dev` of the container's network process is kept too (a seq_file re-read from
+/// offset 0 is generated afresh, and the open file follows the network namespace, which is
+/// the container's for its whole life). Files that cannot be opened are not kept (and read
+/// the usual way every time); beyond the process-wide budget nothing more is kept. A kept
+/// file of a removed cgroup reads ENODEV, which the reader treats as gone. `cgroup.procs`
+/// is kept on v2 only (see [`KeptFiles::procs`]); on v1 it is opened afresh at every read,
 /// relative to its directory, kept open (`O_PATH`): one name to look up instead of every
 /// component of the path (a fifth of the cost of its read on a v1 host); in a removed
 /// directory it is not found, which the reader treats as gone too.
 pub struct KeptFiles {
     slots: Box<[OnceLock<Option<std::fs::File>>]>,
-    procs_dir: OnceLock<Option<std::fs::File>>,
+    procs: OnceLock<Procs>,
+}
+
+/// How `cgroup.procs` is read, decided at its first read from the directory's filesystem.
+enum Procs {
+    /// Kept open and re-read: on cgroup v2, a read from offset 0 walks the cgroup's tasks
+    /// afresh.
+    Kept(std::fs::File),
+    /// Opened afresh in the kept directory at every read (v1, where a kept one reads a
+    /// stale list); on cgroupfs, whose files are all the kernel's regular files, without
+    /// the `fstat` that checks it.
+    InDir { dir: std::fs::File, cgroupfs: bool },
+    /// Nothing kept (the budget is spent, or the directory cannot be opened): by path.
+    ByPath,
 }
 
 impl Default for KeptFiles {
     fn default() -> Self {
         Self {
             slots: File::ALL.iter().map(|_| OnceLock::new()).collect(),
-            procs_dir: OnceLock::new(),
+            procs: OnceLock::new(),
         }
     }
 }
@@ -353,48 +390,77 @@ impl KeptFiles {
     /// `cgroup.procs` in the kept directory, or by path when nothing can be kept.
     fn read_into(&self, dir: &Path, file: File, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
         if file == File::CgroupProcs {
-            return match self.procs_dir(dir) {
-                Some(dir) => read_whole(open_procs_in(dir)?, buffer),
-                None => read_into(&dir.join(file.name()), buffer),
+            return match self.procs(dir) {
+                Procs::Kept(open) => reread_into(open, file.end(), buffer),
+                Procs::InDir { dir, cgroupfs } => read_procs(open_procs_in(dir, *cgroupfs)?, buffer),
+                Procs::ByPath => read_into(&dir.join(file.name()), buffer),
             };
         }
         match self.get(dir, file) {
-            Some(open) => reread_into(open, buffer),
+            Some(open) => reread_into(open, file.end(), buffer),
             None => read_into(&dir.join(file.name()), buffer),
         }
     }
 
     /// The kept file for `file` in `dir`, opened the first time; `None` when it cannot be
-    /// (or may not be) kept.
+    /// (or may not be) kept. Not for `cgroup.procs`: see [`KeptFiles::procs`].
     fn get(&self, dir: &Path, file: File) -> Option<&std::fs::File> {
-        // v1 builds a process list once per open and keeps it for a second after the last
-        // read: a kept cgroup.procs could read stale.
-        if file == File::CgroupProcs {
-            return None;
-        }
         self.slots[file as usize]
             .get_or_init(|| keep(|| open_noatime(&dir.join(file.name()))))
             .as_ref()
     }
 
-    /// The directory of `cgroup.procs`, kept open as a path (`O_PATH`).
-    fn procs_dir(&self, dir: &Path) -> Option<&std::fs::File> {
-        self.procs_dir
-            .get_or_init(|| {
-                keep(|| {
-                    use std::os::unix::fs::OpenOptionsExt;
-                    std::fs::OpenOptions::new()
-                        .read(true)
-                        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
-                        .open(dir)
-                })
-            })
-            .as_ref()
+    /// How this cgroup's `cgroup.procs` is read. v1 builds a process list at the first read
+    /// after an open and serves it to every later read until a second after the last one
+    /// (so a kept one, read at every scrape, would never change); v2 walks the tasks again
+    /// at every read from the start.
+    fn procs(&self, dir: &Path) -> &Procs {
+        self.procs.get_or_init(|| {
+            let fs_type = filesystem_type(dir);
+            if fs_type == Some(CGROUP2_SUPER_MAGIC)
+                && let Some(open) = keep(|| open_noatime(&dir.join(File::CgroupProcs.name())))
+            {
+                return Procs::Kept(open);
+            }
+            let opened = keep(|| {
+                use std::os::unix::fs::OpenOptionsExt;
+                std::fs::OpenOptions::new()
+                    .read(true)
+                    .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                    .open(dir)
+            });
+            match opened {
+                Some(dir) => Procs::InDir {
+                    dir,
+                    cgroupfs: matches!(fs_type, Some(CGROUP_SUPER_MAGIC | CGROUP2_SUPER_MAGIC)),
+                },
+                None => Procs::ByPath,
+            }
+        })
     }
 }
 
-/// Opens `cgroup.procs` afresh in a directory kept open.
-fn open_procs_in(dir: &std::fs::File) -> std::io::Result<std::fs::File> {
+const CGROUP_SUPER_MAGIC: i64 = 0x0027_e0eb;
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+
+/// The `f_type` of the filesystem holding `dir`; `None` when `statfs` fails.
+fn filesystem_type(dir: &Path) -> Option<i64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statfs writes only into `stat`, a plain struct of integers; the path is
+    // NUL-terminated and outlives the call.
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
+    if unsafe { libc::statfs(path.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    #[allow(clippy::unnecessary_cast)] // f_type is i64 or u32 by target
+    Some(stat.f_type as i64)
+}
+
+/// Opens `cgroup.procs` afresh in a directory kept open; checks it is a regular file unless
+/// the directory is on cgroupfs.
+fn open_procs_in(dir: &std::fs::File, cgroupfs: bool) -> std::io::Result<std::fs::File> {
     use std::os::fd::{AsRawFd, FromRawFd};
     // SAFETY: `dir` is an open descriptor and the name a NUL-terminated string; openat
     // returns a new descriptor that nothing else owns.
@@ -410,7 +476,9 @@ fn open_procs_in(dir: &std::fs::File) -> std::io::Result<std::fs::File> {
     }
     // SAFETY: `fd` was just opened and is owned by the File from here on.
     let file = unsafe { std::fs::File::from_raw_fd(fd) };
-    fsread::check_regular(&file)?;
+    if !cgroupfs {
+        fsread::check_regular(&file)?;
+    }
     Ok(file)
 }
 
@@ -427,12 +495,8 @@ fn open_noatime(path: &Path) -> std::io::Result<std::fs::File> {
 
 impl Drop for KeptFiles {
     fn drop(&mut self) {
-        let open = self
-            .slots
-            .iter()
-            .chain([&self.procs_dir])
-            .filter(|s| matches!(s.get(), Some(Some(_))))
-            .count();
+        let procs = matches!(self.procs.get(), Some(Procs::Kept(_) | Procs::InDir { .. }));
+        let open = self.slots.iter().filter(|s| matches!(s.get(), Some(Some(_)))).count() + usize::from(procs);
         KEPT_OPEN.fetch_sub(open, Ordering::Relaxed);
     }
 }
@@ -459,7 +523,10 @@ mod tests {
         let kept = KeptFiles::default();
         let procs = || reader.parse_kept(Some(&kept), &dir, File::CgroupProcs, parse::procs);
         assert_eq!(procs(), Some((1, Some(10))));
-        assert!(kept.procs_dir.get().is_some_and(Option::is_some), "directory kept");
+        assert!(
+            matches!(kept.procs.get(), Some(Procs::InDir { cgroupfs: false, .. })),
+            "directory kept"
+        );
         std::fs::write(dir.join("new"), "20\n21\n").expect("write");
         std::fs::rename(dir.join("new"), dir.join("cgroup.procs")).expect("rename");
         assert_eq!(procs(), Some((2, Some(20))));
