@@ -20,7 +20,10 @@
 //! `/proc`, the root and system cgroups included) scrapes them with the stats window expired
 //! (`real-cold`), side by side, round after round, with the floor: a minimal reader that
 //! opened each file sonde reads of every cgroup sonde reports once, keeps the descriptors
-//! open and per round only `pread`s each into one reused buffer, no parsing. Each prints
+//! open and per round only `pread`s each into one reused buffer, no parsing (v1's
+//! `cgroup.procs`, which a kept descriptor re-reads as it was at its first read, is opened
+//! afresh in its kept directory, read and closed; the root's `/proc/diskstats` is read and
+//! its filesystems `statvfs`ed, as sonde does for `container_fs_*{id="/"}`). Each prints
 //! wall and CPU time per round (median, p99, min, max; sonde's CPU from its process CPU
 //! clock, the floor's from its thread's), the ratio of the CPU medians (the issue's target:
 //! at most 1.2), the files each read per round, sonde's RSS; then the `real-warm` rows,
@@ -415,8 +418,19 @@ mod real {
         }
     }
 
+    /// The directory whose `cgroup.procs` must be opened afresh at every read: v1's (whose
+    /// kept `cgroup.procs` serves the list of its first read again and again); on v2 a kept
+    /// one reads the tasks of now, and `files_of` lists it.
+    fn fresh_procs_dir(paths: &CgroupPaths) -> Option<PathBuf> {
+        match paths {
+            CgroupPaths::V1 { .. } => paths.main_dir().map(Path::to_path_buf),
+            CgroupPaths::V2 { .. } => None,
+        }
+    }
+
     /// The files sonde's readers read of a cgroup at every stats read (`cgroup::v1::stats`,
-    /// `cgroup::v2::stats`), the ones that exist, and `net/dev` of the root's init.
+    /// `cgroup::v2::stats`), the ones that exist, and for the root `net/dev` of init and
+    /// `/proc/diskstats` (its filesystems' I/O); v1's `cgroup.procs` is `fresh_procs_dir`'s.
     fn files_of(id: &str, paths: &CgroupPaths) -> Vec<PathBuf> {
         let mut files: Vec<PathBuf> = Vec::new();
         let mut add = |dir: &Option<PathBuf>, names: &[&str]| {
@@ -462,7 +476,7 @@ mod real {
                     ],
                 );
                 add(pids, &["pids.current"]);
-                add(&paths.main_dir().map(Path::to_path_buf), &["cgroup.procs"]);
+                // cgroup.procs: opened afresh at every round (see `Floor`), not kept.
                 add(unified, &pressure);
             }
             CgroupPaths::V2 { dir, .. } => {
@@ -486,53 +500,138 @@ mod real {
         }
         if id == "/" {
             files.push(PathBuf::from("/proc/1/net/dev"));
+            files.push(PathBuf::from("/proc/diskstats"));
         }
         files.retain(|f| f.is_file());
         files
     }
 
-    /// The floor: every file opened once and kept open; a round `pread`s each from its start
-    /// into one reused buffer, and nothing else.
+    /// The floor: the least any reader must do for the same figures. Every file that can be
+    /// is opened once and kept open, and a round `pread`s each from its start into one
+    /// reused buffer, nothing else: one `pread` for a file of one seq_file record, more only
+    /// for a file of many records (`net/dev`, `diskstats`, v2's `cgroup.procs`) whose read
+    /// came near the kernel's page. v1's `cgroup.procs` cannot be kept (a kept one reads
+    /// the list of its first read at every round), so it is opened afresh in its directory,
+    /// kept open (`O_PATH`), read and closed. And the root's filesystems are `statvfs`ed, as
+    /// sonde does for `container_fs_*{id="/"}` at every stats read.
     struct Floor {
-        files: Vec<std::fs::File>,
+        files: Vec<(std::fs::File, bool)>,
+        procs_dirs: Vec<std::fs::File>,
+        filesystems: Vec<std::ffi::CString>,
         buffer: Vec<u8>,
     }
 
+    /// A file of many seq_file records, which one read hands out a page of at most.
+    fn many_records(path: &Path) -> bool {
+        path.ends_with("net/dev") || path.ends_with("diskstats") || path.ends_with("cgroup.procs")
+    }
+
     impl Floor {
-        fn open(paths: &[PathBuf]) -> Floor {
+        fn open(paths: &[PathBuf], procs_dirs: &[PathBuf], filesystems: Vec<std::ffi::CString>) -> Floor {
+            use std::os::unix::fs::OpenOptionsExt;
             let files = paths
                 .iter()
-                .map(|path| std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display())))
+                .map(|path| {
+                    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+                    (file, many_records(path))
+                })
+                .collect();
+            let procs_dirs = procs_dirs
+                .iter()
+                .map(|dir| {
+                    std::fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_PATH | libc::O_DIRECTORY)
+                        .open(dir)
+                        .unwrap_or_else(|e| panic!("open {}: {e}", dir.display()))
+                })
                 .collect();
             Floor {
                 files,
+                procs_dirs,
+                filesystems,
                 buffer: vec![0; 64 * 1024],
             }
         }
 
-        /// One round; the bytes read (so the reads are not optimised away).
-        fn round(&mut self) -> usize {
-            let mut bytes = 0;
-            for file in &self.files {
-                let mut filled = 0;
-                loop {
-                    match file.read_at(&mut self.buffer[filled..], filled as u64) {
-                        Ok(n) => {
-                            filled += n;
-                            if n == 0 || filled < self.buffer.len() {
-                                break;
-                            }
-                            self.buffer.resize(self.buffer.len() * 2, 0);
+        /// Reads to the end with `read(buffer, offset)`; the bytes read.
+        fn read_whole(
+            buffer: &mut Vec<u8>,
+            many: bool,
+            mut read: impl FnMut(&mut [u8], u64) -> std::io::Result<usize>,
+        ) -> usize {
+            let mut filled = 0;
+            loop {
+                match read(&mut buffer[filled..], filled as u64) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        filled += n;
+                        if filled == buffer.len() {
+                            buffer.resize(buffer.len() * 2, 0);
+                        } else if !many || n < 2048 {
+                            break;
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                        // A cgroup sonde reports may go away (a system service stopping).
-                        Err(_) => break,
                     }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    // A cgroup sonde reports may go away (a system service stopping).
+                    Err(_) => break,
                 }
-                bytes += filled;
             }
-            bytes
+            filled
         }
+
+        /// One round; the bytes read (so the reads are not optimised away) and the CPU
+        /// nanoseconds of its fresh `cgroup.procs` opens.
+        fn round(&mut self) -> (usize, u64) {
+            use std::io::Read;
+            use std::os::fd::{AsRawFd, FromRawFd};
+            let mut bytes = 0;
+            for (file, many) in &self.files {
+                bytes += Self::read_whole(&mut self.buffer, *many, |b, at| file.read_at(b, at));
+            }
+            for path in &self.filesystems {
+                // SAFETY: statvfs is a plain struct of integers, for which zero is valid.
+                let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+                // SAFETY: a NUL-terminated path and a writable statvfs.
+                unsafe { libc::statvfs(path.as_ptr(), &mut stat) };
+                bytes += usize::from(stat.f_blocks > 0);
+            }
+            let procs_start = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
+            for dir in &self.procs_dirs {
+                // SAFETY: an open directory and a NUL-terminated name; the descriptor returned
+                // is owned by the File.
+                let fd = unsafe {
+                    libc::openat(
+                        dir.as_raw_fd(),
+                        c"cgroup.procs".as_ptr(),
+                        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+                    )
+                };
+                if fd < 0 {
+                    continue;
+                }
+                // SAFETY: `fd` was just opened and nothing else owns it.
+                let mut file = unsafe { std::fs::File::from_raw_fd(fd) };
+                bytes += Self::read_whole(&mut self.buffer, true, |b, _| file.read(b));
+            }
+            (bytes, clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - procs_start)
+        }
+    }
+
+    /// The filesystems sonde reports for the root (`container_fs_*{id="/"}`), as the paths it
+    /// `statvfs`es at every stats read.
+    fn root_filesystems() -> Vec<std::ffi::CString> {
+        use std::os::unix::ffi::OsStrExt;
+        let text = std::fs::read_to_string("/proc/1/mountinfo").unwrap_or_default();
+        let mounts = sonde::disk::mounts::mountinfo(&text).unwrap_or_default();
+        sonde::disk::mounts::partitions(&mounts)
+            .iter()
+            .filter_map(|p| {
+                let path = sonde::disk::under_root(Path::new("/"), Path::new(&p.mountpoint));
+                sonde::disk::capacity(&path).ok()?;
+                std::ffi::CString::new(path.as_os_str().as_bytes()).ok()
+            })
+            .collect()
     }
 
     fn clock_ns(clock: libc::clockid_t) -> u64 {
@@ -697,8 +796,14 @@ mod real {
         let missing = forest.ids.iter().filter(|id| !ids.contains(id)).count();
         assert_eq!(missing, 0, "sonde reports every cgroup the benchmark made");
         let floor_paths: Vec<PathBuf> = ids.iter().flat_map(|id| files_of(id, &layout.paths(id))).collect();
-        let mut floor = Floor::open(&floor_paths);
-        let floor_files = floor.files.len();
+        let procs_dirs: Vec<PathBuf> = ids
+            .iter()
+            .filter_map(|id| fresh_procs_dir(&layout.paths(id)))
+            .filter(|dir| dir.join("cgroup.procs").is_file())
+            .collect();
+        let filesystems = root_filesystems();
+        let mut floor = Floor::open(&floor_paths, &procs_dirs, filesystems);
+        let floor_files = floor.files.len() + floor.procs_dirs.len();
         // Warm up both: kept files opened, buffers sized, the kernel's caches.
         for _ in 0..3 {
             floor.round();
@@ -709,10 +814,13 @@ mod real {
         let (mut floor_wall, mut floor_cpu) = (Vec::new(), Vec::new());
         let (_, before) = scrape(sonde.port);
         let mut bytes = 0;
+        let mut floor_procs = Vec::new();
         for _ in 0..rounds {
             let cpu = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
             let start = Instant::now();
-            bytes = floor.round();
+            let procs_ns;
+            (bytes, procs_ns) = floor.round();
+            floor_procs.push(procs_ns as f64 / 1e6);
             floor_wall.push(start.elapsed().as_secs_f64() * 1e3);
             floor_cpu.push((clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - cpu) as f64 / 1e6);
 
@@ -764,7 +872,16 @@ mod real {
              sonde RSS {rss:.1} MiB, peak {hwm:.1} MiB (target <= 40)",
             sonde50 / floor50
         );
-        let differences = differences(&per_round, &floor_paths);
+        println!(
+            "real: of the floor's CPU, {:.1} ms (median) open v1's cgroup.procs afresh ({} files; a kept one would re-read a stale list), \
+             and it statvfs-es {} filesystems of the root",
+            spread(&mut floor_procs)[0],
+            floor.procs_dirs.len(),
+            floor.filesystems.len()
+        );
+        let mut floor_read: Vec<PathBuf> = floor_paths.clone();
+        floor_read.extend(procs_dirs.iter().map(|dir| dir.join("cgroup.procs")));
+        let differences = differences(&per_round, &floor_read);
         if !differences.is_empty() {
             println!("real: files read per round where sonde and the floor differ:{differences}");
         }
