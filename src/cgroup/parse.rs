@@ -16,6 +16,16 @@ fn number(text: &str, context: &str) -> Result<u64, ParseError> {
         .map_err(|_| bad(format!("{context}: {text:?} is not a non-negative integer")))
 }
 
+/// A non-empty run of ASCII digits that fits in a u64 (`None` for anything else, which
+/// the general parse then reads or refuses).
+fn decimal_u64(text: &str) -> Option<u64> {
+    if text.is_empty() || text.len() > 19 {
+        return None;
+    }
+    text.bytes()
+        .try_fold(0u64, |n, b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
+}
+
 /// Above this a v1 memory limit means "no limit" (the kernel writes PAGE_COUNTER_MAX pages).
 pub const UNLIMITED_THRESHOLD: u64 = 1 << 62;
 
@@ -80,6 +90,16 @@ pub fn v2_weight_to_shares(text: &str) -> Result<u64, ParseError> {
 pub fn flat_keyed(text: &str, mut f: impl FnMut(&str, u64)) -> Result<(), ParseError> {
     for line in text.lines() {
         if line.is_empty() {
+            continue;
+        }
+        // The kernel's own form, `key value` with one space and a decimal value, read
+        // without the general split below (memory.stat has ~70 lines, read per container).
+        if let Some((key, value)) = line.split_once(' ')
+            && !key.is_empty()
+            && !key.bytes().any(|b| b.is_ascii_whitespace())
+            && let Some(value) = decimal_u64(value)
+        {
+            f(key, value);
             continue;
         }
         let mut fields = line.split_ascii_whitespace();
@@ -293,9 +313,12 @@ pub fn pressure(text: &str) -> Result<Pressure, ParseError> {
             match key {
                 "total" => total = Some(number(value, "total")?),
                 "avg10" | "avg60" | "avg300" => {
-                    value
-                        .parse::<f64>()
-                        .map_err(|_| bad(format!("{key}: {value:?} is not a number")))?;
+                    // The kernel writes `%lu.%02lu`, a number without parsing it as one.
+                    if !is_decimal(value) {
+                        value
+                            .parse::<f64>()
+                            .map_err(|_| bad(format!("{key}: {value:?} is not a number")))?;
+                    }
                 }
                 _ => return Err(bad(format!("unknown PSI field {key:?}"))),
             }
@@ -314,6 +337,16 @@ pub fn pressure(text: &str) -> Result<Pressure, ParseError> {
         return Err(bad("no \"some\" line"));
     }
     Ok(result)
+}
+
+/// Digits, a point, digits: a number (what `f64` parsing would accept, without its cost).
+fn is_decimal(text: &str) -> bool {
+    text.split_once('.').is_some_and(|(whole, fraction)| {
+        !whole.is_empty()
+            && !fraction.is_empty()
+            && whole.bytes().all(|b| b.is_ascii_digit())
+            && fraction.bytes().all(|b| b.is_ascii_digit())
+    })
 }
 
 /// Interfaces cAdvisor leaves out of container network stats.
@@ -478,6 +511,23 @@ mod tests {
             assert!(flat_keyed(bad, |_, _| {}).is_err(), "{bad:?}");
         }
         assert!(flat_keyed("", |_, _| panic!("no keys")).is_ok());
+        // Outside the kernel's one-space decimal form, the general reading decides, as ever.
+        let mut seen = Vec::new();
+        let odd = "a  1\nb\t2\nc +3\nd 18446744073709551615\ne 0018\n f 4\ng 5 \n";
+        flat_keyed(odd, |k, v| seen.push((k.to_owned(), v))).expect("parses");
+        let want = [
+            ("a", 1),
+            ("b", 2),
+            ("c", 3),
+            ("d", u64::MAX),
+            ("e", 18),
+            ("f", 4),
+            ("g", 5),
+        ];
+        assert_eq!(seen, want.map(|(k, v)| (k.to_owned(), v)));
+        for bad in ["d 18446744073709551616\n", "a 1\rb 2\n", "a 1x\n"] {
+            assert!(flat_keyed(bad, |_, _| {}).is_err(), "{bad:?}");
+        }
         let events = "low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n";
         assert_eq!(flat_keyed_value(events, "oom_kill"), Ok(Some(1)));
         assert_eq!(
