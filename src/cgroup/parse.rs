@@ -16,16 +16,6 @@ fn number(text: &str, context: &str) -> Result<u64, ParseError> {
         .map_err(|_| bad(format!("{context}: {text:?} is not a non-negative integer")))
 }
 
-/// A non-empty run of ASCII digits that fits in a u64 (`None` for anything else, which
-/// the general parse then reads or refuses).
-fn decimal_u64(text: &str) -> Option<u64> {
-    if text.is_empty() || text.len() > 19 {
-        return None;
-    }
-    text.bytes()
-        .try_fold(0u64, |n, b| b.is_ascii_digit().then(|| n * 10 + u64::from(b - b'0')))
-}
-
 /// Above this a v1 memory limit means "no limit" (the kernel writes PAGE_COUNTER_MAX pages).
 pub const UNLIMITED_THRESHOLD: u64 = 1 << 62;
 
@@ -88,18 +78,41 @@ pub fn v2_weight_to_shares(text: &str) -> Result<u64, ParseError> {
 /// A flat-keyed file (`cpu.stat`, `memory.stat`, `memory.events`, `cpuacct.stat`,
 /// `memory.oom_control`): one `key value` pair per line; calls `f` for each.
 pub fn flat_keyed(text: &str, mut f: impl FnMut(&str, u64)) -> Result<(), ParseError> {
-    for line in text.lines() {
-        if line.is_empty() {
-            continue;
+    let bytes = text.as_bytes();
+    let mut at = 0;
+    while at < bytes.len() {
+        // The kernel's own form, `key value\n` with one space and decimal digits, read in
+        // one pass over the bytes (memory.stat has ~70 lines, read per container); any
+        // other line goes to the general reading below.
+        let start = at;
+        while at < bytes.len() && !bytes[at].is_ascii_whitespace() {
+            at += 1;
         }
-        // The kernel's own form, `key value` with one space and a decimal value, read
-        // without the general split below (memory.stat has ~70 lines, read per container).
-        if let Some((key, value)) = line.split_once(' ')
-            && !key.is_empty()
-            && !key.bytes().any(|b| b.is_ascii_whitespace())
-            && let Some(value) = decimal_u64(value)
-        {
-            f(key, value);
+        let key_end = at;
+        if key_end > start && bytes.get(at) == Some(&b' ') {
+            at += 1;
+            let digits = at;
+            let mut value: u64 = 0;
+            while at < bytes.len() && bytes[at].is_ascii_digit() && at - digits < 19 {
+                value = value * 10 + u64::from(bytes[at] - b'0');
+                at += 1;
+            }
+            if at > digits && (at == bytes.len() || bytes[at] == b'\n') {
+                // Both ends are ASCII bytes, so `start..key_end` is a str boundary.
+                f(&text[start..key_end], value);
+                at += 1;
+                continue;
+            }
+        }
+        let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
+        at = end + 1;
+        // As `str::lines`: a `\r` goes with the `\n` after it, not alone at the end.
+        let line = &text[start..end];
+        let line = match end < bytes.len() {
+            true => line.strip_suffix('\r').unwrap_or(line),
+            false => line,
+        };
+        if line.is_empty() {
             continue;
         }
         let mut fields = line.split_ascii_whitespace();
@@ -495,6 +508,62 @@ mod tests {
         assert!(v2_weight_to_shares("10001\n").is_err());
     }
 
+    /// The one-pass reading gives what the general one (every line split on whitespace)
+    /// gives, figures and failures, on lines mixing the kernel's form and anything else.
+    #[test]
+    fn flat_keyed_reads_as_a_split_of_every_line_does() {
+        fn general(text: &str) -> Result<Vec<(String, u64)>, ()> {
+            let mut out = Vec::new();
+            for line in text.lines().filter(|l| !l.is_empty()) {
+                let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+                let [key, value] = fields[..] else { return Err(()) };
+                out.push((key.to_owned(), value.parse::<u64>().map_err(|_| ())?));
+            }
+            Ok(out)
+        }
+        let keys = ["a", "bc", "x9", "é", "", " a"];
+        let gaps = [" ", " ", "  ", "\t", ""];
+        let values = [
+            "0",
+            "7",
+            "42",
+            "18446744073709551615",
+            "18446744073709551616",
+            "+3",
+            "1x",
+            " ",
+            "",
+        ];
+        let ends = ["\n", "\n", "\r\n", "\r", "", "\n\n"];
+        let mut seed: u64 = 0x5eed;
+        let mut next = |n: usize| {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % n
+        };
+        let (mut valid, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            let mut text = String::new();
+            for _ in 0..next(5) + 1 {
+                for part in [&keys[..], &gaps, &values, &ends] {
+                    text.push_str(part[next(part.len())]);
+                }
+            }
+            let mut ours = Vec::new();
+            let result = flat_keyed(&text, |k, v| ours.push((k.to_owned(), v)));
+            match general(&text) {
+                Ok(want) => {
+                    valid += usize::from(!want.is_empty());
+                    assert_eq!((result.is_ok(), &ours), (true, &want), "{text:?}");
+                }
+                Err(()) => {
+                    refused += 1;
+                    assert!(result.is_err(), "{text:?} read as {ours:?}");
+                }
+            }
+        }
+        assert!(valid > 1000 && refused > 1000, "{valid} read, {refused} refused");
+    }
+
     #[test]
     fn flat_keyed_files() {
         let v2_cpu_stat = "usage_usec 2000000\nuser_usec 1500000\nsystem_usec 500000\nnr_periods 10\nnr_throttled 3\nthrottled_usec 12345\nnr_bursts 0\nburst_usec 0\n";
@@ -513,7 +582,7 @@ mod tests {
         assert!(flat_keyed("", |_, _| panic!("no keys")).is_ok());
         // Outside the kernel's one-space decimal form, the general reading decides, as ever.
         let mut seen = Vec::new();
-        let odd = "a  1\nb\t2\nc +3\nd 18446744073709551615\ne 0018\n f 4\ng 5 \n";
+        let odd = "a  1\nb\t2\nc +3\nd 18446744073709551615\ne 0018\n f 4\ng 5 \n\n\r\nh 6\r\ni 7";
         flat_keyed(odd, |k, v| seen.push((k.to_owned(), v))).expect("parses");
         let want = [
             ("a", 1),
@@ -523,9 +592,11 @@ mod tests {
             ("e", 18),
             ("f", 4),
             ("g", 5),
+            ("h", 6),
+            ("i", 7),
         ];
         assert_eq!(seen, want.map(|(k, v)| (k.to_owned(), v)));
-        for bad in ["d 18446744073709551616\n", "a 1\rb 2\n", "a 1x\n"] {
+        for bad in ["d 18446744073709551616\n", "a 1\rb 2\n", "a 1x\n", "a 1\n\r"] {
             assert!(flat_keyed(bad, |_, _| {}).is_err(), "{bad:?}");
         }
         let events = "low 0\nhigh 0\nmax 2\noom 1\noom_kill 1\n";

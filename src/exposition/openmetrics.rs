@@ -160,7 +160,8 @@ pub(crate) fn number_into(value: f64, out: &mut Vec<u8>) {
     const EXACT_INTEGERS: f64 = 9_007_199_254_740_992.0; // 2^53
     // itoa and ryu, not `write!`: a large scrape formats ~50,000 numbers, and core::fmt's
     // machinery costs several times theirs.
-    if value.fract() == 0.0 && value.abs() < EXACT_INTEGERS {
+    // Whole: the same as `fract() == 0.0` in this range, without its software `trunc`.
+    if value.abs() < EXACT_INTEGERS && (value as i64) as f64 == value {
         out.extend_from_slice(itoa::Buffer::new().format(value as i64).as_bytes());
     } else if (1e-4..1e16).contains(&value.abs()) {
         // Both ryu and `{:?}` write the shortest digits that read back exactly; in this range
