@@ -165,8 +165,9 @@ impl Format {
 }
 
 /// From this many bytes to compress, an answer compresses its families in parallel (and the
-/// server compresses it on the blocking pool): about a millisecond of compression.
-pub const PARALLEL_GZIP_BYTES: usize = 256 * 1024;
+/// server compresses it on the blocking pool): below, a fifth of a millisecond at most of
+/// compression, which an async worker can afford (a warm answer has a few kilobytes).
+pub const PARALLEL_GZIP_BYTES: usize = 32 * 1024;
 
 /// OpenMetrics' `# EOF`, compressed once.
 fn openmetrics_eof_segment() -> Result<&'static gzip::Segment, EncodeError> {
