@@ -19,6 +19,9 @@ pub const FLAG_CONNECT_FAILED: u8 = 2;
 /// A TCP connection's start, not a closed connection (`FLAG_OPENED`): its counts are the
 /// connection's base and `last_ns` its socket's address ([`TcpConn::opened`]).
 pub const FLAG_OPENED: u8 = 4;
+/// A close the probes wrote without their live table (`FLAG_ABSOLUTE`): its counts are the
+/// socket's own, to be joined with the connection's start ([`TcpConn::closed`]).
+pub const FLAG_ABSOLUTE: u8 = 8;
 
 pub const DIR_OUTBOUND: u8 = 1;
 pub const DIR_INBOUND: u8 = 2;
@@ -34,6 +37,8 @@ pub const TELEMETRY_REASONS: [&str; 6] = [
 ];
 /// The telemetry counter of records sent alone that the ring buffer had no room for.
 pub const TM_UNBATCHED_LOST: u32 = 3;
+/// The telemetry counter of TCP connections older than the probes, first seen by the seed.
+pub const TM_FIRST_SEEN_LIVE: u32 = 5;
 /// Which telemetry counters are losses (the others are informational).
 pub const TELEMETRY_IS_LOSS: [bool; 6] = [true, true, false, true, false, false];
 
@@ -112,6 +117,28 @@ impl TcpConn {
             direction: stats.direction,
             flags: stats.flags & !FLAG_OPENED,
             ..Self::default()
+        }
+    }
+
+    /// The final record of the connection from its close written without the live table
+    /// (`FLAG_ABSOLUTE`): what it counted since the probes first saw it, with the key,
+    /// direction and flags its start gave, as the probes' own final record has them.
+    pub fn closed(&self, close: &ClosedConn) -> ClosedConn {
+        let now = &close.stats;
+        ClosedConn {
+            key: self.key,
+            pad: 0,
+            stats: ConnStats {
+                bytes_sent: now.bytes_sent.saturating_sub(self.base_sent),
+                bytes_received: now.bytes_received.saturating_sub(self.base_received),
+                cgroup_id: self.cgroup_id,
+                cookie: self.cookie,
+                retransmits: now.retransmits.saturating_sub(self.base_retrans),
+                srtt_us: now.srtt_us,
+                direction: self.direction,
+                flags: self.flags,
+                ..ConnStats::default()
+            },
         }
     }
 
