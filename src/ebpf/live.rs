@@ -220,6 +220,9 @@ pub struct TcpIterator {
     first_seen: u64,
     /// The seed's output, when the probes keep no table.
     seed_out: Vec<u8>,
+    /// Connections not kept because the list held as many as `live_reads` has slots, when
+    /// the probes keep no table (else the probes count them, as their table is full).
+    table_full: u64,
     /// Reads done.
     reads_done: u64,
     /// Whether `live` may lack a connection the table holds (at start, or after a lost
@@ -329,6 +332,7 @@ impl TcpIterator {
             tables_off: parts.tables_off,
             first_seen: 0,
             seed_out: Vec::new(),
+            table_full: 0,
             reads_done: 0,
             stale: true,
             reading: Vec::new(),
@@ -378,6 +382,13 @@ impl TcpIterator {
     /// A live connection into the list: into its own slot when it has one already (a start
     /// the full table read or the seed had: the start replaces it), else into a free slot.
     fn keep(&mut self, conn: TcpConn) {
+        // Without the probes' table, its size (--connection.max-live) bounds the list: a
+        // connection beyond it is not kept, and its close is not counted, as one the table
+        // had no room for.
+        if self.tables_off && self.slot_of.len() >= self.reads.capacity && !self.slot_of.contains_key(&conn.cookie) {
+            self.table_full += 1;
+            return;
+        }
         let kept = Some(Kept {
             conn,
             tag: LiveConn::NO_TAG,
@@ -447,6 +458,12 @@ impl TcpIterator {
         self.first_seen
     }
 
+    /// Connections the list had no room for when the probes keep no table (then the probes
+    /// do not count them).
+    pub fn table_full(&self) -> u64 {
+        self.table_full
+    }
+
     /// Every live TCP connection. `namespaces` are the network namespaces that exist (by
     /// inode, with a path that holds each); those not seeded yet are seeded first, on one
     /// thread that enters each in turn (`setns` moves only the calling thread).
@@ -499,7 +516,9 @@ impl TcpIterator {
             let conn: TcpConn = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
             if !self.slot_of.contains_key(&conn.cookie) {
                 self.keep(conn);
-                self.first_seen += 1;
+                if self.slot_of.contains_key(&conn.cookie) {
+                    self.first_seen += 1;
+                }
             }
         }
     }

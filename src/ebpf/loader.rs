@@ -306,7 +306,9 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         // The cookie names every connection: its start and close are joined by it in user
         // space, and the live table is left out (live.rs).
         .override_global("tables_off", &cookie_helper, true)
-        .map_max_entries("tcp_conns", max_live)
+        // Unused without the table: one entry, not the ~10 MiB a full-size preallocated
+        // hash holds at the default.
+        .map_max_entries("tcp_conns", if cookie_helper == 1 { 1 } else { max_live })
         .map_max_entries("udp_socks", max_live)
         .map_max_entries("live_reads", max_live)
         .map_max_entries("batches", nr_cpus * BATCH_SLOTS)

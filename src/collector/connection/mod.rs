@@ -32,7 +32,7 @@ use crate::conntrack::ConntrackLookup;
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
 use crate::ebpf::conn::{
     Batch, ClosedConn, ConnKey, IPPROTO_TCP, IPPROTO_UDP, LiveConn, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
-    TM_FIRST_SEEN_LIVE, TM_UNBATCHED_LOST,
+    TM_FIRST_SEEN_LIVE, TM_TABLE_FULL, TM_UNBATCHED_LOST,
 };
 use crate::ebpf::live::{TcpIterator, UdpTable};
 use crate::ebpf::loader::{self, MapBatches, Program};
@@ -506,6 +506,9 @@ impl LoadedProbes {
         let mut kernel = kernel;
         if let Some(first_seen) = kernel.get_mut(TM_FIRST_SEEN_LIVE as usize) {
             *first_seen += state.tcp.first_seen();
+        }
+        if let Some(table_full) = kernel.get_mut(TM_TABLE_FULL as usize) {
+            *table_full += state.tcp.table_full();
         }
         let mut lost = FamilyBuilder::counter(
             "sonde_ebpf_events_lost_total",
