@@ -91,7 +91,12 @@ fn run_iterator(link: &OwnedFd, out: &mut Vec<u8>) -> std::io::Result<()> {
     let mut attr = [0u64; 10];
     attr[0] = u64::from(link.as_raw_fd() as u32);
     let iter = owned_fd(bpf(BPF_ITER_CREATE, &mut attr)?);
-    File::from(iter).read_to_end(out)?;
+    let before = out.len();
+    File::from(iter).read_to_end(out).inspect_err(|_| {
+        // A walk that failed part way may have left half a record: none of it is kept
+        // (the namespace is walked again at the next scrape).
+        out.truncate(before);
+    })?;
     Ok(())
 }
 
