@@ -434,27 +434,28 @@ static __always_inline int live_state(int state)
 	       state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
 }
 
-/* A connection's close without the live table (tables_off): what the socket gives (its
- * key, cookie, cgroup and counts as they are), for user space to join with the start. */
-static __always_inline int close_absolute(struct sock *sk, struct tcp_sock *tp, int oldstate)
+/* A connection's close without the live table (tables_off): its cookie and counts as they
+ * are, for user space to join with the start, which holds the key, cgroup and direction.
+ * The key is left out but for its protocol and family: at a close the local port is often
+ * zeroed already and takes a probe read (read_key), and the cgroup a chase of pointers. */
+static __always_inline int close_absolute(struct sock *sk, struct tcp_sock *tp, int oldstate,
+					  __u16 family)
 {
-	struct conn_key key;
-	__builtin_memset(&key, 0, sizeof(key));
-	if (read_key(sk, &key))
-		return 0;
 	struct record_spot spot;
 	if (open_record(&spot))
 		return 0;
 	struct closed_conn *rec = spot.rec;
 	struct tcp_counts now;
 	read_counts(tp, oldstate, &now);
-	rec->key = key;
+	__builtin_memset(&rec->key, 0, sizeof(rec->key));
+	rec->key.family = family;
+	rec->key.protocol = IPPROTO_TCP;
 	rec->pad = 0;
 	rec->stats.bytes_sent = now.sent;
 	rec->stats.bytes_received = now.received;
 	rec->stats.sends = 0;
 	rec->stats.recvs = 0;
-	rec->stats.cgroup_id = socket_cgroup(sk, 0);
+	rec->stats.cgroup_id = 0;
 	rec->stats.cookie = cookie_of(sk);
 	rec->stats.last_ns = 0;
 	rec->stats.tgid = 0;
@@ -507,7 +508,7 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 
 	/* newstate == TCP_CLOSE: the final record is written into the batch. */
 	if (tables_off && live_state(oldstate))
-		return close_absolute(sk, tp, oldstate);
+		return close_absolute(sk, tp, oldstate, family);
 	struct tcp_conn *conn = tables_off ? NULL : bpf_map_lookup_elem(&tcp_conns, &id);
 	struct conn_key failed;
 	if (!conn) {
