@@ -4,7 +4,10 @@
 //! (a) loopback TCP throughput with no probes, with today's probes (the object of commit
 //!     9085517, before issue 20, built here from that commit's sources) and with the new
 //!     path (the current loader), rounds interleaved in one run: the medians, and the
-//!     ratios to no probes within each round (median and middle half);
+//!     ratios to no probes within each round (median and middle half); and, from transfers
+//!     of their own with the kernel's BPF run-time statistics on, the probes' CPU share: their
+//!     run time summed over the transfer over the transfer's CPU time (throughput alone cannot
+//!     resolve a fraction of a percent: rounds differ by 5-8% on this shared machine);
 //! (b) each program's cost per event, from the kernel's BPF run-time statistics, under
 //!     churn (every connection new), steady TCP, a TCP stream (the per-call cost the send
 //!     and receive tracepoints still have for TCP), UDP datagrams, retransmits, and
@@ -15,7 +18,8 @@
 //!     and `read_tcp`), a bare walk of the TCP iterator over the same sockets (what reading
 //!     them by walking the kernel's sockets costs), and a read of /proc/net/tcp.
 //!
-//! `cargo bench --bench connection -- b` runs only the named parts (any of `a b c d`).
+//! `cargo bench --bench connection -- b` runs only the named parts (any of `a b c d`). The
+//! load average is printed before and after each part: the machine may be shared.
 //!
 //! Run by `cargo test` (no `--bench` argument) it does one small round of each, as a smoke
 //! test. Without root it says so and exits (under CI=true it fails). When today's probes
@@ -107,18 +111,31 @@ fn main() {
             foreign.join(", ")
         );
     }
+    // The machine is shared: its load, before and after each part, says how quiet it was.
+    print_load("at the start");
     if run("a") {
         throughput(&sizes);
+        print_load("after (a)");
     }
     if run("b") {
         per_event_cost(&sizes);
+        print_load("after (b)");
     }
     if run("c") {
         read_all_latency(&sizes);
+        print_load("after (c)");
     }
     if run("d") {
         scrape_latency(&sizes);
+        print_load("after (d)");
     }
+}
+
+/// Prints the load average (1, 5 and 15 minutes) from /proc/loadavg.
+fn print_load(when: &str) {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let averages: Vec<&str> = text.split_whitespace().take(3).collect();
+    println!("load average {when}: {}", averages.join(" "));
 }
 
 fn ms(d: Duration) -> f64 {
@@ -380,6 +397,39 @@ fn stream_with(setup: Setup, baseline: Option<&Baseline>, bytes: usize, chunk: u
     }
 }
 
+/// CPU time of this process so far (every thread, user and system: the transfer's writer and
+/// reader, and the loopback's packet processing, which runs in their system calls).
+fn process_cpu_time() -> Duration {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes the timespec we own.
+    let ok = unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) } == 0;
+    assert!(ok, "clock_gettime(CLOCK_PROCESS_CPUTIME_ID)");
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
+}
+
+/// Run time of every loaded program of `ebpf`, summed (BPF_ENABLE_STATS must be on).
+fn bpf_run_time(ebpf: &aya::Ebpf) -> u64 {
+    program_stats(ebpf).iter().map(|(_, time, _)| time).sum()
+}
+
+/// One transfer with `setup`'s probes and the kernel's BPF run-time statistics on: the
+/// probes' run time over the transfer's CPU time, in percent. The statistics add two clock
+/// reads to every program run, so this is a transfer of its own, not one of the timed rounds
+/// (and the figure is, if anything, high).
+fn probe_share(setup: Setup, baseline: Option<&Baseline>, bytes: usize, chunk: usize) -> f64 {
+    let run = |ebpf: &aya::Ebpf| {
+        let (bpf0, cpu0) = (bpf_run_time(ebpf), process_cpu_time());
+        stream(bytes, chunk);
+        let (bpf1, cpu1) = (bpf_run_time(ebpf), process_cpu_time());
+        (bpf1 - bpf0) as f64 / (cpu1 - cpu0).as_nanos() as f64 * 100.0
+    };
+    match setup {
+        Setup::None => 0.0,
+        Setup::Today => run(&baseline.expect("today's object").load().expect("load today's probes")),
+        Setup::New => run(&loader::load(65_536).expect("load the probes").ebpf),
+    }
+}
+
 /// The `q` quantile of `v` (sorted here).
 fn quantile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -411,9 +461,24 @@ fn throughput(sizes: &Sizes) {
         sizes.stream_bytes >> 20,
         sizes.rounds
     );
+    let share_runs = sizes.rounds.div_ceil(4);
     println!(
-        "{:<9} {:>11} {:>12} {:>10} {:>11} {:>14} {:>9} {:>14}",
-        "write", "none MiB/s", "today MiB/s", "new MiB/s", "today/none", "p25..p75", "new/none", "p25..p75"
+        "    probe CPU share: after the rounds, {share_runs} more transfers per setup with the kernel's BPF run-time \
+         statistics on (BPF_ENABLE_STATS): the probes' run time summed over the transfer / the transfer's CPU time \
+         (this process, every thread, user and system), median"
+    );
+    println!(
+        "{:<9} {:>11} {:>12} {:>10} {:>11} {:>14} {:>9} {:>14} {:>12} {:>10}",
+        "write",
+        "none MiB/s",
+        "today MiB/s",
+        "new MiB/s",
+        "today/none",
+        "p25..p75",
+        "new/none",
+        "p25..p75",
+        "today CPU %",
+        "new CPU %"
     );
     for chunk in [64 << 10, 1 << 10] {
         let mut runs: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
@@ -446,8 +511,19 @@ fn throughput(sizes: &Sizes) {
         };
         let (today, today_ratio, today_mid) = ratios(Setup::Today);
         let (new, new_ratio, new_mid) = ratios(Setup::New);
+        let share = |setup: Setup| -> String {
+            if !setups.contains(&setup) {
+                return "-".into();
+            }
+            let stats = aya::sys::enable_stats(aya::sys::Stats::RunTime).expect("enable BPF run-time stats");
+            let mut shares: Vec<f64> = (0..share_runs)
+                .map(|_| probe_share(setup, baseline.as_ref(), sizes.stream_bytes, chunk))
+                .collect();
+            drop(stats);
+            format!("{:.3}", quantile(&mut shares, 0.5))
+        };
         println!(
-            "{:<9} {:>11.0} {:>12} {:>10} {:>11} {:>14} {:>9} {:>14}",
+            "{:<9} {:>11.0} {:>12} {:>10} {:>11} {:>14} {:>9} {:>14} {:>12} {:>10}",
             format!("{chunk} B"),
             mib(none),
             today,
@@ -455,7 +531,9 @@ fn throughput(sizes: &Sizes) {
             today_ratio,
             today_mid,
             new_ratio,
-            new_mid
+            new_mid,
+            share(Setup::Today),
+            share(Setup::New)
         );
     }
 }

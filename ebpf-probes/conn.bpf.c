@@ -61,6 +61,16 @@ char LICENSE[] SEC("license") = "GPL";
  * connection without one is named by a number drawn when the probes first see it. */
 const volatile __u8 cookie_helper = 0;
 
+/* Set by user space at load when the socket's cookie names every connection (the helper
+ * above): then no live TCP connection has an entry in `tcp_conns`. The start record
+ * already gives user space the connection's base, direction and flags, and the close
+ * record, written from the socket alone (FLAG_ABSOLUTE), is joined with it by cookie; the
+ * seed writes its connections to the iterator's output. A hash insert at every handshake
+ * and a lookup and delete at every close cost more than the rest of the program
+ * (docs/ARCHITECTURE.md#live-tcp). Without the helper a socket's cookie may be unset at
+ * the start and the identity drawn then must be kept: the table stays. */
+const volatile __u8 tables_off = 0;
+
 /* Live TCP connections by socket (see socket_id); user space sets the size
  * (--connection.max-live). */
 struct {
@@ -387,6 +397,8 @@ static __always_inline int start_conn(struct sock *sk, struct tcp_sock *tp, int 
 	/* The socket's address as a number, for the scrape's iterator: a program that may
 	 * read kernel memory (CAP_PERFMON) may store a pointer. */
 	conn->sk = (__u64)sk;
+	if (tables_off)
+		return 0;
 	return bpf_map_update_elem(&tcp_conns, &id, conn, update) ? -1 : 0;
 }
 
@@ -414,6 +426,46 @@ static __always_inline void announce_open(struct tcp_conn *conn)
 	rec->stats.flags = conn->flags | FLAG_OPENED;
 	rec->stats.pad = 0;
 	close_record(&spot);
+}
+
+static __always_inline int live_state(int state)
+{
+	return state == TCP_ESTABLISHED || state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 ||
+	       state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
+}
+
+/* A connection's close without the live table (tables_off): its cookie and counts as they
+ * are, for user space to join with the start, which holds the key, cgroup and direction.
+ * The key is left out but for its protocol and family: at a close the local port is often
+ * zeroed already and takes a probe read (read_key), and the cgroup a chase of pointers. */
+static __always_inline int close_absolute(struct sock *sk, struct tcp_sock *tp, int oldstate,
+					  __u16 family)
+{
+	struct record_spot spot;
+	if (open_record(&spot))
+		return 0;
+	struct closed_conn *rec = spot.rec;
+	struct tcp_counts now;
+	read_counts(tp, oldstate, &now);
+	__builtin_memset(&rec->key, 0, sizeof(rec->key));
+	rec->key.family = family;
+	rec->key.protocol = IPPROTO_TCP;
+	rec->pad = 0;
+	rec->stats.bytes_sent = now.sent;
+	rec->stats.bytes_received = now.received;
+	rec->stats.sends = 0;
+	rec->stats.recvs = 0;
+	rec->stats.cgroup_id = 0;
+	rec->stats.cookie = cookie_of(sk);
+	rec->stats.last_ns = 0;
+	rec->stats.tgid = 0;
+	rec->stats.retransmits = now.retransmits;
+	rec->stats.srtt_us = tp->srtt_us >> 3;
+	rec->stats.direction = DIR_UNKNOWN;
+	rec->stats.flags = FLAG_ABSOLUTE;
+	rec->stats.pad = 0;
+	close_record(&spot);
+	return 0;
 }
 
 SEC("tp_btf/inet_sock_set_state")
@@ -455,7 +507,9 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	}
 
 	/* newstate == TCP_CLOSE: the final record is written into the batch. */
-	struct tcp_conn *conn = bpf_map_lookup_elem(&tcp_conns, &id);
+	if (tables_off && live_state(oldstate))
+		return close_absolute(sk, tp, oldstate, family);
+	struct tcp_conn *conn = tables_off ? NULL : bpf_map_lookup_elem(&tcp_conns, &id);
 	struct conn_key failed;
 	if (!conn) {
 		/* Only a connect() that failed is counted without an entry. */
@@ -493,12 +547,6 @@ int BPF_PROG(inet_sock_set_state, struct sock *sk, int oldstate, int newstate)
 	return 0;
 }
 
-static __always_inline int live_state(int state)
-{
-	return state == TCP_ESTABLISHED || state == TCP_FIN_WAIT1 || state == TCP_FIN_WAIT2 ||
-	       state == TCP_CLOSE_WAIT || state == TCP_LAST_ACK || state == TCP_CLOSING;
-}
-
 /* Run once in each network namespace (a TCP iterator walks the sockets of the namespace it
  * is made in): every connection older than the probes gets its entry, its counters as they
  * are now for a base. Connections the probes saw established have theirs already. */
@@ -516,9 +564,16 @@ int seed_tcp(struct bpf_iter__tcp *ctx)
 	if (!live_state(state))
 		return 0; /* listening, connecting or closed: not a connection */
 	__u64 id = socket_id(sk);
+	struct tcp_conn conn;
+	if (tables_off) {
+		/* Every live connection, to the iterator's output: user space keeps those it
+		 * did not know of (and counts them as first seen live). */
+		if (start_conn(sk, tp, state, id, DIR_UNKNOWN, 0, BPF_NOEXIST, &conn) == 0)
+			bpf_seq_write(ctx->meta->seq, &conn, sizeof(conn));
+		return 0;
+	}
 	if (bpf_map_lookup_elem(&tcp_conns, &id))
 		return 0;
-	struct tcp_conn conn;
 	if (start_conn(sk, tp, state, id, DIR_UNKNOWN, 0, BPF_NOEXIST, &conn) == 0) {
 		count(TM_FIRST_SEEN_LIVE);
 		/* As at a handshake: user space's list of live connections learns of it. */

@@ -24,6 +24,10 @@ enum conn_flags {
 	 * closes, so a scrape need not read `tcp_conns` (docs/ARCHITECTURE.md#live-tcp). Its
 	 * counts are the connection's base, and `last_ns` holds the socket's address. */
 	FLAG_OPENED = 4,
+	/* A close written without the live table (tables_off): its counts are the socket's
+	 * own, not relative to a base, and its direction is unknown; user space joins it with
+	 * the connection's start record, which holds the base, direction and flags. */
+	FLAG_ABSOLUTE = 8,
 };
 
 /* Telemetry counters (per CPU), indexed by reason. */

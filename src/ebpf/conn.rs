@@ -19,6 +19,9 @@ pub const FLAG_CONNECT_FAILED: u8 = 2;
 /// A TCP connection's start, not a closed connection (`FLAG_OPENED`): its counts are the
 /// connection's base and `last_ns` its socket's address ([`TcpConn::opened`]).
 pub const FLAG_OPENED: u8 = 4;
+/// A close the probes wrote without their live table (`FLAG_ABSOLUTE`): its counts are the
+/// socket's own, to be joined with the connection's start ([`TcpConn::closed`]).
+pub const FLAG_ABSOLUTE: u8 = 8;
 
 pub const DIR_OUTBOUND: u8 = 1;
 pub const DIR_INBOUND: u8 = 2;
@@ -34,6 +37,10 @@ pub const TELEMETRY_REASONS: [&str; 6] = [
 ];
 /// The telemetry counter of records sent alone that the ring buffer had no room for.
 pub const TM_UNBATCHED_LOST: u32 = 3;
+/// The telemetry counter of connections a live table had no room for.
+pub const TM_TABLE_FULL: u32 = 1;
+/// The telemetry counter of TCP connections older than the probes, first seen by the seed.
+pub const TM_FIRST_SEEN_LIVE: u32 = 5;
 /// Which telemetry counters are losses (the others are informational).
 pub const TELEMETRY_IS_LOSS: [bool; 6] = [true, true, false, true, false, false];
 
@@ -112,6 +119,28 @@ impl TcpConn {
             direction: stats.direction,
             flags: stats.flags & !FLAG_OPENED,
             ..Self::default()
+        }
+    }
+
+    /// The final record of the connection from its close written without the live table
+    /// (`FLAG_ABSOLUTE`): what it counted since the probes first saw it, with the key,
+    /// direction and flags its start gave, as the probes' own final record has them.
+    pub fn closed(&self, close: &ClosedConn) -> ClosedConn {
+        let now = &close.stats;
+        ClosedConn {
+            key: self.key,
+            pad: 0,
+            stats: ConnStats {
+                bytes_sent: now.bytes_sent.saturating_sub(self.base_sent),
+                bytes_received: now.bytes_received.saturating_sub(self.base_received),
+                cgroup_id: self.cgroup_id,
+                cookie: self.cookie,
+                retransmits: now.retransmits.saturating_sub(self.base_retrans),
+                srtt_us: now.srtt_us,
+                direction: self.direction,
+                flags: self.flags,
+                ..ConnStats::default()
+            },
         }
     }
 
@@ -286,6 +315,64 @@ mod tests {
         assert_eq!(std::mem::size_of::<LiveRead>(), 48);
         assert_eq!(std::mem::offset_of!(LiveRead, retransmits), 20);
         assert_eq!(std::mem::offset_of!(LiveRead, live), 40);
+    }
+
+    #[test]
+    fn a_close_with_the_sockets_own_counts_joins_its_start() {
+        let key = ConnKey {
+            sport: 40_000,
+            dport: 80,
+            protocol: IPPROTO_TCP,
+            family: AF_INET,
+            ..ConnKey::default()
+        };
+        let start = ClosedConn {
+            key,
+            pad: 0,
+            stats: ConnStats {
+                bytes_sent: 1,
+                bytes_received: 0,
+                retransmits: 2,
+                cgroup_id: 7,
+                cookie: 99,
+                last_ns: 0xffff_8880_0000_1000,
+                direction: DIR_OUTBOUND,
+                flags: FLAG_CONNECTED | FLAG_OPENED,
+                ..ConnStats::default()
+            },
+        };
+        // The close's key lost its local port (the kernel zeroes it at release); the start's
+        // key is the one counted.
+        let close = ClosedConn {
+            key: ConnKey { sport: 0, ..key },
+            pad: 0,
+            stats: ConnStats {
+                bytes_sent: 1_001,
+                bytes_received: 500,
+                retransmits: 5,
+                cgroup_id: 7,
+                cookie: 99,
+                srtt_us: 30,
+                flags: FLAG_ABSOLUTE,
+                ..ConnStats::default()
+            },
+        };
+        let joined = TcpConn::opened(&start).closed(&close);
+        assert_eq!(joined.key, key);
+        assert_eq!(
+            joined.stats,
+            ConnStats {
+                bytes_sent: 1_000,
+                bytes_received: 500,
+                retransmits: 3,
+                cgroup_id: 7,
+                cookie: 99,
+                srtt_us: 30,
+                direction: DIR_OUTBOUND,
+                flags: FLAG_CONNECTED,
+                ..ConnStats::default()
+            }
+        );
     }
 
     #[test]

@@ -85,13 +85,18 @@ fn owned_fd(fd: libc::c_long) -> OwnedFd {
     unsafe { OwnedFd::from_raw_fd(fd as i32) }
 }
 
-/// Runs an iterator of `link` to its end; `seed_tcp` writes nothing, so nothing is read.
-fn run_iterator(link: &OwnedFd) -> std::io::Result<()> {
+/// Runs an iterator of `link` to its end, appending what it writes to `out`: `seed_tcp`
+/// writes its connections there when the probes keep no live table, else nothing.
+fn run_iterator(link: &OwnedFd, out: &mut Vec<u8>) -> std::io::Result<()> {
     let mut attr = [0u64; 10];
     attr[0] = u64::from(link.as_raw_fd() as u32);
     let iter = owned_fd(bpf(BPF_ITER_CREATE, &mut attr)?);
-    let mut rest = Vec::new();
-    File::from(iter).read_to_end(&mut rest)?;
+    let before = out.len();
+    File::from(iter).read_to_end(out).inspect_err(|_| {
+        // A walk that failed part way may have left half a record: none of it is kept
+        // (the namespace is walked again at the next scrape).
+        out.truncate(before);
+    })?;
     Ok(())
 }
 
@@ -206,10 +211,23 @@ pub struct TcpIterator {
     /// sockets): looked up by its start and close only, never by a scrape.
     slot_of: StdHashMap<u64, u32, foldhash::fast::RandomState>,
     /// Identities whose close came with no start before it (the start may still come, through
-    /// another CPU's batch), with the read they came before: a start that comes after its
-    /// close is dropped, not read. A start is read by the scrape after the one it was
-    /// written before, so two reads are as long as one waits.
-    closed_first: StdHashMap<u64, u64, foldhash::fast::RandomState>,
+    /// another CPU's batch), with the read they came before, and the close itself when it
+    /// needs its start to be counted (`FLAG_ABSOLUTE`): a start that comes after its close
+    /// is dropped, not read, and completes the close. A start is read by the scrape after
+    /// the one it was written before, so two reads are as long as one waits.
+    closed_first: StdHashMap<u64, (u64, Option<ClosedConn>), foldhash::fast::RandomState>,
+    /// Whether the probes keep no live table (`tables_off`): closes come with the socket's
+    /// counts, to join with their start, the seed writes its connections to its output, and
+    /// a loss is made good by seeding every namespace again.
+    tables_off: bool,
+    /// Connections older than the probes (or whose start was lost) the seed added to the
+    /// list, when the probes keep no table (else the probes count them).
+    first_seen: u64,
+    /// The seed's output, when the probes keep no table.
+    seed_out: Vec<u8>,
+    /// Connections not kept because the list held as many as `live_reads` has slots, when
+    /// the probes keep no table (else the probes count them, as their table is full).
+    table_full: u64,
     /// Reads done.
     reads_done: u64,
     /// Whether `live` may lack a connection the table holds (at start, or after a lost
@@ -267,6 +285,8 @@ fn read_pool() -> Option<rayon::ThreadPool> {
 struct Kept {
     conn: TcpConn,
     tag: u32,
+    /// The read that first found the socket closed, when the probes keep no table; else 0.
+    closed_at: u64,
 }
 
 impl Kept {
@@ -293,6 +313,8 @@ pub struct TcpParts<'a> {
     /// `live_reads`, of `capacity` slots (the table's size).
     pub reads: BorrowedFd<'a>,
     pub capacity: u32,
+    /// Whether the probes keep no live table (`tables_off` set at load).
+    pub tables_off: bool,
 }
 
 impl TcpIterator {
@@ -312,6 +334,10 @@ impl TcpIterator {
             free: Vec::new(),
             slot_of: StdHashMap::default(),
             closed_first: StdHashMap::default(),
+            tables_off: parts.tables_off,
+            first_seen: 0,
+            seed_out: Vec::new(),
+            table_full: 0,
             reads_done: 0,
             stale: true,
             reading: Vec::new(),
@@ -324,28 +350,54 @@ impl TcpIterator {
     /// A record from the batches: a TCP connection's start (`FLAG_OPENED`) joins the live
     /// list, any other TCP record (a close) leaves it. A close and its start may come in
     /// either order (through different CPUs' batches): a start that comes after its close
-    /// never joins.
-    pub fn record(&mut self, record: &ClosedConn) {
-        use super::conn::{FLAG_CONNECT_FAILED, FLAG_OPENED};
+    /// never joins. Returns the closed connection to count, if any: the record itself, or
+    /// for a close written with the socket's own counts (`FLAG_ABSOLUTE`) the record joined
+    /// with its start, when the start has come (before the close or now).
+    pub fn record(&mut self, record: &ClosedConn) -> Option<ClosedConn> {
+        use super::conn::{FLAG_ABSOLUTE, FLAG_CONNECT_FAILED, FLAG_OPENED};
+        let flags = record.stats.flags;
         if record.key.protocol != IPPROTO_TCP {
-            return;
+            return (flags & FLAG_OPENED == 0).then_some(*record);
         }
         let cookie = record.stats.cookie;
-        if record.stats.flags & FLAG_OPENED != 0 {
-            if self.closed_first.remove(&cookie).is_none() {
-                self.keep(TcpConn::opened(record));
+        if flags & FLAG_OPENED != 0 {
+            let start = TcpConn::opened(record);
+            return match self.closed_first.remove(&cookie) {
+                None => {
+                    self.keep(start);
+                    None
+                }
+                Some((_, close)) => close.map(|close| start.closed(&close)),
+            };
+        }
+        let absolute = flags & FLAG_ABSOLUTE != 0;
+        match self.forget(cookie) {
+            Some(start) if absolute => Some(start.closed(record)),
+            Some(_) => Some(*record),
+            None if flags & FLAG_CONNECT_FAILED != 0 => Some(*record),
+            None => {
+                self.closed_first
+                    .insert(cookie, (self.reads_done, absolute.then_some(*record)));
+                // Counted now when it needs no start, else when its start comes.
+                (!absolute).then_some(*record)
             }
-        } else if !self.forget(cookie) && record.stats.flags & FLAG_CONNECT_FAILED == 0 {
-            self.closed_first.insert(cookie, self.reads_done);
         }
     }
 
     /// A live connection into the list: into its own slot when it has one already (a start
-    /// the full table read had), else into a free slot.
+    /// the full table read or the seed had: the start replaces it), else into a free slot.
     fn keep(&mut self, conn: TcpConn) {
+        // Without the probes' table, its size (--connection.max-live) bounds the list: a
+        // connection beyond it is not kept, and its close is not counted, as one the table
+        // had no room for.
+        if self.tables_off && self.slot_of.len() >= self.reads.capacity && !self.slot_of.contains_key(&conn.cookie) {
+            self.table_full += 1;
+            return;
+        }
         let kept = Some(Kept {
             conn,
             tag: LiveConn::NO_TAG,
+            closed_at: 0,
         });
         if let Some(&slot) = self.slot_of.get(&conn.cookie) {
             self.live[slot as usize] = kept;
@@ -364,14 +416,12 @@ impl TcpIterator {
         self.slot_of.insert(conn.cookie, slot);
     }
 
-    /// The connection of this identity out of the list; false when it was not there.
-    fn forget(&mut self, cookie: u64) -> bool {
-        let Some(slot) = self.slot_of.remove(&cookie) else {
-            return false;
-        };
-        self.live[slot as usize] = None;
+    /// The connection of this identity out of the list; None when it was not there.
+    fn forget(&mut self, cookie: u64) -> Option<TcpConn> {
+        let slot = self.slot_of.remove(&cookie)?;
+        let kept = self.live[slot as usize].take();
         self.free.push(slot);
-        true
+        kept.map(|k| k.conn)
     }
 
     /// Keeps each connection's `tag` (as its consumer set it) with the connection, to be
@@ -397,9 +447,26 @@ impl TcpIterator {
     }
 
     /// Records may have been lost (the batches were overwritten before sonde read them): the
-    /// next read takes the whole table.
+    /// next read takes the whole table, or, when the probes keep none, seeds every namespace
+    /// again (a connection whose start was lost counts from then on).
     pub fn records_lost(&mut self) {
-        self.stale = true;
+        if self.tables_off {
+            self.seeded.clear();
+        } else {
+            self.stale = true;
+        }
+    }
+
+    /// Connections the seed added to the list when the probes keep no table (then the
+    /// probes do not count them).
+    pub fn first_seen(&self) -> u64 {
+        self.first_seen
+    }
+
+    /// Connections the list had no room for when the probes keep no table (then the probes
+    /// do not count them).
+    pub fn table_full(&self) -> u64 {
+        self.table_full
     }
 
     /// Every live TCP connection. `namespaces` are the network namespaces that exist (by
@@ -426,15 +493,39 @@ impl TcpIterator {
             .collect();
         let mut walk = TcpWalk::default();
         if own_wanted || !others.is_empty() {
-            let seeded = self.seed_these(own, own_wanted, &others, &mut walk)?;
+            let mut out = std::mem::take(&mut self.seed_out);
+            out.clear();
+            let seeded = self.seed_these(own, own_wanted, &others, &mut walk, &mut out)?;
             walk.namespaces = seeded.len();
             self.seeded.extend(seeded);
+            if self.tables_off {
+                self.keep_seeded(&out);
+            }
+            self.seed_out = out;
         }
-        if self.stale {
+        if self.stale && !self.tables_off {
             self.read_whole_table()?;
         }
         self.read_live(out)?;
         Ok(walk)
+    }
+
+    /// The connections the seed wrote (when the probes keep no table) into the list, those
+    /// it does not hold already: a connection's start, if it comes later, replaces the
+    /// seed's entry.
+    fn keep_seeded(&mut self, out: &[u8]) {
+        let size = std::mem::size_of::<TcpConn>();
+        for bytes in out.chunks_exact(size) {
+            // SAFETY: `TcpConn` is plain old data of `size` bytes (every bit pattern is
+            // valid), read unaligned from the iterator's output, which holds whole records.
+            let conn: TcpConn = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+            if !self.slot_of.contains_key(&conn.cookie) {
+                self.keep(conn);
+                if self.slot_of.contains_key(&conn.cookie) {
+                    self.first_seen += 1;
+                }
+            }
+        }
     }
 
     /// The live list from the probes' table, every entry.
@@ -473,7 +564,7 @@ impl TcpIterator {
     fn read_live(&mut self, out: &mut Vec<LiveConn>) -> Result<(), LiveError> {
         self.reads_done += 1;
         let now = self.reads_done;
-        self.closed_first.retain(|_, at| now - *at <= 2);
+        self.closed_first.retain(|_, (at, _)| now - *at <= 2);
         self.reading.clear();
         let slots = self.reads.slots();
         let mut n = 0;
@@ -510,10 +601,21 @@ impl TcpIterator {
         out.reserve(n);
         let slots = self.reads.slots();
         for (read, &i) in slots[..n].iter().zip(&self.reading) {
-            let Some(kept) = &self.live[i as usize] else { continue };
+            let Some(kept) = &mut self.live[i as usize] else {
+                continue;
+            };
             match read.live {
                 LiveRead::LIVE => out.push(kept.live_conn(read, i)),
                 LiveRead::NOT_YET => {}
+                // Without the table a close's record needs the start it is joined with:
+                // a socket found closed stays in the list (not read as live) until its
+                // close comes, for as long as a close may take to come (as a start
+                // may, `closed_first`).
+                _ if self.tables_off && (kept.closed_at == 0 || now - kept.closed_at <= 2) => {
+                    if kept.closed_at == 0 {
+                        kept.closed_at = now;
+                    }
+                }
                 _ => {
                     // Out of the list (`forget`, inline: `slots` borrows `self.reads`).
                     let cookie = kept.conn.cookie;
@@ -534,6 +636,7 @@ impl TcpIterator {
         own_wanted: bool,
         others: &[(u64, &Path)],
         walk: &mut TcpWalk,
+        out: &mut Vec<u8>,
     ) -> Result<Vec<u64>, LiveError> {
         let seed = &self.seed;
         std::thread::scope(|scope| {
@@ -543,7 +646,7 @@ impl TcpIterator {
                     let mut seeded = Vec::new();
                     let mut failures = Vec::new();
                     if own_wanted {
-                        match run_iterator(seed) {
+                        match run_iterator(seed, out) {
                             Ok(()) => seeded.push(own),
                             Err(e) => failures.push((own, e)),
                         }
@@ -555,7 +658,7 @@ impl TcpIterator {
                         });
                         match entered.and_then(|entered| {
                             if entered {
-                                run_iterator(seed).map(|()| true)
+                                run_iterator(seed, out).map(|()| true)
                             } else {
                                 Ok(false)
                             }

@@ -303,7 +303,12 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
     let max_live = options.max_live.max(1);
     let mut ebpf = EbpfLoader::new()
         .override_global("cookie_helper", &cookie_helper, true)
-        .map_max_entries("tcp_conns", max_live)
+        // The cookie names every connection: its start and close are joined by it in user
+        // space, and the live table is left out (live.rs).
+        .override_global("tables_off", &cookie_helper, true)
+        // Unused without the table: one entry, not the ~10 MiB a full-size preallocated
+        // hash holds at the default.
+        .map_max_entries("tcp_conns", if cookie_helper == 1 { 1 } else { max_live })
         .map_max_entries("udp_socks", max_live)
         .map_max_entries("live_reads", max_live)
         .map_max_entries("batches", nr_cpus * BATCH_SLOTS)
@@ -353,6 +358,7 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
             table: map_fd("tcp_conns")?,
             reads: map_fd("live_reads")?,
             capacity: max_live,
+            tables_off: cookie_helper == 1,
         })?
     };
     let batches = Array::try_from(take(&mut ebpf, "batches")?).map_err(|e| map_error("batches", e))?;

@@ -31,8 +31,8 @@ use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContex
 use crate::conntrack::ConntrackLookup;
 use crate::ebpf::batch::{BatchReader, STALE_AFTER};
 use crate::ebpf::conn::{
-    Batch, ClosedConn, ConnKey, FLAG_OPENED, IPPROTO_TCP, IPPROTO_UDP, LiveConn, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
-    TM_UNBATCHED_LOST,
+    Batch, ClosedConn, ConnKey, IPPROTO_TCP, IPPROTO_UDP, LiveConn, TELEMETRY_IS_LOSS, TELEMETRY_REASONS,
+    TM_FIRST_SEEN_LIVE, TM_TABLE_FULL, TM_UNBATCHED_LOST,
 };
 use crate::ebpf::live::{TcpIterator, UdpTable};
 use crate::ebpf::loader::{self, MapBatches, Program};
@@ -257,11 +257,10 @@ impl LoadedProbes {
     /// One record from the batches: a TCP connection's start goes to the live list only; a
     /// close leaves the live list and counts.
     fn take(&self, state: &mut TrackingState, record: &ClosedConn) {
-        state.tcp.record(record);
-        if record.stats.flags & FLAG_OPENED == 0 {
+        if let Some(closed) = state.tcp.record(record) {
             state
                 .tracker
-                .closed(record, &|key, direction| self.route(key, direction));
+                .closed(&closed, &|key, direction| self.route(key, direction));
         }
     }
 
@@ -502,6 +501,15 @@ impl LoadedProbes {
         let kernel: Vec<u64> = (0..TELEMETRY_REASONS.len() as u32)
             .map(|i| state.telemetry.get(&i, 0).map_or(0, |per_cpu| per_cpu.iter().sum()))
             .collect();
+        // Without their live table the probes leave the connections first seen live to
+        // sonde's list, which counts them.
+        let mut kernel = kernel;
+        if let Some(first_seen) = kernel.get_mut(TM_FIRST_SEEN_LIVE as usize) {
+            *first_seen += state.tcp.first_seen();
+        }
+        if let Some(table_full) = kernel.get_mut(TM_TABLE_FULL as usize) {
+            *table_full += state.tcp.table_full();
+        }
         let mut lost = FamilyBuilder::counter(
             "sonde_ebpf_events_lost_total",
             "Connection events the probes or sonde could not count, by reason",
