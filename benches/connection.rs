@@ -376,6 +376,16 @@ enum Setup {
     None,
     Today,
     New,
+    /// The new path with `--no-connection.udp`: no UDP hooks, so no program at any send or
+    /// receive.
+    NewWithoutUdp,
+}
+
+/// The new path's probes, with or without the UDP hooks.
+fn load_new(udp: bool) -> loader::Probes {
+    let options = loader::Options::new(65_536);
+    let options = if udp { options } else { options.without_udp() };
+    loader::load_with(&options).expect("load the probes")
 }
 
 /// Runs `stream` with `setup`'s probes attached; loading and unloading are not timed.
@@ -388,8 +398,8 @@ fn stream_with(setup: Setup, baseline: Option<&Baseline>, bytes: usize, chunk: u
             drop(probes);
             r
         }
-        Setup::New => {
-            let probes = loader::load(65_536).expect("load the probes");
+        Setup::New | Setup::NewWithoutUdp => {
+            let probes = load_new(setup == Setup::New);
             let r = stream(bytes, chunk);
             drop(probes);
             r
@@ -426,7 +436,7 @@ fn probe_share(setup: Setup, baseline: Option<&Baseline>, bytes: usize, chunk: u
     match setup {
         Setup::None => 0.0,
         Setup::Today => run(&baseline.expect("today's object").load().expect("load today's probes")),
-        Setup::New => run(&loader::load(65_536).expect("load the probes").ebpf),
+        Setup::New | Setup::NewWithoutUdp => run(&load_new(setup == Setup::New).ebpf),
     }
 }
 
@@ -453,6 +463,7 @@ fn throughput(sizes: &Sizes) {
         Err(why) => println!("\ntoday's probes: skipped, their column is left out: {why}"),
     }
     setups.push(Setup::New);
+    setups.push(Setup::NewWithoutUdp);
     let baseline = baseline.ok();
     println!(
         "\n(a) loopback TCP throughput, {} MiB a run, {} rounds; a round runs each setup once, in an order that turns from \
@@ -467,8 +478,9 @@ fn throughput(sizes: &Sizes) {
          statistics on (BPF_ENABLE_STATS): the probes' run time summed over the transfer / the transfer's CPU time \
          (this process, every thread, user and system), median"
     );
+    println!("    no-udp: the new path with --no-connection.udp (no UDP hooks)");
     println!(
-        "{:<9} {:>11} {:>12} {:>10} {:>11} {:>14} {:>9} {:>14} {:>12} {:>10}",
+        "{:<9} {:>11} {:>12} {:>10} {:>11} {:>14} {:>9} {:>14} {:>12} {:>14} {:>12} {:>10} {:>13}",
         "write",
         "none MiB/s",
         "today MiB/s",
@@ -477,8 +489,11 @@ fn throughput(sizes: &Sizes) {
         "p25..p75",
         "new/none",
         "p25..p75",
+        "no-udp/none",
+        "p25..p75",
         "today CPU %",
-        "new CPU %"
+        "new CPU %",
+        "no-udp CPU %"
     );
     for chunk in [64 << 10, 1 << 10] {
         let mut runs: Vec<Vec<f64>> = vec![Vec::new(); setups.len()];
@@ -511,6 +526,7 @@ fn throughput(sizes: &Sizes) {
         };
         let (today, today_ratio, today_mid) = ratios(Setup::Today);
         let (new, new_ratio, new_mid) = ratios(Setup::New);
+        let (_, no_udp_ratio, no_udp_mid) = ratios(Setup::NewWithoutUdp);
         let share = |setup: Setup| -> String {
             if !setups.contains(&setup) {
                 return "-".into();
@@ -523,7 +539,7 @@ fn throughput(sizes: &Sizes) {
             format!("{:.3}", quantile(&mut shares, 0.5))
         };
         println!(
-            "{:<9} {:>11.0} {:>12} {:>10} {:>11} {:>14} {:>9} {:>14} {:>12} {:>10}",
+            "{:<9} {:>11.0} {:>12} {:>10} {:>11} {:>14} {:>9} {:>14} {:>12} {:>14} {:>12} {:>10} {:>13}",
             format!("{chunk} B"),
             mib(none),
             today,
@@ -532,8 +548,11 @@ fn throughput(sizes: &Sizes) {
             today_mid,
             new_ratio,
             new_mid,
+            no_udp_ratio,
+            no_udp_mid,
             share(Setup::Today),
-            share(Setup::New)
+            share(Setup::New),
+            share(Setup::NewWithoutUdp)
         );
     }
 }

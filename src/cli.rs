@@ -456,9 +456,11 @@ mod tests {
             "--connection.max-series=5",
             "--connection.max-live=1024",
             "--connection.udp-idle=30s",
+            "--no-connection.udp",
         ]))
         .expect("parses");
         assert_eq!(c.collectors.connection.udp_idle, Duration::from_secs(30));
+        assert!(!c.collectors.connection.udp);
         assert_eq!(c.collectors.connection.remote, RemoteMode::Prefix(24));
         assert_eq!(c.collectors.connection.ephemeral_ports, 49152..=65535);
         assert_eq!(

@@ -343,6 +343,48 @@ fn udp_bytes_are_exact_for_a_known_datagram_exchange() {
     assert_exact_udp(&sonde, port, requests, answers);
 }
 
+/// The programs `sonde_ebpf_attached` reports as attached (value 1).
+fn attached_programs(text: &str) -> Vec<String> {
+    let mut attached: Vec<String> = text
+        .lines()
+        .filter(|line| line.starts_with("sonde_ebpf_attached{") && line.ends_with("} 1"))
+        .filter_map(|line| {
+            let (_, rest) = line.split_once("program=\"")?;
+            rest.split_once('"').map(|(program, _)| program.to_owned())
+        })
+        .collect();
+    attached.sort();
+    attached
+}
+
+#[test]
+fn without_udp_no_program_runs_at_sends_and_tcp_stays_exact() {
+    if !privileged() {
+        return;
+    }
+    let sonde = start_sonde(&["--no-connection.udp"]);
+    assert_eq!(
+        attached_programs(&scrape(&sonde)),
+        ["inet_sock_set_state", "read_tcp", "seed_tcp"],
+        "only the state changes, the scrape's read and the iterator: nothing at a send or receive"
+    );
+    let (listener, port) = listener();
+    let server = serve(listener, 100, false, Arc::default(), false);
+    let (exchanged, _) = clients(port, 100, 1, false, false);
+    server.join().expect("server");
+    assert_exact_tcp(&sonde, port, 100, exchanged, 0);
+
+    let (client, server, udp_port) = udp_pair();
+    udp_exchange(&client, &server, 20);
+    // The TCP exchange above was counted within a scrape or two; give UDP the same.
+    std::thread::sleep(Duration::from_millis(500));
+    let text = scrape(&sonde);
+    let port = udp_port.to_string();
+    for name in ["sonde_udp_bytes_sent_total", "sonde_udp_bytes_received_total"] {
+        assert_eq!(sum(&text, name, &[("port", port.as_str())]), 0.0, "{name}\n{text}");
+    }
+}
+
 #[test]
 fn an_idle_udp_socket_leaves_the_live_table_and_its_next_datagrams_count_once() {
     if !privileged() {

@@ -68,6 +68,8 @@ pub struct Need {
     pub what: &'static str,
     /// Whether the collector cannot work without it (else it works without these figures).
     pub required: bool,
+    /// Whether it is UDP's per-call accounting, which `--no-connection.udp` leaves out.
+    pub udp: bool,
     pub ways: &'static [&'static [Program]],
 }
 
@@ -76,11 +78,13 @@ pub const NEEDS: [Need; 4] = [
     Need {
         what: "TCP state changes",
         required: true,
+        udp: false,
         ways: &[&[tracepoint("inet_sock_set_state", "sock/inet_sock_set_state")]],
     },
     Need {
         what: "live TCP connections",
         required: true,
+        udp: false,
         ways: &[&[
             Program {
                 program: "seed_tcp",
@@ -95,6 +99,7 @@ pub const NEEDS: [Need; 4] = [
     Need {
         what: "UDP sends",
         required: false,
+        udp: true,
         ways: &[
             &[tracepoint("sock_send_length", "sock/sock_send_length")],
             &[
@@ -106,6 +111,7 @@ pub const NEEDS: [Need; 4] = [
     Need {
         what: "UDP receives",
         required: false,
+        udp: true,
         ways: &[
             &[tracepoint("sock_recv_length", "sock/sock_recv_length")],
             // Before 5.19 the functions had a `noblock` argument; a later kernel refuses this
@@ -161,6 +167,14 @@ impl Options {
             btf: sysfs.join(BTF_UNDER_SYSFS),
             needs: NEEDS.to_vec(),
         }
+    }
+
+    /// Without UDP's per-call hooks: then no program runs at any send or receive, of any
+    /// protocol, on any kernel (from 6.3 the UDP hooks are tracepoints every TCP call
+    /// enters too).
+    pub fn without_udp(mut self) -> Self {
+        self.needs.retain(|need| !need.udp);
+        self
     }
 }
 

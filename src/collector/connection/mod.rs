@@ -191,7 +191,15 @@ impl LoadedProbes {
         names: Arc<dyn CgroupNames>,
         enrichers: Enrichers,
     ) -> Result<Self, loader::LoadError> {
-        let probes = loader::load_with(&loader::Options::under_sysfs(config.max_live, sysfs))?;
+        let mut options = loader::Options::under_sysfs(config.max_live, sysfs);
+        if !config.udp {
+            options = options.without_udp();
+            tracing::info!(
+                collector = "connection",
+                "UDP not counted (--no-connection.udp): no probe at sends and receives"
+            );
+        }
+        let probes = loader::load_with(&options)?;
         let attached: Vec<String> = probes
             .attached
             .iter()

@@ -16,6 +16,9 @@ pub struct ConnectionConfig {
     /// A UDP socket idle this long leaves the live table as if closed (UDP has no close
     /// event); its slot is freed, and a later datagram on it starts a new entry.
     pub udp_idle: Duration,
+    /// Whether UDP is counted: its hooks run at every send and receive (from Linux 6.3
+    /// tracepoints that TCP calls enter too).
+    pub udp: bool,
 }
 
 impl Default for ConnectionConfig {
@@ -26,6 +29,7 @@ impl Default for ConnectionConfig {
             remote: RemoteMode::Ip,
             max_series: 10_000,
             udp_idle: Duration::from_secs(120),
+            udp: true,
         }
     }
 }
@@ -39,6 +43,9 @@ pub struct ConnectionArgs {
     /// A UDP socket idle this long leaves the live table as if closed (UDP has no close event)
     #[arg(long = "connection.udp-idle", value_name = "DURATION", default_value = "2m")]
     udp_idle: String,
+    /// Count no UDP: no probe runs at any send or receive (TCP is counted from its sockets)
+    #[arg(long = "no-connection.udp")]
+    no_udp: bool,
     /// Client-side ports, which never become a port label
     #[arg(long = "connection.ephemeral-port-range", value_name = "LOW-HIGH", default_value = "32768-60999")]
     ephemeral_port_range: String,
@@ -63,6 +70,7 @@ impl ConnectionArgs {
                 .parse::<RemoteMode>()
                 .map_err(|reason| InvalidValue::new("connection.remote-address", &self.remote_address, reason))?,
             max_series: self.max_series,
+            udp: !self.no_udp,
         })
     }
 }
