@@ -416,6 +416,9 @@ async fn writable_layer_usage_against_a_file_of_known_size() {
     let (size, _, _, _) = statvfs(&upper);
     let name = device.trim_start_matches("/dev/").to_owned();
     let counters_before = diskstats_of(&name);
+    // Past the stats window (100 ms), so the next scrape reads diskstats after the line
+    // above rather than serving a read from before it.
+    std::thread::sleep(Duration::from_millis(250));
     let text = scrape_until(&sonde, "a fresh read", |text| usage_of(text).is_some());
     let counters_after = diskstats_of(&name);
     let value = |family: &str| {
