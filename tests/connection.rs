@@ -920,19 +920,166 @@ fn a_missing_optional_hook_is_reported_and_the_rest_attach() {
         .iter()
         .map(|p| format!("{}={}", p.program, p.hook))
         .collect();
-    assert_eq!(
-        attached,
-        [
-            "seed_tcp=iter/tcp",
-            "read_tcp=run",
-            "sock_send_length=tp_btf/sock_send_length",
-            "sock_recv_length=tp_btf/sock_recv_length"
-        ]
-    );
+    let mut want = vec!["seed_tcp=iter/tcp", "read_tcp=run"];
+    want.extend(udp_programs_here());
+    assert_eq!(attached, want);
     assert_eq!(probes.missing.len(), 1, "{:?}", probes.missing);
     assert!(
         probes.missing[0].starts_with("TCP state changes: tp_btf/sonde_test_no_such_tracepoint"),
         "{:?}",
         probes.missing
     );
+}
+
+/// Whether this kernel lets fexit programs attach: its ftrace function list is readable
+/// (where ftrace is blocked, as on the machine these tests were written on, reading it
+/// fails with EPERM and so does loading an fexit program).
+fn fexit_allowed() -> bool {
+    ["/sys/kernel/tracing", "/sys/kernel/debug/tracing"]
+        .iter()
+        .any(|dir| std::fs::File::open(format!("{dir}/available_filter_functions")).is_ok())
+}
+
+/// The UDP programs that must run here, as `program=hook`, by the loader's order: from 6.9
+/// UDP's own fexit programs where the kernel allows fexit, else (from 6.3) the tracepoints.
+fn udp_programs_here() -> Vec<&'static str> {
+    let kernel = sonde::ebpf::loader::running_kernel().expect("the kernel's release");
+    assert!(
+        kernel >= (6, 3),
+        "these expectations are for 6.3 and later, this is {kernel:?}"
+    );
+    if kernel >= (6, 9) && fexit_allowed() {
+        vec![
+            "udp_sendmsg_exit=fexit/udp_sendmsg",
+            "udpv6_sendmsg_exit=fexit/udpv6_sendmsg",
+            "udp_recvmsg_exit=fexit/udp_recvmsg",
+            "udpv6_recvmsg_exit=fexit/udpv6_recvmsg",
+        ]
+    } else {
+        vec![
+            "sock_send_length=tp_btf/sock_send_length",
+            "sock_recv_length=tp_btf/sock_recv_length",
+        ]
+    }
+}
+
+#[test]
+fn from_6_9_udp_fexit_goes_first_and_where_refused_the_tracepoints_run() {
+    if !privileged() {
+        return;
+    }
+    use sonde::ebpf::loader::{Options, load_with};
+    // The order of 6.9 and later, whatever this kernel is (from 6.3: the tracepoints exist).
+    let options = Options {
+        kernel: Some((6, 9)),
+        ..Options::new(1024)
+    };
+    let probes = load_with(&options).expect("the probes load");
+    let attached: Vec<String> = probes
+        .attached
+        .iter()
+        .map(|p| format!("{}={}", p.program, p.hook))
+        .collect();
+    let fexit = fexit_allowed();
+    let udp: Vec<&str> = if fexit {
+        vec![
+            "udp_sendmsg_exit=fexit/udp_sendmsg",
+            "udpv6_sendmsg_exit=fexit/udpv6_sendmsg",
+            "udp_recvmsg_exit=fexit/udp_recvmsg",
+            "udpv6_recvmsg_exit=fexit/udpv6_recvmsg",
+        ]
+    } else {
+        vec![
+            "sock_send_length=tp_btf/sock_send_length",
+            "sock_recv_length=tp_btf/sock_recv_length",
+        ]
+    };
+    let mut want = vec![
+        "inet_sock_set_state=tp_btf/inet_sock_set_state",
+        "seed_tcp=iter/tcp",
+        "read_tcp=run",
+    ];
+    want.extend(udp);
+    assert_eq!(attached, want);
+    assert!(probes.missing.is_empty(), "{:?}", probes.missing);
+    if fexit {
+        assert!(probes.passed_over.is_empty(), "{:?}", probes.passed_over);
+    } else {
+        // Refused at the first program of each fexit way: said, not an error, and nothing
+        // of those ways is left loaded.
+        assert_eq!(probes.passed_over.len(), 2, "{:?}", probes.passed_over);
+        assert!(
+            probes.passed_over[0].starts_with("UDP sends: fexit/udp_sendmsg (")
+                && probes.passed_over[1].starts_with("UDP receives: fexit/udp_recvmsg ("),
+            "{:?}",
+            probes.passed_over
+        );
+    }
+    for name in [
+        "udp_sendmsg_exit",
+        "udpv6_sendmsg_exit",
+        "udp_recvmsg_exit",
+        "udpv6_recvmsg_exit",
+    ] {
+        let program = probes.ebpf.program(name).expect("in the object");
+        assert_eq!(program.fd().is_ok(), fexit, "{name} loaded: {}", program.fd().is_ok());
+    }
+}
+
+/// A way that attaches its first program and then fails is undone before the next way:
+/// the program it attached is unloaded (its link gone), so the next way, holding the same
+/// hook, is the only one that counts.
+#[test]
+fn a_way_that_half_attaches_is_undone_before_the_next() {
+    if !privileged() {
+        return;
+    }
+    use sonde::ebpf::loader::{Hook, NEEDS, Need, Options, Program, load_with};
+    const HALF: &[Program] = &[
+        Program {
+            program: "sock_send_length",
+            hook: Hook::TracePoint("sock/sock_send_length"),
+        },
+        Program {
+            program: "sock_recv_length",
+            hook: Hook::TracePoint("sock/sonde_test_no_such_tracepoint"),
+        },
+    ];
+    const WAYS: &[&[Program]] = &[
+        HALF,
+        &[Program {
+            program: "sock_recv_length",
+            hook: Hook::TracePoint("sock/sock_recv_length"),
+        }],
+    ];
+    let needs: Vec<Need> = NEEDS
+        .iter()
+        .filter(|n| !n.udp)
+        .copied()
+        .chain([Need {
+            what: "UDP both ways",
+            required: false,
+            udp: true,
+            ways: WAYS,
+            first_from_6_9: None,
+        }])
+        .collect();
+    let probes = load_with(&Options {
+        needs,
+        ..Options::new(1024)
+    })
+    .expect("the probes load");
+    assert_eq!(
+        probes.attached.last().map(|p| p.program),
+        Some("sock_recv_length"),
+        "{:?}",
+        probes.attached
+    );
+    assert!(
+        probes.passed_over[0].starts_with("UDP both ways: tp_btf/sonde_test_no_such_tracepoint"),
+        "{:?}",
+        probes.passed_over
+    );
+    let half = probes.ebpf.program("sock_send_length").expect("in the object");
+    assert!(half.fd().is_err(), "the half way's first program is still loaded");
 }

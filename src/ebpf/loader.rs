@@ -70,8 +70,66 @@ pub struct Need {
     pub required: bool,
     /// Whether it is UDP's per-call accounting, which `--no-connection.udp` leaves out.
     pub udp: bool,
+    /// The ways, best first on a kernel before 6.9.
     pub ways: &'static [&'static [Program]],
+    /// The way tried before all others from 6.9 (one of `ways`): UDP's own functions'
+    /// fexit programs, which only UDP calls enter, where the tracepoints are entered by
+    /// every TCP call too. Before 6.9 fexit trampolines can deadlock at detach
+    /// (`tasks_rcu_exit_srcu`, fixed in 6.9), so there they come after the tracepoints.
+    pub first_from_6_9: Option<&'static [Program]>,
 }
+
+impl Need {
+    /// The ways in the order a kernel of `version` (major, minor) tries them; an unknown
+    /// version keeps the order before 6.9.
+    pub fn ways_for(&self, version: Option<(u32, u32)>) -> Vec<&'static [Program]> {
+        let mut ways = self.ways.to_vec();
+        if let Some(first) = self.first_from_6_9.filter(|_| fexit_first(version)) {
+            ways.retain(|way| *way != first);
+            ways.insert(0, first);
+        }
+        ways
+    }
+}
+
+/// Whether UDP's fexit programs go before the tracepoints: from 6.9, where fexit
+/// trampolines are free of the deadlock at detach.
+pub fn fexit_first(version: Option<(u32, u32)>) -> bool {
+    version.is_some_and(|v| v >= (6, 9))
+}
+
+/// (major, minor) of a kernel release as `uname -r` prints it (`6.12.12+bpo-amd64`,
+/// `5.10.0-32-amd64`, `6.9.0-rc3`); `None` when it does not start so.
+pub fn parse_release(release: &str) -> Option<(u32, u32)> {
+    let mut parts = release.trim().splitn(3, '.');
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?;
+    // The minor number ends at the first non-digit (`6.9-rc1`, `6.18+deb`).
+    let digits = minor.find(|c: char| !c.is_ascii_digit()).unwrap_or(minor.len());
+    Some((major, minor[..digits].parse().ok()?))
+}
+
+/// The running kernel's (major, minor), from its release; `None` when unreadable.
+pub fn running_kernel() -> Option<(u32, u32)> {
+    parse_release(&std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?)
+}
+
+const UDP_SEND_FEXIT: &[Program] = &[
+    fexit("udp_sendmsg_exit", "udp_sendmsg"),
+    fexit("udpv6_sendmsg_exit", "udpv6_sendmsg"),
+];
+
+const UDP_RECV_FEXIT: &[Program] = &[
+    fexit("udp_recvmsg_exit", "udp_recvmsg"),
+    fexit("udpv6_recvmsg_exit", "udpv6_recvmsg"),
+];
+
+/// Before 5.19 the receive functions had a `noblock` argument; a later kernel refuses this
+/// variant, which reads the return value past its arguments.
+const UDP_RECV_FEXIT_NOBLOCK: &[Program] = &[
+    fexit("udp_recvmsg_noblock_exit", "udp_recvmsg"),
+    fexit("udpv6_recvmsg_noblock_exit", "udpv6_recvmsg"),
+];
 
 /// Everything the probes hook, best way first.
 pub const NEEDS: [Need; 4] = [
@@ -80,6 +138,7 @@ pub const NEEDS: [Need; 4] = [
         required: true,
         udp: false,
         ways: &[&[tracepoint("inet_sock_set_state", "sock/inet_sock_set_state")]],
+        first_from_6_9: None,
     },
     Need {
         what: "live TCP connections",
@@ -95,6 +154,7 @@ pub const NEEDS: [Need; 4] = [
                 hook: Hook::Run,
             },
         ]],
+        first_from_6_9: None,
     },
     Need {
         what: "UDP sends",
@@ -102,11 +162,9 @@ pub const NEEDS: [Need; 4] = [
         udp: true,
         ways: &[
             &[tracepoint("sock_send_length", "sock/sock_send_length")],
-            &[
-                fexit("udp_sendmsg_exit", "udp_sendmsg"),
-                fexit("udpv6_sendmsg_exit", "udpv6_sendmsg"),
-            ],
+            UDP_SEND_FEXIT,
         ],
+        first_from_6_9: Some(UDP_SEND_FEXIT),
     },
     Need {
         what: "UDP receives",
@@ -114,17 +172,10 @@ pub const NEEDS: [Need; 4] = [
         udp: true,
         ways: &[
             &[tracepoint("sock_recv_length", "sock/sock_recv_length")],
-            // Before 5.19 the functions had a `noblock` argument; a later kernel refuses this
-            // variant, which reads the return value past its arguments.
-            &[
-                fexit("udp_recvmsg_noblock_exit", "udp_recvmsg"),
-                fexit("udpv6_recvmsg_noblock_exit", "udpv6_recvmsg"),
-            ],
-            &[
-                fexit("udp_recvmsg_exit", "udp_recvmsg"),
-                fexit("udpv6_recvmsg_exit", "udpv6_recvmsg"),
-            ],
+            UDP_RECV_FEXIT_NOBLOCK,
+            UDP_RECV_FEXIT,
         ],
+        first_from_6_9: Some(UDP_RECV_FEXIT),
     },
 ];
 
@@ -152,6 +203,9 @@ pub struct Options {
     /// The kernel's BTF (`<sysfs>/kernel/btf/vmlinux`).
     pub btf: PathBuf,
     pub needs: Vec<Need>,
+    /// The kernel's (major, minor), which orders the ways ([`Need::ways_for`]); `None`
+    /// when unknown (the order before 6.9).
+    pub kernel: Option<(u32, u32)>,
 }
 
 impl Options {
@@ -166,6 +220,7 @@ impl Options {
             max_live,
             btf: sysfs.join(BTF_UNDER_SYSFS),
             needs: NEEDS.to_vec(),
+            kernel: running_kernel(),
         }
     }
 
@@ -211,6 +266,9 @@ pub struct Probes {
     /// The programs attached, and what the kernel lacked (optional needs only), with why.
     pub attached: Vec<Program>,
     pub missing: Vec<String>,
+    /// Ways tried and refused before the one that runs, with why (e.g. fexit where the
+    /// kernel allows no trampolines): not a fault, since another way counts the same.
+    pub passed_over: Vec<String>,
 }
 
 /// The batch slots, read straight from the kernel's array map.
@@ -331,18 +389,30 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
 
     let mut attached = Vec::new();
     let mut missing = Vec::new();
+    let mut passed_over = Vec::new();
     let mut required_missing = Vec::new();
     for need in &options.needs {
         let mut tried = Vec::new();
-        let way = need.ways.iter().find(|way| match attach_all(&mut ebpf, &btf, way) {
-            Ok(()) => true,
-            Err(reason) => {
-                tried.push(reason);
-                false
-            }
-        });
+        // One way at a time: a way that fails is unloaded (detached) before the next is
+        // tried, so no call is ever counted by two ways.
+        let way = need
+            .ways_for(options.kernel)
+            .into_iter()
+            .find(|way| match attach_all(&mut ebpf, &btf, way) {
+                Ok(()) => true,
+                Err(reason) => {
+                    tried.push(reason);
+                    false
+                }
+            });
         match way {
-            Some(way) => attached.extend_from_slice(way),
+            Some(way) => {
+                attached.extend_from_slice(way);
+                if !tried.is_empty() {
+                    tracing::debug!(need = need.what, refused = tried.join("; "), "took a later way");
+                    passed_over.push(format!("{}: {}", need.what, tried.join("; ")));
+                }
+            }
             None if need.required => required_missing.push(format!("{}: {}", need.what, tried.join("; "))),
             None => missing.push(format!("{}: {}", need.what, tried.join("; "))),
         }
@@ -389,6 +459,7 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
         cpus: (0..nr_cpus).collect(),
         attached,
         missing,
+        passed_over,
     })
 }
 
@@ -480,7 +551,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Hook, NEEDS, all_programs};
+    use super::{Hook, NEEDS, all_programs, fexit_first, parse_release};
 
     #[test]
     fn every_program_is_named_once_and_each_need_has_a_way() {
@@ -498,5 +569,61 @@ mod tests {
         assert_eq!(Hook::FExit("udp_recvmsg").to_string(), "fexit/udp_recvmsg");
         assert_eq!(Hook::Iter("tcp").to_string(), "iter/tcp");
         assert_eq!(Hook::Run.to_string(), "run");
+    }
+
+    #[test]
+    fn releases_parse_to_major_and_minor() {
+        assert_eq!(parse_release("6.18.44-fc-v1300"), Some((6, 18)));
+        assert_eq!(parse_release("6.12.95+deb12-amd64\n"), Some((6, 12)));
+        assert_eq!(parse_release("5.10.0-32-amd64"), Some((5, 10)));
+        assert_eq!(parse_release("6.9.0-rc3"), Some((6, 9)));
+        assert_eq!(parse_release("6.9-rc1"), Some((6, 9)));
+        assert_eq!(parse_release("6.8"), Some((6, 8)));
+        assert_eq!(parse_release("4.18.0-553.el8_10.x86_64"), Some((4, 18)));
+        for bad in ["", "6", "six.nine", "6.", "6.x"] {
+            assert_eq!(parse_release(bad), None, "{bad:?}");
+        }
+        assert!(fexit_first(Some((6, 9))) && fexit_first(Some((7, 0))));
+        assert!(!fexit_first(Some((6, 8))) && !fexit_first(Some((5, 10))) && !fexit_first(None));
+    }
+
+    /// The hooks of a need's ways, in the order a kernel tries them.
+    fn order(what: &str, kernel: Option<(u32, u32)>) -> Vec<String> {
+        let need = NEEDS.iter().find(|n| n.what == what).expect("a need");
+        need.ways_for(kernel)
+            .iter()
+            .map(|way| way.iter().map(|p| p.program).collect::<Vec<_>>().join("+"))
+            .collect()
+    }
+
+    #[test]
+    fn from_6_9_udp_tries_its_own_functions_first_and_before_keeps_the_tracepoints_first() {
+        let tp_send = "sock_send_length";
+        let fexit_send = "udp_sendmsg_exit+udpv6_sendmsg_exit";
+        for kernel in [Some((6, 9)), Some((6, 18))] {
+            assert_eq!(order("UDP sends", kernel), [fexit_send, tp_send]);
+            assert_eq!(
+                order("UDP receives", kernel),
+                [
+                    "udp_recvmsg_exit+udpv6_recvmsg_exit",
+                    "sock_recv_length",
+                    "udp_recvmsg_noblock_exit+udpv6_recvmsg_noblock_exit"
+                ]
+            );
+        }
+        for kernel in [Some((6, 8)), Some((6, 3)), Some((5, 10)), None] {
+            assert_eq!(order("UDP sends", kernel), [tp_send, fexit_send]);
+            assert_eq!(
+                order("UDP receives", kernel),
+                [
+                    "sock_recv_length",
+                    "udp_recvmsg_noblock_exit+udpv6_recvmsg_noblock_exit",
+                    "udp_recvmsg_exit+udpv6_recvmsg_exit"
+                ]
+            );
+        }
+        // TCP has one way everywhere.
+        assert_eq!(order("TCP state changes", Some((6, 18))), ["inet_sock_set_state"]);
+        assert_eq!(order("live TCP connections", Some((6, 18))), ["seed_tcp+read_tcp"]);
     }
 }

@@ -209,6 +209,9 @@ impl LoadedProbes {
             collector = "connection",
             attached = attached.join(","),
             lacking = probes.missing.join("; "),
+            // Ways refused before the one that runs (e.g. UDP's fexit programs, tried first
+            // from 6.9, where the kernel allows no trampolines): the tracepoints count the same.
+            passed_over = probes.passed_over.join("; "),
             cpus = probes.cpus.len(),
             "eBPF probes attached"
         );
