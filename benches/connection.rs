@@ -737,8 +737,9 @@ fn per_event_cost(sizes: &Sizes) {
     print_cost(&mut probes.ebpf, sizes.cost_rounds, |_| steady_exchange(10, messages));
     println!(
         "\n(b) TCP stream: {} MiB over one loopback connection in 1 KiB writes: no program counts TCP per call, \
-         but on 6.3+ every TCP send and receive call enters sock_send_length/sock_recv_length, which return at \
-         the protocol check: that is the new path's whole per-call cost for TCP",
+         but where UDP is counted from the tracepoints (6.3-6.8, and 6.9+ where fexit is refused) every TCP send \
+         and receive call enters sock_send_length/sock_recv_length, which return at the protocol check: that is \
+         the new path's whole per-call cost for TCP (with UDP's fexit programs, 6.9+ where allowed, TCP enters none)",
         sizes.cost_stream_bytes >> 20
     );
     print_cost(&mut probes.ebpf, sizes.cost_rounds, |_| {
