@@ -642,6 +642,29 @@ mod real {
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 
+    /// utime and stime of a process, in clock ticks.
+    fn user_system_ticks(pid: u32) -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+    }
+
+    fn ticks_per_second() -> f64 {
+        // SAFETY: sysconf has no preconditions.
+        unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+    }
+
+    /// This thread's user and system CPU so far, in milliseconds.
+    fn thread_usage() -> (f64, f64) {
+        // SAFETY: an all-zero rusage is a valid value to be overwritten.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid, writable rusage.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+        assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+        let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+        (ms(usage.ru_utime), ms(usage.ru_stime))
+    }
+
     /// The CPU clock of a whole process (every thread, living or gone), in nanoseconds.
     fn process_clock(pid: u32) -> libc::clockid_t {
         let mut clock: libc::clockid_t = 0;
@@ -815,11 +838,17 @@ mod real {
         let (_, before) = scrape(sonde.port);
         let mut bytes = 0;
         let mut floor_procs = Vec::new();
+        let sonde_ticks = user_system_ticks(sonde.child.id());
+        let mut floor_split = (0.0, 0.0);
         for _ in 0..rounds {
             let cpu = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
             let start = Instant::now();
             let procs_ns;
+            let usage = thread_usage();
             (bytes, procs_ns) = floor.round();
+            let (user, system) = thread_usage();
+            floor_split.0 += (user - usage.0) / rounds as f64;
+            floor_split.1 += (system - usage.1) / rounds as f64;
             floor_procs.push(procs_ns as f64 / 1e6);
             floor_wall.push(start.elapsed().as_secs_f64() * 1e3);
             floor_cpu.push((clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - cpu) as f64 / 1e6);
@@ -829,6 +858,11 @@ mod real {
             sonde_wall.push(wall.as_secs_f64() * 1e3);
             sonde_cpu.push((clock_ns(sonde_clock) - cpu) as f64 / 1e6);
         }
+        let sonde_split = user_system_ticks(sonde.child.id()).map(|(u, s)| {
+            let per_round = |ticks: u64| ticks as f64 * 1e3 / ticks_per_second() / rounds as f64;
+            let (u0, s0) = sonde_ticks.unwrap_or((u, s));
+            (per_round(u - u0), per_round(s - s0))
+        });
         let (_, after) = scrape(sonde.port);
         // The counters of the last scrape include its own reads: rounds + 1 scrapes.
         let (before, after) = (reads(&before), reads(&after));
@@ -879,6 +913,13 @@ mod real {
             floor.procs_dirs.len(),
             floor.filesystems.len()
         );
+        if let Some((user, system)) = sonde_split {
+            println!(
+                "real: CPU per round, user / system (means): sonde {user:.1} / {system:.1} ms (the process's clock ticks), \
+                 floor {:.1} / {:.1} ms (its thread's rusage)",
+                floor_split.0, floor_split.1
+            );
+        }
         let mut floor_read: Vec<PathBuf> = floor_paths.clone();
         floor_read.extend(procs_dirs.iter().map(|dir| dir.join("cgroup.procs")));
         let differences = differences(&per_round, &floor_read);
