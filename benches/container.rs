@@ -835,10 +835,11 @@ mod real {
         let sonde_clock = process_clock(sonde.child.id());
         let (mut sonde_wall, mut sonde_cpu) = (Vec::new(), Vec::new());
         let (mut floor_wall, mut floor_cpu) = (Vec::new(), Vec::new());
+        let (mut gzip_wall, mut gzip_cpu) = (Vec::new(), Vec::new());
         let (_, before) = scrape(sonde.port);
         let mut bytes = 0;
         let mut floor_procs = Vec::new();
-        let sonde_ticks = user_system_ticks(sonde.child.id());
+        let mut sonde_ticks = (0, 0);
         let mut floor_split = (0.0, 0.0);
         for _ in 0..rounds {
             let cpu = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
@@ -853,25 +854,35 @@ mod real {
             floor_wall.push(start.elapsed().as_secs_f64() * 1e3);
             floor_cpu.push((clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - cpu) as f64 / 1e6);
 
+            let ticks = user_system_ticks(sonde.child.id());
             let cpu = clock_ns(sonde_clock);
             let (wall, _) = scrape(sonde.port);
             sonde_wall.push(wall.as_secs_f64() * 1e3);
             sonde_cpu.push((clock_ns(sonde_clock) - cpu) as f64 / 1e6);
+            // Ticks are coarse (10 ms), but their sum over the rounds is not.
+            if let (Some((u0, s0)), Some((u, s))) = (ticks, user_system_ticks(sonde.child.id())) {
+                sonde_ticks.0 += u - u0;
+                sonde_ticks.1 += s - s0;
+            }
+
+            // What Prometheus asks for: the same, compressed (every family is new).
+            let cpu = clock_ns(sonde_clock);
+            let (wall, _) = scrape_bytes(sonde.port, true);
+            gzip_wall.push(wall.as_secs_f64() * 1e3);
+            gzip_cpu.push((clock_ns(sonde_clock) - cpu) as f64 / 1e6);
         }
-        let sonde_split = user_system_ticks(sonde.child.id()).map(|(u, s)| {
-            let per_round = |ticks: u64| ticks as f64 * 1e3 / ticks_per_second() / rounds as f64;
-            let (u0, s0) = sonde_ticks.unwrap_or((u, s));
-            (per_round(u - u0), per_round(s - s0))
-        });
+        let per_round = |ticks: u64| ticks as f64 * 1e3 / ticks_per_second() / rounds as f64;
+        let sonde_split = (per_round(sonde_ticks.0), per_round(sonde_ticks.1));
         let (_, after) = scrape(sonde.port);
-        // The counters of the last scrape include its own reads: rounds + 1 scrapes.
+        // The counters of the last scrape include its own reads: a plain and a compressed
+        // scrape per round, and the last one.
         let (before, after) = (reads(&before), reads(&after));
         let per_round: std::collections::BTreeMap<String, f64> = after
             .iter()
             .map(|(name, n)| {
                 (
                     name.clone(),
-                    (n - before.get(name).unwrap_or(&0.0)) / (rounds + 1) as f64,
+                    (n - before.get(name).unwrap_or(&0.0)) / (2 * rounds + 1) as f64,
                 )
             })
             .collect();
@@ -888,6 +899,14 @@ mod real {
             sonde_files,
             &mut sonde_wall,
             &mut sonde_cpu,
+        );
+        row(
+            "real-cold+gz",
+            reported,
+            rounds,
+            sonde_files,
+            &mut gzip_wall,
+            &mut gzip_cpu,
         );
         let [floor50, ..] = row(
             "real-floor",
@@ -913,13 +932,11 @@ mod real {
             floor.procs_dirs.len(),
             floor.filesystems.len()
         );
-        if let Some((user, system)) = sonde_split {
-            println!(
-                "real: CPU per round, user / system (means): sonde {user:.1} / {system:.1} ms (the process's clock ticks), \
-                 floor {:.1} / {:.1} ms (its thread's rusage)",
-                floor_split.0, floor_split.1
-            );
-        }
+        println!(
+            "real: CPU per round, user / system (means): sonde's plain scrape {:.1} / {:.1} ms (its process's clock ticks), \
+             floor {:.1} / {:.1} ms (its thread's rusage)",
+            sonde_split.0, sonde_split.1, floor_split.0, floor_split.1
+        );
         let mut floor_read: Vec<PathBuf> = floor_paths.clone();
         floor_read.extend(procs_dirs.iter().map(|dir| dir.join("cgroup.procs")));
         let differences = differences(&per_round, &floor_read);
