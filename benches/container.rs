@@ -642,6 +642,29 @@ mod real {
         ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
     }
 
+    /// utime and stime of a process, in clock ticks.
+    fn user_system_ticks(pid: u32) -> Option<(u64, u64)> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+        Some((fields.next()?.parse().ok()?, fields.next()?.parse().ok()?))
+    }
+
+    fn ticks_per_second() -> f64 {
+        // SAFETY: sysconf has no preconditions.
+        unsafe { libc::sysconf(libc::_SC_CLK_TCK) as f64 }
+    }
+
+    /// This thread's user and system CPU so far, in milliseconds.
+    fn thread_usage() -> (f64, f64) {
+        // SAFETY: an all-zero rusage is a valid value to be overwritten.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `usage` is a valid, writable rusage.
+        let rc = unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) };
+        assert_eq!(rc, 0, "getrusage: {}", std::io::Error::last_os_error());
+        let ms = |t: libc::timeval| t.tv_sec as f64 * 1e3 + t.tv_usec as f64 / 1e3;
+        (ms(usage.ru_utime), ms(usage.ru_stime))
+    }
+
     /// The CPU clock of a whole process (every thread, living or gone), in nanoseconds.
     fn process_clock(pid: u32) -> libc::clockid_t {
         let mut clock: libc::clockid_t = 0;
@@ -812,32 +835,54 @@ mod real {
         let sonde_clock = process_clock(sonde.child.id());
         let (mut sonde_wall, mut sonde_cpu) = (Vec::new(), Vec::new());
         let (mut floor_wall, mut floor_cpu) = (Vec::new(), Vec::new());
+        let (mut gzip_wall, mut gzip_cpu) = (Vec::new(), Vec::new());
         let (_, before) = scrape(sonde.port);
         let mut bytes = 0;
         let mut floor_procs = Vec::new();
+        let mut sonde_ticks = (0, 0);
+        let mut floor_split = (0.0, 0.0);
         for _ in 0..rounds {
             let cpu = clock_ns(libc::CLOCK_THREAD_CPUTIME_ID);
             let start = Instant::now();
             let procs_ns;
+            let usage = thread_usage();
             (bytes, procs_ns) = floor.round();
+            let (user, system) = thread_usage();
+            floor_split.0 += (user - usage.0) / rounds as f64;
+            floor_split.1 += (system - usage.1) / rounds as f64;
             floor_procs.push(procs_ns as f64 / 1e6);
             floor_wall.push(start.elapsed().as_secs_f64() * 1e3);
             floor_cpu.push((clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) - cpu) as f64 / 1e6);
 
+            let ticks = user_system_ticks(sonde.child.id());
             let cpu = clock_ns(sonde_clock);
             let (wall, _) = scrape(sonde.port);
             sonde_wall.push(wall.as_secs_f64() * 1e3);
             sonde_cpu.push((clock_ns(sonde_clock) - cpu) as f64 / 1e6);
+            // Ticks are coarse (10 ms), but their sum over the rounds is not.
+            if let (Some((u0, s0)), Some((u, s))) = (ticks, user_system_ticks(sonde.child.id())) {
+                sonde_ticks.0 += u - u0;
+                sonde_ticks.1 += s - s0;
+            }
+
+            // What Prometheus asks for: the same, compressed (every family is new).
+            let cpu = clock_ns(sonde_clock);
+            let (wall, _) = scrape_bytes(sonde.port, true);
+            gzip_wall.push(wall.as_secs_f64() * 1e3);
+            gzip_cpu.push((clock_ns(sonde_clock) - cpu) as f64 / 1e6);
         }
+        let per_round = |ticks: u64| ticks as f64 * 1e3 / ticks_per_second() / rounds as f64;
+        let sonde_split = (per_round(sonde_ticks.0), per_round(sonde_ticks.1));
         let (_, after) = scrape(sonde.port);
-        // The counters of the last scrape include its own reads: rounds + 1 scrapes.
+        // The counters of the last scrape include its own reads: a plain and a compressed
+        // scrape per round, and the last one.
         let (before, after) = (reads(&before), reads(&after));
         let per_round: std::collections::BTreeMap<String, f64> = after
             .iter()
             .map(|(name, n)| {
                 (
                     name.clone(),
-                    (n - before.get(name).unwrap_or(&0.0)) / (rounds + 1) as f64,
+                    (n - before.get(name).unwrap_or(&0.0)) / (2 * rounds + 1) as f64,
                 )
             })
             .collect();
@@ -854,6 +899,14 @@ mod real {
             sonde_files,
             &mut sonde_wall,
             &mut sonde_cpu,
+        );
+        row(
+            "real-cold+gz",
+            reported,
+            rounds,
+            sonde_files,
+            &mut gzip_wall,
+            &mut gzip_cpu,
         );
         let [floor50, ..] = row(
             "real-floor",
@@ -878,6 +931,11 @@ mod real {
             spread(&mut floor_procs)[0],
             floor.procs_dirs.len(),
             floor.filesystems.len()
+        );
+        println!(
+            "real: CPU per round, user / system (means): sonde's plain scrape {:.1} / {:.1} ms (its process's clock ticks), \
+             floor {:.1} / {:.1} ms (its thread's rusage)",
+            sonde_split.0, sonde_split.1, floor_split.0, floor_split.1
         );
         let mut floor_read: Vec<PathBuf> = floor_paths.clone();
         floor_read.extend(procs_dirs.iter().map(|dir| dir.join("cgroup.procs")));
