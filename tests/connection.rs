@@ -948,7 +948,13 @@ fn udp_programs_here() -> Vec<&'static str> {
         kernel >= (6, 3),
         "these expectations are for 6.3 and later, this is {kernel:?}"
     );
-    if kernel >= (6, 9) && fexit_allowed() {
+    udp_programs(kernel >= (6, 9) && fexit_allowed())
+}
+
+/// UDP's programs on a kernel from 6.3: its own functions' fexit programs, or the
+/// tracepoints.
+fn udp_programs(fexit: bool) -> Vec<&'static str> {
+    if fexit {
         vec![
             "udp_sendmsg_exit=fexit/udp_sendmsg",
             "udpv6_sendmsg_exit=fexit/udpv6_sendmsg",
@@ -981,19 +987,7 @@ fn from_6_9_udp_fexit_goes_first_and_where_refused_the_tracepoints_run() {
         .map(|p| format!("{}={}", p.program, p.hook))
         .collect();
     let fexit = fexit_allowed();
-    let udp: Vec<&str> = if fexit {
-        vec![
-            "udp_sendmsg_exit=fexit/udp_sendmsg",
-            "udpv6_sendmsg_exit=fexit/udpv6_sendmsg",
-            "udp_recvmsg_exit=fexit/udp_recvmsg",
-            "udpv6_recvmsg_exit=fexit/udpv6_recvmsg",
-        ]
-    } else {
-        vec![
-            "sock_send_length=tp_btf/sock_send_length",
-            "sock_recv_length=tp_btf/sock_recv_length",
-        ]
-    };
+    let udp = udp_programs(fexit);
     let mut want = vec![
         "inet_sock_set_state=tp_btf/inet_sock_set_state",
         "seed_tcp=iter/tcp",
