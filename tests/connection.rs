@@ -1077,3 +1077,102 @@ fn a_way_that_half_attaches_is_undone_before_the_next() {
     let half = probes.ebpf.program("sock_send_length").expect("in the object");
     assert!(half.fd().is_err(), "the half way's first program is still loaded");
 }
+
+/// Sends SIGCONT to a process stopped by the test, also when the test fails.
+struct Resume(libc::pid_t);
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the test's own child.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}
+
+/// The `sonde_*` counters (`_total`) of a scrape that concern `port`, and the probes' own.
+fn counters_of(text: &str, port: u16) -> std::collections::BTreeMap<String, f64> {
+    let port = format!("port=\"{port}\"");
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit_once(' '))
+        .filter(|(series, _)| {
+            series.starts_with("sonde_")
+                && series.contains("_total")
+                && (series.contains(&port) || series.starts_with("sonde_ebpf"))
+        })
+        .map(|(series, value)| (series.to_owned(), value.parse().expect("a number")))
+        .collect()
+}
+
+/// With sonde stopped (SIGSTOP) nobody reads the probes' records: a churn fills the ring
+/// buffer of full batches, then each CPU's batch slots lap. What could not be read is
+/// counted as lost; no counter exceeds the truth or goes down; connections made after sonde
+/// resumes are counted exactly.
+#[test]
+fn records_lost_while_sonde_is_stopped_are_counted_and_nothing_overcounts() {
+    if !privileged() {
+        return;
+    }
+    // 4 records a connection (a start and a close of each end); the ring buffer holds about
+    // 2,000 batches of 16: 16,000 connections are twice what it holds.
+    const N: u32 = 16_000;
+    let sonde = start_sonde(&[]);
+    let (churn_listener, port) = listener();
+    let server = serve_churn(churn_listener, N);
+    let pid = libc::pid_t::try_from(sonde.child.id()).expect("a pid");
+    // SAFETY: a signal to the test's own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+    let resume = Resume(pid);
+    churn(port, N);
+    server.join().expect("server");
+    drop(resume);
+
+    let lost = |text: &str| sum(text, "sonde_ebpf_events_lost_total", &[("reason", "batch_overwritten")]);
+    let first = scrape_until(&sonde, "the lost batches counted", |text| lost(text) > 0.0);
+    let mut previous = counters_of(&first, port);
+    let mut last = first;
+    for _ in 0..5 {
+        std::thread::sleep(Duration::from_millis(200));
+        last = scrape(&sonde);
+        let now = counters_of(&last, port);
+        for (series, value) in &now {
+            if let Some(before) = previous.get(series) {
+                assert!(value >= before, "{series} went from {before} to {value}");
+            }
+        }
+        previous = now;
+    }
+    let port_label = port.to_string();
+    let out = [("direction", "outbound"), ("port", port_label.as_str())];
+    let inb = [("direction", "inbound"), ("port", port_label.as_str())];
+    let n = f64::from(N);
+    for (name, filter, truth) in [
+        ("sonde_tcp_connects_total", &out, n),
+        ("sonde_tcp_connects_total", &inb, n),
+        ("sonde_tcp_bytes_sent_total", &out, 8.0 * n),
+        ("sonde_tcp_bytes_received_total", &out, 5.0 * n),
+        ("sonde_tcp_bytes_sent_total", &inb, 5.0 * n),
+        ("sonde_tcp_bytes_received_total", &inb, 8.0 * n),
+    ] {
+        let counted = sum(&last, name, &filter[..]);
+        eprintln!("{name} {filter:?}: {counted} of {truth}");
+        assert!(counted <= truth, "{name} {filter:?}: {counted} counted, {truth} made");
+    }
+    // A connection whose close was lost is not left live: its socket is gone.
+    let active = |text: &str| sum(text, "sonde_tcp_active_connections", &[("port", port_label.as_str())]);
+    scrape_until(&sonde, "no connection of the churn left live", |text| {
+        active(text) == 0.0
+    });
+    eprintln!(
+        "lost: batch_overwritten {}, ring_buffer_full events {}",
+        lost(&last),
+        sum(&last, "sonde_ebpf_events_total", &[("event", "ring_buffer_full")])
+    );
+
+    // Running again: a churn after the loss is counted exactly.
+    const AFTER: u32 = 500;
+    let (after_listener, port) = listener();
+    let server = serve_churn(after_listener, AFTER);
+    churn(port, AFTER);
+    server.join().expect("server");
+    assert_exact_churn(&sonde, port, AFTER);
+}

@@ -410,7 +410,8 @@ pub fn load_with(options: &Options) -> Result<Probes, LoadError> {
                 attached.extend_from_slice(way);
                 if !tried.is_empty() {
                     tracing::debug!(need = need.what, refused = tried.join("; "), "took a later way");
-                    passed_over.push(format!("{}: {}", need.what, tried.join("; ")));
+                    let briefly: Vec<String> = tried.iter().map(|reason| brief(reason)).collect();
+                    passed_over.push(format!("{}: {}", need.what, briefly.join("; ")));
                 }
             }
             None if need.required => required_missing.push(format!("{}: {}", need.what, tried.join("; "))),
@@ -526,6 +527,15 @@ fn attach_one(ebpf: &mut Ebpf, btf: &Btf, p: &Program) -> Result<(), String> {
     Ok(())
 }
 
+/// A refused way's reason without the verifier's log, which the debug line keeps: the
+/// collector's one log line says which way runs and, briefly, why the ones before did not.
+fn brief(reason: &str) -> String {
+    match reason.split_once(". Verifier output:") {
+        Some((head, _)) => format!("{head})"),
+        None => reason.to_owned(),
+    }
+}
+
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<aya::maps::Map, LoadError> {
     ebpf.take_map(name).ok_or(LoadError::MissingMap(name))
 }
@@ -551,7 +561,7 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{Hook, NEEDS, all_programs, fexit_first, parse_release};
+    use super::{Hook, NEEDS, all_programs, brief, fexit_first, parse_release};
 
     #[test]
     fn every_program_is_named_once_and_each_need_has_a_way() {
@@ -569,6 +579,18 @@ mod tests {
         assert_eq!(Hook::FExit("udp_recvmsg").to_string(), "fexit/udp_recvmsg");
         assert_eq!(Hook::Iter("tcp").to_string(), "iter/tcp");
         assert_eq!(Hook::Run.to_string(), "run");
+    }
+
+    #[test]
+    fn a_refused_way_is_named_briefly_without_the_verifier_log() {
+        let refused = "fexit/udp_recvmsg (the BPF_PROG_LOAD syscall returned Permission denied (os error 13). \
+                       Verifier output: reg type unsupported for arg#0\n0: R1=ctx()\n: Permission denied (os error 13))";
+        assert_eq!(
+            brief(refused),
+            "fexit/udp_recvmsg (the BPF_PROG_LOAD syscall returned Permission denied (os error 13))"
+        );
+        let plain = "tp_btf/sock_send_length (not in this kernel)";
+        assert_eq!(brief(plain), plain);
     }
 
     #[test]
