@@ -915,11 +915,7 @@ fn a_missing_optional_hook_is_reported_and_the_rest_attach() {
         ..Options::new(1024)
     };
     let probes = load_with(&options).expect("the other programs load");
-    let attached: Vec<String> = probes
-        .attached
-        .iter()
-        .map(|p| format!("{}={}", p.program, p.hook))
-        .collect();
+    let attached = attached_of(&probes);
     let mut want = vec!["seed_tcp=iter/tcp", "read_tcp=run"];
     want.extend(udp_programs_here());
     assert_eq!(attached, want);
@@ -929,6 +925,15 @@ fn a_missing_optional_hook_is_reported_and_the_rest_attach() {
         "{:?}",
         probes.missing
     );
+}
+
+/// The programs a load attached, in order, as `program=hook`.
+fn attached_of(probes: &sonde::ebpf::loader::Probes) -> Vec<String> {
+    probes
+        .attached
+        .iter()
+        .map(|p| format!("{}={}", p.program, p.hook))
+        .collect()
 }
 
 /// Whether this kernel lets fexit programs attach: its ftrace function list is readable
@@ -981,11 +986,7 @@ fn from_6_9_udp_fexit_goes_first_and_where_refused_the_tracepoints_run() {
         ..Options::new(1024)
     };
     let probes = load_with(&options).expect("the probes load");
-    let attached: Vec<String> = probes
-        .attached
-        .iter()
-        .map(|p| format!("{}={}", p.program, p.hook))
-        .collect();
+    let attached = attached_of(&probes);
     let fexit = fexit_allowed();
     let udp = udp_programs(fexit);
     let mut want = vec![
