@@ -572,19 +572,14 @@ fn churn_of_20000_connections_is_monotonic_exact_and_loses_nothing() {
 /// all counted, and checks them; returns the last scrape.
 fn assert_exact_churn(sonde: &Sonde, port: u16, n: u32) -> String {
     let port = port.to_string();
-    let out = [("direction", "outbound"), ("port", port.as_str())];
-    let inb = [("direction", "inbound"), ("port", port.as_str())];
-    let n = f64::from(n);
-    let expected = [
-        ("sonde_tcp_connects_total", &out, n),
-        ("sonde_tcp_connects_total", &inb, n),
-        ("sonde_tcp_bytes_sent_total", &out, 8.0 * n),
-        ("sonde_tcp_bytes_received_total", &out, 5.0 * n),
-        ("sonde_tcp_bytes_sent_total", &inb, 5.0 * n),
-        ("sonde_tcp_bytes_received_total", &inb, 8.0 * n),
-        ("sonde_tcp_active_connections", &out, 0.0),
-        ("sonde_tcp_active_connections", &inb, 0.0),
-    ];
+    let mut expected = churn_counters(&port, n).to_vec();
+    for direction in ["outbound", "inbound"] {
+        expected.push((
+            "sonde_tcp_active_connections",
+            [("direction", direction), ("port", &port)],
+            0.0,
+        ));
+    }
     let text = scrape_until(sonde, "every connection counted", |text| {
         expected.iter().all(|(name, f, v)| sum(text, name, &f[..]) == *v)
     });
@@ -592,6 +587,24 @@ fn assert_exact_churn(sonde: &Sonde, port: u16, n: u32) -> String {
         assert_eq!(sum(&text, name, &filter[..]), value, "{name} {filter:?}\n{text}");
     }
     text
+}
+
+/// A series (name and the labels `direction` and `port`) and its value.
+type Expected<'a> = (&'static str, [(&'static str, &'a str); 2], f64);
+
+/// What `n` churned connections to `port` ([`churn`]) add to each counter of each side.
+fn churn_counters(port: &str, n: u32) -> [Expected<'_>; 6] {
+    let out = [("direction", "outbound"), ("port", port)];
+    let inb = [("direction", "inbound"), ("port", port)];
+    let n = f64::from(n);
+    [
+        ("sonde_tcp_connects_total", out, n),
+        ("sonde_tcp_connects_total", inb, n),
+        ("sonde_tcp_bytes_sent_total", out, 8.0 * n),
+        ("sonde_tcp_bytes_received_total", out, 5.0 * n),
+        ("sonde_tcp_bytes_sent_total", inb, 5.0 * n),
+        ("sonde_tcp_bytes_received_total", inb, 8.0 * n),
+    ]
 }
 
 /// `n` short connections to `port`, one after another: 8 bytes out, 5 back, closed.
@@ -1143,17 +1156,7 @@ fn records_lost_while_sonde_is_stopped_are_counted_and_nothing_overcounts() {
         previous = now;
     }
     let port_label = port.to_string();
-    let out = [("direction", "outbound"), ("port", port_label.as_str())];
-    let inb = [("direction", "inbound"), ("port", port_label.as_str())];
-    let n = f64::from(N);
-    for (name, filter, truth) in [
-        ("sonde_tcp_connects_total", &out, n),
-        ("sonde_tcp_connects_total", &inb, n),
-        ("sonde_tcp_bytes_sent_total", &out, 8.0 * n),
-        ("sonde_tcp_bytes_received_total", &out, 5.0 * n),
-        ("sonde_tcp_bytes_sent_total", &inb, 5.0 * n),
-        ("sonde_tcp_bytes_received_total", &inb, 8.0 * n),
-    ] {
+    for (name, filter, truth) in churn_counters(&port_label, N) {
         let counted = sum(&last, name, &filter[..]);
         eprintln!("{name} {filter:?}: {counted} of {truth}");
         assert!(counted <= truth, "{name} {filter:?}: {counted} counted, {truth} made");
