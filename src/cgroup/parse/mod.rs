@@ -317,6 +317,51 @@ pub struct Pressure {
 
 /// A PSI file: `some avg10=… avg60=… avg300=… total=…` and optionally a `full …` line.
 pub fn pressure(text: &str) -> Result<Pressure, ParseError> {
+    // Three of these per container at every scrape: the kernel's own form is read in one
+    // pass over the bytes; anything else goes to the general reading, which names the fault.
+    match pressure_kernel_form(text.as_bytes()) {
+        Some(pressure) => Ok(pressure),
+        None => pressure_general(text),
+    }
+}
+
+/// A `some` line and optionally a `full` line exactly as the kernel writes them
+/// (`some avg10=%lu.%02lu avg60=… avg300=… total=%llu\n`), or `None` for anything else.
+fn pressure_kernel_form(mut rest: &[u8]) -> Option<Pressure> {
+    let mut result = Pressure::default();
+    let mut lines = 0;
+    while !rest.is_empty() {
+        let (kind, mut at) = rest.split_at_checked(5)?;
+        for key in [&b"avg10="[..], b" avg60=", b" avg300="] {
+            at = skip_decimal(at.strip_prefix(key)?)?;
+        }
+        at = at.strip_prefix(b" total=")?;
+        let digits = at.iter().take_while(|b| b.is_ascii_digit()).count();
+        // Up to 19 digits cannot overflow a u64; longer goes the general way.
+        if digits == 0 || digits > 19 {
+            return None;
+        }
+        let total = at[..digits].iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+        rest = at[digits..].strip_prefix(b"\n")?;
+        match (kind, lines) {
+            (b"some ", 0) => result.some_us = total,
+            (b"full ", 1) => result.full_us = total,
+            _ => return None,
+        }
+        lines += 1;
+    }
+    (lines > 0).then_some(result)
+}
+
+/// Past `digits.digits` at the start of `text`.
+fn skip_decimal(text: &[u8]) -> Option<&[u8]> {
+    let whole = text.iter().take_while(|b| b.is_ascii_digit()).count();
+    let rest = text[whole..].strip_prefix(b".")?;
+    let fraction = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    (whole > 0 && fraction > 0).then_some(&rest[fraction..])
+}
+
+fn pressure_general(text: &str) -> Result<Pressure, ParseError> {
     let mut result = Pressure::default();
     let mut saw_some = false;
     for line in text.lines().filter(|l| !l.is_empty()) {
@@ -616,10 +661,32 @@ mod tests {
             })
         );
         // Kernels before 5.13 write no "full" line for cpu.
-        assert_eq!(
-            pressure("some avg10=0.00 avg60=0.00 avg300=0.00 total=7\n"),
-            Ok(Pressure { some_us: 7, full_us: 0 })
-        );
+        let some_only = "some avg10=0.00 avg60=0.00 avg300=0.00 total=7\n";
+        assert_eq!(pressure(some_only), Ok(Pressure { some_us: 7, full_us: 0 }));
+        // The kernel's form takes the one-pass reading, with the general reading's answer.
+        for text in [cpu, some_only] {
+            assert_eq!(
+                pressure_kernel_form(text.as_bytes()).map(Ok),
+                Some(pressure_general(text))
+            );
+        }
+        // Other forms take the general reading: a total past 19 digits, no final newline,
+        // `full` before `some`.
+        let max = "some avg10=0.00 avg60=0.00 avg300=0.00 total=18446744073709551615\n";
+        let unterminated = "some avg10=0.00 avg60=0.00 avg300=0.00 total=5";
+        let reversed =
+            "full avg10=0.00 avg60=0.00 avg300=0.00 total=2\nsome avg10=1.00 avg60=0.00 avg300=0.00 total=3\n";
+        for (text, expected) in [(max, (u64::MAX, 0)), (unterminated, (5, 0)), (reversed, (3, 2))] {
+            assert_eq!(pressure_kernel_form(text.as_bytes()), None, "{text:?}");
+            assert_eq!(
+                pressure(text),
+                Ok(Pressure {
+                    some_us: expected.0,
+                    full_us: expected.1
+                }),
+                "{text:?}"
+            );
+        }
         for bad in [
             "",
             "full avg10=0.00 avg60=0.00 avg300=0.00 total=1\n",
@@ -684,6 +751,9 @@ mod tests {
             let _ = v1_blkio(&text);
             let _ = v2_io_stat(&text);
             let _ = pressure(&text);
+            if let Some(fast) = pressure_kernel_form(text.as_bytes()) {
+                assert_eq!(pressure_general(&text), Ok(fast), "{text:?}");
+            }
             let _ = net_dev(&text);
             let _ = procs(&text);
             let _ = uevent_devname(&text);
