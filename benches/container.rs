@@ -27,7 +27,10 @@
 //! wall and CPU time per round (median, p99, min, max; sonde's CPU from its process CPU
 //! clock, the floor's from its thread's), the ratio of the CPU medians (the issue's target:
 //! at most 1.2), the files each read per round, sonde's RSS; then the `real-warm` rows,
-//! inside the window, plain and gzip as Prometheus asks (target p99 at most 5 ms). Without
+//! inside the window, plain and gzip as Prometheus asks (target p99 at most 5 ms), each
+//! scrape followed by one of its floor (`-floor` rows): the same answer, head and all, sent
+//! by a server that does nothing else, to the same client, so what the transport of that
+//! many bytes costs on this machine reads next to sonde's figure. Without
 //! root the real rows say skipped (under CI=true they fail instead). The ratios are what to
 //! compare: the machine is shared.
 //!
@@ -674,6 +677,48 @@ mod real {
         clock
     }
 
+    /// The floor of a warm scrape: a server that answers every request with an answer it
+    /// was given (whole, head included: plain or gzip as asked), on its own thread, and
+    /// does nothing else. What remains is the transport: the copies into and out of the
+    /// socket, and the client's.
+    struct Transport {
+        port: u16,
+        /// The CPU clock of its thread.
+        clock: libc::clockid_t,
+    }
+
+    impl Transport {
+        fn start(answers: Vec<Vec<u8>>) -> Transport {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the transport floor");
+            let port = listener.local_addr().expect("its address").port();
+            let (clock_tx, clock_rx) = std::sync::mpsc::channel();
+            // Detached: it serves until the benchmark exits.
+            std::thread::spawn(move || {
+                let mut clock: libc::clockid_t = 0;
+                // SAFETY: pthread_self is this thread; the clock id is written to a local.
+                unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+                let _ = clock_tx.send(clock);
+                for stream in listener.incoming() {
+                    let Ok(mut stream) = stream else { continue };
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 1024];
+                    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buffer) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => request.extend_from_slice(&buffer[..n]),
+                        }
+                    }
+                    let gzip = String::from_utf8_lossy(&request)
+                        .to_ascii_lowercase()
+                        .contains("accept-encoding: gzip");
+                    let _ = stream.write_all(&answers[usize::from(gzip)]);
+                }
+            });
+            let clock = clock_rx.recv().expect("the transport floor's clock");
+            Transport { port, clock }
+        }
+    }
+
     /// One plain scrape (no gzip), timed from the request to the body's last byte.
     fn scrape(port: u16) -> (Duration, String) {
         let (elapsed, body) = scrape_bytes(port, false);
@@ -950,26 +995,47 @@ mod real {
         wait_ready(sonde.port);
         scrape(sonde.port);
         let sonde_clock = process_clock(sonde.child.id());
+        // The warm rows' floor: the same answers, made once, sent by a server that does
+        // nothing else, to the same client, scrape for scrape with sonde's.
+        let answers = [false, true].map(|gzip| scrape_bytes(sonde.port, gzip).1);
+        let transport = Transport::start(answers.to_vec());
         let mut p99 = Vec::new();
         for (label, gzip) in [("real-warm", false), ("real-warm+gz", true)] {
-            scrape_bytes(sonde.port, gzip);
             let (mut wall, mut cpu) = (Vec::new(), Vec::new());
+            let (mut floor_wall, mut floor_cpu) = (Vec::new(), Vec::new());
             for _ in 0..warm_scrapes {
                 let before = clock_ns(sonde_clock);
                 let (elapsed, _) = scrape_bytes(sonde.port, gzip);
                 wall.push(elapsed.as_secs_f64() * 1e3);
                 cpu.push((clock_ns(sonde_clock) - before) as f64 / 1e6);
+                let before = clock_ns(transport.clock);
+                let (elapsed, _) = scrape_bytes(transport.port, gzip);
+                floor_wall.push(elapsed.as_secs_f64() * 1e3);
+                floor_cpu.push((clock_ns(transport.clock) - before) as f64 / 1e6);
             }
-            p99.push(spread(&mut wall.clone())[1]);
+            let sonde99 = spread(&mut wall.clone())[1];
+            let floor99 = spread(&mut floor_wall.clone())[1];
+            p99.push((sonde99, floor99));
             row(label, reported, warm_scrapes as usize, 0.0, &mut wall, &mut cpu);
+            row(
+                &format!("{label}-floor"),
+                reported,
+                warm_scrapes as usize,
+                0.0,
+                &mut floor_wall,
+                &mut floor_cpu,
+            );
         }
         let (hwm, rss) = (
             status_mib(sonde.child.id(), "VmHWM:"),
             status_mib(sonde.child.id(), "VmRSS:"),
         );
+        let [(plain, plain_floor), (gzip, gzip_floor)] = [p99[0], p99[1]];
         println!(
-            "real: warm p99 {:.2} ms, with gzip {:.2} ms (target <= 5); sonde RSS {rss:.1} MiB, peak {hwm:.1} MiB (target <= 40)",
-            p99[0], p99[1]
+            "real: warm p99 {plain:.2} ms ({} bytes; the same bytes from a server that only sends them: {plain_floor:.2} ms), \
+             with gzip {gzip:.2} ms ({} bytes; {gzip_floor:.2} ms) (target <= 5); sonde RSS {rss:.1} MiB, peak {hwm:.1} MiB (target <= 40)",
+            answers[0].len(),
+            answers[1].len(),
         );
         drop(sonde);
         drop(forest);
