@@ -696,7 +696,8 @@ mod real {
             std::thread::spawn(move || {
                 let mut clock: libc::clockid_t = 0;
                 // SAFETY: pthread_self is this thread; the clock id is written to a local.
-                unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+                let found = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+                assert_eq!(found, 0, "the transport floor's CPU clock");
                 let _ = clock_tx.send(clock);
                 for stream in listener.incoming() {
                     let Ok(mut stream) = stream else { continue };
