@@ -4,7 +4,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use futures::future::BoxFuture;
@@ -48,6 +48,9 @@ struct ContainerState {
     /// Bytes of sample lines per container in each family at the last read: the buffers
     /// are sized from them once, instead of doubling (and copying) a dozen times.
     line_bytes: Vec<AtomicUsize>,
+    /// Every container's labels, rendered for the inventory they were rendered from: see
+    /// [`ContainerState::labels_of`].
+    labels: Mutex<Option<InventoryLabels>>,
     /// The one thread that reads and renders the stats (`None`: the blocking task's own,
     /// if it could not be started). Always the same thread, so the allocator serves every
     /// read from the same arena: on the blocking pool's changing threads, each kept the
@@ -58,6 +61,9 @@ struct ContainerState {
     /// Writable layers' usage, measured by a background walk (never by a scrape).
     layers: LayerUsage,
 }
+
+/// Every container's labels, and the inventory they were rendered for.
+type InventoryLabels = (Weak<Inventory>, Arc<[BaseLabels]>);
 
 /// One read of every container's changing stats, rendered: every scrape inside the window
 /// serves these same families (and their encodings).
@@ -90,6 +96,7 @@ impl ContainerCollector {
                     stats: ValidityCache::new("container_stats", settings.container.cache_validity),
                     devices: Mutex::default(),
                     line_bytes: (0..FAMILIES).map(|_| AtomicUsize::new(0)).collect(),
+                    labels: Mutex::default(),
                     stats_thread: rayon::ThreadPoolBuilder::new()
                         .num_threads(1)
                         .thread_name(|_| "sonde-cgroups".into())
@@ -204,7 +211,7 @@ impl ContainerState {
         let read_at = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
-        let extra_keys = extra_label_keys(&inventory);
+        let labels = self.labels_of(&inventory);
         // Filesystems only when a cgroup has some: the root, or a container's writable layer.
         let disks = inventory
             .entries
@@ -218,10 +225,9 @@ impl ContainerState {
         // what every node pays at every scrape, where 50 ms is well inside any timeout.
         let mut families = ContainerFamilies::new();
         families.reserve(&self.line_bytes, inventory.entries.len());
-        let mut base = BaseLabels::default();
         let mut containers = 0;
-        for entry in &inventory.entries {
-            if self.read_and_render(entry, &extra_keys, read_at, disks.as_ref(), &mut base, &mut families) {
+        for (entry, base) in inventory.entries.iter().zip(labels.iter()) {
+            if self.read_and_render(entry, base, read_at, disks.as_ref(), &mut families) {
                 containers += 1;
             }
         }
@@ -236,15 +242,36 @@ impl ContainerState {
         }
     }
 
+    /// Every container's labels for `inventory`, rendered at its first read: they change
+    /// only with the inventory, and rendering them at every read cost 0.6 ms a scrape of
+    /// 1,000 containers (measured with perf).
+    fn labels_of(&self, inventory: &Arc<Inventory>) -> Arc<[BaseLabels]> {
+        let mut rendered = sync::lock(&self.labels);
+        // The weak reference keeps the inventory's allocation, so no later inventory can
+        // take its address.
+        if let Some((of, labels)) = rendered.as_ref()
+            && Weak::ptr_eq(of, &Arc::downgrade(inventory))
+        {
+            return Arc::clone(labels);
+        }
+        let extra_keys = extra_label_keys(inventory);
+        let labels: Arc<[BaseLabels]> = inventory
+            .entries
+            .iter()
+            .map(|entry| BaseLabels::new(entry, &extra_keys))
+            .collect();
+        *rendered = Some((Arc::downgrade(inventory), Arc::clone(&labels)));
+        labels
+    }
+
     /// One container's stats, read and rendered; `false` when it went away since the
     /// inventory was built.
     fn read_and_render(
         &self,
         entry: &InventoryEntry,
-        extra_keys: &[&str],
+        base: &BaseLabels,
         read_at: f64,
         disks: Option<&DiskView>,
-        base: &mut BaseLabels,
         families: &mut ContainerFamilies,
     ) -> bool {
         // Every file of this container, its network included, is read within one budget.
@@ -265,7 +292,6 @@ impl ContainerState {
                 .and_then(|m| m.swap_used());
         }
         let network = entry.net_pid.and_then(|pid| self.network(pid, &entry.files, &budget));
-        base.set(entry, extra_keys);
         let mut out = SampleWriter { base, families };
         render_spec(&mut out, entry);
         render_health(&mut out, entry);
@@ -366,27 +392,23 @@ fn extra_label_keys(inventory: &Inventory) -> Vec<&str> {
 }
 
 /// A container's labels (the six every container series has, then the extra ones), each
-/// written once per read as `key="escaped value"`, in name order, for all its ~50 series.
-#[derive(Default)]
+/// written once per inventory as `key="escaped value"`, in name order, for all its ~50
+/// series.
 struct BaseLabels {
-    text: Vec<u8>,
-    /// Where each label's `key="value"` lies in `text`, and its name's length.
-    labels: Vec<(std::ops::Range<usize>, usize)>,
     /// All of them, comma-separated: the labels of the ~40 series of a container that have
     /// none of their own, copied in one piece.
-    joined: Vec<u8>,
+    text: Box<[u8]>,
+    /// Where each label's `key="value"` lies in `text`, and its name's length.
+    labels: Box<[(std::ops::Range<usize>, usize)]>,
 }
 
 impl BaseLabels {
-    fn set(&mut self, entry: &InventoryEntry, extra_keys: &[&str]) {
+    fn new(entry: &InventoryEntry, extra_keys: &[&str]) -> Self {
         let m = &entry.metadata;
         let container = match entry.cgroup.kind {
             Kind::Pod => "",
             _ => m.container.as_str(),
         };
-        self.text.clear();
-        self.labels.clear();
-        self.joined.clear();
         let own = &m.extra_labels;
         let extra = extra_keys.iter().map(|key| {
             let value = own.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str());
@@ -402,23 +424,26 @@ impl BaseLabels {
         ];
         pairs.extend(extra);
         pairs.sort_unstable_by_key(|(k, _)| *k);
-        for (key, value) in pairs {
-            let start = self.text.len();
-            family::write_label(key, value, &mut self.text);
-            self.labels.push((start..self.text.len(), key.len()));
-        }
-        for (i, (range, _)) in self.labels.iter().enumerate() {
+        let mut text = Vec::new();
+        let mut labels = Vec::with_capacity(pairs.len());
+        for (i, (key, value)) in pairs.into_iter().enumerate() {
             if i > 0 {
-                self.joined.push(b',');
+                text.push(b',');
             }
-            self.joined.extend_from_slice(&self.text[range.clone()]);
+            let start = text.len();
+            family::write_label(key, value, &mut text);
+            labels.push((start..text.len(), key.len()));
+        }
+        Self {
+            text: text.into_boxed_slice(),
+            labels: labels.into_boxed_slice(),
         }
     }
 
     /// Writes these labels merged, by name, with a series' own (given in name order).
     fn write_with(&self, own: &[(&str, &str)], out: &mut Vec<u8>) {
         if own.is_empty() {
-            out.extend_from_slice(&self.joined);
+            out.extend_from_slice(&self.text);
             return;
         }
         let mut own = own.iter().peekable();
@@ -428,7 +453,7 @@ impl BaseLabels {
                 out.push(b',');
             }
         };
-        for (range, name_len) in &self.labels {
+        for (range, name_len) in self.labels.iter() {
             let name = &self.text[range.start..range.start + name_len];
             while let Some((key, value)) = own.next_if(|(key, _)| key.as_bytes() < name) {
                 comma(out);
