@@ -48,7 +48,7 @@ struct ContainerState {
     /// Bytes of sample lines per container in each family at the last read: the buffers
     /// are sized from them once, instead of doubling (and copying) a dozen times.
     line_bytes: Vec<AtomicUsize>,
-    /// Every container's labels, rendered for the inventory they were rendered from: see
+    /// Every container's labels, with the inventory they were rendered for: see
     /// [`ContainerState::labels_of`].
     labels: Mutex<Option<InventoryLabels>>,
     /// The one thread that reads and renders the stats (`None`: the blocking task's own,
