@@ -93,20 +93,15 @@ pub fn flat_keyed(text: &str, mut f: impl FnMut(&str, u64)) -> Result<(), ParseE
             at += 1;
         }
         let key_end = at;
-        if key_end > start && bytes.get(at) == Some(&b' ') {
-            at += 1;
-            let digits = at;
-            let mut value: u64 = 0;
-            while at < bytes.len() && bytes[at].is_ascii_digit() && at - digits < 19 {
-                value = value * 10 + u64::from(bytes[at] - b'0');
-                at += 1;
-            }
-            if at > digits && (at == bytes.len() || bytes[at] == b'\n') {
-                // Both ends are ASCII bytes, so `start..key_end` is a str boundary.
-                f(&text[start..key_end], value);
-                at += 1;
-                continue;
-            }
+        if key_end > start
+            && bytes.get(at) == Some(&b' ')
+            && let Some((value, rest)) = leading_u64(&bytes[at + 1..])
+            && matches!(rest.first(), None | Some(b'\n'))
+        {
+            // Both ends are ASCII bytes, so `start..key_end` is a str boundary.
+            f(&text[start..key_end], value);
+            at = bytes.len() - rest.len() + 1;
+            continue;
         }
         let end = memchr::memchr(b'\n', &bytes[start..]).map_or(bytes.len(), |i| start + i);
         at = end + 1;
@@ -335,14 +330,8 @@ fn pressure_kernel_form(mut rest: &[u8]) -> Option<Pressure> {
         for key in [&b"avg10="[..], b" avg60=", b" avg300="] {
             at = skip_decimal(at.strip_prefix(key)?)?;
         }
-        at = at.strip_prefix(b" total=")?;
-        let digits = at.iter().take_while(|b| b.is_ascii_digit()).count();
-        // Up to 19 digits cannot overflow a u64; longer goes the general way.
-        if digits == 0 || digits > 19 {
-            return None;
-        }
-        let total = at[..digits].iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
-        rest = at[digits..].strip_prefix(b"\n")?;
+        let (total, after) = leading_u64(at.strip_prefix(b" total=")?)?;
+        rest = after.strip_prefix(b"\n")?;
         match (kind, lines) {
             (b"some ", 0) => result.some_us = total,
             (b"full ", 1) => result.full_us = total,
@@ -351,6 +340,18 @@ fn pressure_kernel_form(mut rest: &[u8]) -> Option<Pressure> {
         lines += 1;
     }
     (lines > 0).then_some(result)
+}
+
+/// The decimal number at the start of `bytes`, and what follows it; `None` without a digit
+/// or past 19 digits (which could overflow a u64), where the one-pass readers leave the
+/// line to their general reading.
+fn leading_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+    if digits == 0 || digits > 19 {
+        return None;
+    }
+    let value = bytes[..digits].iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
+    Some((value, &bytes[digits..]))
 }
 
 /// Past `digits.digits` at the start of `text`.
