@@ -1,7 +1,7 @@
 //! The few system calls std has no wrapper for: a new network namespace with its loopback
 //! up, a classic BPF socket filter that drops marked TCP segments, and `TCP_INFO`.
 
-use std::io;
+use std::io::{self, Read};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
@@ -29,6 +29,15 @@ const BPF_K: u16 = 0x00;
 const BPF_X: u16 = 0x08;
 const BPF_TAX: u16 = 0x00;
 
+/// A pipe whose two ends close on exec: (read, write).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 writes two descriptors into the array.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: fresh descriptors nobody else owns.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
 fn check(ret: libc::c_int) -> io::Result<()> {
     if ret < 0 {
         Err(io::Error::last_os_error())
@@ -49,48 +58,51 @@ pub struct NetnsHolder {
 
 impl NetnsHolder {
     pub fn spawn() -> io::Result<Self> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two descriptors into the array.
-        check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-        // SAFETY: fresh descriptors nobody else owns.
-        let (read_end, write_end) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+        let (release_read, release_write) = pipe()?;
+        // The child says on this pipe when its namespace is ready: one byte, 0 once `lo` is
+        // up, else the errno that stopped it. Its namespace shows in /proc as soon as it has
+        // unshared, before `lo` is up, so the parent must wait for this byte and not for
+        // /proc (a connect in between fails with "Network is unreachable").
+        let (ready_read, ready_write) = pipe()?;
         // SAFETY: the child calls only async-signal-safe functions (unshare, socket, ioctl,
-        // close, read, _exit) before it exits, as a fork of a threaded process must.
+        // close, write, read, _exit) before it exits, as a fork of a threaded process must.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(io::Error::last_os_error());
         }
         if pid == 0 {
-            drop(write_end);
-            let status = match new_netns_with_lo_up() {
-                Ok(()) => {
-                    let mut byte = 0u8;
-                    // SAFETY: reads into one byte we own; returns at EOF, when the parent
-                    // drops the holder (or dies).
-                    unsafe { libc::read(read_end.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
-                    0
-                }
-                Err(_) => 1,
+            drop(release_write);
+            drop(ready_read);
+            let (report, status) = match new_netns_with_lo_up() {
+                Ok(()) => (0u8, 0),
+                Err(e) => (e.raw_os_error().unwrap_or(libc::EIO).clamp(1, 255) as u8, 1),
             };
+            // SAFETY: writes one byte we own to our own pipe.
+            unsafe { libc::write(ready_write.as_raw_fd(), (&report as *const u8).cast(), 1) };
+            if status == 0 {
+                let mut byte = 0u8;
+                // SAFETY: reads into one byte we own; returns at EOF, when the parent drops
+                // the holder (or dies).
+                unsafe { libc::read(release_read.as_raw_fd(), (&mut byte as *mut u8).cast(), 1) };
+            }
             // SAFETY: ends the child without running the parent's destructors or atexit.
             unsafe { libc::_exit(status) };
         }
-        drop(read_end);
+        drop(release_read);
+        drop(ready_write);
+        // From here on, dropping the holder releases and reaps the child, whatever happens.
         let holder = Self {
             pid,
-            release: Some(write_end),
+            release: Some(release_write),
         };
-        // Until the child is in its namespace, its /proc entry shows the parent's.
-        let own = std::fs::metadata("/proc/self/ns/net")?;
-        let path = format!("/proc/{pid}/ns/net");
-        for _ in 0..500 {
-            use std::os::unix::fs::MetadataExt;
-            if std::fs::metadata(&path)?.ino() != own.ino() {
-                return Ok(holder);
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
+        let mut report = [0u8; 1];
+        // The child writes its byte or exits (EOF, 0 bytes): this read always returns.
+        let got = std::fs::File::from(ready_read).read(&mut report)?;
+        match (got, report[0]) {
+            (1, 0) => Ok(holder),
+            (1, errno) => Err(io::Error::from_raw_os_error(errno.into())),
+            _ => Err(io::Error::other("the namespace's process exited before it was ready")),
         }
-        Err(io::Error::other("the namespace's process did not make it in 5 s"))
     }
 
     /// Moves the calling thread (only it: a network namespace is per task) into the
