@@ -662,7 +662,11 @@ async fn check_network(prometheus: &Prometheus, scene: &Scene, sandboxes: [&Cont
             if irate {
                 // Between the two scrapes it uses: sonde read each within [the scrape's
                 // timestamp, + its duration], so the rate lies within what net/dev gives
-                // over the narrowest and the widest of those spans.
+                // over the narrowest and the widest of those spans. That is the whole claim
+                // the readings allow: where the spans are within 10% of each other (scrapes
+                // of a few ms a second apart) it holds the rate within 10% of net/dev's;
+                // on a loaded machine, where scrapes take hundreds of ms, they are wider,
+                // and a rate off by its sharing (2x, 3x) still falls outside.
                 let mut bounds = (0.0, 0.0);
                 for pod in &pods {
                     let (a, b) = last_two_scrapes(prometheus, family, ns, pod, t1).await;
@@ -676,18 +680,15 @@ async fn check_network(prometheus: &Prometheus, scene: &Scene, sandboxes: [&Cont
                     bounds.1 += (b_high - a_low) / (b - a);
                 }
                 println!(
-                    "{}: {family} by {by} {label}: {got:.1}/s from Prometheus (irate), {:.1}..={:.1}/s from net/dev over the same scrapes",
-                    expr.origin, bounds.0, bounds.1
+                    "{}: {family} by {by} {label}: {got:.1}/s from Prometheus (irate), {:.1}..={:.1}/s from net/dev over the same scrapes (+-{:.0}%)",
+                    expr.origin,
+                    bounds.0,
+                    bounds.1,
+                    50.0 * (bounds.1 - bounds.0) / (bounds.0 + bounds.1).max(1e-9)
                 );
                 assert!(
                     bounds.0 - 1e-6 <= got && got <= bounds.1 + 1e-6,
                     "{}: {label}: {got}/s outside {bounds:?} from net/dev: {promql}",
-                    expr.origin
-                );
-                let middle = (bounds.0 + bounds.1) / 2.0;
-                assert!(
-                    (got - middle).abs() <= 0.10 * middle,
-                    "{}: {label}: {got}/s not within 10% of {middle}/s from net/dev: {promql}",
                     expr.origin
                 );
                 compared += 1;
