@@ -40,7 +40,6 @@
 //! runs only the rows named (`rebuild`, `cold`, `warm`, `real`).
 
 use std::io::{Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -511,7 +510,8 @@ mod real {
 
     /// The floor: the least any reader must do for the same figures. Every file that can be
     /// is opened once and kept open, and a round `pread`s each from its start into one
-    /// reused buffer, nothing else: one `pread` for a file of one seq_file record, more only
+    /// reused buffer (by the system call itself, as sonde does: glibc's wrapper costs more in
+    /// a process of several threads, as this one is), nothing else: one `pread` for a file of one seq_file record, more only
     /// for a file of many records (`net/dev`, `diskstats`, v2's `cgroup.procs`) whose read
     /// came near the kernel's page. v1's `cgroup.procs` cannot be kept (a kept one reads
     /// the list of its first read at every round), so it is opened afresh in its directory,
@@ -590,7 +590,7 @@ mod real {
             use std::os::fd::{AsRawFd, FromRawFd};
             let mut bytes = 0;
             for (file, many) in &self.files {
-                bytes += Self::read_whole(&mut self.buffer, *many, |b, at| file.read_at(b, at));
+                bytes += Self::read_whole(&mut self.buffer, *many, |b, at| sonde::fsread::pread(file, b, at));
             }
             for path in &self.filesystems {
                 // SAFETY: statvfs is a plain struct of integers, for which zero is valid.

@@ -129,6 +129,42 @@ pub fn read_with(
     }
 }
 
+/// `pread(2)` from `offset` of an open file, by the system call itself rather than glibc's
+/// wrapper (which `std`'s `read_at` calls). In a process of several threads glibc's `pread`
+/// is a cancellation point, and marks the thread cancellable around the call with two atomic
+/// updates; sonde never cancels a thread. A cold scrape of 1,000 cgroups preads 14,000 kept
+/// files: by the system call, sonde's CPU per scrape fell 0.4-0.5 ms (0.7-1.0%, two
+/// binaries side by side on the same cgroups); in a C reader of the same files, with a second
+/// thread, 0.5-0.9 ms of 31. Elsewhere than 64-bit Linux (where the offset would be split
+/// over two registers) it is `read_at`.
+pub fn pread(file: &std::fs::File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    {
+        use std::os::fd::AsRawFd;
+        let offset = libc::c_long::try_from(offset).map_err(|_| std::io::Error::from(ErrorKind::InvalidInput))?;
+        // SAFETY: a descriptor `file` owns, and `buffer.len()` writable bytes at its start;
+        // every argument is passed as the `long` the kernel's pread64 takes.
+        let n = unsafe {
+            libc::syscall(
+                libc::SYS_pread64,
+                libc::c_long::from(file.as_raw_fd()),
+                buffer.as_mut_ptr(),
+                buffer.len(),
+                offset,
+            )
+        };
+        if n < 0 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+    #[cfg(not(all(target_os = "linux", target_pointer_width = "64")))]
+    {
+        std::os::unix::fs::FileExt::read_at(file, buffer, offset)
+    }
+}
+
 /// Reads a whole pseudo-file as text: non-blocking, regular files only, capped.
 pub fn read_to_string(path: &Path) -> std::io::Result<String> {
     let mut file = open_regular(path)?;
@@ -160,6 +196,34 @@ mod tests {
         assert_eq!(&buffer[..file.len()], &file[..]);
         // Taking any short read as the end would stop at the first page.
         assert_eq!(read_with(&mut buffer, page, End::Short).expect("reads"), 4000);
+    }
+
+    /// The system call reads what `read_at` reads, from any offset, and fails as it does.
+    #[test]
+    fn pread_reads_as_read_at_does() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("memory.stat");
+        let text: Vec<u8> = (0..5000u32)
+            .flat_map(|i| format!("key{i} {i}\n").into_bytes())
+            .collect();
+        std::fs::write(&path, &text).expect("write");
+        let file = std::fs::File::open(&path).expect("open");
+        for (offset, len) in [
+            (0, 10),
+            (0, 100_000),
+            (7, 4096),
+            (text.len() as u64 - 3, 64),
+            (text.len() as u64 + 9, 8),
+        ] {
+            let (mut ours, mut std) = (vec![0u8; len], vec![0u8; len]);
+            let n = pread(&file, &mut ours, offset).expect("pread");
+            assert_eq!(n, file.read_at(&mut std, offset).expect("read_at"));
+            assert_eq!(ours[..n], std[..n], "at {offset}");
+        }
+        let write_only = std::fs::OpenOptions::new().write(true).open(&path).expect("open");
+        let error = pread(&write_only, &mut [0u8; 8], 0).expect_err("not open for reading");
+        assert_eq!(error.raw_os_error(), Some(libc::EBADF));
     }
 
     #[test]

@@ -3,7 +3,6 @@
 //! once, not on every scrape.
 
 use std::io::ErrorKind;
-use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -286,7 +285,7 @@ impl CgroupFiles<'_> {
 fn reread_into(file: &std::fs::File, end: End, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
     fsread::read_with(
         buffer,
-        |buffer, filled| file.read_at(&mut buffer[filled..], filled as u64),
+        |buffer, filled| fsread::pread(file, &mut buffer[filled..], filled as u64),
         end,
     )
 }
