@@ -108,6 +108,31 @@ impl FamilyBuilder {
     }
 }
 
+/// Brings the cache lines of a buffer's next samples in ahead of them. A scrape of 1,000
+/// containers writes each one's samples into some ninety family buffers in turn, more write
+/// streams than the CPU's prefetchers follow, so without this each sample's first store
+/// waits for its line from memory. Two binaries side by side on 1,000 real cgroups, 300
+/// alternating cold scrapes each way: the next three lines cut the CPU of a scrape by
+/// 1.5-1.9 ms (3-4%), five by 1.1-1.3 ms more, nine no more than five.
+#[inline]
+fn prefetch_tail(lines: &Vec<u8>) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::x86_64::{_MM_HINT_T0, _mm_prefetch};
+        let end = lines.as_ptr().wrapping_add(lines.len());
+        let spare = lines.capacity() - lines.len();
+        for offset in (0..=256).step_by(64) {
+            if offset < spare {
+                // SAFETY: a prefetch only hints; it reads nothing and never faults. The
+                // address lies within the buffer's allocation.
+                unsafe { _mm_prefetch::<_MM_HINT_T0>(end.wrapping_add(offset).cast()) };
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = lines;
+}
+
 /// A label pair.
 pub fn label(name: &str, value: &str) -> LabelPair {
     let mut pair = LabelPair::new();
@@ -313,6 +338,7 @@ impl RenderedFamily {
         openmetrics::number_into(value, &mut self.lines);
         self.lines.push(b'\n');
         self.samples += 1;
+        prefetch_tail(&self.lines);
     }
 
     /// The `# HELP` and `# TYPE` lines of `format`.
