@@ -11,10 +11,12 @@ use futures::future::BoxFuture;
 use prometheus::proto::MetricType;
 
 mod filesystems;
+mod labels;
 mod layers;
 mod settings;
 
 use self::filesystems::{DiskView, FsStat, Mounts, render_filesystems};
+use self::labels::BaseLabels;
 use self::layers::LayerUsage;
 pub use self::settings::{ContainerArgs, ContainerConfig};
 use super::{CollectError, Collection, Collector, CollectorSettings, ScrapeContext, Sources};
@@ -389,84 +391,6 @@ fn extra_label_keys(inventory: &Inventory) -> Vec<&str> {
         .flat_map(|e| e.metadata.extra_labels.iter().map(|(k, _)| k.as_str()))
         .collect();
     keys.into_iter().collect()
-}
-
-/// A container's labels (the six every container series has, then the extra ones), each
-/// written once per inventory as `key="escaped value"`, in name order, for all its ~50
-/// series.
-struct BaseLabels {
-    /// All of them, comma-separated: the labels of the ~40 series of a container that have
-    /// none of their own, copied in one piece.
-    text: Box<[u8]>,
-    /// Where each label's `key="value"` lies in `text`, and its name's length.
-    labels: Box<[(std::ops::Range<usize>, usize)]>,
-}
-
-impl BaseLabels {
-    fn new(entry: &InventoryEntry, extra_keys: &[&str]) -> Self {
-        let m = &entry.metadata;
-        let container = match entry.cgroup.kind {
-            Kind::Pod => "",
-            _ => m.container.as_str(),
-        };
-        let own = &m.extra_labels;
-        let extra = extra_keys.iter().map(|key| {
-            let value = own.iter().find(|(k, _)| k == key).map_or("", |(_, v)| v.as_str());
-            (*key, value)
-        });
-        let mut pairs: Vec<(&str, &str)> = vec![
-            ("container", container),
-            ("id", entry.cgroup.id.as_str()),
-            ("image", m.image.as_str()),
-            ("name", m.name.as_str()),
-            ("namespace", m.namespace.as_str()),
-            ("pod", m.pod.as_str()),
-        ];
-        pairs.extend(extra);
-        pairs.sort_unstable_by_key(|(k, _)| *k);
-        let mut text = Vec::new();
-        let mut labels = Vec::with_capacity(pairs.len());
-        for (i, (key, value)) in pairs.into_iter().enumerate() {
-            if i > 0 {
-                text.push(b',');
-            }
-            let start = text.len();
-            family::write_label(key, value, &mut text);
-            labels.push((start..text.len(), key.len()));
-        }
-        Self {
-            text: text.into_boxed_slice(),
-            labels: labels.into_boxed_slice(),
-        }
-    }
-
-    /// Writes these labels merged, by name, with a series' own (given in name order).
-    fn write_with(&self, own: &[(&str, &str)], out: &mut Vec<u8>) {
-        if own.is_empty() {
-            out.extend_from_slice(&self.text);
-            return;
-        }
-        let mut own = own.iter().peekable();
-        let mut first = true;
-        let mut comma = |out: &mut Vec<u8>| {
-            if !std::mem::take(&mut first) {
-                out.push(b',');
-            }
-        };
-        for (range, name_len) in self.labels.iter() {
-            let name = &self.text[range.start..range.start + name_len];
-            while let Some((key, value)) = own.next_if(|(key, _)| key.as_bytes() < name) {
-                comma(out);
-                family::write_label(key, value, out);
-            }
-            comma(out);
-            out.extend_from_slice(&self.text[range.clone()]);
-        }
-        for (key, value) in own {
-            comma(out);
-            family::write_label(key, value, out);
-        }
-    }
 }
 
 macro_rules! family_kinds {
