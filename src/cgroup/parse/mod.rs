@@ -226,12 +226,14 @@ impl ReadWrite {
 pub fn v1_blkio(text: &str) -> Result<Vec<ReadWrite>, ParseError> {
     let mut devices: Vec<ReadWrite> = Vec::new();
     for line in text.lines().filter(|l| !l.is_empty()) {
-        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
-        match fields.as_slice() {
-            ["Total", value] => {
+        // Four fields looked at, none collected: a Vec per line was an allocation for each
+        // of a device's five operations, in each of two files, for every container.
+        let mut fields = line.split_ascii_whitespace();
+        match [fields.next(), fields.next(), fields.next(), fields.next()] {
+            [Some("Total"), Some(value), None, None] => {
                 number(value, "Total")?;
             }
-            [device, op, value] => {
+            [Some(device), Some(op), Some(value), None] => {
                 let value = number(value, op)?;
                 let (major, minor) = device_number(device)?;
                 let index = match devices.iter().position(|d| d.major == major && d.minor == minor) {
@@ -605,6 +607,8 @@ mod tests {
             "8:0 Peek 1\n",
             "Total x\n",
             "8:0 Read 1 2\n",
+            "Total\n",
+            "Total 1 2\n",
         ] {
             assert!(v1_blkio(bad).is_err(), "{bad:?}");
         }
