@@ -20,6 +20,7 @@ pub mod kubelet;
 pub mod logging;
 pub mod netns;
 pub mod paths;
+pub mod prefetch;
 pub mod privileges;
 pub mod scrape;
 pub mod self_metrics;

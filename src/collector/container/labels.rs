@@ -54,6 +54,13 @@ impl BaseLabels {
         }
     }
 
+    /// Asks the CPU for these labels ahead of their container's samples (see
+    /// [`crate::prefetch`]).
+    pub(super) fn prefetch(&self) {
+        crate::prefetch::lines(self.text.as_ptr(), self.text.len());
+        crate::prefetch::line(self.labels.as_ptr());
+    }
+
     /// Writes these labels merged, by name, with a series' own (given in name order).
     pub(super) fn write_with(&self, own: &[(&str, &str)], out: &mut Vec<u8>) {
         if own.is_empty() {
