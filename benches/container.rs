@@ -508,15 +508,16 @@ mod real {
         files
     }
 
-    /// The floor: the least any reader must do for the same figures. Every file that can be
-    /// is opened once and kept open, and a round `pread`s each from its start into one
-    /// reused buffer (by the system call itself, as sonde does: glibc's wrapper costs more in
-    /// a process of several threads, as this one is), nothing else: one `pread` for a file of one seq_file record, more only
-    /// for a file of many records (`net/dev`, `diskstats`, v2's `cgroup.procs`) whose read
-    /// came near the kernel's page. v1's `cgroup.procs` cannot be kept (a kept one reads
-    /// the list of its first read at every round), so it is opened afresh in its directory,
-    /// kept open (`O_PATH`), read and closed. And the root's filesystems are `statvfs`ed, as
-    /// sonde does for `container_fs_*{id="/"}` at every stats read.
+    /// The floor: the least any reader must do for the same figures. Every file that can be is
+    /// opened once and kept open, and a round `pread`s each from its start into one reused
+    /// buffer (by the system call itself, as sonde does: glibc's wrapper costs more in a
+    /// process of several threads, as this one is), nothing else: one `pread` for a file of one
+    /// seq_file record, more only for a file of many records (`net/dev`, `diskstats`, v2's
+    /// `cgroup.procs`) whose read came near the kernel's page. v1's `cgroup.procs` cannot be
+    /// kept (a kept one reads the list of its first read at every round), so it is opened
+    /// afresh in its directory, kept open (`O_PATH`), read and closed. And the root's
+    /// filesystems are `statvfs`ed, as sonde does for `container_fs_*{id="/"}` at every stats
+    /// read.
     struct Floor {
         files: Vec<(std::fs::File, bool)>,
         procs_dirs: Vec<std::fs::File>,
