@@ -25,7 +25,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket};
 use tower::ServiceBuilder;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use tower_http::compression::CompressionLayer;
@@ -277,12 +277,42 @@ async fn bind(address: &str) -> Result<TcpListener, ServerError> {
         source,
     };
     match address.strip_prefix(':') {
-        Some(port) => match TcpListener::bind(format!("[::]:{port}")).await {
+        Some(port) => match listen(&format!("[::]:{port}")).await {
             Ok(listener) => Ok(listener),
-            Err(_) => TcpListener::bind(format!("0.0.0.0:{port}")).await.map_err(error),
+            Err(_) => listen(&format!("0.0.0.0:{port}")).await.map_err(error),
         },
-        None => TcpListener::bind(address).await.map_err(error),
+        None => listen(address).await.map_err(error),
     }
+}
+
+/// The listen backlog asked for. The kernel truncates it to `net.core.somaxconn` (listen(2)),
+/// the backlog Go servers such as node_exporter and cAdvisor get. `TcpListener::bind` asks
+/// for 128: a crowd of clients connecting at once overflowed it whenever sonde was off the
+/// CPU for a moment, and each dropped SYN cost its client a 1 s retransmit.
+const LISTEN_BACKLOG: u32 = i32::MAX as u32;
+
+/// Listens on the first of `address`'s resolutions that binds (`TcpListener::bind`'s order
+/// and address reuse), with `LISTEN_BACKLOG`.
+async fn listen(address: &str) -> std::io::Result<TcpListener> {
+    let mut last_error = None;
+    for resolved in tokio::net::lookup_host(address).await? {
+        let socket = if resolved.is_ipv6() {
+            TcpSocket::new_v6()
+        } else {
+            TcpSocket::new_v4()
+        };
+        let listening = socket.and_then(|socket| {
+            socket.set_reuseaddr(true)?;
+            socket.bind(resolved)?;
+            socket.listen(LISTEN_BACKLOG)
+        });
+        match listening {
+            Ok(listener) => return Ok(listener),
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error
+        .unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "the address resolves to no address")))
 }
 
 fn router(web: &WebConfig, scrape: &ScrapeConfig, scraper: Arc<Scraper>) -> Router {
