@@ -17,6 +17,9 @@ fn number(text: &str, context: &str) -> Result<u64, ParseError> {
 }
 
 mod procfs;
+mod scan;
+
+use scan::{leading_u64, skip_decimal, to_space_or_control};
 
 pub use procfs::{IGNORED_INTERFACE_PREFIXES, Interface, Meminfo, meminfo, net_dev, uevent_devname};
 
@@ -89,9 +92,7 @@ pub fn flat_keyed(text: &str, mut f: impl FnMut(&str, u64)) -> Result<(), ParseE
         // one pass over the bytes (memory.stat has ~70 lines, read per container); any
         // other line goes to the general reading below.
         let start = at;
-        while at < bytes.len() && !bytes[at].is_ascii_whitespace() {
-            at += 1;
-        }
+        at = to_space_or_control(bytes, at);
         let key_end = at;
         if key_end > start
             && bytes.get(at) == Some(&b' ')
@@ -342,26 +343,6 @@ fn pressure_kernel_form(mut rest: &[u8]) -> Option<Pressure> {
         lines += 1;
     }
     (lines > 0).then_some(result)
-}
-
-/// The decimal number at the start of `bytes`, and what follows it; `None` without a digit
-/// or past 19 digits (which could overflow a u64), where the one-pass readers leave the
-/// line to their general reading.
-fn leading_u64(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let digits = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-    if digits == 0 || digits > 19 {
-        return None;
-    }
-    let value = bytes[..digits].iter().fold(0u64, |n, b| n * 10 + u64::from(b - b'0'));
-    Some((value, &bytes[digits..]))
-}
-
-/// Past `digits.digits` at the start of `text`.
-fn skip_decimal(text: &[u8]) -> Option<&[u8]> {
-    let whole = text.iter().take_while(|b| b.is_ascii_digit()).count();
-    let rest = text[whole..].strip_prefix(b".")?;
-    let fraction = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-    (whole > 0 && fraction > 0).then_some(&rest[fraction..])
 }
 
 fn pressure_general(text: &str) -> Result<Pressure, ParseError> {
