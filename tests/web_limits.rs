@@ -21,9 +21,9 @@ use common::*;
 
 const HOST_ONLY: &[&str] = &["--no-collector.container", "--no-collector.connection", "--no-docker"];
 
-/// Held by the two tests that open thousands of clients: run side by side, each slowed the
-/// other's connects (2,000 took 12 s in CI, past the header timeout, where alone they take
-/// 1.5 to 3.5 s).
+/// Held by the two tests that open thousands of clients, so they run one at a time: the
+/// 2,000-client test needs all of its clients open well within the header timeout, and the
+/// 20,000-client crowd loads both CPUs of the machine and its loopback.
 static THOUSANDS_OF_CLIENTS: Mutex<()> = Mutex::new(());
 
 fn thousands_of_clients() -> MutexGuard<'static, ()> {
@@ -147,7 +147,6 @@ fn two_thousand_slowloris_clients_leave_metrics_reachable_and_are_closed_at_the_
     assert_eq!(scrape_status(sonde.addr).0, 200);
 }
 
-/// Starts sonde with its open-file limit (soft and hard) lowered to `limit`.
 /// Sends SIGCONT to a process stopped with SIGSTOP when dropped, so a failed assertion
 /// does not leave it stopped.
 struct Stopped(libc::pid_t);
@@ -210,6 +209,7 @@ fn a_thousand_clients_connecting_while_sonde_is_off_the_cpu_wait_in_its_backlog(
     );
 }
 
+/// Starts sonde with its open-file limit (soft and hard) lowered to `limit`.
 fn start_with_fd_limit(limit: u64, args: &[&str]) -> Sonde {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sonde"));
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
