@@ -1092,16 +1092,6 @@ fn a_way_that_half_attaches_is_undone_before_the_next() {
     assert!(half.fd().is_err(), "the half way's first program is still loaded");
 }
 
-/// Sends SIGCONT to a process stopped by the test, also when the test fails.
-struct Resume(libc::pid_t);
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        // SAFETY: a signal to the test's own child.
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
-
 /// The `sonde_*` counters (`_total`) of a scrape that concern `port`, and the probes' own.
 fn counters_of(text: &str, port: u16) -> std::collections::BTreeMap<String, f64> {
     let port = format!("port=\"{port}\"");
@@ -1132,10 +1122,7 @@ fn records_lost_while_sonde_is_stopped_are_counted_and_nothing_overcounts() {
     let sonde = start_sonde(&[]);
     let (churn_listener, port) = listener();
     let server = serve_churn(churn_listener, N);
-    let pid = libc::pid_t::try_from(sonde.child.id()).expect("a pid");
-    // SAFETY: a signal to the test's own child.
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
-    let resume = Resume(pid);
+    let resume = Stopped::stop(sonde.child.id());
     churn(port, N);
     server.join().expect("server");
     drop(resume);

@@ -147,26 +147,6 @@ fn two_thousand_slowloris_clients_leave_metrics_reachable_and_are_closed_at_the_
     assert_eq!(scrape_status(sonde.addr).0, 200);
 }
 
-/// Sends SIGCONT to a process stopped with SIGSTOP when dropped, so a failed assertion
-/// does not leave it stopped.
-struct Stopped(libc::pid_t);
-
-impl Stopped {
-    fn stop(pid: u32) -> Stopped {
-        let pid = libc::pid_t::try_from(pid).expect("a pid");
-        // SAFETY: a signal to our own child.
-        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
-        Stopped(pid)
-    }
-}
-
-impl Drop for Stopped {
-    fn drop(&mut self) {
-        // SAFETY: a signal to our own child.
-        unsafe { libc::kill(self.0, libc::SIGCONT) };
-    }
-}
-
 #[test]
 fn a_thousand_clients_connecting_while_sonde_is_off_the_cpu_wait_in_its_backlog() {
     // With the 128-connection backlog of `TcpListener::bind`, the 129th connect here found

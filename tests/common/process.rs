@@ -128,3 +128,23 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<std::process::
     }
     None
 }
+
+/// A process stopped with SIGSTOP, sent SIGCONT when dropped: also when the test fails, so
+/// it is never left stopped.
+pub struct Stopped(libc::pid_t);
+
+impl Stopped {
+    pub fn stop(pid: u32) -> Stopped {
+        let pid = libc::pid_t::try_from(pid).expect("a pid");
+        // SAFETY: a signal to the test's own child.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0, "SIGSTOP");
+        Stopped(pid)
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        // SAFETY: a signal to the test's own child.
+        unsafe { libc::kill(self.0, libc::SIGCONT) };
+    }
+}

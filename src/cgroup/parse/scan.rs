@@ -84,7 +84,7 @@ mod tests {
     }
 
     #[test]
-    fn leading_u64_reads_up_to_nineteen_digits() {
+    fn leading_u64_reads_up_to_nineteen_digits_and_skip_decimal_a_fraction() {
         assert_eq!(leading_u64(b"123 x"), Some((123, &b" x"[..])));
         assert_eq!(
             leading_u64(b"9999999999999999999"),
