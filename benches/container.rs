@@ -746,7 +746,8 @@ mod real {
 
     /// One scrape into `body` (cleared first), timed from the request to the answer's last
     /// byte. Reusing one buffer keeps the client's first touch of fresh pages (an 8 MiB
-    /// buffer is 2,048 page faults, milliseconds on this VM) out of the server's figure.
+    /// buffer is 2,048 page faults, milliseconds on this VM) out of the server's figure, as
+    /// Prometheus does: its scrape loop reads every answer into a pooled buffer.
     fn scrape_into(port: u16, gzip: bool, body: &mut Vec<u8>) -> Duration {
         body.clear();
         let start = Instant::now();
