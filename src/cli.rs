@@ -22,6 +22,7 @@ use crate::gateway::GatewayArgs;
 use crate::kubelet::settings::KubeletArgs;
 use crate::logging::{LogArgs, LogConfig};
 use crate::paths::PathArgs;
+use crate::runtime::{RuntimeArgs, RuntimeConfig};
 use crate::scrape::{ScrapeArgs, ScrapeConfig};
 use crate::server::{WebArgs, WebConfig};
 use crate::settings::InvalidValue;
@@ -32,6 +33,7 @@ pub struct Config {
     pub web: WebConfig,
     pub scrape: ScrapeConfig,
     pub log: LogConfig,
+    pub runtime: RuntimeConfig,
     /// What the collectors and their metadata sources are built from.
     pub collectors: CollectorSettings,
 }
@@ -87,6 +89,8 @@ struct Cli {
     scrape: ScrapeArgs,
     #[command(flatten)]
     log: LogArgs,
+    #[command(flatten)]
+    runtime: RuntimeArgs,
     #[command(flatten)]
     paths: PathArgs,
     #[command(flatten)]
@@ -237,11 +241,13 @@ fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
     let web = cli.web.resolve()?;
     let scrape = cli.scrape.resolve()?;
     let log = cli.log.resolve();
+    let runtime = cli.runtime.resolve()?;
     let paths = cli.paths.resolve();
     Ok(Config {
         web,
         scrape,
         log,
+        runtime,
         collectors: CollectorSettings {
             paths,
             switches: cli.collectors,

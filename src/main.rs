@@ -33,7 +33,7 @@ fn main() -> ExitCode {
         eprintln!("sonde: error: setting up logging: {error}");
         return ExitCode::FAILURE;
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match config.runtime.build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("sonde: error: starting the async runtime: {error}");
