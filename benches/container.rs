@@ -31,9 +31,8 @@
 //! untimed rounds, into one client buffer reused throughout, each scrape followed by one of
 //! its floor (`-floor` rows): the same answer, head and all, sent by a server that does
 //! nothing else, to the same client, so what the transport of that many bytes costs on
-//! this machine reads next to sonde's figure. Without
-//! root the real rows say skipped (under CI=true they fail instead). The ratios are what to
-//! compare: the machine is shared.
+//! this machine reads next to sonde's figure. Without root the real rows say skipped (under
+//! CI=true they fail instead). The ratios are what to compare: the machine is shared.
 //!
 //! Run: `cargo bench --bench container`. `SONDE_BENCH_CONTAINERS` (default 1000) and
 //! `SONDE_BENCH_SCRAPES` (default 200) change the size; `SONDE_BENCH_REAL_CGROUPS` (default
@@ -304,8 +303,8 @@ async fn main() {
         measure("warm+gz", &warm, scrapes, containers, true).await;
     }
     if row("real") {
-        // A p99 needs many more warm scrapes than the tmpfs rows take (one in a hundred is
-        // a single hiccup of the shared machine at 200).
+        // A p99 needs many more warm scrapes than the tmpfs rows take: of 200, it is the
+        // second worst, one hiccup of the shared machine.
         let warm_scrapes = env_number("SONDE_BENCH_REAL_WARM", if benchmarking { 1000 } else { scrapes });
         real::run(benchmarking, warm_scrapes).await;
     }
