@@ -7,7 +7,7 @@
 //! real cgroups (`cargo bench --bench container`, issue 21) a warm scrape's p99 was 5.10 ms
 //! with two workers, 1 ms above a server that only sends the same bytes, and 3.40-4.06 ms
 //! with one, at that server's figure; side by side, one worker's p90 was 2.7-3.4 ms where
-//! two's was 3.4-4.8; a cold scrape's CPU did not change.
+//! two's was 3.9-4.8; a cold scrape's CPU did not change.
 
 use crate::settings::InvalidValue;
 
