@@ -287,6 +287,8 @@ mod tests {
         assert_eq!(c.scrape.timeout_offset, Duration::from_millis(500));
         assert_eq!(c.collectors.paths, crate::paths::Paths::default());
         assert!(c.collectors.collector_enabled("host"));
+        // One async worker, as node_exporter's one Go thread (runtime.rs says why).
+        assert_eq!(c.runtime.worker_threads.map(|n| n.get()), Some(1));
     }
 
     #[test]

@@ -50,14 +50,6 @@ pub struct RuntimeConfig {
     pub worker_threads: Option<std::num::NonZeroUsize>,
 }
 
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            worker_threads: std::num::NonZeroUsize::new(1),
-        }
-    }
-}
-
 impl RuntimeConfig {
     /// The multi-threaded runtime with these workers, timers and I/O enabled.
     pub fn build(&self) -> std::io::Result<tokio::runtime::Runtime> {
@@ -82,7 +74,7 @@ mod tests {
 
     #[test]
     fn worker_threads_zero_means_one_per_cpu_and_nonsense_is_refused() {
-        assert_eq!(resolve("1").expect("valid"), RuntimeConfig::default());
+        assert_eq!(resolve("1").expect("valid").worker_threads.map(|n| n.get()), Some(1));
         assert_eq!(resolve("4").expect("valid").worker_threads.map(|n| n.get()), Some(4));
         assert_eq!(resolve("0").expect("valid").worker_threads, None);
         for bad in ["-1", "two", "", "1025"] {
@@ -95,7 +87,7 @@ mod tests {
     fn the_runtime_has_the_workers_asked_for() {
         let runtime = resolve("3").expect("valid").build().expect("a runtime");
         assert_eq!(runtime.metrics().num_workers(), 3);
-        let runtime = RuntimeConfig::default().build().expect("a runtime");
+        let runtime = resolve("1").expect("valid").build().expect("a runtime");
         assert_eq!(runtime.metrics().num_workers(), 1);
     }
 }
