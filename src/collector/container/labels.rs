@@ -58,7 +58,7 @@ impl BaseLabels {
     /// [`crate::prefetch`]).
     pub(super) fn prefetch(&self) {
         crate::prefetch::lines(self.text.as_ptr(), self.text.len());
-        crate::prefetch::line(self.labels.as_ptr());
+        crate::prefetch::lines(self.labels.as_ptr(), std::mem::size_of_val(&*self.labels));
     }
 
     /// Writes these labels merged, by name, with a series' own (given in name order).
