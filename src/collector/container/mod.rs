@@ -229,12 +229,15 @@ impl ContainerState {
         families.reserve(&self.line_bytes, inventory.entries.len());
         let mut containers = 0;
         let entries = &inventory.entries;
+        let mut batch = Vec::with_capacity(RENDER_BATCH);
         for (i, (entry, base)) in entries.iter().zip(labels.iter()).enumerate() {
             // The next containers' state, cold by now (the kernel's work for this one pushed
             // it out): asked for ahead, one step of each chain of addresses per container,
             // so no step waits on the one before. The entry itself (ten cache lines, most
             // of them read while rendering), then the shared table of kept files its entry
-            // points to, then the table's slots.
+            // points to, then the table's slots. The entry's own lines, asked for too, cut
+            // 0.3 ms (0.6-0.7%) a cold scrape of 1,000 real cgroups (300 alternating scrapes
+            // each way): the load of its table's address had waited on them.
             if let Some(third) = entries.get(i + 3) {
                 prefetch::lines(third, std::mem::size_of::<InventoryEntry>());
             }
@@ -245,8 +248,14 @@ impl ContainerState {
                 next.files.prefetch();
                 next_base.prefetch();
             }
-            if self.read_and_render(entry, base, read_at, disks.as_ref(), &mut families) {
-                containers += 1;
+            if let Some(read) = self.read_container(entry) {
+                batch.push((entry, base, read));
+            }
+            if batch.len() == RENDER_BATCH || i + 1 == entries.len() {
+                for (entry, base, read) in batch.drain(..) {
+                    self.render_container(entry, base, read, read_at, disks.as_ref(), &mut families);
+                    containers += 1;
+                }
             }
         }
         for (i, per_container) in self.line_bytes.iter().enumerate() {
@@ -282,16 +291,9 @@ impl ContainerState {
         labels
     }
 
-    /// One container's stats, read and rendered; `false` when it went away since the
+    /// One container's stats and network, read; `None` when it went away since the
     /// inventory was built.
-    fn read_and_render(
-        &self,
-        entry: &InventoryEntry,
-        base: &BaseLabels,
-        read_at: f64,
-        disks: Option<&DiskView>,
-        families: &mut ContainerFamilies,
-    ) -> bool {
+    fn read_container(&self, entry: &InventoryEntry) -> Option<ContainerRead> {
         // Every file of this container, its network included, is read within one budget.
         let budget = ReadBudget::default();
         let Ok(mut stats) =
@@ -299,7 +301,7 @@ impl ContainerState {
                 .paths
                 .read_stats_budgeted(&self.reader, Some(&entry.files), Some(&budget), &entry.spec)
         else {
-            return false;
+            return None;
         };
         if let (CgroupPaths::V2 { root: true, .. }, Some(memory)) = (&entry.paths, stats.memory.as_mut()) {
             // The v2 root has no memory.swap.current: as runc's library (cAdvisor's) does,
@@ -310,6 +312,19 @@ impl ContainerState {
                 .and_then(|m| m.swap_used());
         }
         let network = entry.net_pid.and_then(|pid| self.network(pid, &entry.files, &budget));
+        Some(ContainerRead { stats, network })
+    }
+
+    /// One container's series, from what [`Self::read_container`] read.
+    fn render_container(
+        &self,
+        entry: &InventoryEntry,
+        base: &BaseLabels,
+        ContainerRead { stats, network }: ContainerRead,
+        read_at: f64,
+        disks: Option<&DiskView>,
+        families: &mut ContainerFamilies,
+    ) {
         let mut out = SampleWriter { base, families };
         render_spec(&mut out, entry);
         render_health(&mut out, entry);
@@ -328,7 +343,6 @@ impl ContainerState {
             out.gauge(GaugeKind::CreationTime, None, created);
         }
         out.gauge(GaugeKind::LastSeen, None, read_at);
-        true
     }
 
     /// The container's filesystems as cAdvisor fills them: every host filesystem for the
@@ -386,6 +400,20 @@ fn scrape_error(value: f64) -> Vec<Arc<Family>> {
         .build(),
     )
 }
+
+/// What one container's read brought, kept until its batch is rendered.
+struct ContainerRead {
+    stats: Stats,
+    network: Option<Vec<Interface>>,
+}
+
+/// How many containers are read before they are rendered. Reading and rendering one
+/// container after the other, each pushes the other's code and data out of the core's
+/// caches at every container; a few in a row of each cut sonde's CPU of a cold scrape of
+/// 1,000 real cgroups by about 1 ms (2%; 8 against 1, 300 alternating scrapes each way, two
+/// binaries side by side). A whole scrape's worth read first was slower: 1,000 containers'
+/// stats no longer fit in those caches.
+const RENDER_BATCH: usize = 8;
 
 /// Runs blocking filesystem work off the async workers.
 async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> Result<T, CollectError> {
