@@ -955,6 +955,16 @@ mod real {
             "{:<11} {:>7} {:>6} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8} {:>8}",
             "row", "cgroups", "rounds", "files", "wall p50", "p99", "min", "max", "CPU p50", "p99", "min", "max"
         );
+        // Each round's sonde scrape and floor read run back to back, so their ratio is
+        // measured in one state of this shared machine: its CPU time per read drifts by a
+        // fifth between quieter and busier spells longer than a round, which moves the two
+        // medians apart at random.
+        let mut paired: Vec<f64> = sonde_cpu.iter().zip(&floor_cpu).map(|(s, f)| s / f).collect();
+        paired.sort_unstable_by(f64::total_cmp);
+        let quantile = |p: f64| {
+            let at = ((paired.len().max(1) - 1) as f64 * p).round() as usize;
+            paired.get(at).copied().unwrap_or(f64::NAN)
+        };
         let reported = ids.len();
         let [sonde50, ..] = row(
             "real-cold",
@@ -988,6 +998,12 @@ mod real {
             "real: sonde CPU / floor CPU (medians) = {:.2} (target <= 1.2); files read per round: sonde {sonde_files:.0}, floor {floor_files} ({bytes} bytes); \
              sonde RSS {rss:.1} MiB, peak {hwm:.1} MiB (target <= 40)",
             sonde50 / floor50
+        );
+        println!(
+            "real: sonde CPU / floor CPU, round by round: median {:.2}, quartiles {:.2}-{:.2}",
+            quantile(0.5),
+            quantile(0.25),
+            quantile(0.75)
         );
         println!(
             "real: of the floor's CPU, {:.1} ms (median) open v1's cgroup.procs afresh ({} files; a kept one would re-read a stale list), \
