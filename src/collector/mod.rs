@@ -114,9 +114,6 @@ pub enum CollectError {
         #[source]
         source: tokio::task::JoinError,
     },
-    /// Blocking work handed to a thread of its own panicked there, or the thread is gone.
-    #[error("{work}: {reason}")]
-    Thread { work: &'static str, reason: String },
     /// The eBPF probes did not load; every collection reports it.
     #[error(transparent)]
     Probes(Arc<LoadError>),
