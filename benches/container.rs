@@ -833,10 +833,15 @@ mod real {
     }
 
     /// median, p99, min, max of milliseconds.
+    /// The value at quantile `p` of sorted `values` (NaN when there are none).
+    fn quantile(sorted: &[f64], p: f64) -> f64 {
+        let at = ((sorted.len().max(1) - 1) as f64 * p).round() as usize;
+        sorted.get(at).copied().unwrap_or(f64::NAN)
+    }
+
     fn spread(values: &mut [f64]) -> [f64; 4] {
         values.sort_unstable_by(f64::total_cmp);
-        let at = |p: f64| values[((values.len() as f64 - 1.0) * p).round() as usize];
-        [at(0.5), at(0.99), at(0.0), at(1.0)]
+        [0.5, 0.99, 0.0, 1.0].map(|p| quantile(values, p))
     }
 
     fn row(label: &str, cgroups: usize, rounds: usize, files: f64, wall: &mut [f64], cpu: &mut [f64]) -> [f64; 4] {
@@ -961,10 +966,6 @@ mod real {
         // medians apart at random.
         let mut paired: Vec<f64> = sonde_cpu.iter().zip(&floor_cpu).map(|(s, f)| s / f).collect();
         paired.sort_unstable_by(f64::total_cmp);
-        let quantile = |p: f64| {
-            let at = ((paired.len().max(1) - 1) as f64 * p).round() as usize;
-            paired.get(at).copied().unwrap_or(f64::NAN)
-        };
         let reported = ids.len();
         let [sonde50, ..] = row(
             "real-cold",
@@ -1001,9 +1002,9 @@ mod real {
         );
         println!(
             "real: sonde CPU / floor CPU, round by round: median {:.2}, quartiles {:.2}-{:.2}",
-            quantile(0.5),
-            quantile(0.25),
-            quantile(0.75)
+            quantile(&paired, 0.5),
+            quantile(&paired, 0.25),
+            quantile(&paired, 0.75)
         );
         println!(
             "real: of the floor's CPU, {:.1} ms (median) open v1's cgroup.procs afresh ({} files; a kept one would re-read a stale list), \

@@ -241,7 +241,7 @@ fn resolve(m: &ArgMatches) -> Result<Config, ConfigError> {
     let web = cli.web.resolve()?;
     let scrape = cli.scrape.resolve()?;
     let log = cli.log.resolve();
-    let runtime = cli.runtime.resolve()?;
+    let runtime = cli.runtime.resolve();
     let paths = cli.paths.resolve();
     Ok(Config {
         web,
@@ -621,6 +621,19 @@ mod tests {
         );
         for bad in ["--conntrack.cache-ttl=0s", "--conntrack.cache-size=0"] {
             assert!(from_args(args(&[bad])).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn runtime_worker_threads_zero_is_one_per_cpu_and_nonsense_is_refused() {
+        let workers = |flag: &str| from_args(args(&[flag])).map(|c| c.runtime.worker_threads.map(|n| n.get()));
+        assert_eq!(workers("--runtime.worker-threads=4").expect("parses"), Some(4));
+        assert_eq!(workers("--runtime.worker-threads=1024").expect("parses"), Some(1024));
+        assert_eq!(workers("--runtime.worker-threads=0").expect("parses"), None);
+        for bad in ["-1", "two", "", "1025"] {
+            let flag = format!("--runtime.worker-threads={bad}");
+            let error = workers(&flag).expect_err(&flag).to_string();
+            assert!(error.contains("runtime.worker-threads"), "{bad}: {error}");
         }
     }
 

@@ -353,6 +353,68 @@ fn kept_open_files_follow_a_real_cgroup_and_see_it_go() {
     );
 }
 
+/// The collector reads a few containers, then renders them: over more containers than one
+/// batch holds (and not a whole number of batches), each keeps its own figures, and one
+/// removed inside the inventory's window, mid-batch or last, is gone from every family at
+/// the next read, its limits' included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn containers_read_in_batches_keep_their_own_figures_and_removed_ones_leave_every_family() {
+    if !root_or_skip("containers_read_in_batches_keep_their_own_figures_and_removed_ones_leave_every_family") {
+        return;
+    }
+    let layout = Layout::detect(Path::new("/sys")).expect("this machine has cgroups");
+    let parent = format!("/{}", unique_name("sonde-batch"));
+    let mut cgroups = Cgroups::new(layout, parent.clone());
+    let ids: Vec<String> = (0..21).map(|i| format!("{parent}/c{i:02}")).collect();
+    let quota = |i: usize| 10_000 + 1_000 * i as u64;
+    for (i, id) in ids.iter().enumerate() {
+        cgroups.make(id);
+        cgroups.set_quota(id, quota(i), 100_000);
+    }
+    let prefix = format!("--container.raw-cgroup-prefix={parent}");
+    let sonde = Sonde::start(&[
+        &prefix,
+        "--container.cache-validity=100ms",
+        "--container.inventory-validity=1h",
+        "--no-collector.host",
+    ]);
+    let check = |text: &str, present: &[usize]| {
+        for (i, id) in ids.iter().enumerate() {
+            let reported = text.lines().any(|l| l.contains(&format!("id=\"{id}\"")));
+            if present.contains(&i) {
+                assert_eq!(
+                    value(text, "container_spec_cpu_quota", id, ""),
+                    Some(quota(i) as f64),
+                    "{id}"
+                );
+                assert_eq!(value(text, "container_processes", id, ""), Some(0.0), "{id}");
+                assert_eq!(
+                    value(text, "container_memory_usage_bytes", id, ""),
+                    Some(0.0),
+                    "{id}: an empty cgroup"
+                );
+            } else {
+                assert!(!reported, "{id} was removed, yet has series:\n{text}");
+            }
+        }
+        assert_eq!(collector_success(text, "container"), Some(1.0));
+    };
+    let all: Vec<usize> = (0..ids.len()).collect();
+    check(&scrape(&sonde), &all);
+
+    // Removed while the inventory still lists them (its window is an hour): the next read
+    // finds them gone.
+    let removed = [5, 20];
+    for i in removed {
+        for dir in cgroups.dirs(&ids[i]) {
+            std::fs::remove_dir(&dir).unwrap_or_else(|e| panic!("rmdir {}: {e}", dir.display()));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await; // past the stats window
+    let left: Vec<usize> = all.iter().copied().filter(|i| !removed.contains(i)).collect();
+    check(&scrape(&sonde), &left);
+}
+
 /// A restarted container's cgroup is removed and made again under the same path: the
 /// inventory hands a cgroup's open files on from one window to the next, and must not hand
 /// on those of the removed directory, which would read as gone for ever.
