@@ -122,28 +122,59 @@ fn cpuacct_stat(text: &str) -> Result<(u64, u64), ParseError> {
     }
 }
 
+thread_local! {
+    /// The order of `memory.stat`'s keys as this thread last read them (see
+    /// [`parse::flat_keyed_wanted`]).
+    static MEMORY_STAT_KEYS: std::cell::RefCell<parse::KeyOrder> = std::cell::RefCell::default();
+}
+
 fn memory_stats(reader: CgroupFiles<'_>, dir: &Path) -> Option<Memory> {
     let usage = reader.parse(dir, File::MemoryUsage, parse::single_u64)?;
     let mut memory = reader.parse(dir, File::MemoryStat, |text| {
-        let mut m = Memory::default();
-        let mut inactive_file = None;
-        parse::flat_keyed(text, |key, value| match key {
-            "total_rss" => m.rss = value,
-            "total_cache" => m.cache = value,
-            "total_mapped_file" => m.mapped_file = value,
-            "total_swap" => m.swap = Some(value),
-            "total_inactive_file" => inactive_file = Some(value),
-            "total_active_file" => m.active_file = Some(value),
-            "pgfault" => m.pgfault = value,
-            "pgmajfault" => m.pgmajfault = value,
-            "total_pgfault" => m.hierarchy_pgfault = value,
-            "total_pgmajfault" => m.hierarchy_pgmajfault = value,
-            _ => {}
+        let [
+            rss,
+            cache,
+            mapped_file,
+            swap,
+            inactive_file,
+            active_file,
+            pgfault,
+            pgmajfault,
+            total_pgfault,
+            total_pgmajfault,
+        ] = MEMORY_STAT_KEYS.with_borrow_mut(|order| {
+            parse::flat_keyed_wanted(
+                text,
+                &[
+                    "total_rss",
+                    "total_cache",
+                    "total_mapped_file",
+                    "total_swap",
+                    "total_inactive_file",
+                    "total_active_file",
+                    "pgfault",
+                    "pgmajfault",
+                    "total_pgfault",
+                    "total_pgmajfault",
+                ],
+                order,
+            )
         })?;
         let inactive_file = inactive_file.ok_or_else(|| ParseError("memory.stat lacks total_inactive_file".into()))?;
-        m.inactive_file = inactive_file;
-        m.working_set = usage.saturating_sub(inactive_file);
-        Ok(m)
+        Ok(Memory {
+            rss: rss.unwrap_or(0),
+            cache: cache.unwrap_or(0),
+            mapped_file: mapped_file.unwrap_or(0),
+            swap,
+            inactive_file,
+            active_file,
+            pgfault: pgfault.unwrap_or(0),
+            pgmajfault: pgmajfault.unwrap_or(0),
+            hierarchy_pgfault: total_pgfault.unwrap_or(0),
+            hierarchy_pgmajfault: total_pgmajfault.unwrap_or(0),
+            working_set: usage.saturating_sub(inactive_file),
+            ..Memory::default()
+        })
     })?;
     memory.usage = usage;
     memory.max_usage = reader.parse(dir, File::MemoryMaxUsage, parse::single_u64).unwrap_or(0);

@@ -68,6 +68,12 @@ fn cpu_stat(text: &str) -> Result<(Cpu, Cfs), ParseError> {
     Ok((cpu, cfs))
 }
 
+thread_local! {
+    /// The order of `memory.stat`'s keys as this thread last read them (see
+    /// [`parse::flat_keyed_wanted`]).
+    static MEMORY_STAT_KEYS: std::cell::RefCell<parse::KeyOrder> = std::cell::RefCell::default();
+}
+
 fn memory_stats(reader: CgroupFiles<'_>, dir: &Path, root: bool) -> Option<Memory> {
     // The root cgroup has no memory.current: as runc's cgroup library (which cAdvisor uses)
     // does, its usage is memory.stat's anon + file.
@@ -76,25 +82,59 @@ fn memory_stats(reader: CgroupFiles<'_>, dir: &Path, root: bool) -> Option<Memor
         return None;
     }
     let (mut memory, inactive_file) = reader.parse(dir, File::MemoryStat, |text| {
-        let mut m = Memory::default();
-        let mut v2 = MemoryV2::default();
-        let mut inactive_file = None;
-        parse::flat_keyed(text, |key, value| match key {
-            "anon" => m.rss = value,
-            "file" => m.cache = value,
-            "file_mapped" => m.mapped_file = value,
-            "inactive_file" => inactive_file = Some(value),
-            "active_file" => m.active_file = Some(value),
-            "pgfault" => m.pgfault = value,
-            "pgmajfault" => m.pgmajfault = value,
-            "file_dirty" => v2.file_dirty = Some(value),
-            "file_writeback" => v2.file_writeback = Some(value),
-            "pgscan" => v2.pgscan = Some(value),
-            "pgsteal" => v2.pgsteal = Some(value),
-            "workingset_refault_anon" => v2.workingset_refault_anon = Some(value),
-            "workingset_refault_file" => v2.workingset_refault_file = Some(value),
-            _ => {}
+        let [
+            anon,
+            file,
+            file_mapped,
+            inactive_file,
+            active_file,
+            pgfault,
+            pgmajfault,
+            file_dirty,
+            file_writeback,
+            pgscan,
+            pgsteal,
+            workingset_refault_anon,
+            workingset_refault_file,
+        ] = MEMORY_STAT_KEYS.with_borrow_mut(|order| {
+            parse::flat_keyed_wanted(
+                text,
+                &[
+                    "anon",
+                    "file",
+                    "file_mapped",
+                    "inactive_file",
+                    "active_file",
+                    "pgfault",
+                    "pgmajfault",
+                    "file_dirty",
+                    "file_writeback",
+                    "pgscan",
+                    "pgsteal",
+                    "workingset_refault_anon",
+                    "workingset_refault_file",
+                ],
+                order,
+            )
         })?;
+        let mut m = Memory {
+            rss: anon.unwrap_or(0),
+            cache: file.unwrap_or(0),
+            mapped_file: file_mapped.unwrap_or(0),
+            active_file,
+            pgfault: pgfault.unwrap_or(0),
+            pgmajfault: pgmajfault.unwrap_or(0),
+            ..Memory::default()
+        };
+        let v2 = MemoryV2 {
+            file_dirty,
+            file_writeback,
+            pgscan,
+            pgsteal,
+            workingset_refault_anon,
+            workingset_refault_file,
+            ..MemoryV2::default()
+        };
         m.v2 = Some(v2);
         let inactive_file = inactive_file.ok_or_else(|| ParseError("memory.stat lacks inactive_file".into()))?;
         // v2 has no separate hierarchical counters: both scopes show the same values.

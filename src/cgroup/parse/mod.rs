@@ -16,11 +16,13 @@ fn number(text: &str, context: &str) -> Result<u64, ParseError> {
         .map_err(|_| bad(format!("{context}: {text:?} is not a non-negative integer")))
 }
 
+mod ordered;
 mod procfs;
 mod scan;
 
 use scan::{leading_u64, skip_decimal, to_space_or_control};
 
+pub use ordered::{KeyOrder, flat_keyed_wanted};
 pub use procfs::{IGNORED_INTERFACE_PREFIXES, Interface, Meminfo, meminfo, net_dev, uevent_devname};
 
 /// Above this a v1 memory limit means "no limit" (the kernel writes PAGE_COUNTER_MAX pages).

@@ -1,0 +1,136 @@
+//! Flat-keyed files read in the order the kernel last wrote their keys: `memory.stat` is ~40
+//! (v1) to ~60 (v2) lines per container at every scrape, and the kernel writes the same keys
+//! in the same order every time, so a read that checks each line against the key expected
+//! there spares looking every key up: 200 ns a v1 container's file against 430 ns (a loop of
+//! 200,000 parses); in cold scrapes of 1,000 real cgroups, 0.28, 0.37 and 0 ms less in three
+//! runs of 300 alternating scrapes (issue 21).
+
+use super::{ParseError, flat_keyed, leading_u64};
+
+/// The keys of a flat-keyed file in the order last read, each with the index of the wanted
+/// key it is, if any.
+#[derive(Debug, Default)]
+pub struct KeyOrder(Vec<(Box<[u8]>, Option<usize>)>);
+
+/// The values of the `wanted` keys of a flat-keyed file (`None` for a key the file lacks),
+/// exactly as [`flat_keyed`] reads them, a later line of a key winning. When each line is
+/// the key `order` expects there, in the kernel's own form (`key value\n`), that is all a
+/// line is checked for; otherwise the text is read as [`flat_keyed`] reads it, with its
+/// errors, and its keys become the order expected next.
+pub fn flat_keyed_wanted<const N: usize>(
+    text: &str,
+    wanted: &[&str; N],
+    order: &mut KeyOrder,
+) -> Result<[Option<u64>; N], ParseError> {
+    if let Some(values) = in_order(text.as_bytes(), order) {
+        return Ok(values);
+    }
+    let mut values = [None; N];
+    let mut keys = Vec::new();
+    flat_keyed(text, |key, value| {
+        let slot = wanted.iter().position(|w| *w == key);
+        if let Some(slot) = slot {
+            values[slot] = Some(value);
+        }
+        keys.push((Box::from(key.as_bytes()), slot));
+    })?;
+    order.0 = keys;
+    Ok(values)
+}
+
+/// The wanted values, when every line of `bytes` is the key `order` has there followed by
+/// one space, a decimal number and a newline (or the end).
+fn in_order<const N: usize>(bytes: &[u8], order: &KeyOrder) -> Option<[Option<u64>; N]> {
+    if order.0.is_empty() {
+        return None;
+    }
+    let mut values = [None; N];
+    let mut at = 0;
+    for (key, slot) in &order.0 {
+        let end = at + key.len();
+        if bytes.get(at..end) != Some(&key[..]) || bytes.get(end) != Some(&b' ') {
+            return None;
+        }
+        let (value, rest) = leading_u64(&bytes[end + 1..])?;
+        at = match rest.first() {
+            Some(b'\n') => bytes.len() - rest.len() + 1,
+            None => bytes.len(),
+            Some(_) => return None,
+        };
+        if let Some(slot) = slot {
+            *values.get_mut(*slot)? = Some(value);
+        }
+    }
+    (at == bytes.len()).then_some(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WANTED: [&str; 3] = ["b", "total_b", "z"];
+
+    /// What [`flat_keyed`] itself gives for the wanted keys.
+    fn by_flat_keyed(text: &str) -> Result<[Option<u64>; 3], ParseError> {
+        let mut values = [None; 3];
+        flat_keyed(text, |key, value| {
+            if let Some(slot) = WANTED.iter().position(|w| *w == key) {
+                values[slot] = Some(value);
+            }
+        })?;
+        Ok(values)
+    }
+
+    /// Every text read after every other, through one order: the same values and errors as
+    /// `flat_keyed`, whichever order was learned before.
+    #[test]
+    fn reads_as_flat_keyed_does_whatever_order_was_learned() {
+        let texts = [
+            "a 1\nb 2\ntotal_b 3\n",
+            "a 10\nb 20\ntotal_b 30\n",
+            "a 10\nb 20\ntotal_b 30",
+            "b 2\na 1\ntotal_b 3\n",
+            "a 1\nb 2\n",
+            "a 1\nb 2\ntotal_b 3\nz 4\n",
+            "a 1\nb 2\nb 5\ntotal_b 3\n",
+            "a 1\nbb 2\ntotal_b 3\n",
+            "a 1\nb  2\ntotal_b 3\n",
+            "a 1\r\nb 2\r\ntotal_b 3\r\n",
+            "a 1\n\nb 2\ntotal_b 3\n",
+            "a 1\nb x\ntotal_b 3\n",
+            "a 1\nb 2 3\ntotal_b 3\n",
+            "a 1\nb 99999999999999999999\n",
+            "a 1\nb 2\ntotal_b 3\nextra",
+            "",
+            "\n",
+        ];
+        for first in texts {
+            for second in texts {
+                let mut order = KeyOrder::default();
+                let _ = flat_keyed_wanted(first, &WANTED, &mut order);
+                assert_eq!(
+                    flat_keyed_wanted(second, &WANTED, &mut order),
+                    by_flat_keyed(second),
+                    "{second:?} after {first:?}"
+                );
+                assert_eq!(
+                    flat_keyed_wanted(second, &WANTED, &mut order),
+                    by_flat_keyed(second),
+                    "{second:?} twice after {first:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn learns_the_order_of_the_last_good_read() {
+        let mut order = KeyOrder::default();
+        flat_keyed_wanted("a 1\nb 2\n", &WANTED, &mut order).expect("parses");
+        let keys = |order: &KeyOrder| order.0.iter().map(|(k, s)| (k.to_vec(), *s)).collect::<Vec<_>>();
+        assert_eq!(keys(&order), [(b"a".to_vec(), None), (b"b".to_vec(), Some(0))]);
+        assert!(flat_keyed_wanted("a 1\nb x\n", &WANTED, &mut order).is_err());
+        assert_eq!(keys(&order).len(), 2, "a failed read leaves the order");
+        flat_keyed_wanted("z 1\n", &WANTED, &mut order).expect("parses");
+        assert_eq!(keys(&order), [(b"z".to_vec(), Some(2))]);
+    }
+}
