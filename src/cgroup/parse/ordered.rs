@@ -8,7 +8,7 @@
 use super::{ParseError, flat_keyed};
 
 /// The keys of a flat-keyed file in the order last read, each with the index of the wanted
-/// key it is, if any.
+/// key it is, if any: one order for one file and one `wanted` list.
 #[derive(Debug, Default)]
 pub struct KeyOrder(Vec<(Box<[u8]>, Option<usize>)>);
 
