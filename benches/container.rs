@@ -832,13 +832,13 @@ mod real {
             .map_or(0.0, |kb| kb / 1024.0)
     }
 
-    /// median, p99, min, max of milliseconds.
     /// The value at quantile `p` of sorted `values` (NaN when there are none).
     fn quantile(sorted: &[f64], p: f64) -> f64 {
         let at = ((sorted.len().max(1) - 1) as f64 * p).round() as usize;
         sorted.get(at).copied().unwrap_or(f64::NAN)
     }
 
+    /// median, p99, min, max of milliseconds.
     fn spread(values: &mut [f64]) -> [f64; 4] {
         values.sort_unstable_by(f64::total_cmp);
         [0.5, 0.99, 0.0, 1.0].map(|p| quantile(values, p))
