@@ -1,21 +1,23 @@
 //! The exporter's own metrics that do not belong to any collector and cannot be switched
 //! off, as in node_exporter: build information and the `process_*` families.
 
-use prometheus::core::Collector as _;
-use prometheus::process_collector::ProcessCollector;
 use prometheus::proto::MetricFamily;
 
 use crate::build_info;
 use crate::exposition::family::FamilyBuilder;
 
+pub mod process;
+
+use process::ProcessMetrics;
+
 pub struct ExporterMetrics {
-    process: ProcessCollector,
+    process: ProcessMetrics,
 }
 
 impl ExporterMetrics {
     pub fn new() -> Self {
         Self {
-            process: ProcessCollector::for_self(),
+            process: ProcessMetrics::new(),
         }
     }
 
