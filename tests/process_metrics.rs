@@ -1,5 +1,6 @@
 //! `process_open_fds` by the directory's size and by listing it, against the descriptors this
-//! process holds. One test in its own binary: no other test opens files meanwhile.
+//! process holds, and the other `process_*` families against the kernel's other files. One
+//! test in its own binary: no other test opens files meanwhile.
 
 use std::time::Duration;
 
@@ -25,13 +26,27 @@ fn open_some(n: usize) -> Vec<std::fs::File> {
         .collect()
 }
 
+fn value(families: &[prometheus::proto::MetricFamily], name: &str) -> f64 {
+    let family = families.iter().find(|f| f.name() == name).expect(name);
+    let metric = &family.get_metric()[0];
+    if name.ends_with("_total") {
+        metric.get_counter().value()
+    } else {
+        metric.get_gauge().value()
+    }
+}
+
 fn reported(metrics: &ProcessMetrics) -> f64 {
-    let families = metrics.collect();
-    let family = families
-        .iter()
-        .find(|f| f.name() == "process_open_fds")
-        .expect("process_open_fds");
-    family.get_metric()[0].get_gauge().value()
+    value(&metrics.collect(), "process_open_fds")
+}
+
+/// A `Key:  value` line of a `/proc/self` file, its first number.
+fn proc_field(file: &str, key: &str) -> f64 {
+    let text = std::fs::read_to_string(format!("/proc/self/{file}")).expect(file);
+    text.lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("{key} in {file}"))
 }
 
 #[test]
@@ -56,4 +71,38 @@ fn open_descriptors_by_size_and_by_listing() {
     drop((first, more));
     assert_eq!(listing.listed_fds().expect("listing"), truth - 40);
     assert_eq!(open_descriptors(), truth - 40);
+
+    the_other_families_agree_with_the_kernels_other_files();
+}
+
+fn the_other_families_agree_with_the_kernels_other_files() {
+    let families = ProcessMetrics::new().collect();
+    let threads = std::fs::read_dir("/proc/self/task").expect("task").count() as f64;
+    assert_eq!(value(&families, "process_threads"), threads);
+    assert_eq!(
+        value(&families, "process_max_fds"),
+        proc_field("limits", "Max open files")
+    );
+    assert_eq!(
+        value(&families, "process_virtual_memory_bytes"),
+        proc_field("status", "VmSize:") * 1024.0
+    );
+    let rss = value(&families, "process_resident_memory_bytes");
+    let status_rss = proc_field("status", "VmRSS:") * 1024.0;
+    assert!(
+        (rss - status_rss).abs() <= status_rss / 10.0,
+        "{rss} against VmRSS {status_rss}"
+    );
+    // This test binary started moments ago, and has not yet used a minute of CPU.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after 1970")
+        .as_secs_f64();
+    let started = value(&families, "process_start_time_seconds");
+    assert!(
+        started <= now + 1.0 && started > now - 600.0,
+        "started {started}, now {now}"
+    );
+    let cpu = value(&families, "process_cpu_seconds_total");
+    assert!((0.0..60.0).contains(&cpu), "{cpu}");
 }
