@@ -23,19 +23,19 @@ pub const LISTING_WINDOW: Duration = Duration::from_secs(60);
 
 /// The fields of `/proc/<pid>/stat` reported here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ProcessStat {
+struct ProcessStat {
     /// User and system CPU, in clock ticks.
-    pub cpu_ticks: u64,
-    pub threads: u64,
+    cpu_ticks: u64,
+    threads: u64,
     /// When the process started, in clock ticks since boot.
-    pub start_ticks: u64,
-    pub virtual_bytes: u64,
-    pub resident_pages: u64,
+    start_ticks: u64,
+    virtual_bytes: u64,
+    resident_pages: u64,
 }
 
 /// Reads `/proc/<pid>/stat`: the fields after the command name, which is in parentheses and
 /// may itself hold spaces and parentheses (hence the last `)`).
-pub fn parse_stat(text: &str) -> Option<ProcessStat> {
+fn parse_stat(text: &str) -> Option<ProcessStat> {
     let fields: Vec<&str> = text.rsplit_once(')')?.1.split_ascii_whitespace().collect();
     // Numbered from the state (field 3 of proc(5)).
     let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
@@ -64,10 +64,13 @@ impl ProcessMetrics {
         Self::with_listing_window(LISTING_WINDOW)
     }
 
+    /// With another window than [`LISTING_WINDOW`] for counts made by listing (tests use
+    /// none, and one longer than they run).
     pub fn with_listing_window(listing_window: Duration) -> Self {
         // SAFETY: sysconf has no preconditions.
         let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
-        // `btime` of `/proc/stat`: when the machine booted, in seconds since the epoch.
+        // `btime` of `/proc/stat`: when the machine booted, in seconds since the epoch. As
+        // `identity::inventory::parse_btime` reads it; that module is a layer above this one.
         let boot_time = crate::fsread::read_to_string(std::path::Path::new("/proc/stat"))
             .ok()
             .and_then(|stat| {
