@@ -857,3 +857,118 @@ async fn extra_labels_are_on_every_series_and_health_is_one_series_per_container
         .collect();
     assert_eq!(teams, BTreeSet::from([String::new(), AWKWARD.to_owned()]));
 }
+
+/// Every container healthy at even generations, unhealthy at odd ones, as a runtime's health
+/// events would move them.
+struct HealthByGeneration(std::sync::atomic::AtomicU64);
+
+impl sonde::identity::metadata::MetadataSource for HealthByGeneration {
+    fn describe(
+        &self,
+        cgroup: &sonde::identity::discovery::Discovered,
+        metadata: &mut sonde::identity::metadata::Metadata,
+    ) {
+        if cgroup.container_id.is_some() {
+            metadata.health = match self.generation() % 2 {
+                0 => sonde::identity::metadata::Health::Healthy,
+                _ => sonde::identity::metadata::Health::Unhealthy,
+            };
+        }
+    }
+
+    fn generation(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// The families of the inventory's own figures (limits, health, start and creation times)
+/// are rendered once per inventory: a later stats read serves the very same families while
+/// it renders the read ones anew, and a new inventory renders them again, with its values.
+#[tokio::test]
+async fn the_inventorys_own_families_are_rendered_once_per_inventory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = fake_forest(
+        dir.path(),
+        "v1",
+        2,
+        &["--container.cache-validity=50ms", "--container.inventory-validity=1h"],
+    );
+    let runtime = Arc::new(HealthByGeneration(std::sync::atomic::AtomicU64::new(0)));
+    let collector = ContainerCollector::new(
+        &config.collectors,
+        &Sources {
+            metadata: vec![runtime.clone()],
+            ..Sources::default()
+        },
+    );
+    let collect = || async {
+        collector
+            .collect(ScrapeContext::with_timeout(Duration::from_secs(10)))
+            .await
+            .into_result()
+            .expect("collects")
+    };
+    let family = |families: &[Arc<sonde::exposition::family::Family>], name: &str| {
+        families
+            .iter()
+            .find(|f| f.name() == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let text = |families: &[Arc<sonde::exposition::family::Family>]| {
+        let mut text = Vec::new();
+        sonde::exposition::Format::Text
+            .encode_shared(families, &mut text)
+            .expect("encodes");
+        String::from_utf8(text).expect("utf-8")
+    };
+    let inventory_families = [
+        "container_health_state",
+        "container_spec_cpu_shares",
+        "container_spec_memory_limit_bytes",
+        "container_start_time_seconds",
+    ];
+
+    let first = collect().await;
+    tokio::time::sleep(Duration::from_millis(120)).await; // past the stats window
+    let second = collect().await;
+    assert!(
+        !Arc::ptr_eq(
+            &family(&first, "container_last_seen"),
+            &family(&second, "container_last_seen")
+        ),
+        "a second stats read"
+    );
+    for name in inventory_families {
+        assert!(
+            Arc::ptr_eq(&family(&first, name), &family(&second, name)),
+            "{name}: served again, not rendered again"
+        );
+    }
+    // HELP and TYPE, and one series for each container and the root.
+    assert_eq!(
+        text(&[family(&second, "container_health_state")]).lines().count(),
+        2 + 3
+    );
+    let healthy = |families: &[Arc<sonde::exposition::family::Family>]| {
+        let text = text(&[family(families, "container_health_state")]);
+        (0..2u64)
+            .map(|seed| {
+                let id = format!("/docker/{seed:064x}");
+                sample_value(&text, &format!("container_health_state{}", series(&id, &[])))
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(healthy(&second), [Some(1.0), Some(1.0)]);
+
+    // A new generation: a new inventory, whose own families are rendered again.
+    runtime.0.store(1, std::sync::atomic::Ordering::SeqCst);
+    let third = collect().await;
+    for name in inventory_families {
+        assert!(
+            !Arc::ptr_eq(&family(&second, name), &family(&third, name)),
+            "{name}: rendered for the new inventory"
+        );
+    }
+    assert_eq!(healthy(&third), [Some(0.0), Some(0.0)]);
+}
