@@ -309,9 +309,8 @@ impl ContainerState {
     /// A quarter of a container's series (9 of 37 on the benchmark's cgroups): kept, a cold
     /// scrape of 1,000 real cgroups took 9-10% less user CPU (perf) and 1.8% less CPU (two
     /// binaries side by side, 200 rounds), and their gzip segments are compressed once per
-    /// inventory. Rendered afresh, and not kept, when
-    /// containers went away since the inventory was built (`gone`, their indices in it):
-    /// none of their series may stay.
+    /// inventory. Rendered afresh, and not kept, when containers went away since the
+    /// inventory was built (`gone`, their indices in it): none of their series may stay.
     fn inventory_families(
         &self,
         inventory: &Arc<Inventory>,
