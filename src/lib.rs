@@ -22,6 +22,7 @@ pub mod netns;
 pub mod paths;
 pub mod prefetch;
 pub mod privileges;
+pub mod procstat;
 pub mod runtime;
 pub mod scrape;
 pub mod self_metrics;

@@ -485,8 +485,8 @@ fn targets() -> Vec<Target> {
             json: false,
             run: |input| {
                 let t = text(input);
-                let _ = sonde::identity::inventory::parse_btime(&t);
-                let _ = sonde::identity::inventory::parse_process_start(&t);
+                let _ = sonde::procstat::btime(&t);
+                let _ = sonde::procstat::process_stat(&t);
             },
         },
         Target {

@@ -181,27 +181,13 @@ fn one_owner_per_netns(procfs: &Path, entries: &mut [(InventoryEntry, Option<Pat
 /// When the machine booted, in seconds since the epoch (`btime` of `/proc/stat`): cgroups made
 /// before it (the root, at boot) carry older times on some filesystems; cAdvisor clamps them.
 fn boot_time(procfs: &Path) -> Option<f64> {
-    parse_btime(&crate::fsread::read_to_string(&procfs.join("stat")).ok()?)
-}
-
-/// `btime` of `/proc/stat`.
-pub fn parse_btime(stat: &str) -> Option<f64> {
-    stat.lines()
-        .find_map(|l| l.strip_prefix("btime "))
-        .and_then(|v| v.trim().parse::<u64>().ok())
-        .map(|v| v as f64)
+    crate::procstat::btime(&crate::fsread::read_to_string(&procfs.join("stat")).ok()?).map(|secs| secs as f64)
 }
 
 /// When a process started, in clock ticks since boot (`/proc/<pid>/stat` field 22).
 fn process_start(procfs: &Path, pid: u32) -> Option<u64> {
-    parse_process_start(&crate::fsread::read_to_string(&procfs.join(pid.to_string()).join("stat")).ok()?)
-}
-
-/// Field 22 (start time) of `/proc/<pid>/stat`.
-pub fn parse_process_start(stat: &str) -> Option<u64> {
-    // The command name (field 2) may hold spaces and parentheses: count from its end.
-    let (_, after_name) = stat.rsplit_once(')')?;
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    let stat = crate::fsread::read_to_string(&procfs.join(pid.to_string()).join("stat")).ok()?;
+    crate::procstat::process_stat(&stat).map(|s| s.start_ticks)
 }
 
 /// The network namespace of a process, as the `net:[inode]` link names it.

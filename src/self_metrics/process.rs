@@ -6,8 +6,8 @@
 //! lists the directory at every scrape, and sonde keeps some fifteen files open per cgroup
 //! (see `cgroup::KeptFiles`): 15,000 entries to list for 1,000 containers, 5.5 to 11 ms of
 //! CPU, an eighth to a quarter of the least such a scrape costs (`cargo bench --bench
-//! container` prints the listing's cost). Here the size is used where the kernel gives it, and elsewhere the
-//! directory is listed at most once per [`LISTING_WINDOW`].
+//! container` prints the listing's cost). Here the size is used where the kernel gives it,
+//! and elsewhere the directory is listed at most once per [`LISTING_WINDOW`].
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -16,37 +16,11 @@ use std::time::{Duration, Instant};
 use prometheus::proto::MetricFamily;
 
 use crate::exposition::family::FamilyBuilder;
+use crate::procstat;
 
 /// How long a count of open descriptors made by listing `/proc/self/fd` is reported before
 /// the directory is listed again.
 pub const LISTING_WINDOW: Duration = Duration::from_secs(60);
-
-/// The fields of `/proc/<pid>/stat` reported here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct ProcessStat {
-    /// User and system CPU, in clock ticks.
-    cpu_ticks: u64,
-    threads: u64,
-    /// When the process started, in clock ticks since boot.
-    start_ticks: u64,
-    virtual_bytes: u64,
-    resident_pages: u64,
-}
-
-/// Reads `/proc/<pid>/stat`: the fields after the command name, which is in parentheses and
-/// may itself hold spaces and parentheses (hence the last `)`).
-fn parse_stat(text: &str) -> Option<ProcessStat> {
-    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_ascii_whitespace().collect();
-    // Numbered from the state (field 3 of proc(5)).
-    let field = |i: usize| fields.get(i)?.parse::<u64>().ok();
-    Some(ProcessStat {
-        cpu_ticks: field(11)? + field(12)?,
-        threads: field(17)?,
-        start_ticks: field(19)?,
-        virtual_bytes: field(20)?,
-        resident_pages: field(21)?,
-    })
-}
 
 /// The `process_*` families of this process.
 pub struct ProcessMetrics {
@@ -69,17 +43,9 @@ impl ProcessMetrics {
     pub fn with_listing_window(listing_window: Duration) -> Self {
         // SAFETY: sysconf has no preconditions.
         let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
-        // `btime` of `/proc/stat`: when the machine booted, in seconds since the epoch. As
-        // `identity::inventory::parse_btime` reads it; that module is a layer above this one.
         let boot_time = crate::fsread::read_to_string(std::path::Path::new("/proc/stat"))
             .ok()
-            .and_then(|stat| {
-                stat.lines()
-                    .find_map(|l| l.strip_prefix("btime "))?
-                    .trim()
-                    .parse::<u64>()
-                    .ok()
-            })
+            .and_then(|stat| procstat::btime(&stat))
             .map(|secs| secs as f64);
         Self {
             proc_self: PathBuf::from("/proc/self"),
@@ -131,7 +97,7 @@ impl ProcessMetrics {
     pub fn collect(&self) -> Vec<MetricFamily> {
         let stat = crate::fsread::read_to_string(&self.proc_self.join("stat"))
             .ok()
-            .and_then(|text| parse_stat(&text));
+            .and_then(|text| procstat::process_stat(&text));
         let mut families: Vec<MetricFamily> = stat
             .and_then(|stat| {
                 FamilyBuilder::counter(
@@ -192,25 +158,6 @@ impl Default for ProcessMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn stat_fields_are_read_after_the_last_parenthesis() {
-        // A command name with a space and a parenthesis; values from a real sonde.
-        let text = "4242 (so (nde) x) S 1 4242 4242 0 -1 4194560 3620 0 0 0 731 2296 0 0 20 0 6 0 \
-                    2815613 1154658304 8150 18446744073709551615 1 1 0 0 0 0 0 4096 17642 0 0 0 17 1 0 0 0 0 0\n";
-        assert_eq!(
-            parse_stat(text),
-            Some(ProcessStat {
-                cpu_ticks: 731 + 2296,
-                threads: 6,
-                start_ticks: 2_815_613,
-                virtual_bytes: 1_154_658_304,
-                resident_pages: 8150,
-            })
-        );
-        assert_eq!(parse_stat("4242 (sonde) S 1 2"), None, "too few fields");
-        assert_eq!(parse_stat("no parenthesis"), None);
-    }
 
     #[test]
     fn families_keep_the_process_collectors_names_help_and_types() {
